@@ -1,0 +1,58 @@
+//! Errors: each names the token, word or feature that was wrong.
+
+/// What went wrong with a featureset or a feature name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// No feature has this name or alias.
+    #[error("unknown feature name '{name}'")]
+    UnknownFeature {
+        /// The name as given.
+        name: String,
+    },
+    /// The featureset text was empty.
+    #[error("empty featureset")]
+    Empty,
+    /// A word is not hexadecimal.
+    #[error("featureset word {word}: '{token}' is not hexadecimal")]
+    InvalidHex {
+        /// Zero-based word index.
+        word: usize,
+        /// The offending text.
+        token: String,
+    },
+    /// A word has more than 8 hex digits.
+    #[error("featureset word {word}: '{token}' is wider than 32 bits (at most 8 hex digits)")]
+    WordTooWide {
+        /// Zero-based word index.
+        word: usize,
+        /// The offending text.
+        token: String,
+    },
+    /// A separator with nothing between.
+    #[error("featureset word {word} is empty")]
+    EmptyWord {
+        /// Zero-based word index.
+        word: usize,
+    },
+    /// More words than any Xen could have.
+    #[error("featureset has {count} words; at most {max} are accepted")]
+    TooManyWords {
+        /// How many words were given.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A longer featureset has bits the shorter receiver cannot represent.
+    #[error(
+        "featureset has {words} words but only {capacity} fit; bits beyond would be lost: {}",
+        lost.join(" ")
+    )]
+    DoesNotFit {
+        /// Words in the featureset.
+        words: usize,
+        /// Words the receiver holds.
+        capacity: usize,
+        /// The set bits that do not fit, by name (`<word*32+bit>` when unnamed).
+        lost: Vec<String>,
+    },
+}

@@ -1,0 +1,143 @@
+//! Text forms: `xen-cpuid`'s `178bfbfd:80002001:…`, xapi's `178bfbfd-80002001-…`, and decoding to
+//! names per word the way `xen-cpuid FEATURESET` prints them.
+
+use std::fmt::{self, Write as _};
+use std::str::FromStr;
+
+use crate::{word_info, Error, Feature, FeatureId, Featureset};
+
+/// The most words a featureset text may carry: far beyond any Xen (19 in 4.21), small enough
+/// that nonsense input is refused rather than allocated.
+pub const MAX_TEXT_WORDS: usize = 64;
+
+impl Featureset {
+    /// Parses `xen-cpuid`'s form or xapi's: hex words separated by `:` or `-`, at most
+    /// 8 hex digits each (leading zeros optional), surrounding whitespace ignored.
+    pub fn parse(text: &str) -> Result<Featureset, Error> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(Error::Empty);
+        }
+        let tokens: Vec<&str> = text.split([':', '-']).collect();
+        if tokens.len() > MAX_TEXT_WORDS {
+            return Err(Error::TooManyWords { count: tokens.len(), max: MAX_TEXT_WORDS });
+        }
+        let mut words = Vec::with_capacity(tokens.len());
+        for (word, token) in tokens.into_iter().enumerate() {
+            if token.is_empty() {
+                return Err(Error::EmptyWord { word });
+            }
+            if !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::InvalidHex { word, token: token.to_string() });
+            }
+            if token.len() > 8 {
+                return Err(Error::WordTooWide { word, token: token.to_string() });
+            }
+            words.push(u32::from_str_radix(token, 16).map_err(|_| Error::InvalidHex { word, token: token.to_string() })?);
+        }
+        Ok(Featureset::from_words(words))
+    }
+
+    /// `xen-cpuid`'s form: every stored word as 8 hex digits, `:`-separated.
+    pub fn to_xen_string(&self) -> String {
+        self.join_words(':')
+    }
+
+    /// xapi's form: every stored word as 8 hex digits, `-`-separated.
+    pub fn to_xapi_string(&self) -> String {
+        self.join_words('-')
+    }
+
+    fn join_words(&self, separator: char) -> String {
+        let mut out = String::with_capacity(self.len_words() * 9);
+        for (i, word) in self.words().iter().enumerate() {
+            if i > 0 {
+                out.push(separator);
+            }
+            let _ = write!(out, "{word:08x}");
+        }
+        out
+    }
+
+    /// Every stored word with its set bits by name: what `xen-cpuid FEATURESET` shows.
+    pub fn decode(&self) -> Vec<DecodedWord> {
+        self.words()
+            .iter()
+            .enumerate()
+            .map(|(index, &value)| DecodedWord {
+                index,
+                value,
+                bits: (0..32)
+                    .filter(|bit| value & (1 << bit) != 0)
+                    .filter_map(|bit| FeatureId::new(index, bit))
+                    .map(|id| (id.bit(), id.feature()))
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+/// One word of a decoded featureset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedWord {
+    /// Word index.
+    pub index: usize,
+    /// The word's value.
+    pub value: u32,
+    /// Each set bit, with the feature Xen names there (if any).
+    pub bits: Vec<(u32, Option<&'static Feature>)>,
+}
+
+impl DecodedWord {
+    /// The word's long name (`CPUID 0x00000001.edx`), or `<UNKNOWN>` past the words Xen defines.
+    pub fn long_name(&self) -> &'static str {
+        word_info(self.index).map_or("<UNKNOWN>", |w| w.long_name)
+    }
+}
+
+impl fmt::Display for DecodedWord {
+    /// `xen-cpuid`'s layout: `  [00] CPUID 0x00000001.edx     fpu vme <10> …`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "  [{:02}] {:<24}", self.index, self.long_name())?;
+        for (bit, feature) in &self.bits {
+            match feature {
+                Some(feature) => write!(f, " {}", feature.name)?,
+                None => write!(f, " <{bit}>")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Featureset {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Featureset, Error> {
+        Featureset::parse(text)
+    }
+}
+
+impl fmt::Display for Featureset {
+    /// `xen-cpuid`'s form.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_xen_string())
+    }
+}
+
+impl serde::Serialize for Featureset {
+    /// As `xen-cpuid`'s string form: compact, diffable, and what toolstacks already store.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_xen_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Featureset {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Featureset, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Featureset::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Renders featuresets in `xen-cpuid`'s layout: a 24-column label, 8 spaces, the words.
+pub fn xen_cpuid_line(label: &str, set: &Featureset) -> String {
+    format!("{label:<24}        {set}")
+}

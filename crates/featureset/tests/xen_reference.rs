@@ -1,0 +1,111 @@
+//! The table and masks against what real Xen's `xen-cpuid` printed (`../shared/xen-reference/`).
+
+use std::path::PathBuf;
+
+use cpupolicy_featureset::{static_mask, Featureset, StaticMask, NR_WORDS};
+
+fn reference_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/xen-reference");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("SKIP: {} is absent; these tests need ../shared beside the checkout", dir.display());
+        None
+    }
+}
+
+/// The labelled featureset lines of a `xen-cpuid` (no arguments) output.
+fn featureset_lines(text: &str) -> Vec<(String, Featureset)> {
+    text.lines()
+        .filter_map(|line| {
+            let (label, words) = line.rsplit_once(' ')?;
+            let set = Featureset::parse(words).ok()?;
+            (words.contains(':')).then(|| (label.trim().to_string(), set))
+        })
+        .collect()
+}
+
+fn read(name: &str) -> Option<String> {
+    let dir = reference_dir()?;
+    Some(std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}")))
+}
+
+#[test]
+fn static_masks_match_xen_4_20_for_every_feature_it_knows() {
+    let Some(text) = read("xen-4.20-qemu64.featuresets.txt") else { return };
+    let lines = featureset_lines(&text);
+    let known_4_20 = &lines.iter().find(|(l, _)| l == "Known").expect("Known line").1;
+    assert_eq!(known_4_20.len_words(), 19, "4.20's nr_features");
+    let mut compared = 0;
+    for (mask, label) in StaticMask::XEN_CPUID_ORDER {
+        let xen = &lines.iter().find(|(l, _)| l == label).unwrap_or_else(|| panic!("no '{label}' line")).1;
+        let ours = static_mask(mask).intersection(known_4_20);
+        let diff = ours.symmetric_difference(xen);
+        assert!(diff.is_empty(), "{label}: differs from Xen 4.20 in {:?}", diff.names());
+        compared += 1;
+    }
+    assert_eq!(compared, 8);
+}
+
+#[test]
+fn every_feature_xen_4_20_knows_is_in_the_table() {
+    let Some(text) = read("xen-4.20-qemu64.featuresets.txt") else { return };
+    let known_4_20 = featureset_lines(&text).into_iter().find(|(l, _)| l == "Known").unwrap().1;
+    let unnamed: Vec<String> = known_4_20.unknown().map(|id| id.to_string()).collect();
+    assert!(unnamed.is_empty(), "bits Xen 4.20 knows but the table does not name: {unnamed:?}");
+    // And our table is a superset: what we know beyond 4.20 is 4.21's additions only.
+    let ours = static_mask(StaticMask::Known);
+    assert!(known_4_20.is_subset(ours));
+    for feature in ours.difference(&known_4_20).features() {
+        assert_eq!(feature.first_release, cpupolicy_featureset::XenRelease::V4_21, "{}", feature.name);
+    }
+}
+
+#[test]
+fn every_reference_featureset_line_decodes_to_table_names() {
+    let Some(dir) = reference_dir() else { return };
+    let mut lines_checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().ends_with(".featuresets.txt") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines = featureset_lines(&text);
+        assert!(lines.len() >= 14, "{}: expected 8 static and 6 dynamic sets", path.display());
+        let known = lines[0].1.clone();
+        for (label, set) in &lines {
+            // What Xen offers guests is within what that Xen knows; only the hardware's own
+            // sets (Raw, and Host which Xen derives from it) may carry bits nobody named.
+            if !matches!(label.as_str(), "Raw" | "Host") {
+                assert!(set.is_subset(&known), "{}: {label} has bits outside Known", path.display());
+            }
+            // What that Xen knows decodes to a name from our table, at the same word and bit.
+            for word in set.intersection(&known).decode() {
+                assert!(word.index < NR_WORDS);
+                for (bit, feature) in &word.bits {
+                    let feature = feature.unwrap_or_else(|| {
+                        panic!("{}: {label}: word {} bit {bit} has no name in the table", path.display(), word.index)
+                    });
+                    assert_eq!((feature.word(), feature.bit()), (word.index, *bit));
+                }
+            }
+            // Text round trip.
+            assert_eq!(Featureset::parse(&set.to_xen_string()).unwrap().words(), set.words());
+            lines_checked += 1;
+        }
+    }
+    assert!(lines_checked >= 42, "checked {lines_checked} lines");
+}
+
+#[test]
+fn special_sets_of_older_xen_are_within_ours() {
+    // 4.14 and 4.17 printed fewer special bits (some became special later); never more.
+    for name in ["xen-4.14-qemu64.featuresets.txt", "xen-4.17-qemu64.featuresets.txt"] {
+        let Some(text) = read(name) else { return };
+        let lines = featureset_lines(&text);
+        let special = &lines.iter().find(|(l, _)| l == "Special").unwrap().1;
+        let extra = special.difference(static_mask(StaticMask::Special));
+        assert!(extra.is_empty(), "{name}: special there but not here: {:?}", extra.names());
+    }
+}

@@ -1,0 +1,1 @@
+//! cpupolicy hypercall (under construction).

@@ -1,0 +1,1 @@
+//! cpupolicy policy (under construction).

@@ -1,0 +1,1 @@
+//! cpupolicy topology (under construction).
