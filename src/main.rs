@@ -1,1 +1,7 @@
-fn main() {}
+//! `cpupolicy`: the operator's command line.
+
+mod cli;
+
+fn main() {
+    std::process::exit(cli::run());
+}

@@ -1,0 +1,126 @@
+//! `decode` and `masks`.
+
+use clap::Args;
+use cpupolicy::featureset::{static_mask, xen_cpuid_line, Featureset, StaticMask, NR_WORDS, WORDS};
+use serde::Serialize;
+
+use super::{print_json, CliError, Outcome, TextOrJson};
+
+#[derive(Args)]
+pub struct DecodeArgs {
+    /// Featuresets: hex words separated by `:` or `-`.
+    #[arg(required = true)]
+    featuresets: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: TextOrJson,
+}
+
+#[derive(Serialize)]
+struct DecodedJson {
+    featureset: String,
+    words: Vec<WordJson>,
+}
+
+#[derive(Serialize)]
+struct WordJson {
+    index: usize,
+    name: Option<&'static str>,
+    source: &'static str,
+    value: String,
+    features: Vec<&'static str>,
+    unknown_bits: Vec<u32>,
+}
+
+pub fn decode(args: DecodeArgs) -> Outcome {
+    // Parse everything first: bad input prints nothing but the error.
+    let sets = args
+        .featuresets
+        .iter()
+        .map(|text| Featureset::parse(text).map_err(|e| CliError(format!("'{text}': {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    match args.format {
+        TextOrJson::Text => {
+            for set in &sets {
+                println!("{}", xen_cpuid_line("Featureset", set));
+                for word in set.decode() {
+                    println!("{word}");
+                }
+            }
+        }
+        TextOrJson::Json => {
+            let decoded: Vec<DecodedJson> = sets
+                .iter()
+                .map(|set| DecodedJson {
+                    featureset: set.to_xen_string(),
+                    words: set
+                        .decode()
+                        .into_iter()
+                        .map(|word| WordJson {
+                            index: word.index,
+                            name: WORDS.get(word.index).map(|w| w.short_name),
+                            source: word.long_name(),
+                            value: format!("{:08x}", word.value),
+                            features: word.bits.iter().filter_map(|(_, f)| f.map(|f| f.name)).collect(),
+                            unknown_bits: word.bits.iter().filter(|(_, f)| f.is_none()).map(|(b, _)| *b).collect(),
+                        })
+                        .collect(),
+                })
+                .collect();
+            print_json(&decoded)?;
+        }
+    }
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct MasksArgs {
+    /// Output format (text is `xen-cpuid`'s "Static sets" layout).
+    #[arg(long, value_enum, default_value = "text")]
+    format: TextOrJson,
+    /// Only features within this featureset, e.g. the "Known" line of an older Xen's
+    /// `xen-cpuid`, to see the masks as that Xen has them. Its length sets the word count.
+    #[arg(long, value_name = "FEATURESET")]
+    within: Option<String>,
+}
+
+#[derive(Serialize)]
+struct MaskJson {
+    featureset: String,
+    features: Vec<&'static str>,
+}
+
+pub fn masks(args: MasksArgs) -> Outcome {
+    let within = match &args.within {
+        Some(text) => Featureset::parse(text).map_err(|e| CliError(format!("--within '{text}': {e}")))?,
+        None => static_mask(StaticMask::Known).clone(),
+    };
+    let nr_words = within.len_words();
+    let mask = |m: StaticMask| -> Result<Featureset, CliError> { Ok(static_mask(m).intersection(&within).fit(nr_words)?) };
+    match args.format {
+        TextOrJson::Text => {
+            println!("nr_features: {nr_words}");
+            let mut key = format!("       {:>24} ", "KEY");
+            for word in WORDS.iter().take(nr_words.min(NR_WORDS)) {
+                key.push_str(&format!("{:<8} ", word.short_name));
+            }
+            println!("{key}");
+            println!("\nStatic sets:");
+            for (m, label) in StaticMask::XEN_CPUID_ORDER {
+                println!("{}", xen_cpuid_line(label, &mask(m)?));
+            }
+            println!();
+        }
+        TextOrJson::Json => {
+            let mut out = serde_json::Map::new();
+            out.insert("nr_words".into(), nr_words.into());
+            for m in StaticMask::ALL {
+                let set = mask(m)?;
+                let entry = MaskJson { featureset: set.to_xen_string(), features: set.features().map(|f| f.name).collect() };
+                out.insert(m.key().into(), serde_json::to_value(entry)?);
+            }
+            print_json(&out)?;
+        }
+    }
+    Ok(0)
+}

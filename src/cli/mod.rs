@@ -1,0 +1,77 @@
+//! Command-line parsing and dispatch. Exit status: 0 success (equal / compatible), 1 a negative
+//! answer (different / incompatible), 2 bad input or failure. Nothing here panics on input.
+
+use clap::{Parser, Subcommand};
+
+mod featureset;
+
+/// Exit status for a negative answer: different, incompatible.
+#[allow(dead_code)] // used by the comparison commands
+pub const EXIT_NEGATIVE: i32 = 1;
+/// Exit status for bad input or a failure.
+pub const EXIT_ERROR: i32 = 2;
+
+/// An error to print and exit with status 2.
+#[derive(Debug)]
+pub struct CliError(pub String);
+
+impl<E: std::fmt::Display> From<E> for CliError {
+    fn from(error: E) -> CliError {
+        CliError(error.to_string())
+    }
+}
+
+/// What a command produced: an exit status (0 or 1).
+pub type Outcome = Result<i32, CliError>;
+
+#[derive(Parser)]
+#[command(name = "cpupolicy", version, about = "x86 CPU policy for Xen toolstacks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Decode featuresets (`178bfbfd:80002001:…` or `-`-separated) to feature names, per word.
+    Decode(featureset::DecodeArgs),
+    /// Print Xen's static featureset masks (known, special, PV/HVM default and max).
+    Masks(featureset::MasksArgs),
+}
+
+/// Parses the command line, runs the command, returns the exit status.
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() { EXIT_ERROR } else { 0 };
+        }
+    };
+    let outcome = match cli.command {
+        Command::Decode(args) => featureset::decode(args),
+        Command::Masks(args) => featureset::masks(args),
+    };
+    match outcome {
+        Ok(status) => status,
+        Err(CliError(message)) => {
+            eprintln!("cpupolicy: {message}");
+            EXIT_ERROR
+        }
+    }
+}
+
+/// Output formats shared by several commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TextOrJson {
+    /// Human-readable text, in `xen-cpuid`'s layout where there is one.
+    Text,
+    /// JSON.
+    Json,
+}
+
+/// Prints a serialisable value as pretty JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
