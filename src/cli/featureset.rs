@@ -96,7 +96,8 @@ pub fn masks(args: MasksArgs) -> Outcome {
         None => static_mask(StaticMask::Known).clone(),
     };
     let nr_words = within.len_words();
-    let mask = |m: StaticMask| -> Result<Featureset, CliError> { Ok(static_mask(m).intersection(&within).fit(nr_words)?) };
+    let mask =
+        |m: StaticMask| -> Result<Featureset, CliError> { Ok(static_mask(m).intersection(&within).fit(nr_words)?) };
     match args.format {
         TextOrJson::Text => {
             println!("nr_features: {nr_words}");
@@ -116,7 +117,8 @@ pub fn masks(args: MasksArgs) -> Outcome {
             out.insert("nr_words".into(), nr_words.into());
             for m in StaticMask::ALL {
                 let set = mask(m)?;
-                let entry = MaskJson { featureset: set.to_xen_string(), features: set.features().map(|f| f.name).collect() };
+                let entry =
+                    MaskJson { featureset: set.to_xen_string(), features: set.features().map(|f| f.name).collect() };
                 out.insert(m.key().into(), serde_json::to_value(entry)?);
             }
             print_json(&out)?;

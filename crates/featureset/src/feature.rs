@@ -131,12 +131,7 @@ impl Attributes {
             GuestKind::Pv => Self::ALL | Self::ALL_OPT_IN,
             GuestKind::HvmShadow => Self::ALL | Self::ALL_OPT_IN | Self::HVM | Self::HVM_OPT_IN,
             GuestKind::HvmHap => {
-                Self::ALL
-                    | Self::ALL_OPT_IN
-                    | Self::HVM
-                    | Self::HVM_OPT_IN
-                    | Self::HAP
-                    | Self::HAP_OPT_IN
+                Self::ALL | Self::ALL_OPT_IN | Self::HVM | Self::HVM_OPT_IN | Self::HAP | Self::HAP_OPT_IN
             }
         };
         self.0 & mask != 0

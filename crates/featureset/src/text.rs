@@ -33,7 +33,9 @@ impl Featureset {
             if token.len() > 8 {
                 return Err(Error::WordTooWide { word, token: token.to_string() });
             }
-            words.push(u32::from_str_radix(token, 16).map_err(|_| Error::InvalidHex { word, token: token.to_string() })?);
+            words.push(
+                u32::from_str_radix(token, 16).map_err(|_| Error::InvalidHex { word, token: token.to_string() })?,
+            );
         }
         Ok(Featureset::from_words(words))
     }

@@ -100,12 +100,19 @@ fn dependency_graph_has_no_cycles() {
         .map(|d| {
             let names: Vec<&str> = match d.dependents {
                 Dependents::Named(names) => names.to_vec(),
-                Dependents::Words(words) => FEATURES.iter().filter(|f| words.contains(&f.word())).map(|f| f.name).collect(),
+                Dependents::Words(words) => {
+                    FEATURES.iter().filter(|f| words.contains(&f.word())).map(|f| f.name).collect()
+                }
             };
             (d.feature, names)
         })
         .collect();
-    fn visit<'a>(node: &'a str, edges: &HashMap<&'a str, Vec<&'a str>>, grey: &mut Vec<&'a str>, black: &mut HashSet<&'a str>) {
+    fn visit<'a>(
+        node: &'a str,
+        edges: &HashMap<&'a str, Vec<&'a str>>,
+        grey: &mut Vec<&'a str>,
+        black: &mut HashSet<&'a str>,
+    ) {
         if black.contains(node) {
             return;
         }
@@ -146,7 +153,8 @@ fn dependency_closure_is_transitive() {
 
 #[test]
 fn clearing_a_prerequisite_clears_its_dependents() {
-    let mut set = Featureset::from_names(["xsave", "avx", "avx2", "avx512f", "avx512bw", "fma", "fxsr", "sse2", "sse"]).unwrap();
+    let mut set =
+        Featureset::from_names(["xsave", "avx", "avx2", "avx512f", "avx512bw", "fma", "fxsr", "sse2", "sse"]).unwrap();
     set.remove_name("xsave").unwrap();
     let cleared = set.apply_dependencies();
     assert_eq!(set, Featureset::from_names(["fxsr", "sse", "sse2"]).unwrap());
