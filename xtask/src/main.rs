@@ -8,11 +8,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod capi;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = workspace_root();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&root, &args[1..]),
+        Some("header") => capi::write_header(&root),
+        Some("install") => match (args.get(1).map(String::as_str), args.get(2)) {
+            (Some("--prefix"), Some(prefix)) => capi::install(&root, Path::new(prefix)),
+            _ => Err("usage: cargo xtask install --prefix PREFIX".into()),
+        },
         Some("help") | Some("--help") | Some("-h") | None => {
             print!("{USAGE}");
             Ok(())
@@ -30,13 +37,20 @@ fn main() -> ExitCode {
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
-  test [--skip STEP]...   every layer: format, lints, unit and integration tests, C, real Xen
+  test [--skip|--only STEP]...  every layer: format, lints, unit and integration tests, C, real Xen
+  header                  regenerate include/cpupolicy.h from crates/capi (cbindgen)
+  install --prefix P      install libcpupolicy (.so and .a), cpupolicy.h and cpupolicy.pc under P
   help                    this text
 ";
 
 /// The workspace root: the parent of this crate's manifest directory.
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` when set, else `<root>/target`.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).map(|d| root.join(d)).unwrap_or_else(|| root.join("target"))
 }
 
 /// One step of the test command.
@@ -51,22 +65,26 @@ const STEPS: &[Step] = &[
     Step { name: "clippy", run: clippy },
     Step { name: "unit-and-integration", run: cargo_tests },
     Step { name: "release-build", run: release_build },
+    Step { name: "c-header", run: capi::check_header },
+    Step { name: "c-api", run: capi::c_tests },
 ];
 
 /// Runs every step, stops at the first failure, and prints a closing tally.
 fn test(root: &Path, args: &[String]) -> Result<(), String> {
     let mut skip = Vec::new();
+    let mut only = Vec::new();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--skip" => skip.push(args.next().ok_or("--skip needs a step name")?.clone()),
+            "--only" => only.push(args.next().ok_or("--only needs a step name")?.clone()),
             other => return Err(format!("unknown test option '{other}'")),
         }
     }
     let started = Instant::now();
     let (mut passed, mut failed) = (0, 0);
     for step in STEPS {
-        if skip.iter().any(|s| s == step.name) {
+        if skip.iter().any(|s| s == step.name) || (!only.is_empty() && !only.iter().any(|s| s == step.name)) {
             println!("==> {} (skipped on request)", step.name);
             continue;
         }
@@ -95,16 +113,22 @@ fn test(root: &Path, args: &[String]) -> Result<(), String> {
 
 /// Runs a command in the workspace root, failing with its status.
 fn run(root: &Path, program: &str, args: &[&str]) -> Result<(), String> {
-    println!("+ {program} {}", args.join(" "));
-    let status = Command::new(program)
-        .args(args)
-        .current_dir(root)
-        .status()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    run_command(Command::new(program).args(args).current_dir(root))
+}
+
+/// Runs a prepared command, echoing it, failing with its status.
+fn run_command(command: &mut Command) -> Result<(), String> {
+    let shown = format!(
+        "{} {}",
+        command.get_program().to_string_lossy(),
+        command.get_args().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+    );
+    println!("+ {shown}");
+    let status = command.status().map_err(|e| format!("cannot run {shown}: {e}"))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("{program} {} exited with {status}", args.join(" ")))
+        Err(format!("{shown} exited with {status}"))
     }
 }
 

@@ -1,0 +1,297 @@
+//! The shared machinery of the C ABI: status codes, the last-error message, the panic
+//! boundary, handle tagging, and checked access to C pointers and buffers.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Result of every function. The numbers are part of the ABI: never renumbered, never reused.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum cpupolicy_status {
+    /// Success.
+    CPUPOLICY_OK = 0,
+    /// A required pointer was NULL, or an argument was out of range.
+    CPUPOLICY_INVALID_ARGUMENT = 1,
+    /// The caller's buffer is too small; `*needed` holds the size required.
+    CPUPOLICY_BUFFER_TOO_SMALL = 2,
+    /// A handle of another type (or not a live handle from this library) was passed.
+    CPUPOLICY_WRONG_HANDLE = 3,
+    /// Input text or data could not be parsed (see `cpupolicy_last_error`).
+    CPUPOLICY_PARSE_ERROR = 4,
+    /// A feature name is not known.
+    CPUPOLICY_UNKNOWN_FEATURE = 5,
+    /// A value does not fit where it must go (e.g. featureset words beyond the receiver's).
+    CPUPOLICY_DOES_NOT_FIT = 6,
+    /// A string argument is not valid UTF-8.
+    CPUPOLICY_INVALID_UTF8 = 7,
+    /// A bug in the library (a caught panic); the message says where.
+    CPUPOLICY_INTERNAL_ERROR = 99,
+}
+
+use cpupolicy_status::*;
+
+/// The static name of a status, e.g. `"buffer too small"`. Never NULL; the string is static.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn cpupolicy_strerror(status: cpupolicy_status) -> *const c_char {
+    let text: &'static CStr = match status {
+        CPUPOLICY_OK => c"success",
+        CPUPOLICY_INVALID_ARGUMENT => c"invalid argument (NULL pointer or value out of range)",
+        CPUPOLICY_BUFFER_TOO_SMALL => c"buffer too small",
+        CPUPOLICY_WRONG_HANDLE => c"wrong handle type",
+        CPUPOLICY_PARSE_ERROR => c"parse error",
+        CPUPOLICY_UNKNOWN_FEATURE => c"unknown feature name",
+        CPUPOLICY_DOES_NOT_FIT => c"value does not fit",
+        CPUPOLICY_INVALID_UTF8 => c"string is not valid UTF-8",
+        CPUPOLICY_INTERNAL_ERROR => c"internal error",
+    };
+    text.as_ptr()
+}
+
+/// The library version as a static NUL-terminated string, e.g. `"0.1.0"`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn cpupolicy_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Copies the calling thread's last error message (empty after a success) into `buffer` as a
+/// NUL-terminated string. Size-query convention: `*needed` receives the size including the NUL;
+/// with `buffer` NULL or `capacity` too small the status is `CPUPOLICY_BUFFER_TOO_SMALL` (or OK
+/// when `buffer` is NULL and `capacity` 0) and nothing is written to `buffer`. `needed` may be
+/// NULL. Thread-safe: each thread has its own message.
+///
+/// # Safety
+/// `buffer` must be NULL or valid for `capacity` bytes; `needed` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_last_error(
+    buffer: *mut c_char,
+    capacity: usize,
+    needed: *mut usize,
+) -> cpupolicy_status {
+    let message = LAST_ERROR.with(|m| m.borrow().clone());
+    // SAFETY: the caller guarantees `buffer`/`capacity` and `needed` per this function's contract.
+    unsafe { write_c_string(&message, buffer, capacity, needed) }
+}
+
+/// A failure to report: a status and the detail message for `cpupolicy_last_error`.
+pub(crate) struct Failure {
+    pub status: cpupolicy_status,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(status: cpupolicy_status, message: impl Into<String>) -> Failure {
+        Failure { status, message: message.into() }
+    }
+
+    pub fn null(what: &str) -> Failure {
+        Failure::new(CPUPOLICY_INVALID_ARGUMENT, format!("{what} is NULL"))
+    }
+}
+
+/// Runs an exported function's body: catches panics, records the message, returns the status.
+/// Out-pointers must only be written by `body` after everything that can fail has succeeded.
+pub(crate) fn guard(body: impl FnOnce() -> Result<(), Failure>) -> cpupolicy_status {
+    let (status, message) = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => (CPUPOLICY_OK, String::new()),
+        Ok(Err(failure)) => (failure.status, failure.message),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            (CPUPOLICY_INTERNAL_ERROR, format!("internal error: {what}"))
+        }
+    };
+    LAST_ERROR.with(|m| *m.borrow_mut() = message);
+    status
+}
+
+/// Tags at the start of every handle, to catch handles of the wrong type.
+#[repr(u32)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Tag {
+    Featureset = 0x4653_4554, // "FSET"
+    Freed = 0xdead_f00d,
+}
+
+/// An opaque object handed to C. Every handle starts with a type tag so that a handle of the
+/// wrong type is detected instead of misread.
+#[repr(C)]
+pub struct Handle<T> {
+    tag: Tag,
+    pub(crate) value: T,
+}
+
+/// Handle types: which tag identifies them.
+pub(crate) trait Tagged: Sized {
+    const TAG: Tag;
+    const NAME: &'static str;
+
+    /// Moves a value into a new handle for C.
+    fn into_handle(self) -> *mut Handle<Self> {
+        Box::into_raw(Box::new(Handle { tag: Self::TAG, value: self }))
+    }
+}
+
+/// Borrows the value behind a handle, checking it is non-NULL and of the right type.
+///
+/// # Safety
+/// `ptr` must be NULL or point to at least 4 readable bytes at the start of a handle created by
+/// this library (the tag check then tells live handles of this type apart from others).
+pub(crate) unsafe fn borrow<'a, T: Tagged>(ptr: *const Handle<T>, what: &str) -> Result<&'a T, Failure> {
+    if ptr.is_null() {
+        return Err(Failure::null(what));
+    }
+    // SAFETY: non-NULL, and per the caller's contract the first 4 bytes are a handle's tag; read
+    // it as a plain u32 so that a foreign value cannot form an invalid enum.
+    let tag = unsafe { ptr.cast::<u32>().read() };
+    if tag != T::TAG as u32 {
+        let kind = if tag == Tag::Freed as u32 { "a freed handle" } else { "a handle of another type" };
+        return Err(Failure::new(
+            cpupolicy_status::CPUPOLICY_WRONG_HANDLE,
+            format!("{what}: expected a {}, got {kind}", T::NAME),
+        ));
+    }
+    // SAFETY: the tag matches, so this is a live `Handle<T>` created by `into_handle`.
+    Ok(unsafe { &(*ptr).value })
+}
+
+/// Frees a handle created by `into_handle`; NULL is a no-op.
+///
+/// # Safety
+/// As for [`borrow`]; the handle must not be used afterwards.
+pub(crate) unsafe fn free<T: Tagged>(ptr: *mut Handle<T>, what: &str) -> Result<(), Failure> {
+    if ptr.is_null() {
+        return Ok(());
+    }
+    // SAFETY: as for `borrow`, which checks the tag.
+    unsafe { borrow(ptr, what)? };
+    // SAFETY: a live handle of this type, created by `Box::into_raw`; mark it freed first so a
+    // double free through a stale pointer is likely caught rather than silently corrupting.
+    unsafe {
+        (*ptr).tag = Tag::Freed;
+        drop(Box::from_raw(ptr));
+    }
+    Ok(())
+}
+
+/// Writes a handle to an out-pointer.
+///
+/// # Safety
+/// `out` must be NULL (reported) or valid for a pointer write.
+pub(crate) unsafe fn put<T: Tagged>(out: *mut *mut Handle<T>, value: T) -> Result<(), Failure> {
+    if out.is_null() {
+        return Err(Failure::null("out"));
+    }
+    // SAFETY: non-NULL and valid for writes per the caller's contract.
+    unsafe { out.write(value.into_handle()) };
+    Ok(())
+}
+
+/// Writes a plain value to an out-pointer.
+///
+/// # Safety
+/// `out` must be NULL (reported) or valid for a write of `T`.
+pub(crate) unsafe fn put_value<T>(out: *mut T, value: T, what: &str) -> Result<(), Failure> {
+    if out.is_null() {
+        return Err(Failure::null(what));
+    }
+    // SAFETY: non-NULL and valid for writes per the caller's contract.
+    unsafe { out.write(value) };
+    Ok(())
+}
+
+/// Borrows a NUL-terminated UTF-8 string argument.
+///
+/// # Safety
+/// `ptr` must be NULL or a valid NUL-terminated string that outlives the call.
+pub(crate) unsafe fn c_str<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, Failure> {
+    if ptr.is_null() {
+        return Err(Failure::null(what));
+    }
+    // SAFETY: non-NULL and NUL-terminated per the caller's contract.
+    let bytes = unsafe { CStr::from_ptr(ptr) };
+    bytes
+        .to_str()
+        .map_err(|_| Failure::new(cpupolicy_status::CPUPOLICY_INVALID_UTF8, format!("{what} is not valid UTF-8")))
+}
+
+/// Copies `text` plus a NUL into a caller buffer with the size-query convention.
+///
+/// # Safety
+/// `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid for a write.
+pub(crate) unsafe fn write_c_string(
+    text: &str,
+    buffer: *mut c_char,
+    capacity: usize,
+    needed: *mut usize,
+) -> cpupolicy_status {
+    // SAFETY: forwarded contract.
+    unsafe { write_slice(text.as_bytes(), true, buffer.cast::<u8>(), capacity, needed) }
+}
+
+/// Copies `items` (plus a zero terminator when `nul`) into a caller buffer of `capacity`
+/// elements, with the size-query convention. Returns OK, or BUFFER_TOO_SMALL when `buffer` is
+/// NULL with a non-zero capacity or too short; a NULL buffer with capacity 0 is a size query
+/// and returns OK.
+///
+/// # Safety
+/// `buffer` NULL or valid for `capacity` elements; `needed` NULL or valid for a write.
+pub(crate) unsafe fn write_slice<T: Copy + Default>(
+    items: &[T],
+    nul: bool,
+    buffer: *mut T,
+    capacity: usize,
+    needed: *mut usize,
+) -> cpupolicy_status {
+    let size = items.len() + usize::from(nul);
+    if !needed.is_null() {
+        // SAFETY: non-NULL and valid per the caller's contract.
+        unsafe { needed.write(size) };
+    }
+    if buffer.is_null() {
+        return if capacity == 0 { CPUPOLICY_OK } else { CPUPOLICY_INVALID_ARGUMENT };
+    }
+    if capacity < size {
+        return CPUPOLICY_BUFFER_TOO_SMALL;
+    }
+    // SAFETY: `buffer` holds at least `size` elements; source and destination cannot overlap
+    // (the source is this library's own memory).
+    unsafe {
+        std::ptr::copy_nonoverlapping(items.as_ptr(), buffer, items.len());
+        if nul {
+            buffer.add(items.len()).write(T::default());
+        }
+    }
+    CPUPOLICY_OK
+}
+
+/// Wraps [`write_slice`] for use inside [`guard`], turning its status into a `Failure`.
+///
+/// # Safety
+/// As for [`write_slice`].
+pub(crate) unsafe fn output<T: Copy + Default>(
+    items: &[T],
+    nul: bool,
+    buffer: *mut T,
+    capacity: usize,
+    needed: *mut usize,
+) -> Result<(), Failure> {
+    // SAFETY: forwarded contract.
+    match unsafe { write_slice(items, nul, buffer, capacity, needed) } {
+        CPUPOLICY_OK => Ok(()),
+        CPUPOLICY_BUFFER_TOO_SMALL => Err(Failure::new(
+            CPUPOLICY_BUFFER_TOO_SMALL,
+            format!("buffer of {capacity} too small: {} needed", items.len() + usize::from(nul)),
+        )),
+        status => Err(Failure::new(status, "buffer is NULL but capacity is not 0")),
+    }
+}
