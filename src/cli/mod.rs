@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod featureset;
+mod topology;
 
 /// Exit status for a negative answer: different, incompatible.
 #[allow(dead_code)] // used by the comparison commands
@@ -37,6 +38,8 @@ enum Command {
     Decode(featureset::DecodeArgs),
     /// Print Xen's static featureset masks (known, special, PV/HVM default and max).
     Masks(featureset::MasksArgs),
+    /// APIC IDs, topology IDs and Hyper-V VP index of every vCPU of a shape.
+    Topology(topology::TopologyArgs),
 }
 
 /// Parses the command line, runs the command, returns the exit status.
@@ -51,6 +54,7 @@ pub fn run() -> i32 {
     let outcome = match cli.command {
         Command::Decode(args) => featureset::decode(args),
         Command::Masks(args) => featureset::masks(args),
+        Command::Topology(args) => topology::topology(args),
     };
     match outcome {
         Ok(status) => status,
