@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod bindings;
 mod capi;
+mod debian;
+mod sandbox;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -16,6 +19,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&root, &args[1..]),
         Some("header") => capi::write_header(&root),
+        Some("bindings") => bindings::run_cli(&root, &args[1..]),
+        Some("sandbox") => sandbox_command(&root, &args[1..]),
         Some("install") => match (args.get(1).map(String::as_str), args.get(2)) {
             (Some("--prefix"), Some(prefix)) => capi::install(&root, Path::new(prefix)),
             _ => Err("usage: cargo xtask install --prefix PREFIX".into()),
@@ -38,6 +43,10 @@ fn main() -> ExitCode {
 const USAGE: &str = "\
 usage: cargo xtask <command>
   test [--skip|--only STEP]...  every layer: format, lints, unit and integration tests, C, real Xen
+  sandbox [--xen 4.14|4.17|4.20] [--cpu MODEL] -- cpupolicy ARGS...
+                          boot real Xen (4.20 by default) under QEMU and run a cpupolicy command in dom0
+  sandbox prepare|boot|selftest|headers|userland ...   lower-level sandbox commands (sandbox help)
+  bindings [--check]      regenerate (or check) the Xen ABI bindings from Xen's public headers
   header                  regenerate include/cpupolicy.h from crates/capi (cbindgen)
   install --prefix P      install libcpupolicy (.so and .a), cpupolicy.h and cpupolicy.pc under P
   help                    this text
@@ -65,8 +74,10 @@ const STEPS: &[Step] = &[
     Step { name: "clippy", run: clippy },
     Step { name: "unit-and-integration", run: cargo_tests },
     Step { name: "release-build", run: release_build },
+    Step { name: "bindings", run: bindings::check },
     Step { name: "c-header", run: capi::check_header },
     Step { name: "c-api", run: capi::c_tests },
+    Step { name: "real-xen", run: real_xen },
 ];
 
 /// Runs every step, stops at the first failure, and prints a closing tally.
@@ -175,4 +186,75 @@ fn cargo_tests(root: &Path) -> Result<(), String> {
 
 fn release_build(root: &Path) -> Result<(), String> {
     cargo(root, &["build", "--release"])
+}
+
+/// `cargo xtask sandbox [--xen V] [--cpu M] -- cpupolicy ARGS...`: builds the CLI, boots real Xen
+/// under QEMU and runs the command in dom0, printing what it printed; other forms go to the
+/// sandbox module's own commands.
+fn sandbox_command(root: &Path, args: &[String]) -> Result<(), String> {
+    let Some(split) = args.iter().position(|a| a == "--") else {
+        return sandbox::run_cli(root, args);
+    };
+    let mut boot = sandbox::Boot::new(sandbox::Hypervisor::Xen(sandbox::XenRelease::V4_20), "");
+    let mut options = args[..split].iter();
+    while let Some(option) = options.next() {
+        let value = options.next().ok_or_else(|| format!("{option} needs a value"))?;
+        match option.as_str() {
+            "--xen" => {
+                boot.hypervisor =
+                    sandbox::Hypervisor::parse(value).ok_or_else(|| format!("unknown Xen release '{value}'"))?
+            }
+            "--cpu" => boot.cpu_model = value.clone(),
+            other => return Err(format!("unknown sandbox option '{other}'\n{USAGE}")),
+        }
+    }
+    let command = &args[split + 1..];
+    if command.first().map(String::as_str) != Some("cpupolicy") {
+        return Err("the command to run in dom0 must start with `cpupolicy`".into());
+    }
+    cargo(root, &["build", "--release", "--bin", "cpupolicy"])?;
+    boot.files.push((target_dir(root).join("release/cpupolicy"), "/usr/bin/cpupolicy".into()));
+    boot.script = command.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
+    eprintln!("sandbox: booting {} on -cpu {} to run: {}", boot.hypervisor, boot.cpu_model, boot.script);
+    let out = sandbox::boot(root, &boot)?;
+    print!("{}", out.output);
+    eprint!("{}", out.stderr);
+    eprintln!("sandbox: exit status {} (boot {:.1?}, total {:.1?})", out.exit_status, out.boot_time, out.elapsed);
+    if out.exit_status == 0 {
+        Ok(())
+    } else {
+        Err(format!("the command exited with status {} in dom0", out.exit_status))
+    }
+}
+
+/// Quotes an argument for busybox `sh`.
+fn shell_quote(arg: &str) -> String {
+    if !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=,+@%".contains(&b)) {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+/// The real-Xen layer: the hypercall self-test under Xen 4.14, 4.17 and 4.20.
+fn real_xen(root: &Path) -> Result<(), String> {
+    cargo(root, &["build", "--release", "-p", "cpupolicy-hypercall", "--example", "xen-selftest"])?;
+    let selftest = target_dir(root).join("release/examples/xen-selftest");
+    let mut failures = Vec::new();
+    for release in sandbox::XenRelease::ALL {
+        let mut boot = sandbox::Boot::new(sandbox::Hypervisor::Xen(release), "xen-selftest");
+        boot.files.push((selftest.clone(), "/usr/bin/xen-selftest".into()));
+        let out = sandbox::boot(root, &boot)?;
+        let failed: Vec<&str> = out.output.lines().filter(|l| l.starts_with("FAIL")).collect();
+        let passed = out.output.lines().filter(|l| l.starts_with("PASS")).count();
+        println!("real {release} (qemu64): {passed} passed, {} failed, exit {}", failed.len(), out.exit_status);
+        if out.exit_status != 0 || !failed.is_empty() || passed == 0 {
+            failures.push(format!("Xen {release}: exit {}; {}\n{}", out.exit_status, failed.join("\n"), out.output));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n"))
+    }
 }
