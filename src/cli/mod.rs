@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod featureset;
+mod policy;
 mod topology;
 
 /// Exit status for a negative answer: different, incompatible.
@@ -40,6 +41,13 @@ enum Command {
     Masks(featureset::MasksArgs),
     /// APIC IDs, topology IDs and Hyper-V VP index of every vCPU of a shape.
     Topology(topology::TopologyArgs),
+    /// Convert a policy between formats: JSON policy or host bundle, xen-cpuid -p text,
+    /// libvirt CPU dump in; JSON or xen-cpuid -p text out.
+    Import(policy::ImportArgs),
+    /// Compare two policies (any format import reads): exit 0 when equal, 1 when different.
+    Diff(policy::DiffArgs),
+    /// Print this host's CPU policy.
+    Host(policy::HostArgs),
 }
 
 /// Parses the command line, runs the command, returns the exit status.
@@ -55,6 +63,9 @@ pub fn run() -> i32 {
         Command::Decode(args) => featureset::decode(args),
         Command::Masks(args) => featureset::masks(args),
         Command::Topology(args) => topology::topology(args),
+        Command::Import(args) => policy::import(args),
+        Command::Diff(args) => policy::diff(args),
+        Command::Host(args) => policy::host(args),
     };
     match outcome {
         Ok(status) => status,

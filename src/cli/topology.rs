@@ -55,6 +55,9 @@ pub struct TopologyArgs {
     format: TextOrJson,
 }
 
+/// One vCPU's topology leaves: (leaf, sub-leaf, [eax, ebx, ecx, edx]).
+type VcpuLeaves = Vec<(u32, Option<u32>, [u32; 4])>;
+
 #[derive(Serialize)]
 struct LeafJson {
     leaf: String,
@@ -89,7 +92,7 @@ pub fn topology(args: TopologyArgs) -> Outcome {
     // other fields come from the hardware (cache sub-leaves) are only as complete as the base.
     let mut base = CpuidLeaves::new();
     let _ = base.set_cpuid(0, None, vendor.leaf0(0x1f));
-    let leaves: Vec<Vec<(u32, Option<u32>, [u32; 4])>> = if args.leaves {
+    let leaves: Vec<VcpuLeaves> = if args.leaves {
         (0..topology.vcpu_count())
             .map(|vcpu| Ok(topology.cpuid_for_vcpu(&base, vcpu)?.iter().filter(|(l, _, _)| *l != 0).collect()))
             .collect::<Result<_, CliError>>()?

@@ -369,7 +369,7 @@ impl ParsedVcpu {
         let mut findings = Vec::new();
         let mut ratio = |level: Level, count: u32, per: u32| {
             let per = per.max(1);
-            if count % per != 0 {
+            if !count.is_multiple_of(per) {
                 findings.push(Finding::UnevenCount { leaf, level, count, per });
             }
             (count / per).max(1)

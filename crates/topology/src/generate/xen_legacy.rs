@@ -32,7 +32,7 @@ pub(crate) fn fill(t: &Topology, base: &impl CpuidAccess, vcpu: u32, out: &mut C
         }
     }
     let max_leaf = base.cpuid(leaf::BASIC_MAX, None).map(|r| r[EAX]);
-    let has_0xb = max_leaf.map_or(true, |m| m >= leaf::EXTENDED_TOPOLOGY);
+    let has_0xb = max_leaf.is_none_or(|m| m >= leaf::EXTENDED_TOPOLOGY);
     let x2apic = has_bit(leaf1, bit::X2APIC);
     for s in 0..XEN_TOPO_SUBLEAVES {
         let regs = if has_0xb { leaf_0xb(vcpu, s, x2apic) } else { [0; 4] };

@@ -1,0 +1,136 @@
+//! Reading any supported input, telling its format from its first bytes.
+
+use std::fmt;
+
+use crate::{
+    CpuPolicy, HostBundle, JsonError, LibvirtError, TextError, XenCpuidReport, HOST_BUNDLE_FORMAT, POLICY_FORMAT,
+};
+
+/// A document in one of the formats this crate reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Document {
+    /// One policy: a JSON policy document, or a libvirt dump (a raw policy).
+    Policy {
+        /// The policy.
+        policy: CpuPolicy,
+        /// Where it came from.
+        format: InputFormat,
+    },
+    /// A JSON host bundle.
+    Bundle(Box<HostBundle>),
+    /// `xen-cpuid -p` output.
+    XenCpuid(XenCpuidReport),
+}
+
+/// The formats [`Document::parse`] recognises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InputFormat {
+    /// A `cpupolicy-policy` JSON document.
+    PolicyJson,
+    /// A `cpupolicy-host` JSON document.
+    HostBundleJson,
+    /// `xen-cpuid -p` text.
+    XenCpuid,
+    /// A libvirt `<cpudata>` dump.
+    Libvirt,
+}
+
+impl fmt::Display for InputFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InputFormat::PolicyJson => "JSON policy",
+            InputFormat::HostBundleJson => "JSON host bundle",
+            InputFormat::XenCpuid => "xen-cpuid -p output",
+            InputFormat::Libvirt => "libvirt CPU dump",
+        })
+    }
+}
+
+/// An input that is not any supported format, or not a valid document of the one it looks like.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    /// The first bytes match no format.
+    #[error("cannot tell the format: expected JSON, xen-cpuid -p output or a libvirt <cpudata> dump")]
+    UnknownFormat,
+    /// JSON without a known `format`.
+    #[error("JSON document with \"format\" {0}; expected \"{POLICY_FORMAT}\" or \"{HOST_BUNDLE_FORMAT}\"")]
+    UnknownJsonFormat(String),
+    /// A JSON document that is not valid.
+    #[error("{format}: {source}")]
+    Json {
+        /// Which JSON document.
+        format: InputFormat,
+        /// What is wrong.
+        source: JsonError,
+    },
+    /// `xen-cpuid` text that is not valid.
+    #[error("xen-cpuid -p output: {0}")]
+    XenCpuid(#[from] TextError),
+    /// A libvirt dump that is not valid.
+    #[error("libvirt CPU dump: {0}")]
+    Libvirt(#[from] LibvirtError),
+}
+
+impl Document {
+    /// Reads a JSON policy or host bundle (by its `format`), `xen-cpuid -p` text (its first
+    /// line) or a libvirt dump (an XML element first).
+    pub fn parse(text: &str) -> Result<Document, ImportError> {
+        let start = text.trim_start();
+        if start.starts_with('{') {
+            let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ImportError::Json {
+                format: InputFormat::PolicyJson,
+                source: JsonError::Syntax(e.to_string()),
+            })?;
+            return match value.get("format").and_then(|f| f.as_str()) {
+                Some(POLICY_FORMAT) => CpuPolicy::from_json(text)
+                    .map(|policy| Document::Policy { policy, format: InputFormat::PolicyJson })
+                    .map_err(|source| ImportError::Json { format: InputFormat::PolicyJson, source }),
+                Some(HOST_BUNDLE_FORMAT) => HostBundle::from_json(text)
+                    .map(|bundle| Document::Bundle(Box::new(bundle)))
+                    .map_err(|source| ImportError::Json { format: InputFormat::HostBundleJson, source }),
+                _ => Err(ImportError::UnknownJsonFormat(
+                    value.get("format").map_or_else(|| "missing".to_string(), |f| f.to_string()),
+                )),
+            };
+        }
+        if start.starts_with('<') {
+            let policy = CpuPolicy::from_libvirt_xml(text)?;
+            return Ok(Document::Policy { policy, format: InputFormat::Libvirt });
+        }
+        let first = start.lines().next().unwrap_or("");
+        if first.starts_with("Xen reports there are maximum ")
+            || first.contains(" policy: ")
+            || first.ends_with(" policy not supported by Xen")
+        {
+            return Ok(Document::XenCpuid(XenCpuidReport::parse(text)?));
+        }
+        Err(ImportError::UnknownFormat)
+    }
+
+    /// The format it was read from.
+    pub fn format(&self) -> InputFormat {
+        match self {
+            Document::Policy { format, .. } => *format,
+            Document::Bundle(_) => InputFormat::HostBundleJson,
+            Document::XenCpuid(_) => InputFormat::XenCpuid,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_are_told_apart() {
+        let policy = CpuPolicy::new();
+        assert_eq!(Document::parse(&policy.to_json()).unwrap().format(), InputFormat::PolicyJson);
+        assert_eq!(Document::parse(&HostBundle::default().to_json()).unwrap().format(), InputFormat::HostBundleJson);
+        let xml = "<cpudata arch='x86'>\n</cpudata>\n";
+        assert_eq!(Document::parse(xml).unwrap().format(), InputFormat::Libvirt);
+        assert!(matches!(Document::parse("{\"format\": \"other\"}"), Err(ImportError::UnknownJsonFormat(_))));
+        assert!(matches!(Document::parse("hello"), Err(ImportError::UnknownFormat)));
+        let text = "Raw policy not supported by Xen\n";
+        assert_eq!(Document::parse(text).unwrap().format(), InputFormat::XenCpuid);
+    }
+}

@@ -1,0 +1,218 @@
+//! libvirt's `<cpudata>` CPUID dumps (`tests/cputestdata/*.xml`, `virsh`'s
+//! `cpu-baseline` inputs) read as raw policies.
+//!
+//! The dumps put one element per line, so a small strict line parser does; anything else is
+//! an error naming the line. libvirt records leaves without sub-leaves with `ecx_in='0x00'`:
+//! such an entry is taken as "no sub-leaf" unless the leaf has sub-leaves ([`has_subleaves`],
+//! or the dump itself records a non-zero `ecx_in` for it).
+
+use std::collections::BTreeSet;
+
+use crate::{has_subleaves, CpuPolicy, CpuidKey, Registers};
+
+/// A line of a libvirt dump that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {problem}")]
+pub struct LibvirtError {
+    /// 1-based line number (the last line for a missing `</cpudata>`).
+    pub line: usize,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl CpuPolicy {
+    /// Reads a libvirt `<cpudata arch='x86'>` dump: `<cpuid eax_in ecx_in eax ebx ecx edx/>`
+    /// and `<msr index edx eax/>` elements, one per line, comments and an XML declaration
+    /// allowed around them. A leaf or MSR recorded twice is an error.
+    pub fn from_libvirt_xml(text: &str) -> Result<CpuPolicy, LibvirtError> {
+        let mut state = State::Before;
+        let mut cpuid: Vec<(usize, u32, u32, Registers)> = Vec::new();
+        let mut msrs: Vec<(usize, u32, u64)> = Vec::new();
+        let mut in_comment = false;
+        let mut last_line = 0;
+        for (number, raw_line) in text.lines().enumerate().map(|(i, l)| (i + 1, l)) {
+            last_line = number;
+            let line = raw_line.trim();
+            if in_comment {
+                in_comment = !line.contains("-->");
+                continue;
+            }
+            if line.is_empty() {
+                continue;
+            }
+            if line.starts_with("<!--") {
+                in_comment = !line.ends_with("-->");
+                continue;
+            }
+            if state == State::Before && line.starts_with("<?xml") && line.ends_with("?>") {
+                continue;
+            }
+            let fail = |problem: String| LibvirtError { line: number, problem };
+            match state {
+                State::Before => {
+                    let attributes = element(line, "cpudata", false).map_err(fail)?;
+                    match attributes.as_slice() {
+                        [("arch", "x86")] => state = State::Inside,
+                        _ => return Err(fail(format!("expected <cpudata arch='x86'>, found '{line}'"))),
+                    }
+                }
+                State::Inside if line == "</cpudata>" => state = State::After,
+                State::Inside if line.starts_with("<cpuid") => {
+                    let attributes = element(line, "cpuid", true).map_err(fail)?;
+                    let [eax_in, ecx_in, eax, ebx, ecx, edx] =
+                        take_attributes(&attributes, ["eax_in", "ecx_in", "eax", "ebx", "ecx", "edx"]).map_err(fail)?;
+                    let (leaf, subleaf) = (hex32(eax_in).map_err(fail)?, hex32(ecx_in).map_err(fail)?);
+                    let registers = Registers::new(
+                        hex32(eax).map_err(fail)?,
+                        hex32(ebx).map_err(fail)?,
+                        hex32(ecx).map_err(fail)?,
+                        hex32(edx).map_err(fail)?,
+                    );
+                    cpuid.push((number, leaf, subleaf, registers));
+                }
+                State::Inside if line.starts_with("<msr") => {
+                    let attributes = element(line, "msr", true).map_err(fail)?;
+                    let [index, edx, eax] = take_attributes(&attributes, ["index", "edx", "eax"]).map_err(fail)?;
+                    let value = (u64::from(hex32(edx).map_err(fail)?) << 32) | u64::from(hex32(eax).map_err(fail)?);
+                    msrs.push((number, hex32(index).map_err(fail)?, value));
+                }
+                State::Inside => return Err(fail(format!("expected <cpuid/>, <msr/> or </cpudata>, found '{line}'"))),
+                State::After => return Err(fail(format!("unexpected '{line}' after </cpudata>"))),
+            }
+        }
+        if state != State::After {
+            let problem = if state == State::Before { "no <cpudata> element" } else { "missing </cpudata>" };
+            return Err(LibvirtError { line: last_line.max(1), problem: problem.into() });
+        }
+
+        // Leaves the dump itself shows with sub-leaves count as indexed even if the table does
+        // not know them yet.
+        let indexed: BTreeSet<u32> =
+            cpuid.iter().filter(|(_, leaf, subleaf, _)| *subleaf != 0 || has_subleaves(*leaf)).map(|e| e.1).collect();
+        let mut keyed: Vec<(CpuidKey, Registers, usize)> = cpuid
+            .into_iter()
+            .map(|(line, leaf, subleaf, registers)| {
+                let subleaf = indexed.contains(&leaf).then_some(subleaf);
+                (CpuidKey::new(leaf, subleaf), registers, line)
+            })
+            .collect();
+        keyed.sort_by_key(|(key, _, line)| (*key, *line));
+        if let Some(pair) = keyed.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(LibvirtError {
+                line: pair[1].2,
+                problem: format!("leaf {} repeats line {}", pair[0].0, pair[0].2),
+            });
+        }
+        msrs.sort_by_key(|(line, index, _)| (*index, *line));
+        if let Some(pair) = msrs.windows(2).find(|w| w[0].1 == w[1].1) {
+            return Err(LibvirtError {
+                line: pair[1].0,
+                problem: format!("MSR {:#x} repeats line {}", pair[0].1, pair[0].0),
+            });
+        }
+        Ok(CpuPolicy::from_sorted_parts(
+            keyed.into_iter().filter(|(_, r, _)| !r.is_zero()).map(|(k, r, _)| (k, r)).collect(),
+            msrs.into_iter().filter(|(_, _, v)| *v != 0).map(|(_, i, v)| (i, v)).collect(),
+        ))
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Before,
+    Inside,
+    After,
+}
+
+/// The attributes of `<name a='1' b="2">` (or `.../>` when `empty`), in order.
+fn element<'a>(line: &'a str, name: &str, empty: bool) -> Result<Vec<(&'a str, &'a str)>, String> {
+    let close = if empty { "/>" } else { ">" };
+    let inner = line
+        .strip_prefix('<')
+        .and_then(|l| l.strip_prefix(name))
+        .and_then(|l| l.strip_suffix(close))
+        .filter(|l| l.is_empty() || l.starts_with(char::is_whitespace))
+        .ok_or_else(|| format!("expected <{name} …{close}, found '{line}'"))?;
+    let mut attributes = Vec::new();
+    let mut rest = inner.trim_start();
+    while !rest.is_empty() {
+        let (attribute, after) = rest.split_once('=').ok_or_else(|| format!("cannot read attributes of '{line}'"))?;
+        let quote = after.chars().next().filter(|q| *q == '\'' || *q == '"');
+        let quote = quote.ok_or_else(|| format!("attribute '{}' is not quoted in '{line}'", attribute.trim()))?;
+        let (value, after) =
+            after[1..].split_once(quote).ok_or_else(|| format!("unterminated attribute in '{line}'"))?;
+        attributes.push((attribute.trim(), value));
+        if !after.is_empty() && !after.starts_with(char::is_whitespace) {
+            return Err(format!("cannot read attributes of '{line}'"));
+        }
+        rest = after.trim_start();
+    }
+    Ok(attributes)
+}
+
+/// Exactly these attributes, in any order, each once.
+fn take_attributes<'a, const N: usize>(
+    attributes: &[(&str, &'a str)],
+    names: [&str; N],
+) -> Result<[&'a str; N], String> {
+    let mut values = [""; N];
+    let mut seen = [false; N];
+    for (name, value) in attributes {
+        let slot = names.iter().position(|n| n == name).ok_or_else(|| format!("unknown attribute '{name}'"))?;
+        if std::mem::replace(&mut seen[slot], true) {
+            return Err(format!("attribute '{name}' given twice"));
+        }
+        values[slot] = value;
+    }
+    if let Some(missing) = names.iter().zip(seen).find(|(_, seen)| !seen) {
+        return Err(format!("missing attribute '{}'", missing.0));
+    }
+    Ok(values)
+}
+
+/// `0x` and 1 to 8 hex digits, as libvirt writes them.
+fn hex32(text: &str) -> Result<u32, String> {
+    crate::json::parse_hex(text, 8).map(|v| v as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DUMP: &str = "<!-- test CPU -->
+<cpudata arch='x86'>
+  <cpuid eax_in='0x00000000' ecx_in='0x00' eax='0x0000000d' ebx='0x756e6547' ecx='0x6c65746e' edx='0x49656e69'/>
+  <cpuid eax_in='0x00000001' ecx_in='0x00' eax='0x000306c3' ebx='0x00100800' ecx='0x7ffafbff' edx='0xbfebfbff'/>
+  <cpuid eax_in='0x00000007' ecx_in='0x00' eax='0x00000000' ebx='0x000027ab' ecx='0x00000000' edx='0x9c000000'/>
+  <cpuid eax_in='0x00000011' ecx_in='0x00' eax='0x00000005' ebx='0x00000000' ecx='0x00000000' edx='0x00000000'/>
+  <cpuid eax_in='0x00000011' ecx_in='0x01' eax='0x00000006' ebx='0x00000000' ecx='0x00000000' edx='0x00000000'/>
+  <cpuid eax_in='0x00000002' ecx_in='0x00' eax='0x00000000' ebx='0x00000000' ecx='0x00000000' edx='0x00000000'/>
+  <msr index='0x10a' edx='0x00000001' eax='0x0000000b'/>
+</cpudata>
+";
+
+    #[test]
+    fn leaves_get_the_subleaf_form_they_have() {
+        let p = CpuPolicy::from_libvirt_xml(DUMP).unwrap();
+        assert_eq!(p.leaf(1).eax, 0x306c3);
+        assert_eq!(p.subleaf(7, 0).ebx, 0x27ab, "leaf 7 is indexed");
+        assert_eq!(p.subleaf(0x11, 0).eax, 5, "an unknown leaf with a sub-leaf 1 in the dump is indexed");
+        assert!(!p.contains(CpuidKey::plain(2)), "zero leaves are not kept");
+        assert_eq!(p.arch_capabilities(), 0x1_0000_000b);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = CpuPolicy::from_libvirt_xml(&DUMP.replace("ebx='0x000027ab'", "ebx='27ab'")).unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        let e = CpuPolicy::from_libvirt_xml(&DUMP.replace("ecx_in='0x01'", "ecx_in='0x00'")).unwrap_err();
+        assert_eq!(e.line, 7, "{e}");
+        assert!(e.problem.contains("repeats line 6"), "{e}");
+        let e = CpuPolicy::from_libvirt_xml(&DUMP.replace("</cpudata>\n", "")).unwrap_err();
+        assert!(e.problem.contains("missing </cpudata>"), "{e}");
+        let e = CpuPolicy::from_libvirt_xml(&DUMP.replace(" edx='0x00000001'", "")).unwrap_err();
+        assert_eq!((e.line, e.problem.as_str()), (9, "missing attribute 'edx'"));
+        let e = CpuPolicy::from_libvirt_xml(&DUMP.replace("<msr", "<msrx")).unwrap_err();
+        assert_eq!(e.line, 9, "{e}");
+    }
+}

@@ -1,0 +1,715 @@
+//! Xen's wire format: arrays of `xen_cpuid_leaf_t` and `xen_msr_entry_t`, as the
+//! `get/set_cpu_policy` sysctl and domctl and the migration stream's records 0x11/0x12 carry
+//! them.
+//!
+//! Facts from Xen's `xen/lib/x86/cpuid.c` (`x86_cpuid_copy_to_buffer`,
+//! `x86_cpuid_copy_from_buffer`), `xen/lib/x86/msr.c` and `cpu-policy.h` (`cpuid.h`/`msr.h`
+//! before 4.18), releases 4.14.0 to 4.22.0; the serialisation logic is the same in all of them,
+//! only the array sizes changed (see [`WireLimits`]).
+
+use std::fmt;
+
+use crate::{CpuPolicy, CpuidKey, Registers, XenVersion, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO};
+
+/// `XEN_CPUID_NO_SUBLEAF`: the sub-leaf of a leaf that has none.
+pub const XEN_CPUID_NO_SUBLEAF: u32 = 0xffff_ffff;
+
+/// Migration stream record type carrying a `xen_cpuid_leaf_t` array.
+pub const REC_TYPE_X86_CPUID_POLICY: u32 = 0x11;
+/// Migration stream record type carrying a `xen_msr_entry_t` array.
+pub const REC_TYPE_X86_MSR_POLICY: u32 = 0x12;
+
+/// Xen's `xen_cpuid_leaf_t` (24 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct XenCpuidLeaf {
+    /// The leaf.
+    pub leaf: u32,
+    /// The sub-leaf, or [`XEN_CPUID_NO_SUBLEAF`].
+    pub subleaf: u32,
+    /// EAX.
+    pub a: u32,
+    /// EBX.
+    pub b: u32,
+    /// ECX.
+    pub c: u32,
+    /// EDX.
+    pub d: u32,
+}
+
+/// Xen's `xen_msr_entry_t` (16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct XenMsrEntry {
+    /// The MSR index.
+    pub idx: u32,
+    /// Must be zero.
+    pub flags: u32,
+    /// The value.
+    pub val: u64,
+}
+
+impl XenCpuidLeaf {
+    /// Size in bytes, as in the ABI.
+    pub const SIZE: usize = 24;
+
+    /// The entry for one leaf of a policy.
+    pub const fn new(key: CpuidKey, registers: Registers) -> XenCpuidLeaf {
+        let subleaf = match key.subleaf {
+            Some(subleaf) => subleaf,
+            None => XEN_CPUID_NO_SUBLEAF,
+        };
+        XenCpuidLeaf { leaf: key.leaf, subleaf, a: registers.eax, b: registers.ebx, c: registers.ecx, d: registers.edx }
+    }
+
+    /// The leaf and sub-leaf (`XEN_CPUID_NO_SUBLEAF` → `None`).
+    pub const fn key(&self) -> CpuidKey {
+        let subleaf = if self.subleaf == XEN_CPUID_NO_SUBLEAF { None } else { Some(self.subleaf) };
+        CpuidKey { leaf: self.leaf, subleaf }
+    }
+
+    /// The registers.
+    pub const fn registers(&self) -> Registers {
+        Registers::new(self.a, self.b, self.c, self.d)
+    }
+
+    /// Little-endian bytes, as the migration stream stores them.
+    pub fn to_le_bytes(&self) -> [u8; 24] {
+        let mut out = [0; 24];
+        for (chunk, value) in out.chunks_exact_mut(4).zip([self.leaf, self.subleaf, self.a, self.b, self.c, self.d]) {
+            chunk.copy_from_slice(&value.to_le_bytes());
+        }
+        out
+    }
+
+    /// From little-endian bytes.
+    pub fn from_le_bytes(bytes: &[u8; 24]) -> XenCpuidLeaf {
+        let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        XenCpuidLeaf { leaf: word(0), subleaf: word(4), a: word(8), b: word(12), c: word(16), d: word(20) }
+    }
+}
+
+impl XenMsrEntry {
+    /// Size in bytes, as in the ABI.
+    pub const SIZE: usize = 16;
+
+    /// The entry for one MSR (flags zero).
+    pub const fn new(idx: u32, val: u64) -> XenMsrEntry {
+        XenMsrEntry { idx, flags: 0, val }
+    }
+
+    /// Little-endian bytes, as the migration stream stores them.
+    pub fn to_le_bytes(&self) -> [u8; 16] {
+        let mut out = [0; 16];
+        out[0..4].copy_from_slice(&self.idx.to_le_bytes());
+        out[4..8].copy_from_slice(&self.flags.to_le_bytes());
+        out[8..16].copy_from_slice(&self.val.to_le_bytes());
+        out
+    }
+
+    /// From little-endian bytes.
+    pub fn from_le_bytes(bytes: &[u8; 16]) -> XenMsrEntry {
+        let mut idx = [0; 4];
+        let mut flags = [0; 4];
+        let mut val = [0; 8];
+        idx.copy_from_slice(&bytes[0..4]);
+        flags.copy_from_slice(&bytes[4..8]);
+        val.copy_from_slice(&bytes[8..16]);
+        XenMsrEntry { idx: u32::from_le_bytes(idx), flags: u32::from_le_bytes(flags), val: u64::from_le_bytes(val) }
+    }
+}
+
+/// Highest basic leaf Xen's policy holds (`CPUID_GUEST_NR_BASIC` − 1), every release.
+pub const XEN_MAX_BASIC_LEAF: u32 = 0xd;
+/// Leaf 4 sub-leaves Xen's policy holds (`CPUID_GUEST_NR_CACHE`).
+pub const XEN_CACHE_SUBLEAVES: u32 = 6;
+/// Leaf 0xb sub-leaves Xen's policy holds (`CPUID_GUEST_NR_TOPO`).
+pub const XEN_TOPOLOGY_SUBLEAVES: u32 = 2;
+/// Leaf 0xd sub-leaves Xen's policy holds (`CPUID_GUEST_NR_XSTATE`).
+pub const XEN_XSTATE_SUBLEAVES: u32 = 63;
+/// The hypervisor leaves whose EAX (Xen's `hv_limit`, `hv2_limit`, 8 bits each) Xen carries.
+pub const XEN_HYPERVISOR_LEAVES: [u32; 2] = [0x4000_0000, 0x4000_0100];
+/// The MSRs of Xen's policy, in serialisation order; a release carrying one MSR carries the first.
+pub const XEN_POLICY_MSRS: [u32; 2] = [MSR_PLATFORM_INFO, MSR_ARCH_CAPABILITIES];
+
+/// What one Xen release's policy format holds: the array sizes that decide which leaves are
+/// serialised and which incoming leaves are out of range.
+///
+/// Only two sizes ever changed (from `cpuid.h`/`cpu-policy.h` of every release tag):
+///
+/// | release                          | leaf 7 sub-leaves | extended leaves | leaves | MSRs |
+/// |----------------------------------|-------------------|-----------------|--------|------|
+/// | 4.14.0                           | 0–1               | to 0x8000001c   | 114    | 1    |
+/// | 4.14.1–4.14.4, 4.15.0–4.15.2     | 0–1               | to 0x8000001c   | 114    | 2    |
+/// | 4.16.0                           | 0–1               | to 0x80000021   | 119    | 2    |
+/// | 4.14.5+, 4.15.3+, 4.16.1+, 4.17+ | 0–2               | to 0x80000021   | 120    | 2    |
+///
+/// The leaf count is Xen's `CPUID_MAX_SERIALISED_LEAVES`: 14 basic leaves, plus the extra
+/// sub-leaves of leaves 4 (6), 7, 0xb (2) and 0xd (63), plus the extended leaves, plus the two
+/// hypervisor leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WireLimits {
+    max_leaf7_subleaf: u32,
+    max_extended_leaf: u32,
+    max_msrs: u32,
+}
+
+impl WireLimits {
+    /// Xen 4.14.0.
+    pub const XEN_4_14_0: WireLimits = WireLimits::new(1, 0x8000_001c, 1);
+    /// Xen 4.14.1–4.14.4 and 4.15.0–4.15.2.
+    pub const XEN_4_14_1: WireLimits = WireLimits::new(1, 0x8000_001c, 2);
+    /// Xen 4.16.0.
+    pub const XEN_4_16_0: WireLimits = WireLimits::new(1, 0x8000_0021, 2);
+    /// Xen 4.17 and later (and the backports 4.14.5+, 4.15.3+, 4.16.1+).
+    pub const XEN_4_17: WireLimits = WireLimits::new(2, 0x8000_0021, 2);
+    /// The newest layout this crate knows (4.17 to 4.22).
+    pub const LATEST: WireLimits = WireLimits::XEN_4_17;
+
+    const fn new(max_leaf7_subleaf: u32, max_extended_leaf: u32, max_msrs: u32) -> WireLimits {
+        WireLimits { max_leaf7_subleaf, max_extended_leaf, max_msrs }
+    }
+
+    /// The limits of a Xen release (table above); `None` before 4.14. An unreadable point
+    /// release is taken as `.0`, the smallest layout of its branch.
+    pub fn for_xen(version: &XenVersion) -> Option<WireLimits> {
+        let micro = version.micro().unwrap_or(0);
+        Some(match (version.major, version.minor) {
+            (4, 14) if micro == 0 => WireLimits::XEN_4_14_0,
+            (4, 14) if micro <= 4 => WireLimits::XEN_4_14_1,
+            (4, 15) if micro <= 2 => WireLimits::XEN_4_14_1,
+            (4, 16) if micro == 0 => WireLimits::XEN_4_16_0,
+            (4, 14..) | (5.., _) => WireLimits::XEN_4_17,
+            _ => return None,
+        })
+    }
+
+    /// The limits matching the maxima a hypervisor reports (`get_cpu_policy` with a NULL
+    /// buffer: 114, 119 or 120 leaves; 1 or 2 MSRs). `None` for any other pair.
+    pub fn from_maxima(max_leaves: u32, max_msrs: u32) -> Option<WireLimits> {
+        [WireLimits::XEN_4_14_0, WireLimits::XEN_4_14_1, WireLimits::XEN_4_16_0, WireLimits::XEN_4_17]
+            .into_iter()
+            .find(|l| l.max_leaves() == max_leaves && l.max_msrs == max_msrs)
+    }
+
+    /// Xen's `CPUID_MAX_SERIALISED_LEAVES`.
+    pub const fn max_leaves(&self) -> u32 {
+        let nr_extd = (self.max_extended_leaf & 0xffff) + 1;
+        let nr_extd = if nr_extd < 9 { 9 } else { nr_extd };
+        (XEN_MAX_BASIC_LEAF + 1)
+            + (self.max_leaf7_subleaf + 1 - 1)
+            + (XEN_CACHE_SUBLEAVES - 1)
+            + (XEN_TOPOLOGY_SUBLEAVES - 1)
+            + (XEN_XSTATE_SUBLEAVES - 1)
+            + nr_extd
+            + XEN_HYPERVISOR_LEAVES.len() as u32
+    }
+
+    /// Xen's `MSR_MAX_SERIALISED_ENTRIES`.
+    pub const fn max_msrs(&self) -> u32 {
+        self.max_msrs
+    }
+
+    /// Highest leaf 7 sub-leaf the format holds.
+    pub const fn max_leaf7_subleaf(&self) -> u32 {
+        self.max_leaf7_subleaf
+    }
+
+    /// Highest extended leaf the format holds.
+    pub const fn max_extended_leaf(&self) -> u32 {
+        self.max_extended_leaf
+    }
+
+    /// The MSRs the format holds, in order.
+    pub fn msrs(&self) -> &'static [u32] {
+        &XEN_POLICY_MSRS[..self.max_msrs as usize]
+    }
+}
+
+/// A policy in Xen's wire format, with what the format could not carry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WirePolicy {
+    /// The CPUID leaves, in Xen's order, zero leaves included, as Xen would write them.
+    pub leaves: Vec<XenCpuidLeaf>,
+    /// The MSRs, in Xen's order.
+    pub msrs: Vec<XenMsrEntry>,
+    /// Entries of the policy the format cannot carry, in key order (leaves, then MSRs).
+    pub dropped: Vec<Dropped>,
+}
+
+/// An entry of a policy that Xen's format cannot carry, with why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// A CPUID leaf (entirely: Xen writes zeros, or nothing, in its place).
+    Leaf {
+        /// The leaf.
+        key: CpuidKey,
+        /// What the policy holds for it.
+        registers: Registers,
+        /// Why it is not carried.
+        reason: DropReason,
+    },
+    /// An MSR.
+    Msr {
+        /// The MSR index.
+        index: u32,
+        /// What the policy holds for it.
+        value: u64,
+        /// Why it is not carried.
+        reason: DropReason,
+    },
+}
+
+/// Why Xen's format cannot carry an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Xen's policy has no room for this leaf or MSR in this release.
+    NotInXenPolicy,
+    /// A leaf above the policy's own highest basic or extended leaf: Xen serialises only up to it.
+    BeyondMaxLeaf {
+        /// The policy's highest leaf of that range.
+        max: u32,
+    },
+    /// A sub-leaf Xen does not serialise: past the first null cache or topology level, past
+    /// leaf 7's highest sub-leaf, past the highest xstate component, or beyond Xen's array.
+    SubleafNotSerialised,
+    /// A sub-leaf on a leaf Xen's policy holds without sub-leaves (AMD's 0x8000001d, …).
+    UnexpectedSubleaf,
+    /// No sub-leaf on a leaf Xen's policy holds by sub-leaf (4, 7, 0xb, 0xd).
+    MissingSubleaf,
+    /// A hypervisor leaf other than `[limit ≤ 0xff, 0, 0, 0]`: Xen keeps only an 8-bit limit.
+    HypervisorLeafNotALimit,
+    /// An MSR value wider than Xen stores it (MSR 0xce is 32 bits in Xen's policy).
+    ValueTooWide,
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DropReason::NotInXenPolicy => f.write_str("Xen's policy has no room for it"),
+            DropReason::BeyondMaxLeaf { max } => write!(f, "beyond the policy's highest leaf {max:#010x}"),
+            DropReason::SubleafNotSerialised => f.write_str("a sub-leaf Xen does not serialise"),
+            DropReason::UnexpectedSubleaf => f.write_str("Xen's policy holds this leaf without sub-leaves"),
+            DropReason::MissingSubleaf => f.write_str("Xen's policy holds this leaf by sub-leaf"),
+            DropReason::HypervisorLeafNotALimit => {
+                f.write_str("Xen carries only an 8-bit leaf limit in EAX of this hypervisor leaf")
+            }
+            DropReason::ValueTooWide => f.write_str("value wider than Xen stores this MSR"),
+        }
+    }
+}
+
+impl fmt::Display for Dropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dropped::Leaf { key, registers: r, reason } => {
+                write!(f, "leaf {key} ({:08x}:{:08x}:{:08x}:{:08x}): {reason}", r.eax, r.ebx, r.ecx, r.edx)
+            }
+            Dropped::Msr { index, value, reason } => write!(f, "MSR {index:#x} ({value:#018x}): {reason}"),
+        }
+    }
+}
+
+/// What Xen would refuse in an incoming policy, with the errno its hypercall returns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// More CPUID leaves than the format holds (E2BIG).
+    #[error("{count} CPUID leaves given; this Xen accepts at most {max}")]
+    TooManyLeaves {
+        /// How many were given.
+        count: usize,
+        /// The release's maximum.
+        max: u32,
+    },
+    /// More MSRs than the format holds (E2BIG).
+    #[error("{count} MSRs given; this Xen accepts at most {max}")]
+    TooManyMsrs {
+        /// How many were given.
+        count: usize,
+        /// The release's maximum.
+        max: u32,
+    },
+    /// A leaf or sub-leaf Xen's policy has no room for (ERANGE, Xen reports it in
+    /// `err_leaf`/`err_subleaf`).
+    #[error("CPUID entry {position}: leaf {leaf:#010x} sub-leaf {subleaf:#010x} is out of range of Xen's policy")]
+    LeafOutOfRange {
+        /// Position in the array.
+        position: usize,
+        /// The leaf.
+        leaf: u32,
+        /// The sub-leaf as given (`0xffffffff` = none).
+        subleaf: u32,
+    },
+    /// Non-zero flags on an MSR entry (EINVAL, reported in `err_msr`).
+    #[error("MSR entry {position}: MSR {msr:#x} has flags {flags:#x}; flags must be zero")]
+    MsrFlags {
+        /// Position in the array.
+        position: usize,
+        /// The MSR index.
+        msr: u32,
+        /// The flags given.
+        flags: u32,
+    },
+    /// An MSR Xen's policy has no room for (ERANGE, reported in `err_msr`).
+    #[error("MSR entry {position}: MSR {msr:#x} is not in Xen's policy")]
+    MsrOutOfRange {
+        /// Position in the array.
+        position: usize,
+        /// The MSR index.
+        msr: u32,
+    },
+    /// A value wider than Xen stores the MSR (EOVERFLOW, reported in `err_msr`).
+    #[error("MSR entry {position}: value {value:#x} is too wide for MSR {msr:#x} in Xen's policy")]
+    MsrValueTooWide {
+        /// Position in the array.
+        position: usize,
+        /// The MSR index.
+        msr: u32,
+        /// The value given.
+        value: u64,
+    },
+}
+
+impl WireError {
+    /// The errno Xen's hypercall returns for this (Linux numbering, which Xen shares).
+    pub const fn errno(&self) -> i32 {
+        const E2BIG: i32 = 7;
+        const EINVAL: i32 = 22;
+        const ERANGE: i32 = 34;
+        const EOVERFLOW: i32 = 75;
+        match self {
+            WireError::TooManyLeaves { .. } | WireError::TooManyMsrs { .. } => E2BIG,
+            WireError::LeafOutOfRange { .. } | WireError::MsrOutOfRange { .. } => ERANGE,
+            WireError::MsrFlags { .. } => EINVAL,
+            WireError::MsrValueTooWide { .. } => EOVERFLOW,
+        }
+    }
+}
+
+/// A migration stream record body that is not an array of whole entries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// libxc refuses empty policy records.
+    #[error("record {record_type:#x}: empty body")]
+    Empty {
+        /// The record type.
+        record_type: u32,
+    },
+    /// The body length is not a multiple of the entry size.
+    #[error("record {record_type:#x}: body of {length} bytes is not a multiple of {entry_size}")]
+    BadLength {
+        /// The record type.
+        record_type: u32,
+        /// The body length.
+        length: usize,
+        /// The entry size.
+        entry_size: usize,
+    },
+}
+
+impl CpuPolicy {
+    /// Serialises the policy the way Xen does (`x86_cpuid_copy_to_buffer`,
+    /// `x86_msr_copy_to_buffer`) for a release with these limits: sorted; basic leaves up to
+    /// the policy's max basic leaf (at most 0xd); leaf 4 and 0xb sub-leaves up to and including
+    /// the first of null type; leaf 7 up to its max sub-leaf; leaf 0xd sub-leaves 0, 1, then up
+    /// to the highest xstate component; the two hypervisor limit leaves, always; extended
+    /// leaves up to the policy's max extended leaf; then each MSR of the format, always.
+    ///
+    /// Zero leaves are written as Xen writes them. Everything the policy holds that the format
+    /// cannot carry is listed in [`WirePolicy::dropped`]; [`CpuPolicy::from_wire`] of the result
+    /// plus the dropped entries is the policy again.
+    pub fn to_wire(&self, limits: &WireLimits) -> WirePolicy {
+        let mut leaves = Vec::with_capacity(limits.max_leaves() as usize);
+        let mut emit = |key: CpuidKey, registers: Registers| leaves.push(XenCpuidLeaf::new(key, registers));
+
+        for leaf in 0..=self.max_basic_leaf().min(XEN_MAX_BASIC_LEAF) {
+            match leaf {
+                0x4 | 0xb => {
+                    let count = if leaf == 0x4 { XEN_CACHE_SUBLEAVES } else { XEN_TOPOLOGY_SUBLEAVES };
+                    for subleaf in 0..count {
+                        let registers = self.subleaf(leaf, subleaf);
+                        emit(CpuidKey::indexed(leaf, subleaf), registers);
+                        if is_null_subleaf(leaf, registers) {
+                            break;
+                        }
+                    }
+                }
+                0x7 => {
+                    for subleaf in 0..=self.leaf7_max_subleaf().min(limits.max_leaf7_subleaf) {
+                        emit(CpuidKey::indexed(leaf, subleaf), self.subleaf(leaf, subleaf));
+                    }
+                }
+                0xd => {
+                    emit(CpuidKey::indexed(leaf, 0), self.subleaf(leaf, 0));
+                    emit(CpuidKey::indexed(leaf, 1), self.subleaf(leaf, 1));
+                    let mut xstates = self.xstates() >> 2;
+                    let mut subleaf = 2;
+                    while xstates != 0 && subleaf < XEN_XSTATE_SUBLEAVES {
+                        emit(CpuidKey::indexed(leaf, subleaf), self.subleaf(leaf, subleaf));
+                        xstates >>= 1;
+                        subleaf += 1;
+                    }
+                }
+                _ => emit(CpuidKey::plain(leaf), self.leaf(leaf)),
+            }
+        }
+        for leaf in XEN_HYPERVISOR_LEAVES {
+            let held = self.leaf(leaf);
+            let limit = if hypervisor_leaf_fits(held) { held.eax } else { 0 };
+            emit(CpuidKey::plain(leaf), Registers::new(limit, 0, 0, 0));
+        }
+        let max_extended = (self.max_extended_leaf() & 0xffff).min(limits.max_extended_leaf & 0xffff);
+        for offset in 0..=max_extended {
+            let leaf = 0x8000_0000 | offset;
+            emit(CpuidKey::plain(leaf), self.leaf(leaf));
+        }
+
+        let msrs = limits
+            .msrs()
+            .iter()
+            .map(|&index| {
+                let value = self.msr(index);
+                XenMsrEntry::new(index, if msr_fits(index, value) { value } else { 0 })
+            })
+            .collect();
+
+        let dropped = self.dropped_from(&leaves, limits);
+        WirePolicy { leaves, msrs, dropped }
+    }
+
+    /// Deserialises a policy from Xen's format, as Xen checks it (`x86_cpuid_copy_from_buffer`,
+    /// `x86_msr_copy_from_buffer`): at most the release's number of entries; every leaf and
+    /// sub-leaf within Xen's arrays (the sub-leaf must be `0xffffffff` for leaves without);
+    /// MSR flags zero, MSR known, value fitting. Order does not matter; a repeated entry
+    /// overwrites the earlier one, as in Xen.
+    ///
+    /// Xen keeps only `EAX[7:0]` of the hypervisor leaves 0x40000000/0x40000100 and ignores the
+    /// rest; the model keeps what was given, and [`CpuPolicy::to_wire`] reports a value Xen
+    /// would have cut.
+    pub fn from_wire(
+        leaves: &[XenCpuidLeaf],
+        msrs: &[XenMsrEntry],
+        limits: &WireLimits,
+    ) -> Result<CpuPolicy, WireError> {
+        let mut policy = CpuPolicy::new();
+        policy.apply_wire(leaves, msrs, limits)?;
+        Ok(policy)
+    }
+
+    /// Merges entries in Xen's format onto this policy, as `XEN_DOMCTL_set_cpu_policy` does
+    /// onto a domain's current policy. All or nothing: on error the policy is unchanged.
+    pub fn apply_wire(
+        &mut self,
+        leaves: &[XenCpuidLeaf],
+        msrs: &[XenMsrEntry],
+        limits: &WireLimits,
+    ) -> Result<(), WireError> {
+        if leaves.len() > limits.max_leaves() as usize {
+            return Err(WireError::TooManyLeaves { count: leaves.len(), max: limits.max_leaves() });
+        }
+        if let Some((position, entry)) = leaves.iter().enumerate().find(|(_, e)| !leaf_in_range(e, limits)) {
+            return Err(WireError::LeafOutOfRange { position, leaf: entry.leaf, subleaf: entry.subleaf });
+        }
+        if msrs.len() > limits.max_msrs as usize {
+            return Err(WireError::TooManyMsrs { count: msrs.len(), max: limits.max_msrs });
+        }
+        for (position, entry) in msrs.iter().enumerate() {
+            if entry.flags != 0 {
+                return Err(WireError::MsrFlags { position, msr: entry.idx, flags: entry.flags });
+            }
+            if !limits.msrs().contains(&entry.idx) {
+                return Err(WireError::MsrOutOfRange { position, msr: entry.idx });
+            }
+            if !msr_fits(entry.idx, entry.val) {
+                return Err(WireError::MsrValueTooWide { position, msr: entry.idx, value: entry.val });
+            }
+        }
+        for entry in leaves {
+            self.set_cpuid(entry.key(), entry.registers());
+        }
+        for entry in msrs {
+            self.set_msr(entry.idx, entry.val);
+        }
+        Ok(())
+    }
+
+    /// Everything held that `carried` (this policy's serialisation) does not carry exactly.
+    fn dropped_from(&self, carried: &[XenCpuidLeaf], limits: &WireLimits) -> Vec<Dropped> {
+        let mut dropped = Vec::new();
+        // Both sequences are sorted by key, so one merge pass finds what is missing.
+        let mut wire = carried.iter().map(XenCpuidLeaf::key).peekable();
+        for (key, registers) in self.cpuid_entries() {
+            while wire.next_if(|k| *k < key).is_some() {}
+            let is_carried = wire.peek() == Some(&key);
+            let reason = if XEN_HYPERVISOR_LEAVES.contains(&key.leaf) && key.subleaf.is_none() {
+                (!hypervisor_leaf_fits(registers)).then_some(DropReason::HypervisorLeafNotALimit)
+            } else if is_carried {
+                None
+            } else {
+                Some(self.drop_reason(key, limits))
+            };
+            if let Some(reason) = reason {
+                dropped.push(Dropped::Leaf { key, registers, reason });
+            }
+        }
+        for (index, value) in self.msrs() {
+            if !limits.msrs().contains(&index) {
+                dropped.push(Dropped::Msr { index, value, reason: DropReason::NotInXenPolicy });
+            } else if !msr_fits(index, value) {
+                dropped.push(Dropped::Msr { index, value, reason: DropReason::ValueTooWide });
+            }
+        }
+        dropped
+    }
+
+    fn drop_reason(&self, key: CpuidKey, limits: &WireLimits) -> DropReason {
+        let indexed_by_xen = matches!(key.leaf, 0x4 | 0x7 | 0xb | 0xd);
+        match key.leaf {
+            0..=XEN_MAX_BASIC_LEAF if key.leaf > self.max_basic_leaf() => {
+                DropReason::BeyondMaxLeaf { max: self.max_basic_leaf() }
+            }
+            0..=XEN_MAX_BASIC_LEAF if indexed_by_xen && key.subleaf.is_none() => DropReason::MissingSubleaf,
+            0..=XEN_MAX_BASIC_LEAF if !indexed_by_xen && key.subleaf.is_some() => DropReason::UnexpectedSubleaf,
+            0..=XEN_MAX_BASIC_LEAF => DropReason::SubleafNotSerialised,
+            0x8000_0000.. if key.leaf <= limits.max_extended_leaf => {
+                if key.subleaf.is_some() {
+                    DropReason::UnexpectedSubleaf
+                } else {
+                    DropReason::BeyondMaxLeaf { max: self.max_extended_leaf() }
+                }
+            }
+            _ if XEN_HYPERVISOR_LEAVES.contains(&key.leaf) => DropReason::UnexpectedSubleaf,
+            _ => DropReason::NotInXenPolicy,
+        }
+    }
+}
+
+/// The sub-leaf that ends leaf 4 (cache type 0) or leaf 0xb (level type 0).
+fn is_null_subleaf(leaf: u32, registers: Registers) -> bool {
+    if leaf == 0x4 {
+        registers.eax & 0x1f == 0
+    } else {
+        (registers.ecx >> 8) & 0xff == 0
+    }
+}
+
+/// Whether Xen's 8-bit `hv_limit` can hold this hypervisor leaf exactly.
+fn hypervisor_leaf_fits(registers: Registers) -> bool {
+    registers.eax <= 0xff && registers.ebx == 0 && registers.ecx == 0 && registers.edx == 0
+}
+
+/// Whether Xen stores this MSR value without truncation (PLATFORM_INFO is 32 bits there).
+fn msr_fits(index: u32, value: u64) -> bool {
+    index != MSR_PLATFORM_INFO || value <= u64::from(u32::MAX)
+}
+
+/// Whether Xen's policy has room for this entry (`x86_cpuid_copy_from_buffer`'s checks).
+fn leaf_in_range(entry: &XenCpuidLeaf, limits: &WireLimits) -> bool {
+    let subleaf = entry.subleaf;
+    match entry.leaf {
+        0x4 => subleaf < XEN_CACHE_SUBLEAVES,
+        0x7 => subleaf <= limits.max_leaf7_subleaf,
+        0xb => subleaf < XEN_TOPOLOGY_SUBLEAVES,
+        0xd => subleaf < XEN_XSTATE_SUBLEAVES,
+        0..=XEN_MAX_BASIC_LEAF => subleaf == XEN_CPUID_NO_SUBLEAF,
+        0x4000_0000 | 0x4000_0100 => subleaf == XEN_CPUID_NO_SUBLEAF,
+        0x8000_0000.. if entry.leaf <= limits.max_extended_leaf => subleaf == XEN_CPUID_NO_SUBLEAF,
+        _ => false,
+    }
+}
+
+/// The body of a migration stream `X86_CPUID_POLICY` record (0x11): the entries, little-endian.
+pub fn cpuid_record_to_bytes(leaves: &[XenCpuidLeaf]) -> Vec<u8> {
+    leaves.iter().flat_map(XenCpuidLeaf::to_le_bytes).collect()
+}
+
+/// The entries of a migration stream `X86_CPUID_POLICY` record body (0x11), refused as libxc
+/// refuses them: empty, or not a whole number of entries.
+pub fn cpuid_record_from_bytes(body: &[u8]) -> Result<Vec<XenCpuidLeaf>, RecordError> {
+    check_record(REC_TYPE_X86_CPUID_POLICY, body, XenCpuidLeaf::SIZE)?;
+    Ok(body
+        .chunks_exact(XenCpuidLeaf::SIZE)
+        .map(|chunk| {
+            let mut bytes = [0; XenCpuidLeaf::SIZE];
+            bytes.copy_from_slice(chunk);
+            XenCpuidLeaf::from_le_bytes(&bytes)
+        })
+        .collect())
+}
+
+/// The body of a migration stream `X86_MSR_POLICY` record (0x12): the entries, little-endian.
+pub fn msr_record_to_bytes(msrs: &[XenMsrEntry]) -> Vec<u8> {
+    msrs.iter().flat_map(XenMsrEntry::to_le_bytes).collect()
+}
+
+/// The entries of a migration stream `X86_MSR_POLICY` record body (0x12), refused as libxc
+/// refuses them: empty, or not a whole number of entries.
+pub fn msr_record_from_bytes(body: &[u8]) -> Result<Vec<XenMsrEntry>, RecordError> {
+    check_record(REC_TYPE_X86_MSR_POLICY, body, XenMsrEntry::SIZE)?;
+    Ok(body
+        .chunks_exact(XenMsrEntry::SIZE)
+        .map(|chunk| {
+            let mut bytes = [0; XenMsrEntry::SIZE];
+            bytes.copy_from_slice(chunk);
+            XenMsrEntry::from_le_bytes(&bytes)
+        })
+        .collect())
+}
+
+fn check_record(record_type: u32, body: &[u8], entry_size: usize) -> Result<(), RecordError> {
+    if body.is_empty() {
+        return Err(RecordError::Empty { record_type });
+    }
+    if !body.len().is_multiple_of(entry_size) {
+        return Err(RecordError::BadLength { record_type, length: body.len(), entry_size });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abi_sizes_match_xen() {
+        assert_eq!(std::mem::size_of::<XenCpuidLeaf>(), XenCpuidLeaf::SIZE);
+        assert_eq!(std::mem::size_of::<XenMsrEntry>(), XenMsrEntry::SIZE);
+        assert_eq!(std::mem::align_of::<XenMsrEntry>(), 8);
+    }
+
+    #[test]
+    fn maxima_match_each_release() {
+        assert_eq!((WireLimits::XEN_4_14_0.max_leaves(), WireLimits::XEN_4_14_0.max_msrs()), (114, 1));
+        assert_eq!((WireLimits::XEN_4_14_1.max_leaves(), WireLimits::XEN_4_14_1.max_msrs()), (114, 2));
+        assert_eq!(WireLimits::XEN_4_16_0.max_leaves(), 119);
+        assert_eq!((WireLimits::XEN_4_17.max_leaves(), WireLimits::XEN_4_17.max_msrs()), (120, 2));
+        for limits in [WireLimits::XEN_4_14_0, WireLimits::XEN_4_14_1, WireLimits::XEN_4_16_0, WireLimits::XEN_4_17] {
+            assert_eq!(WireLimits::from_maxima(limits.max_leaves(), limits.max_msrs()), Some(limits));
+        }
+        assert_eq!(WireLimits::from_maxima(121, 2), None);
+    }
+
+    #[test]
+    fn releases_map_to_their_layout() {
+        let limits = |v: &str| WireLimits::for_xen(&XenVersion::parse(v).unwrap());
+        assert_eq!(limits("4.14.0"), Some(WireLimits::XEN_4_14_0));
+        assert_eq!(limits("4.14.4"), Some(WireLimits::XEN_4_14_1));
+        assert_eq!(limits("4.14.6"), Some(WireLimits::XEN_4_17));
+        assert_eq!(limits("4.15.2"), Some(WireLimits::XEN_4_14_1));
+        assert_eq!(limits("4.15.3"), Some(WireLimits::XEN_4_17));
+        assert_eq!(limits("4.16.0"), Some(WireLimits::XEN_4_16_0));
+        assert_eq!(limits("4.16.1"), Some(WireLimits::XEN_4_17));
+        assert_eq!(limits("4.20.3"), Some(WireLimits::XEN_4_17));
+        assert_eq!(limits("4.22-unstable"), Some(WireLimits::XEN_4_17));
+        assert_eq!(limits("4.13.0"), None);
+    }
+
+    #[test]
+    fn entries_round_trip_through_bytes() {
+        let leaf = XenCpuidLeaf { leaf: 7, subleaf: 0, a: 2, b: 0xdead_beef, c: 3, d: 4 };
+        assert_eq!(XenCpuidLeaf::from_le_bytes(&leaf.to_le_bytes()), leaf);
+        assert_eq!(&leaf.to_le_bytes()[8..12], &[2, 0, 0, 0]);
+        let msr = XenMsrEntry::new(0x10a, 0x0123_4567_89ab_cdef);
+        assert_eq!(XenMsrEntry::from_le_bytes(&msr.to_le_bytes()), msr);
+    }
+}
