@@ -15,3 +15,5 @@ pub use cpupolicy_featureset as featureset;
 pub use cpupolicy_hypercall as hypercall;
 pub use cpupolicy_policy as policy;
 pub use cpupolicy_topology as topology;
+
+pub mod xen;

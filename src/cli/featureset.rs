@@ -126,3 +126,50 @@ pub fn masks(args: MasksArgs) -> Outcome {
     }
     Ok(0)
 }
+
+#[derive(Args)]
+pub struct FeaturesetsArgs {
+    /// Output format: `xen-cpuid` prints the lines of its "Dynamic sets".
+    #[arg(long, value_enum, default_value = "xen-cpuid")]
+    format: FeaturesetsFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FeaturesetsFormat {
+    /// `xen-cpuid`'s "Dynamic sets" lines.
+    XenCpuid,
+    /// JSON: each featureset's string form and names (null where Xen does not provide it).
+    Json,
+}
+
+/// `featuresets`: the six system featuresets from Xen.
+pub fn featuresets(args: FeaturesetsArgs) -> Outcome {
+    let handle = cpupolicy::hypercall::XenHandle::open()?;
+    let sets = cpupolicy::xen::system_featuresets(&handle)?;
+    let labelled = cpupolicy::xen::FEATURESETS.iter().map(|(_, label)| *label).zip(&sets);
+    match args.format {
+        FeaturesetsFormat::XenCpuid => {
+            for (label, set) in labelled {
+                match set {
+                    Some(set) => println!("{}", xen_cpuid_line(label, set)),
+                    None => println!("{label} featureset not supported by Xen"),
+                }
+            }
+        }
+        FeaturesetsFormat::Json => {
+            let mut out = serde_json::Map::new();
+            for (label, set) in labelled {
+                let value = match set {
+                    Some(set) => serde_json::to_value(MaskJson {
+                        featureset: set.to_xen_string(),
+                        features: set.features().map(|f| f.name).collect(),
+                    })?,
+                    None => serde_json::Value::Null,
+                };
+                out.insert(label.to_ascii_lowercase().replace(' ', "-"), value);
+            }
+            print_json(&out)?;
+        }
+    }
+    Ok(0)
+}

@@ -39,6 +39,8 @@ enum Command {
     Decode(featureset::DecodeArgs),
     /// Print Xen's static featureset masks (known, special, PV/HVM default and max).
     Masks(featureset::MasksArgs),
+    /// Print the hypervisor's six system featuresets (raw, host, PV/HVM default and max).
+    Featuresets(featureset::FeaturesetsArgs),
     /// APIC IDs, topology IDs and Hyper-V VP index of every vCPU of a shape.
     Topology(topology::TopologyArgs),
     /// Convert a policy between formats: JSON policy or host bundle, xen-cpuid -p text,
@@ -62,6 +64,7 @@ pub fn run() -> i32 {
     let outcome = match cli.command {
         Command::Decode(args) => featureset::decode(args),
         Command::Masks(args) => featureset::masks(args),
+        Command::Featuresets(args) => featureset::featuresets(args),
         Command::Topology(args) => topology::topology(args),
         Command::Import(args) => policy::import(args),
         Command::Diff(args) => policy::diff(args),

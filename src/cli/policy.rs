@@ -122,9 +122,13 @@ pub fn diff(args: DiffArgs) -> Outcome {
     Ok(if different { EXIT_NEGATIVE } else { 0 })
 }
 
-/// Where `host` reads the policy from. (`xen` and `auto` come with the hypercall crate.)
+/// Where `host` reads the policy from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Source {
+    /// Xen where privcmd exists (the six system policies), else this machine's CPU; says which.
+    Auto,
+    /// The hypervisor, through privcmd hypercalls: all six system policies.
+    Xen,
     /// This machine's CPU through the `cpuid` instruction (and MSRs where readable): a raw policy.
     Native,
 }
@@ -132,7 +136,7 @@ pub enum Source {
 #[derive(Args)]
 pub struct HostArgs {
     /// Where to read the policy from.
-    #[arg(long, value_enum, default_value = "native")]
+    #[arg(long, value_enum, default_value = "auto")]
     source: Source,
     /// Output format.
     #[arg(long, value_enum, default_value = "json")]
@@ -140,8 +144,27 @@ pub struct HostArgs {
 }
 
 pub fn host(args: HostArgs) -> Outcome {
-    match args.source {
-        Source::Native => {
+    let source = match args.source {
+        Source::Auto => match cpupolicy::hypercall::XenHandle::open() {
+            Ok(handle) => {
+                eprintln!("cpupolicy: source: xen (privcmd found)");
+                Some(handle)
+            }
+            Err(error @ cpupolicy::hypercall::Error::NoPrivcmd { .. }) => {
+                eprintln!("cpupolicy: source: native CPU ({error})");
+                None
+            }
+            Err(error) => return Err(error.into()),
+        },
+        Source::Xen => Some(cpupolicy::hypercall::XenHandle::open()?),
+        Source::Native => None,
+    };
+    match source {
+        Some(handle) => {
+            let bundle = cpupolicy::xen::host_bundle(&handle)?;
+            print_bundle(&bundle, args.format)?;
+        }
+        None => {
             let native = CpuPolicy::read_native()?;
             for note in &native.notes {
                 eprintln!("cpupolicy: note: {note}");

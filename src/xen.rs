@@ -1,0 +1,113 @@
+//! Fetching from Xen into the policy model: the glue between [`crate::hypercall`], which speaks
+//! Xen's ABI, and [`crate::policy`], which models what it carries.
+
+use crate::featureset::Featureset;
+use crate::hypercall::{self, SystemFeatureset, XenHandle};
+use crate::policy::{
+    CpuPolicy, HostBundle, SystemPolicies, SystemPolicy, WireLimits, XenCpuidLeaf, XenMsrEntry, XenVersion,
+};
+
+/// A failure fetching from Xen.
+#[derive(Debug, thiserror::Error)]
+pub enum XenError {
+    /// The hypercall layer failed (no privcmd, permission, interface version, …).
+    #[error(transparent)]
+    Hypercall(#[from] hypercall::Error),
+    /// Xen returned a policy this library cannot read.
+    #[error("{which} policy from Xen: {error}")]
+    Policy {
+        /// Which policy.
+        which: SystemPolicy,
+        /// What was wrong with it.
+        error: crate::policy::WireError,
+    },
+}
+
+/// The six system featuresets in `xen-cpuid`'s order ("Dynamic sets"), each with its label and
+/// `None` where this Xen does not provide it.
+pub const FEATURESETS: [(SystemFeatureset, &str); 6] = [
+    (SystemFeatureset::Raw, "Raw"),
+    (SystemFeatureset::Host, "Host"),
+    (SystemFeatureset::PvDefault, "PV Default"),
+    (SystemFeatureset::HvmDefault, "HVM Default"),
+    (SystemFeatureset::PvMax, "PV Max"),
+    (SystemFeatureset::HvmMax, "HVM Max"),
+];
+
+/// Every system featureset, in [`FEATURESETS`] order; `None` where Xen does not provide it.
+pub fn system_featuresets(handle: &XenHandle) -> Result<Vec<Option<Featureset>>, XenError> {
+    FEATURESETS
+        .iter()
+        .map(|(which, _)| match handle.system_featureset(*which) {
+            Ok(set) => Ok(Some(set)),
+            Err(hypercall::Error::NotAvailable { .. }) => Ok(None),
+            Err(error) => Err(error.into()),
+        })
+        .collect()
+}
+
+/// The version of the Xen behind `handle`, in the policy crate's terms.
+pub fn xen_version(handle: &XenHandle) -> Result<XenVersion, XenError> {
+    let version = handle.xen_version()?;
+    Ok(XenVersion { major: version.major.into(), minor: version.minor.into(), extra: version.extra })
+}
+
+/// All six system policies with the Xen and interface versions they came from.
+pub fn host_bundle(handle: &XenHandle) -> Result<HostBundle, XenError> {
+    let xen_version = xen_version(handle)?;
+    let interfaces = handle.interface_versions()?;
+    let limits = WireLimits::for_xen(&xen_version).unwrap_or(WireLimits::LATEST);
+    let mut policies = SystemPolicies::new();
+    for which in SystemPolicy::ALL {
+        let serialised = match handle.system_policy(hypercall_policy(which)) {
+            Ok(serialised) => serialised,
+            Err(hypercall::Error::NotAvailable { .. }) => continue,
+            Err(error) => return Err(error.into()),
+        };
+        let policy = policy_from_xen(&serialised, &limits).map_err(|error| XenError::Policy { which, error })?;
+        policies.set(which, Some(policy));
+    }
+    Ok(HostBundle {
+        xen_version: Some(xen_version),
+        sysctl_interface_version: Some(interfaces.sysctl),
+        domctl_interface_version: Some(interfaces.domctl),
+        max_leaves: None,
+        max_msrs: None,
+        policies,
+    })
+}
+
+/// A domain's policy.
+pub fn domain_policy(handle: &XenHandle, domid: hypercall::DomainId) -> Result<CpuPolicy, XenError> {
+    let xen_version = xen_version(handle)?;
+    let limits = WireLimits::for_xen(&xen_version).unwrap_or(WireLimits::LATEST);
+    let serialised = handle.domain_policy(domid)?;
+    policy_from_xen(&serialised, &limits).map_err(|error| XenError::Policy { which: SystemPolicy::Host, error })
+}
+
+/// Converts Xen's arrays (the hypercall crate's ABI structs) into a policy.
+pub fn policy_from_xen(
+    serialised: &hypercall::SerialisedPolicy,
+    limits: &WireLimits,
+) -> Result<CpuPolicy, crate::policy::WireError> {
+    let leaves: Vec<XenCpuidLeaf> = serialised
+        .leaves
+        .iter()
+        .map(|l| XenCpuidLeaf { leaf: l.leaf, subleaf: l.subleaf, a: l.a, b: l.b, c: l.c, d: l.d })
+        .collect();
+    let msrs: Vec<XenMsrEntry> =
+        serialised.msrs.iter().map(|m| XenMsrEntry { idx: m.index, flags: m.flags, val: m.value }).collect();
+    CpuPolicy::from_wire(&leaves, &msrs, limits)
+}
+
+/// The hypercall crate's name for a system policy (its own index numbering).
+fn hypercall_policy(which: SystemPolicy) -> hypercall::SystemPolicy {
+    match which {
+        SystemPolicy::Raw => hypercall::SystemPolicy::Raw,
+        SystemPolicy::Host => hypercall::SystemPolicy::Host,
+        SystemPolicy::PvMax => hypercall::SystemPolicy::PvMax,
+        SystemPolicy::HvmMax => hypercall::SystemPolicy::HvmMax,
+        SystemPolicy::PvDefault => hypercall::SystemPolicy::PvDefault,
+        SystemPolicy::HvmDefault => hypercall::SystemPolicy::HvmDefault,
+    }
+}
