@@ -12,8 +12,7 @@ pub struct xen_arch_domainconfig {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_arch_domainconfig"][::core::mem::size_of::<xen_arch_domainconfig>() - 4usize];
-    ["Alignment of xen_arch_domainconfig"]
-        [::core::mem::align_of::<xen_arch_domainconfig>() - 4usize];
+    ["Alignment of xen_arch_domainconfig"][::core::mem::align_of::<xen_arch_domainconfig>() - 4usize];
     ["Offset of field: xen_arch_domainconfig::emulation_flags"]
         [::core::mem::offset_of!(xen_arch_domainconfig, emulation_flags) - 0usize];
 };
@@ -33,10 +32,8 @@ pub struct xen_domctl_createdomain {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_createdomain"]
-        [::core::mem::size_of::<xen_domctl_createdomain>() - 48usize];
-    ["Alignment of xen_domctl_createdomain"]
-        [::core::mem::align_of::<xen_domctl_createdomain>() - 4usize];
+    ["Size of xen_domctl_createdomain"][::core::mem::size_of::<xen_domctl_createdomain>() - 48usize];
+    ["Alignment of xen_domctl_createdomain"][::core::mem::align_of::<xen_domctl_createdomain>() - 4usize];
     ["Offset of field: xen_domctl_createdomain::ssidref"]
         [::core::mem::offset_of!(xen_domctl_createdomain, ssidref) - 0usize];
     ["Offset of field: xen_domctl_createdomain::handle"]

@@ -150,10 +150,8 @@ pub union cpu_user_regs__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cpu_user_regs__bindgen_ty_1"]
-        [::core::mem::size_of::<cpu_user_regs__bindgen_ty_1>() - 8usize];
-    ["Alignment of cpu_user_regs__bindgen_ty_1"]
-        [::core::mem::align_of::<cpu_user_regs__bindgen_ty_1>() - 8usize];
+    ["Size of cpu_user_regs__bindgen_ty_1"][::core::mem::size_of::<cpu_user_regs__bindgen_ty_1>() - 8usize];
+    ["Alignment of cpu_user_regs__bindgen_ty_1"][::core::mem::align_of::<cpu_user_regs__bindgen_ty_1>() - 8usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_1::r15"]
         [::core::mem::offset_of!(cpu_user_regs__bindgen_ty_1, r15) - 0usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_1::r15d"]
@@ -182,10 +180,8 @@ pub union cpu_user_regs__bindgen_ty_2 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cpu_user_regs__bindgen_ty_2"]
-        [::core::mem::size_of::<cpu_user_regs__bindgen_ty_2>() - 8usize];
-    ["Alignment of cpu_user_regs__bindgen_ty_2"]
-        [::core::mem::align_of::<cpu_user_regs__bindgen_ty_2>() - 8usize];
+    ["Size of cpu_user_regs__bindgen_ty_2"][::core::mem::size_of::<cpu_user_regs__bindgen_ty_2>() - 8usize];
+    ["Alignment of cpu_user_regs__bindgen_ty_2"][::core::mem::align_of::<cpu_user_regs__bindgen_ty_2>() - 8usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_2::r14"]
         [::core::mem::offset_of!(cpu_user_regs__bindgen_ty_2, r14) - 0usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_2::r14d"]
@@ -214,10 +210,8 @@ pub union cpu_user_regs__bindgen_ty_3 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cpu_user_regs__bindgen_ty_3"]
-        [::core::mem::size_of::<cpu_user_regs__bindgen_ty_3>() - 8usize];
-    ["Alignment of cpu_user_regs__bindgen_ty_3"]
-        [::core::mem::align_of::<cpu_user_regs__bindgen_ty_3>() - 8usize];
+    ["Size of cpu_user_regs__bindgen_ty_3"][::core::mem::size_of::<cpu_user_regs__bindgen_ty_3>() - 8usize];
+    ["Alignment of cpu_user_regs__bindgen_ty_3"][::core::mem::align_of::<cpu_user_regs__bindgen_ty_3>() - 8usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_3::r13"]
         [::core::mem::offset_of!(cpu_user_regs__bindgen_ty_3, r13) - 0usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_3::r13d"]
@@ -246,10 +240,8 @@ pub union cpu_user_regs__bindgen_ty_4 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cpu_user_regs__bindgen_ty_4"]
-        [::core::mem::size_of::<cpu_user_regs__bindgen_ty_4>() - 8usize];
-    ["Alignment of cpu_user_regs__bindgen_ty_4"]
-        [::core::mem::align_of::<cpu_user_regs__bindgen_ty_4>() - 8usize];
+    ["Size of cpu_user_regs__bindgen_ty_4"][::core::mem::size_of::<cpu_user_regs__bindgen_ty_4>() - 8usize];
+    ["Alignment of cpu_user_regs__bindgen_ty_4"][::core::mem::align_of::<cpu_user_regs__bindgen_ty_4>() - 8usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_4::r12"]
         [::core::mem::offset_of!(cpu_user_regs__bindgen_ty_4, r12) - 0usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_4::r12d"]
@@ -278,10 +270,8 @@ pub union cpu_user_regs__bindgen_ty_5 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cpu_user_regs__bindgen_ty_5"]
-        [::core::mem::size_of::<cpu_user_regs__bindgen_ty_5>() - 8usize];
-    ["Alignment of cpu_user_regs__bindgen_ty_5"]
-        [::core::mem::align_of::<cpu_user_regs__bindgen_ty_5>() - 8usize];
+    ["Size of cpu_user_regs__bindgen_ty_5"][::core::mem::size_of::<cpu_user_regs__bindgen_ty_5>() - 8usize];
+    ["Alignment of cpu_user_regs__bindgen_ty_5"][::core::mem::align_of::<cpu_user_regs__bindgen_ty_5>() - 8usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_5::rbp"]
         [::core::mem::offset_of!(cpu_user_regs__bindgen_ty_5, rbp) - 0usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_5::ebp"]
@@ -327,10 +317,8 @@ const _: () = {
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cpu_user_regs__bindgen_ty_6"]
-        [::core::mem::size_of::<cpu_user_regs__bindgen_ty_6>() - 8usize];
-    ["Alignment of cpu_user_regs__bindgen_ty_6"]
-        [::core::mem::align_of::<cpu_user_regs__bindgen_ty_6>() - 8usize];
+    ["Size of cpu_user_regs__bindgen_ty_6"][::core::mem::size_of::<cpu_user_regs__bindgen_ty_6>() - 8usize];
+    ["Alignment of cpu_user_regs__bindgen_ty_6"][::core::mem::align_of::<cpu_user_regs__bindgen_ty_6>() - 8usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_6::rbx"]
         [::core::mem::offset_of!(cpu_user_regs__bindgen_ty_6, rbx) - 0usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_6::ebx"]
@@ -357,10 +345,8 @@ pub union cpu_user_regs__bindgen_ty_7 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cpu_user_regs__bindgen_ty_7"]
-        [::core::mem::size_of::<cpu_user_regs__bindgen_ty_7>() - 8usize];
-    ["Alignment of cpu_user_regs__bindgen_ty_7"]
-        [::core::mem::align_of::<cpu_user_regs__bindgen_ty_7>() - 8usize];
+    ["Size of cpu_user_regs__bindgen_ty_7"][::core::mem::size_of::<cpu_user_regs__bindgen_ty_7>() - 8usize];
+    ["Alignment of cpu_user_regs__bindgen_ty_7"][::core::mem::align_of::<cpu_user_regs__bindgen_ty_7>() - 8usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_7::r11"]
         [::core::mem::offset_of!(cpu_user_regs__bindgen_ty_7, r11) - 0usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_7::r11d"]
@@ -389,10 +375,8 @@ pub union cpu_user_regs__bindgen_ty_8 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cpu_user_regs__bindgen_ty_8"]
-        [::core::mem::size_of::<cpu_user_regs__bindgen_ty_8>() - 8usize];
-    ["Alignment of cpu_user_regs__bindgen_ty_8"]
-        [::core::mem::align_of::<cpu_user_regs__bindgen_ty_8>() - 8usize];
+    ["Size of cpu_user_regs__bindgen_ty_8"][::core::mem::size_of::<cpu_user_regs__bindgen_ty_8>() - 8usize];
+    ["Alignment of cpu_user_regs__bindgen_ty_8"][::core::mem::align_of::<cpu_user_regs__bindgen_ty_8>() - 8usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_8::r10"]
         [::core::mem::offset_of!(cpu_user_regs__bindgen_ty_8, r10) - 0usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_8::r10d"]
@@ -421,10 +405,8 @@ pub union cpu_user_regs__bindgen_ty_9 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cpu_user_regs__bindgen_ty_9"]
-        [::core::mem::size_of::<cpu_user_regs__bindgen_ty_9>() - 8usize];
-    ["Alignment of cpu_user_regs__bindgen_ty_9"]
-        [::core::mem::align_of::<cpu_user_regs__bindgen_ty_9>() - 8usize];
+    ["Size of cpu_user_regs__bindgen_ty_9"][::core::mem::size_of::<cpu_user_regs__bindgen_ty_9>() - 8usize];
+    ["Alignment of cpu_user_regs__bindgen_ty_9"][::core::mem::align_of::<cpu_user_regs__bindgen_ty_9>() - 8usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_9::r9"]
         [::core::mem::offset_of!(cpu_user_regs__bindgen_ty_9, r9) - 0usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_9::r9d"]
@@ -453,10 +435,8 @@ pub union cpu_user_regs__bindgen_ty_10 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cpu_user_regs__bindgen_ty_10"]
-        [::core::mem::size_of::<cpu_user_regs__bindgen_ty_10>() - 8usize];
-    ["Alignment of cpu_user_regs__bindgen_ty_10"]
-        [::core::mem::align_of::<cpu_user_regs__bindgen_ty_10>() - 8usize];
+    ["Size of cpu_user_regs__bindgen_ty_10"][::core::mem::size_of::<cpu_user_regs__bindgen_ty_10>() - 8usize];
+    ["Alignment of cpu_user_regs__bindgen_ty_10"][::core::mem::align_of::<cpu_user_regs__bindgen_ty_10>() - 8usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_10::r8"]
         [::core::mem::offset_of!(cpu_user_regs__bindgen_ty_10, r8) - 0usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_10::r8d"]
@@ -502,10 +482,8 @@ const _: () = {
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cpu_user_regs__bindgen_ty_11"]
-        [::core::mem::size_of::<cpu_user_regs__bindgen_ty_11>() - 8usize];
-    ["Alignment of cpu_user_regs__bindgen_ty_11"]
-        [::core::mem::align_of::<cpu_user_regs__bindgen_ty_11>() - 8usize];
+    ["Size of cpu_user_regs__bindgen_ty_11"][::core::mem::size_of::<cpu_user_regs__bindgen_ty_11>() - 8usize];
+    ["Alignment of cpu_user_regs__bindgen_ty_11"][::core::mem::align_of::<cpu_user_regs__bindgen_ty_11>() - 8usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_11::rax"]
         [::core::mem::offset_of!(cpu_user_regs__bindgen_ty_11, rax) - 0usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_11::eax"]
@@ -549,10 +527,8 @@ const _: () = {
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cpu_user_regs__bindgen_ty_12"]
-        [::core::mem::size_of::<cpu_user_regs__bindgen_ty_12>() - 8usize];
-    ["Alignment of cpu_user_regs__bindgen_ty_12"]
-        [::core::mem::align_of::<cpu_user_regs__bindgen_ty_12>() - 8usize];
+    ["Size of cpu_user_regs__bindgen_ty_12"][::core::mem::size_of::<cpu_user_regs__bindgen_ty_12>() - 8usize];
+    ["Alignment of cpu_user_regs__bindgen_ty_12"][::core::mem::align_of::<cpu_user_regs__bindgen_ty_12>() - 8usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_12::rcx"]
         [::core::mem::offset_of!(cpu_user_regs__bindgen_ty_12, rcx) - 0usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_12::ecx"]
@@ -596,10 +572,8 @@ const _: () = {
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cpu_user_regs__bindgen_ty_13"]
-        [::core::mem::size_of::<cpu_user_regs__bindgen_ty_13>() - 8usize];
-    ["Alignment of cpu_user_regs__bindgen_ty_13"]
-        [::core::mem::align_of::<cpu_user_regs__bindgen_ty_13>() - 8usize];
+    ["Size of cpu_user_regs__bindgen_ty_13"][::core::mem::size_of::<cpu_user_regs__bindgen_ty_13>() - 8usize];
+    ["Alignment of cpu_user_regs__bindgen_ty_13"][::core::mem::align_of::<cpu_user_regs__bindgen_ty_13>() - 8usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_13::rdx"]
         [::core::mem::offset_of!(cpu_user_regs__bindgen_ty_13, rdx) - 0usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_13::edx"]
@@ -626,10 +600,8 @@ pub union cpu_user_regs__bindgen_ty_14 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cpu_user_regs__bindgen_ty_14"]
-        [::core::mem::size_of::<cpu_user_regs__bindgen_ty_14>() - 8usize];
-    ["Alignment of cpu_user_regs__bindgen_ty_14"]
-        [::core::mem::align_of::<cpu_user_regs__bindgen_ty_14>() - 8usize];
+    ["Size of cpu_user_regs__bindgen_ty_14"][::core::mem::size_of::<cpu_user_regs__bindgen_ty_14>() - 8usize];
+    ["Alignment of cpu_user_regs__bindgen_ty_14"][::core::mem::align_of::<cpu_user_regs__bindgen_ty_14>() - 8usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_14::rsi"]
         [::core::mem::offset_of!(cpu_user_regs__bindgen_ty_14, rsi) - 0usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_14::esi"]
@@ -658,10 +630,8 @@ pub union cpu_user_regs__bindgen_ty_15 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cpu_user_regs__bindgen_ty_15"]
-        [::core::mem::size_of::<cpu_user_regs__bindgen_ty_15>() - 8usize];
-    ["Alignment of cpu_user_regs__bindgen_ty_15"]
-        [::core::mem::align_of::<cpu_user_regs__bindgen_ty_15>() - 8usize];
+    ["Size of cpu_user_regs__bindgen_ty_15"][::core::mem::size_of::<cpu_user_regs__bindgen_ty_15>() - 8usize];
+    ["Alignment of cpu_user_regs__bindgen_ty_15"][::core::mem::align_of::<cpu_user_regs__bindgen_ty_15>() - 8usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_15::rdi"]
         [::core::mem::offset_of!(cpu_user_regs__bindgen_ty_15, rdi) - 0usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_15::edi"]
@@ -689,10 +659,8 @@ pub union cpu_user_regs__bindgen_ty_16 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cpu_user_regs__bindgen_ty_16"]
-        [::core::mem::size_of::<cpu_user_regs__bindgen_ty_16>() - 8usize];
-    ["Alignment of cpu_user_regs__bindgen_ty_16"]
-        [::core::mem::align_of::<cpu_user_regs__bindgen_ty_16>() - 8usize];
+    ["Size of cpu_user_regs__bindgen_ty_16"][::core::mem::size_of::<cpu_user_regs__bindgen_ty_16>() - 8usize];
+    ["Alignment of cpu_user_regs__bindgen_ty_16"][::core::mem::align_of::<cpu_user_regs__bindgen_ty_16>() - 8usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_16::rip"]
         [::core::mem::offset_of!(cpu_user_regs__bindgen_ty_16, rip) - 0usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_16::eip"]
@@ -718,10 +686,8 @@ pub union cpu_user_regs__bindgen_ty_17 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cpu_user_regs__bindgen_ty_17"]
-        [::core::mem::size_of::<cpu_user_regs__bindgen_ty_17>() - 8usize];
-    ["Alignment of cpu_user_regs__bindgen_ty_17"]
-        [::core::mem::align_of::<cpu_user_regs__bindgen_ty_17>() - 8usize];
+    ["Size of cpu_user_regs__bindgen_ty_17"][::core::mem::size_of::<cpu_user_regs__bindgen_ty_17>() - 8usize];
+    ["Alignment of cpu_user_regs__bindgen_ty_17"][::core::mem::align_of::<cpu_user_regs__bindgen_ty_17>() - 8usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_17::rflags"]
         [::core::mem::offset_of!(cpu_user_regs__bindgen_ty_17, rflags) - 0usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_17::eflags"]
@@ -748,10 +714,8 @@ pub union cpu_user_regs__bindgen_ty_18 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cpu_user_regs__bindgen_ty_18"]
-        [::core::mem::size_of::<cpu_user_regs__bindgen_ty_18>() - 8usize];
-    ["Alignment of cpu_user_regs__bindgen_ty_18"]
-        [::core::mem::align_of::<cpu_user_regs__bindgen_ty_18>() - 8usize];
+    ["Size of cpu_user_regs__bindgen_ty_18"][::core::mem::size_of::<cpu_user_regs__bindgen_ty_18>() - 8usize];
+    ["Alignment of cpu_user_regs__bindgen_ty_18"][::core::mem::align_of::<cpu_user_regs__bindgen_ty_18>() - 8usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_18::rsp"]
         [::core::mem::offset_of!(cpu_user_regs__bindgen_ty_18, rsp) - 0usize];
     ["Offset of field: cpu_user_regs__bindgen_ty_18::esp"]
@@ -774,32 +738,23 @@ impl Default for cpu_user_regs__bindgen_ty_18 {
 const _: () = {
     ["Size of cpu_user_regs"][::core::mem::size_of::<cpu_user_regs>() - 200usize];
     ["Alignment of cpu_user_regs"][::core::mem::align_of::<cpu_user_regs>() - 8usize];
-    ["Offset of field: cpu_user_regs::error_code"]
-        [::core::mem::offset_of!(cpu_user_regs, error_code) - 120usize];
-    ["Offset of field: cpu_user_regs::entry_vector"]
-        [::core::mem::offset_of!(cpu_user_regs, entry_vector) - 124usize];
+    ["Offset of field: cpu_user_regs::error_code"][::core::mem::offset_of!(cpu_user_regs, error_code) - 120usize];
+    ["Offset of field: cpu_user_regs::entry_vector"][::core::mem::offset_of!(cpu_user_regs, entry_vector) - 124usize];
     ["Offset of field: cpu_user_regs::cs"][::core::mem::offset_of!(cpu_user_regs, cs) - 136usize];
-    ["Offset of field: cpu_user_regs::_pad0"]
-        [::core::mem::offset_of!(cpu_user_regs, _pad0) - 138usize];
+    ["Offset of field: cpu_user_regs::_pad0"][::core::mem::offset_of!(cpu_user_regs, _pad0) - 138usize];
     ["Offset of field: cpu_user_regs::saved_upcall_mask"]
         [::core::mem::offset_of!(cpu_user_regs, saved_upcall_mask) - 140usize];
-    ["Offset of field: cpu_user_regs::_pad1"]
-        [::core::mem::offset_of!(cpu_user_regs, _pad1) - 141usize];
+    ["Offset of field: cpu_user_regs::_pad1"][::core::mem::offset_of!(cpu_user_regs, _pad1) - 141usize];
     ["Offset of field: cpu_user_regs::ss"][::core::mem::offset_of!(cpu_user_regs, ss) - 160usize];
-    ["Offset of field: cpu_user_regs::_pad2"]
-        [::core::mem::offset_of!(cpu_user_regs, _pad2) - 162usize];
+    ["Offset of field: cpu_user_regs::_pad2"][::core::mem::offset_of!(cpu_user_regs, _pad2) - 162usize];
     ["Offset of field: cpu_user_regs::es"][::core::mem::offset_of!(cpu_user_regs, es) - 168usize];
-    ["Offset of field: cpu_user_regs::_pad3"]
-        [::core::mem::offset_of!(cpu_user_regs, _pad3) - 170usize];
+    ["Offset of field: cpu_user_regs::_pad3"][::core::mem::offset_of!(cpu_user_regs, _pad3) - 170usize];
     ["Offset of field: cpu_user_regs::ds"][::core::mem::offset_of!(cpu_user_regs, ds) - 176usize];
-    ["Offset of field: cpu_user_regs::_pad4"]
-        [::core::mem::offset_of!(cpu_user_regs, _pad4) - 178usize];
+    ["Offset of field: cpu_user_regs::_pad4"][::core::mem::offset_of!(cpu_user_regs, _pad4) - 178usize];
     ["Offset of field: cpu_user_regs::fs"][::core::mem::offset_of!(cpu_user_regs, fs) - 184usize];
-    ["Offset of field: cpu_user_regs::_pad5"]
-        [::core::mem::offset_of!(cpu_user_regs, _pad5) - 186usize];
+    ["Offset of field: cpu_user_regs::_pad5"][::core::mem::offset_of!(cpu_user_regs, _pad5) - 186usize];
     ["Offset of field: cpu_user_regs::gs"][::core::mem::offset_of!(cpu_user_regs, gs) - 192usize];
-    ["Offset of field: cpu_user_regs::_pad6"]
-        [::core::mem::offset_of!(cpu_user_regs, _pad6) - 194usize];
+    ["Offset of field: cpu_user_regs::_pad6"][::core::mem::offset_of!(cpu_user_regs, _pad6) - 194usize];
 };
 impl Default for cpu_user_regs {
     fn default() -> Self {
@@ -858,8 +813,7 @@ pub struct vcpu_guest_context__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of vcpu_guest_context__bindgen_ty_1"]
-        [::core::mem::size_of::<vcpu_guest_context__bindgen_ty_1>() - 512usize];
+    ["Size of vcpu_guest_context__bindgen_ty_1"][::core::mem::size_of::<vcpu_guest_context__bindgen_ty_1>() - 512usize];
     ["Alignment of vcpu_guest_context__bindgen_ty_1"]
         [::core::mem::align_of::<vcpu_guest_context__bindgen_ty_1>() - 1usize];
     ["Offset of field: vcpu_guest_context__bindgen_ty_1::x"]
@@ -878,10 +832,8 @@ impl Default for vcpu_guest_context__bindgen_ty_1 {
 const _: () = {
     ["Size of vcpu_guest_context"][::core::mem::size_of::<vcpu_guest_context>() - 5168usize];
     ["Alignment of vcpu_guest_context"][::core::mem::align_of::<vcpu_guest_context>() - 8usize];
-    ["Offset of field: vcpu_guest_context::fpu_ctxt"]
-        [::core::mem::offset_of!(vcpu_guest_context, fpu_ctxt) - 0usize];
-    ["Offset of field: vcpu_guest_context::flags"]
-        [::core::mem::offset_of!(vcpu_guest_context, flags) - 512usize];
+    ["Offset of field: vcpu_guest_context::fpu_ctxt"][::core::mem::offset_of!(vcpu_guest_context, fpu_ctxt) - 0usize];
+    ["Offset of field: vcpu_guest_context::flags"][::core::mem::offset_of!(vcpu_guest_context, flags) - 512usize];
     ["Offset of field: vcpu_guest_context::user_regs"]
         [::core::mem::offset_of!(vcpu_guest_context, user_regs) - 520usize];
     ["Offset of field: vcpu_guest_context::trap_ctxt"]
@@ -898,8 +850,7 @@ const _: () = {
         [::core::mem::offset_of!(vcpu_guest_context, kernel_ss) - 4968usize];
     ["Offset of field: vcpu_guest_context::kernel_sp"]
         [::core::mem::offset_of!(vcpu_guest_context, kernel_sp) - 4976usize];
-    ["Offset of field: vcpu_guest_context::ctrlreg"]
-        [::core::mem::offset_of!(vcpu_guest_context, ctrlreg) - 4984usize];
+    ["Offset of field: vcpu_guest_context::ctrlreg"][::core::mem::offset_of!(vcpu_guest_context, ctrlreg) - 4984usize];
     ["Offset of field: vcpu_guest_context::debugreg"]
         [::core::mem::offset_of!(vcpu_guest_context, debugreg) - 5048usize];
     ["Offset of field: vcpu_guest_context::event_callback_eip"]
@@ -910,8 +861,7 @@ const _: () = {
         [::core::mem::offset_of!(vcpu_guest_context, syscall_callback_eip) - 5128usize];
     ["Offset of field: vcpu_guest_context::vm_assist"]
         [::core::mem::offset_of!(vcpu_guest_context, vm_assist) - 5136usize];
-    ["Offset of field: vcpu_guest_context::fs_base"]
-        [::core::mem::offset_of!(vcpu_guest_context, fs_base) - 5144usize];
+    ["Offset of field: vcpu_guest_context::fs_base"][::core::mem::offset_of!(vcpu_guest_context, fs_base) - 5144usize];
     ["Offset of field: vcpu_guest_context::gs_base_kernel"]
         [::core::mem::offset_of!(vcpu_guest_context, gs_base_kernel) - 5152usize];
     ["Offset of field: vcpu_guest_context::gs_base_user"]
@@ -959,8 +909,7 @@ pub struct xen_arch_domainconfig {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_arch_domainconfig"][::core::mem::size_of::<xen_arch_domainconfig>() - 8usize];
-    ["Alignment of xen_arch_domainconfig"]
-        [::core::mem::align_of::<xen_arch_domainconfig>() - 4usize];
+    ["Alignment of xen_arch_domainconfig"][::core::mem::align_of::<xen_arch_domainconfig>() - 4usize];
     ["Offset of field: xen_arch_domainconfig::emulation_flags"]
         [::core::mem::offset_of!(xen_arch_domainconfig, emulation_flags) - 0usize];
     ["Offset of field: xen_arch_domainconfig::misc_flags"]
@@ -980,10 +929,8 @@ pub struct xen_cpuid_leaf {
 const _: () = {
     ["Size of xen_cpuid_leaf"][::core::mem::size_of::<xen_cpuid_leaf>() - 24usize];
     ["Alignment of xen_cpuid_leaf"][::core::mem::align_of::<xen_cpuid_leaf>() - 4usize];
-    ["Offset of field: xen_cpuid_leaf::leaf"]
-        [::core::mem::offset_of!(xen_cpuid_leaf, leaf) - 0usize];
-    ["Offset of field: xen_cpuid_leaf::subleaf"]
-        [::core::mem::offset_of!(xen_cpuid_leaf, subleaf) - 4usize];
+    ["Offset of field: xen_cpuid_leaf::leaf"][::core::mem::offset_of!(xen_cpuid_leaf, leaf) - 0usize];
+    ["Offset of field: xen_cpuid_leaf::subleaf"][::core::mem::offset_of!(xen_cpuid_leaf, subleaf) - 4usize];
     ["Offset of field: xen_cpuid_leaf::a"][::core::mem::offset_of!(xen_cpuid_leaf, a) - 8usize];
     ["Offset of field: xen_cpuid_leaf::b"][::core::mem::offset_of!(xen_cpuid_leaf, b) - 12usize];
     ["Offset of field: xen_cpuid_leaf::c"][::core::mem::offset_of!(xen_cpuid_leaf, c) - 16usize];
@@ -997,8 +944,7 @@ pub struct __guest_handle_xen_cpuid_leaf_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of __guest_handle_xen_cpuid_leaf_t"]
-        [::core::mem::size_of::<__guest_handle_xen_cpuid_leaf_t>() - 8usize];
+    ["Size of __guest_handle_xen_cpuid_leaf_t"][::core::mem::size_of::<__guest_handle_xen_cpuid_leaf_t>() - 8usize];
     ["Alignment of __guest_handle_xen_cpuid_leaf_t"]
         [::core::mem::align_of::<__guest_handle_xen_cpuid_leaf_t>() - 8usize];
     ["Offset of field: __guest_handle_xen_cpuid_leaf_t::p"]
@@ -1025,8 +971,7 @@ const _: () = {
     ["Size of xen_msr_entry"][::core::mem::size_of::<xen_msr_entry>() - 16usize];
     ["Alignment of xen_msr_entry"][::core::mem::align_of::<xen_msr_entry>() - 8usize];
     ["Offset of field: xen_msr_entry::idx"][::core::mem::offset_of!(xen_msr_entry, idx) - 0usize];
-    ["Offset of field: xen_msr_entry::flags"]
-        [::core::mem::offset_of!(xen_msr_entry, flags) - 4usize];
+    ["Offset of field: xen_msr_entry::flags"][::core::mem::offset_of!(xen_msr_entry, flags) - 4usize];
     ["Offset of field: xen_msr_entry::val"][::core::mem::offset_of!(xen_msr_entry, val) - 8usize];
 };
 pub type xen_msr_entry_t = xen_msr_entry;
@@ -1037,10 +982,8 @@ pub struct __guest_handle_xen_msr_entry_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of __guest_handle_xen_msr_entry_t"]
-        [::core::mem::size_of::<__guest_handle_xen_msr_entry_t>() - 8usize];
-    ["Alignment of __guest_handle_xen_msr_entry_t"]
-        [::core::mem::align_of::<__guest_handle_xen_msr_entry_t>() - 8usize];
+    ["Size of __guest_handle_xen_msr_entry_t"][::core::mem::size_of::<__guest_handle_xen_msr_entry_t>() - 8usize];
+    ["Alignment of __guest_handle_xen_msr_entry_t"][::core::mem::align_of::<__guest_handle_xen_msr_entry_t>() - 8usize];
     ["Offset of field: __guest_handle_xen_msr_entry_t::p"]
         [::core::mem::offset_of!(__guest_handle_xen_msr_entry_t, p) - 0usize];
 };
@@ -1062,8 +1005,7 @@ pub struct __guest_handle_char {
 const _: () = {
     ["Size of __guest_handle_char"][::core::mem::size_of::<__guest_handle_char>() - 8usize];
     ["Alignment of __guest_handle_char"][::core::mem::align_of::<__guest_handle_char>() - 8usize];
-    ["Offset of field: __guest_handle_char::p"]
-        [::core::mem::offset_of!(__guest_handle_char, p) - 0usize];
+    ["Offset of field: __guest_handle_char::p"][::core::mem::offset_of!(__guest_handle_char, p) - 0usize];
 };
 impl Default for __guest_handle_char {
     fn default() -> Self {
@@ -1081,12 +1023,9 @@ pub struct __guest_handle_const_char {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of __guest_handle_const_char"]
-        [::core::mem::size_of::<__guest_handle_const_char>() - 8usize];
-    ["Alignment of __guest_handle_const_char"]
-        [::core::mem::align_of::<__guest_handle_const_char>() - 8usize];
-    ["Offset of field: __guest_handle_const_char::p"]
-        [::core::mem::offset_of!(__guest_handle_const_char, p) - 0usize];
+    ["Size of __guest_handle_const_char"][::core::mem::size_of::<__guest_handle_const_char>() - 8usize];
+    ["Alignment of __guest_handle_const_char"][::core::mem::align_of::<__guest_handle_const_char>() - 8usize];
+    ["Offset of field: __guest_handle_const_char::p"][::core::mem::offset_of!(__guest_handle_const_char, p) - 0usize];
 };
 impl Default for __guest_handle_const_char {
     fn default() -> Self {
@@ -1106,8 +1045,7 @@ pub struct __guest_handle_uint {
 const _: () = {
     ["Size of __guest_handle_uint"][::core::mem::size_of::<__guest_handle_uint>() - 8usize];
     ["Alignment of __guest_handle_uint"][::core::mem::align_of::<__guest_handle_uint>() - 8usize];
-    ["Offset of field: __guest_handle_uint::p"]
-        [::core::mem::offset_of!(__guest_handle_uint, p) - 0usize];
+    ["Offset of field: __guest_handle_uint::p"][::core::mem::offset_of!(__guest_handle_uint, p) - 0usize];
 };
 impl Default for __guest_handle_uint {
     fn default() -> Self {
@@ -1125,12 +1063,9 @@ pub struct __guest_handle_xen_pfn_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of __guest_handle_xen_pfn_t"]
-        [::core::mem::size_of::<__guest_handle_xen_pfn_t>() - 8usize];
-    ["Alignment of __guest_handle_xen_pfn_t"]
-        [::core::mem::align_of::<__guest_handle_xen_pfn_t>() - 8usize];
-    ["Offset of field: __guest_handle_xen_pfn_t::p"]
-        [::core::mem::offset_of!(__guest_handle_xen_pfn_t, p) - 0usize];
+    ["Size of __guest_handle_xen_pfn_t"][::core::mem::size_of::<__guest_handle_xen_pfn_t>() - 8usize];
+    ["Alignment of __guest_handle_xen_pfn_t"][::core::mem::align_of::<__guest_handle_xen_pfn_t>() - 8usize];
+    ["Offset of field: __guest_handle_xen_pfn_t::p"][::core::mem::offset_of!(__guest_handle_xen_pfn_t, p) - 0usize];
 };
 impl Default for __guest_handle_xen_pfn_t {
     fn default() -> Self {
@@ -1152,8 +1087,7 @@ pub struct __guest_handle_uint8 {
 const _: () = {
     ["Size of __guest_handle_uint8"][::core::mem::size_of::<__guest_handle_uint8>() - 8usize];
     ["Alignment of __guest_handle_uint8"][::core::mem::align_of::<__guest_handle_uint8>() - 8usize];
-    ["Offset of field: __guest_handle_uint8::p"]
-        [::core::mem::offset_of!(__guest_handle_uint8, p) - 0usize];
+    ["Offset of field: __guest_handle_uint8::p"][::core::mem::offset_of!(__guest_handle_uint8, p) - 0usize];
 };
 impl Default for __guest_handle_uint8 {
     fn default() -> Self {
@@ -1172,10 +1106,8 @@ pub struct __guest_handle_uint32 {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of __guest_handle_uint32"][::core::mem::size_of::<__guest_handle_uint32>() - 8usize];
-    ["Alignment of __guest_handle_uint32"]
-        [::core::mem::align_of::<__guest_handle_uint32>() - 8usize];
-    ["Offset of field: __guest_handle_uint32::p"]
-        [::core::mem::offset_of!(__guest_handle_uint32, p) - 0usize];
+    ["Alignment of __guest_handle_uint32"][::core::mem::align_of::<__guest_handle_uint32>() - 8usize];
+    ["Offset of field: __guest_handle_uint32::p"][::core::mem::offset_of!(__guest_handle_uint32, p) - 0usize];
 };
 impl Default for __guest_handle_uint32 {
     fn default() -> Self {
@@ -1194,10 +1126,8 @@ pub struct __guest_handle_uint64 {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of __guest_handle_uint64"][::core::mem::size_of::<__guest_handle_uint64>() - 8usize];
-    ["Alignment of __guest_handle_uint64"]
-        [::core::mem::align_of::<__guest_handle_uint64>() - 8usize];
-    ["Offset of field: __guest_handle_uint64::p"]
-        [::core::mem::offset_of!(__guest_handle_uint64, p) - 0usize];
+    ["Alignment of __guest_handle_uint64"][::core::mem::align_of::<__guest_handle_uint64>() - 8usize];
+    ["Offset of field: __guest_handle_uint64::p"][::core::mem::offset_of!(__guest_handle_uint64, p) - 0usize];
 };
 impl Default for __guest_handle_uint64 {
     fn default() -> Self {
@@ -1218,10 +1148,8 @@ pub struct xenctl_bitmap {
 const _: () = {
     ["Size of xenctl_bitmap"][::core::mem::size_of::<xenctl_bitmap>() - 16usize];
     ["Alignment of xenctl_bitmap"][::core::mem::align_of::<xenctl_bitmap>() - 8usize];
-    ["Offset of field: xenctl_bitmap::bitmap"]
-        [::core::mem::offset_of!(xenctl_bitmap, bitmap) - 0usize];
-    ["Offset of field: xenctl_bitmap::nr_bits"]
-        [::core::mem::offset_of!(xenctl_bitmap, nr_bits) - 8usize];
+    ["Offset of field: xenctl_bitmap::bitmap"][::core::mem::offset_of!(xenctl_bitmap, bitmap) - 0usize];
+    ["Offset of field: xenctl_bitmap::nr_bits"][::core::mem::offset_of!(xenctl_bitmap, nr_bits) - 8usize];
 };
 impl Default for xenctl_bitmap {
     fn default() -> Self {
@@ -1247,12 +1175,10 @@ const _: () = {
     ["Size of hvm_vmce_vcpu"][::core::mem::size_of::<hvm_vmce_vcpu>() - 32usize];
     ["Alignment of hvm_vmce_vcpu"][::core::mem::align_of::<hvm_vmce_vcpu>() - 8usize];
     ["Offset of field: hvm_vmce_vcpu::caps"][::core::mem::offset_of!(hvm_vmce_vcpu, caps) - 0usize];
-    ["Offset of field: hvm_vmce_vcpu::mci_ctl2_bank0"]
-        [::core::mem::offset_of!(hvm_vmce_vcpu, mci_ctl2_bank0) - 8usize];
+    ["Offset of field: hvm_vmce_vcpu::mci_ctl2_bank0"][::core::mem::offset_of!(hvm_vmce_vcpu, mci_ctl2_bank0) - 8usize];
     ["Offset of field: hvm_vmce_vcpu::mci_ctl2_bank1"]
         [::core::mem::offset_of!(hvm_vmce_vcpu, mci_ctl2_bank1) - 16usize];
-    ["Offset of field: hvm_vmce_vcpu::mcg_ext_ctl"]
-        [::core::mem::offset_of!(hvm_vmce_vcpu, mcg_ext_ctl) - 24usize];
+    ["Offset of field: hvm_vmce_vcpu::mcg_ext_ctl"][::core::mem::offset_of!(hvm_vmce_vcpu, mcg_ext_ctl) - 24usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -1265,12 +1191,9 @@ pub struct physdev_pci_device {
 const _: () = {
     ["Size of physdev_pci_device"][::core::mem::size_of::<physdev_pci_device>() - 4usize];
     ["Alignment of physdev_pci_device"][::core::mem::align_of::<physdev_pci_device>() - 2usize];
-    ["Offset of field: physdev_pci_device::seg"]
-        [::core::mem::offset_of!(physdev_pci_device, seg) - 0usize];
-    ["Offset of field: physdev_pci_device::bus"]
-        [::core::mem::offset_of!(physdev_pci_device, bus) - 2usize];
-    ["Offset of field: physdev_pci_device::devfn"]
-        [::core::mem::offset_of!(physdev_pci_device, devfn) - 3usize];
+    ["Offset of field: physdev_pci_device::seg"][::core::mem::offset_of!(physdev_pci_device, seg) - 0usize];
+    ["Offset of field: physdev_pci_device::bus"][::core::mem::offset_of!(physdev_pci_device, bus) - 2usize];
+    ["Offset of field: physdev_pci_device::devfn"][::core::mem::offset_of!(physdev_pci_device, devfn) - 3usize];
 };
 pub type physdev_pci_device_t = physdev_pci_device;
 #[repr(C)]
@@ -1308,11 +1231,9 @@ pub struct xen_vmemrange {
 const _: () = {
     ["Size of xen_vmemrange"][::core::mem::size_of::<xen_vmemrange>() - 24usize];
     ["Alignment of xen_vmemrange"][::core::mem::align_of::<xen_vmemrange>() - 8usize];
-    ["Offset of field: xen_vmemrange::start"]
-        [::core::mem::offset_of!(xen_vmemrange, start) - 0usize];
+    ["Offset of field: xen_vmemrange::start"][::core::mem::offset_of!(xen_vmemrange, start) - 0usize];
     ["Offset of field: xen_vmemrange::end"][::core::mem::offset_of!(xen_vmemrange, end) - 8usize];
-    ["Offset of field: xen_vmemrange::flags"]
-        [::core::mem::offset_of!(xen_vmemrange, flags) - 16usize];
+    ["Offset of field: xen_vmemrange::flags"][::core::mem::offset_of!(xen_vmemrange, flags) - 16usize];
     ["Offset of field: xen_vmemrange::nid"][::core::mem::offset_of!(xen_vmemrange, nid) - 20usize];
 };
 pub type xen_vmemrange_t = xen_vmemrange;
@@ -1323,10 +1244,8 @@ pub struct __guest_handle_xen_vmemrange_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of __guest_handle_xen_vmemrange_t"]
-        [::core::mem::size_of::<__guest_handle_xen_vmemrange_t>() - 8usize];
-    ["Alignment of __guest_handle_xen_vmemrange_t"]
-        [::core::mem::align_of::<__guest_handle_xen_vmemrange_t>() - 8usize];
+    ["Size of __guest_handle_xen_vmemrange_t"][::core::mem::size_of::<__guest_handle_xen_vmemrange_t>() - 8usize];
+    ["Alignment of __guest_handle_xen_vmemrange_t"][::core::mem::align_of::<__guest_handle_xen_vmemrange_t>() - 8usize];
     ["Offset of field: __guest_handle_xen_vmemrange_t::p"]
         [::core::mem::offset_of!(__guest_handle_xen_vmemrange_t, p) - 0usize];
 };
@@ -1358,10 +1277,8 @@ pub struct xen_domctl_createdomain {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_createdomain"]
-        [::core::mem::size_of::<xen_domctl_createdomain>() - 68usize];
-    ["Alignment of xen_domctl_createdomain"]
-        [::core::mem::align_of::<xen_domctl_createdomain>() - 4usize];
+    ["Size of xen_domctl_createdomain"][::core::mem::size_of::<xen_domctl_createdomain>() - 68usize];
+    ["Alignment of xen_domctl_createdomain"][::core::mem::align_of::<xen_domctl_createdomain>() - 4usize];
     ["Offset of field: xen_domctl_createdomain::ssidref"]
         [::core::mem::offset_of!(xen_domctl_createdomain, ssidref) - 0usize];
     ["Offset of field: xen_domctl_createdomain::handle"]
@@ -1413,10 +1330,8 @@ pub struct xen_domctl_getdomaininfo {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_getdomaininfo"]
-        [::core::mem::size_of::<xen_domctl_getdomaininfo>() - 112usize];
-    ["Alignment of xen_domctl_getdomaininfo"]
-        [::core::mem::align_of::<xen_domctl_getdomaininfo>() - 8usize];
+    ["Size of xen_domctl_getdomaininfo"][::core::mem::size_of::<xen_domctl_getdomaininfo>() - 112usize];
+    ["Alignment of xen_domctl_getdomaininfo"][::core::mem::align_of::<xen_domctl_getdomaininfo>() - 8usize];
     ["Offset of field: xen_domctl_getdomaininfo::domain"]
         [::core::mem::offset_of!(xen_domctl_getdomaininfo, domain) - 0usize];
     ["Offset of field: xen_domctl_getdomaininfo::pad1"]
@@ -1486,10 +1401,8 @@ pub struct xen_domctl_getpageframeinfo3 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_getpageframeinfo3"]
-        [::core::mem::size_of::<xen_domctl_getpageframeinfo3>() - 16usize];
-    ["Alignment of xen_domctl_getpageframeinfo3"]
-        [::core::mem::align_of::<xen_domctl_getpageframeinfo3>() - 8usize];
+    ["Size of xen_domctl_getpageframeinfo3"][::core::mem::size_of::<xen_domctl_getpageframeinfo3>() - 16usize];
+    ["Alignment of xen_domctl_getpageframeinfo3"][::core::mem::align_of::<xen_domctl_getpageframeinfo3>() - 8usize];
     ["Offset of field: xen_domctl_getpageframeinfo3::num"]
         [::core::mem::offset_of!(xen_domctl_getpageframeinfo3, num) - 0usize];
     ["Offset of field: xen_domctl_getpageframeinfo3::array"]
@@ -1512,10 +1425,8 @@ pub struct xen_domctl_shadow_op_stats {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_shadow_op_stats"]
-        [::core::mem::size_of::<xen_domctl_shadow_op_stats>() - 8usize];
-    ["Alignment of xen_domctl_shadow_op_stats"]
-        [::core::mem::align_of::<xen_domctl_shadow_op_stats>() - 4usize];
+    ["Size of xen_domctl_shadow_op_stats"][::core::mem::size_of::<xen_domctl_shadow_op_stats>() - 8usize];
+    ["Alignment of xen_domctl_shadow_op_stats"][::core::mem::align_of::<xen_domctl_shadow_op_stats>() - 4usize];
     ["Offset of field: xen_domctl_shadow_op_stats::fault_count"]
         [::core::mem::offset_of!(xen_domctl_shadow_op_stats, fault_count) - 0usize];
     ["Offset of field: xen_domctl_shadow_op_stats::dirty_count"]
@@ -1535,18 +1446,13 @@ pub struct xen_domctl_shadow_op {
 const _: () = {
     ["Size of xen_domctl_shadow_op"][::core::mem::size_of::<xen_domctl_shadow_op>() - 40usize];
     ["Alignment of xen_domctl_shadow_op"][::core::mem::align_of::<xen_domctl_shadow_op>() - 8usize];
-    ["Offset of field: xen_domctl_shadow_op::op"]
-        [::core::mem::offset_of!(xen_domctl_shadow_op, op) - 0usize];
-    ["Offset of field: xen_domctl_shadow_op::mode"]
-        [::core::mem::offset_of!(xen_domctl_shadow_op, mode) - 4usize];
-    ["Offset of field: xen_domctl_shadow_op::mb"]
-        [::core::mem::offset_of!(xen_domctl_shadow_op, mb) - 8usize];
+    ["Offset of field: xen_domctl_shadow_op::op"][::core::mem::offset_of!(xen_domctl_shadow_op, op) - 0usize];
+    ["Offset of field: xen_domctl_shadow_op::mode"][::core::mem::offset_of!(xen_domctl_shadow_op, mode) - 4usize];
+    ["Offset of field: xen_domctl_shadow_op::mb"][::core::mem::offset_of!(xen_domctl_shadow_op, mb) - 8usize];
     ["Offset of field: xen_domctl_shadow_op::dirty_bitmap"]
         [::core::mem::offset_of!(xen_domctl_shadow_op, dirty_bitmap) - 16usize];
-    ["Offset of field: xen_domctl_shadow_op::pages"]
-        [::core::mem::offset_of!(xen_domctl_shadow_op, pages) - 24usize];
-    ["Offset of field: xen_domctl_shadow_op::stats"]
-        [::core::mem::offset_of!(xen_domctl_shadow_op, stats) - 32usize];
+    ["Offset of field: xen_domctl_shadow_op::pages"][::core::mem::offset_of!(xen_domctl_shadow_op, pages) - 24usize];
+    ["Offset of field: xen_domctl_shadow_op::stats"][::core::mem::offset_of!(xen_domctl_shadow_op, stats) - 32usize];
 };
 impl Default for xen_domctl_shadow_op {
     fn default() -> Self {
@@ -1566,8 +1472,7 @@ pub struct xen_domctl_max_mem {
 const _: () = {
     ["Size of xen_domctl_max_mem"][::core::mem::size_of::<xen_domctl_max_mem>() - 8usize];
     ["Alignment of xen_domctl_max_mem"][::core::mem::align_of::<xen_domctl_max_mem>() - 8usize];
-    ["Offset of field: xen_domctl_max_mem::max_memkb"]
-        [::core::mem::offset_of!(xen_domctl_max_mem, max_memkb) - 0usize];
+    ["Offset of field: xen_domctl_max_mem::max_memkb"][::core::mem::offset_of!(xen_domctl_max_mem, max_memkb) - 0usize];
 };
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -1578,12 +1483,9 @@ pub struct xen_domctl_vcpucontext {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_domctl_vcpucontext"][::core::mem::size_of::<xen_domctl_vcpucontext>() - 16usize];
-    ["Alignment of xen_domctl_vcpucontext"]
-        [::core::mem::align_of::<xen_domctl_vcpucontext>() - 8usize];
-    ["Offset of field: xen_domctl_vcpucontext::vcpu"]
-        [::core::mem::offset_of!(xen_domctl_vcpucontext, vcpu) - 0usize];
-    ["Offset of field: xen_domctl_vcpucontext::ctxt"]
-        [::core::mem::offset_of!(xen_domctl_vcpucontext, ctxt) - 8usize];
+    ["Alignment of xen_domctl_vcpucontext"][::core::mem::align_of::<xen_domctl_vcpucontext>() - 8usize];
+    ["Offset of field: xen_domctl_vcpucontext::vcpu"][::core::mem::offset_of!(xen_domctl_vcpucontext, vcpu) - 0usize];
+    ["Offset of field: xen_domctl_vcpucontext::ctxt"][::core::mem::offset_of!(xen_domctl_vcpucontext, ctxt) - 8usize];
 };
 impl Default for xen_domctl_vcpucontext {
     fn default() -> Self {
@@ -1607,10 +1509,8 @@ pub struct xen_domctl_getvcpuinfo {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_domctl_getvcpuinfo"][::core::mem::size_of::<xen_domctl_getvcpuinfo>() - 24usize];
-    ["Alignment of xen_domctl_getvcpuinfo"]
-        [::core::mem::align_of::<xen_domctl_getvcpuinfo>() - 8usize];
-    ["Offset of field: xen_domctl_getvcpuinfo::vcpu"]
-        [::core::mem::offset_of!(xen_domctl_getvcpuinfo, vcpu) - 0usize];
+    ["Alignment of xen_domctl_getvcpuinfo"][::core::mem::align_of::<xen_domctl_getvcpuinfo>() - 8usize];
+    ["Offset of field: xen_domctl_getvcpuinfo::vcpu"][::core::mem::offset_of!(xen_domctl_getvcpuinfo, vcpu) - 0usize];
     ["Offset of field: xen_domctl_getvcpuinfo::online"]
         [::core::mem::offset_of!(xen_domctl_getvcpuinfo, online) - 4usize];
     ["Offset of field: xen_domctl_getvcpuinfo::blocked"]
@@ -1619,8 +1519,7 @@ const _: () = {
         [::core::mem::offset_of!(xen_domctl_getvcpuinfo, running) - 6usize];
     ["Offset of field: xen_domctl_getvcpuinfo::cpu_time"]
         [::core::mem::offset_of!(xen_domctl_getvcpuinfo, cpu_time) - 8usize];
-    ["Offset of field: xen_domctl_getvcpuinfo::cpu"]
-        [::core::mem::offset_of!(xen_domctl_getvcpuinfo, cpu) - 16usize];
+    ["Offset of field: xen_domctl_getvcpuinfo::cpu"][::core::mem::offset_of!(xen_domctl_getvcpuinfo, cpu) - 16usize];
 };
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -1629,10 +1528,8 @@ pub struct xen_domctl_nodeaffinity {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_nodeaffinity"]
-        [::core::mem::size_of::<xen_domctl_nodeaffinity>() - 16usize];
-    ["Alignment of xen_domctl_nodeaffinity"]
-        [::core::mem::align_of::<xen_domctl_nodeaffinity>() - 8usize];
+    ["Size of xen_domctl_nodeaffinity"][::core::mem::size_of::<xen_domctl_nodeaffinity>() - 16usize];
+    ["Alignment of xen_domctl_nodeaffinity"][::core::mem::align_of::<xen_domctl_nodeaffinity>() - 8usize];
     ["Offset of field: xen_domctl_nodeaffinity::nodemap"]
         [::core::mem::offset_of!(xen_domctl_nodeaffinity, nodemap) - 0usize];
 };
@@ -1655,12 +1552,9 @@ pub struct xen_domctl_vcpuaffinity {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_vcpuaffinity"]
-        [::core::mem::size_of::<xen_domctl_vcpuaffinity>() - 40usize];
-    ["Alignment of xen_domctl_vcpuaffinity"]
-        [::core::mem::align_of::<xen_domctl_vcpuaffinity>() - 8usize];
-    ["Offset of field: xen_domctl_vcpuaffinity::vcpu"]
-        [::core::mem::offset_of!(xen_domctl_vcpuaffinity, vcpu) - 0usize];
+    ["Size of xen_domctl_vcpuaffinity"][::core::mem::size_of::<xen_domctl_vcpuaffinity>() - 40usize];
+    ["Alignment of xen_domctl_vcpuaffinity"][::core::mem::align_of::<xen_domctl_vcpuaffinity>() - 8usize];
+    ["Offset of field: xen_domctl_vcpuaffinity::vcpu"][::core::mem::offset_of!(xen_domctl_vcpuaffinity, vcpu) - 0usize];
     ["Offset of field: xen_domctl_vcpuaffinity::flags"]
         [::core::mem::offset_of!(xen_domctl_vcpuaffinity, flags) - 4usize];
     ["Offset of field: xen_domctl_vcpuaffinity::cpumap_hard"]
@@ -1686,8 +1580,7 @@ pub struct xen_domctl_max_vcpus {
 const _: () = {
     ["Size of xen_domctl_max_vcpus"][::core::mem::size_of::<xen_domctl_max_vcpus>() - 4usize];
     ["Alignment of xen_domctl_max_vcpus"][::core::mem::align_of::<xen_domctl_max_vcpus>() - 4usize];
-    ["Offset of field: xen_domctl_max_vcpus::max"]
-        [::core::mem::offset_of!(xen_domctl_max_vcpus, max) - 0usize];
+    ["Offset of field: xen_domctl_max_vcpus::max"][::core::mem::offset_of!(xen_domctl_max_vcpus, max) - 0usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -1698,12 +1591,10 @@ pub struct xen_domctl_sched_credit {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_domctl_sched_credit"][::core::mem::size_of::<xen_domctl_sched_credit>() - 4usize];
-    ["Alignment of xen_domctl_sched_credit"]
-        [::core::mem::align_of::<xen_domctl_sched_credit>() - 2usize];
+    ["Alignment of xen_domctl_sched_credit"][::core::mem::align_of::<xen_domctl_sched_credit>() - 2usize];
     ["Offset of field: xen_domctl_sched_credit::weight"]
         [::core::mem::offset_of!(xen_domctl_sched_credit, weight) - 0usize];
-    ["Offset of field: xen_domctl_sched_credit::cap"]
-        [::core::mem::offset_of!(xen_domctl_sched_credit, cap) - 2usize];
+    ["Offset of field: xen_domctl_sched_credit::cap"][::core::mem::offset_of!(xen_domctl_sched_credit, cap) - 2usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -1713,14 +1604,11 @@ pub struct xen_domctl_sched_credit2 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_sched_credit2"]
-        [::core::mem::size_of::<xen_domctl_sched_credit2>() - 4usize];
-    ["Alignment of xen_domctl_sched_credit2"]
-        [::core::mem::align_of::<xen_domctl_sched_credit2>() - 2usize];
+    ["Size of xen_domctl_sched_credit2"][::core::mem::size_of::<xen_domctl_sched_credit2>() - 4usize];
+    ["Alignment of xen_domctl_sched_credit2"][::core::mem::align_of::<xen_domctl_sched_credit2>() - 2usize];
     ["Offset of field: xen_domctl_sched_credit2::weight"]
         [::core::mem::offset_of!(xen_domctl_sched_credit2, weight) - 0usize];
-    ["Offset of field: xen_domctl_sched_credit2::cap"]
-        [::core::mem::offset_of!(xen_domctl_sched_credit2, cap) - 2usize];
+    ["Offset of field: xen_domctl_sched_credit2::cap"][::core::mem::offset_of!(xen_domctl_sched_credit2, cap) - 2usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -1732,14 +1620,10 @@ pub struct xen_domctl_sched_rtds {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_domctl_sched_rtds"][::core::mem::size_of::<xen_domctl_sched_rtds>() - 12usize];
-    ["Alignment of xen_domctl_sched_rtds"]
-        [::core::mem::align_of::<xen_domctl_sched_rtds>() - 4usize];
-    ["Offset of field: xen_domctl_sched_rtds::period"]
-        [::core::mem::offset_of!(xen_domctl_sched_rtds, period) - 0usize];
-    ["Offset of field: xen_domctl_sched_rtds::budget"]
-        [::core::mem::offset_of!(xen_domctl_sched_rtds, budget) - 4usize];
-    ["Offset of field: xen_domctl_sched_rtds::flags"]
-        [::core::mem::offset_of!(xen_domctl_sched_rtds, flags) - 8usize];
+    ["Alignment of xen_domctl_sched_rtds"][::core::mem::align_of::<xen_domctl_sched_rtds>() - 4usize];
+    ["Offset of field: xen_domctl_sched_rtds::period"][::core::mem::offset_of!(xen_domctl_sched_rtds, period) - 0usize];
+    ["Offset of field: xen_domctl_sched_rtds::budget"][::core::mem::offset_of!(xen_domctl_sched_rtds, budget) - 4usize];
+    ["Offset of field: xen_domctl_sched_rtds::flags"][::core::mem::offset_of!(xen_domctl_sched_rtds, flags) - 8usize];
 };
 #[repr(C)]
 #[derive(Copy, Clone)]
@@ -1778,12 +1662,9 @@ impl Default for xen_domctl_schedparam_vcpu__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_schedparam_vcpu"]
-        [::core::mem::size_of::<xen_domctl_schedparam_vcpu>() - 16usize];
-    ["Alignment of xen_domctl_schedparam_vcpu"]
-        [::core::mem::align_of::<xen_domctl_schedparam_vcpu>() - 4usize];
-    ["Offset of field: xen_domctl_schedparam_vcpu::u"]
-        [::core::mem::offset_of!(xen_domctl_schedparam_vcpu, u) - 0usize];
+    ["Size of xen_domctl_schedparam_vcpu"][::core::mem::size_of::<xen_domctl_schedparam_vcpu>() - 16usize];
+    ["Alignment of xen_domctl_schedparam_vcpu"][::core::mem::align_of::<xen_domctl_schedparam_vcpu>() - 4usize];
+    ["Offset of field: xen_domctl_schedparam_vcpu::u"][::core::mem::offset_of!(xen_domctl_schedparam_vcpu, u) - 0usize];
     ["Offset of field: xen_domctl_schedparam_vcpu::vcpuid"]
         [::core::mem::offset_of!(xen_domctl_schedparam_vcpu, vcpuid) - 12usize];
 };
@@ -1848,18 +1729,12 @@ const _: () = {
         [::core::mem::size_of::<xen_domctl_scheduler_op__bindgen_ty_1__bindgen_ty_1>() - 16usize];
     ["Alignment of xen_domctl_scheduler_op__bindgen_ty_1__bindgen_ty_1"]
         [::core::mem::align_of::<xen_domctl_scheduler_op__bindgen_ty_1__bindgen_ty_1>() - 8usize];
-    ["Offset of field: xen_domctl_scheduler_op__bindgen_ty_1__bindgen_ty_1::vcpus"][::core::mem::offset_of!(
-        xen_domctl_scheduler_op__bindgen_ty_1__bindgen_ty_1,
-        vcpus
-    ) - 0usize];
-    ["Offset of field: xen_domctl_scheduler_op__bindgen_ty_1__bindgen_ty_1::nr_vcpus"][::core::mem::offset_of!(
-        xen_domctl_scheduler_op__bindgen_ty_1__bindgen_ty_1,
-        nr_vcpus
-    ) - 8usize];
-    ["Offset of field: xen_domctl_scheduler_op__bindgen_ty_1__bindgen_ty_1::padding"][::core::mem::offset_of!(
-        xen_domctl_scheduler_op__bindgen_ty_1__bindgen_ty_1,
-        padding
-    ) - 12usize];
+    ["Offset of field: xen_domctl_scheduler_op__bindgen_ty_1__bindgen_ty_1::vcpus"]
+        [::core::mem::offset_of!(xen_domctl_scheduler_op__bindgen_ty_1__bindgen_ty_1, vcpus) - 0usize];
+    ["Offset of field: xen_domctl_scheduler_op__bindgen_ty_1__bindgen_ty_1::nr_vcpus"]
+        [::core::mem::offset_of!(xen_domctl_scheduler_op__bindgen_ty_1__bindgen_ty_1, nr_vcpus) - 8usize];
+    ["Offset of field: xen_domctl_scheduler_op__bindgen_ty_1__bindgen_ty_1::padding"]
+        [::core::mem::offset_of!(xen_domctl_scheduler_op__bindgen_ty_1__bindgen_ty_1, padding) - 12usize];
 };
 impl Default for xen_domctl_scheduler_op__bindgen_ty_1__bindgen_ty_1 {
     fn default() -> Self {
@@ -1896,16 +1771,12 @@ impl Default for xen_domctl_scheduler_op__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_scheduler_op"]
-        [::core::mem::size_of::<xen_domctl_scheduler_op>() - 24usize];
-    ["Alignment of xen_domctl_scheduler_op"]
-        [::core::mem::align_of::<xen_domctl_scheduler_op>() - 8usize];
+    ["Size of xen_domctl_scheduler_op"][::core::mem::size_of::<xen_domctl_scheduler_op>() - 24usize];
+    ["Alignment of xen_domctl_scheduler_op"][::core::mem::align_of::<xen_domctl_scheduler_op>() - 8usize];
     ["Offset of field: xen_domctl_scheduler_op::sched_id"]
         [::core::mem::offset_of!(xen_domctl_scheduler_op, sched_id) - 0usize];
-    ["Offset of field: xen_domctl_scheduler_op::cmd"]
-        [::core::mem::offset_of!(xen_domctl_scheduler_op, cmd) - 4usize];
-    ["Offset of field: xen_domctl_scheduler_op::u"]
-        [::core::mem::offset_of!(xen_domctl_scheduler_op, u) - 8usize];
+    ["Offset of field: xen_domctl_scheduler_op::cmd"][::core::mem::offset_of!(xen_domctl_scheduler_op, cmd) - 4usize];
+    ["Offset of field: xen_domctl_scheduler_op::u"][::core::mem::offset_of!(xen_domctl_scheduler_op, u) - 8usize];
 };
 impl Default for xen_domctl_scheduler_op {
     fn default() -> Self {
@@ -1923,10 +1794,8 @@ pub struct xen_domctl_setdomainhandle {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_setdomainhandle"]
-        [::core::mem::size_of::<xen_domctl_setdomainhandle>() - 16usize];
-    ["Alignment of xen_domctl_setdomainhandle"]
-        [::core::mem::align_of::<xen_domctl_setdomainhandle>() - 1usize];
+    ["Size of xen_domctl_setdomainhandle"][::core::mem::size_of::<xen_domctl_setdomainhandle>() - 16usize];
+    ["Alignment of xen_domctl_setdomainhandle"][::core::mem::align_of::<xen_domctl_setdomainhandle>() - 1usize];
     ["Offset of field: xen_domctl_setdomainhandle::handle"]
         [::core::mem::offset_of!(xen_domctl_setdomainhandle, handle) - 0usize];
 };
@@ -1938,8 +1807,7 @@ pub struct xen_domctl_setdebugging {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_domctl_setdebugging"][::core::mem::size_of::<xen_domctl_setdebugging>() - 1usize];
-    ["Alignment of xen_domctl_setdebugging"]
-        [::core::mem::align_of::<xen_domctl_setdebugging>() - 1usize];
+    ["Alignment of xen_domctl_setdebugging"][::core::mem::align_of::<xen_domctl_setdebugging>() - 1usize];
     ["Offset of field: xen_domctl_setdebugging::enable"]
         [::core::mem::offset_of!(xen_domctl_setdebugging, enable) - 0usize];
 };
@@ -1952,10 +1820,8 @@ pub struct xen_domctl_irq_permission {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_irq_permission"]
-        [::core::mem::size_of::<xen_domctl_irq_permission>() - 8usize];
-    ["Alignment of xen_domctl_irq_permission"]
-        [::core::mem::align_of::<xen_domctl_irq_permission>() - 4usize];
+    ["Size of xen_domctl_irq_permission"][::core::mem::size_of::<xen_domctl_irq_permission>() - 8usize];
+    ["Alignment of xen_domctl_irq_permission"][::core::mem::align_of::<xen_domctl_irq_permission>() - 4usize];
     ["Offset of field: xen_domctl_irq_permission::pirq"]
         [::core::mem::offset_of!(xen_domctl_irq_permission, pirq) - 0usize];
     ["Offset of field: xen_domctl_irq_permission::allow_access"]
@@ -1971,10 +1837,8 @@ pub struct xen_domctl_gsi_permission {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_gsi_permission"]
-        [::core::mem::size_of::<xen_domctl_gsi_permission>() - 8usize];
-    ["Alignment of xen_domctl_gsi_permission"]
-        [::core::mem::align_of::<xen_domctl_gsi_permission>() - 4usize];
+    ["Size of xen_domctl_gsi_permission"][::core::mem::size_of::<xen_domctl_gsi_permission>() - 8usize];
+    ["Alignment of xen_domctl_gsi_permission"][::core::mem::align_of::<xen_domctl_gsi_permission>() - 4usize];
     ["Offset of field: xen_domctl_gsi_permission::gsi"]
         [::core::mem::offset_of!(xen_domctl_gsi_permission, gsi) - 0usize];
     ["Offset of field: xen_domctl_gsi_permission::flags"]
@@ -1989,10 +1853,8 @@ pub struct xen_domctl_iomem_permission {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_iomem_permission"]
-        [::core::mem::size_of::<xen_domctl_iomem_permission>() - 24usize];
-    ["Alignment of xen_domctl_iomem_permission"]
-        [::core::mem::align_of::<xen_domctl_iomem_permission>() - 8usize];
+    ["Size of xen_domctl_iomem_permission"][::core::mem::size_of::<xen_domctl_iomem_permission>() - 24usize];
+    ["Alignment of xen_domctl_iomem_permission"][::core::mem::align_of::<xen_domctl_iomem_permission>() - 8usize];
     ["Offset of field: xen_domctl_iomem_permission::first_mfn"]
         [::core::mem::offset_of!(xen_domctl_iomem_permission, first_mfn) - 0usize];
     ["Offset of field: xen_domctl_iomem_permission::nr_mfns"]
@@ -2009,10 +1871,8 @@ pub struct xen_domctl_ioport_permission {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_ioport_permission"]
-        [::core::mem::size_of::<xen_domctl_ioport_permission>() - 12usize];
-    ["Alignment of xen_domctl_ioport_permission"]
-        [::core::mem::align_of::<xen_domctl_ioport_permission>() - 4usize];
+    ["Size of xen_domctl_ioport_permission"][::core::mem::size_of::<xen_domctl_ioport_permission>() - 12usize];
+    ["Alignment of xen_domctl_ioport_permission"][::core::mem::align_of::<xen_domctl_ioport_permission>() - 4usize];
     ["Offset of field: xen_domctl_ioport_permission::first_port"]
         [::core::mem::offset_of!(xen_domctl_ioport_permission, first_port) - 0usize];
     ["Offset of field: xen_domctl_ioport_permission::nr_ports"]
@@ -2027,10 +1887,8 @@ pub struct xen_domctl_hypercall_init {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_hypercall_init"]
-        [::core::mem::size_of::<xen_domctl_hypercall_init>() - 8usize];
-    ["Alignment of xen_domctl_hypercall_init"]
-        [::core::mem::align_of::<xen_domctl_hypercall_init>() - 8usize];
+    ["Size of xen_domctl_hypercall_init"][::core::mem::size_of::<xen_domctl_hypercall_init>() - 8usize];
+    ["Alignment of xen_domctl_hypercall_init"][::core::mem::align_of::<xen_domctl_hypercall_init>() - 8usize];
     ["Offset of field: xen_domctl_hypercall_init::gmfn"]
         [::core::mem::offset_of!(xen_domctl_hypercall_init, gmfn) - 0usize];
 };
@@ -2041,10 +1899,8 @@ pub struct xen_domctl_settimeoffset {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_settimeoffset"]
-        [::core::mem::size_of::<xen_domctl_settimeoffset>() - 8usize];
-    ["Alignment of xen_domctl_settimeoffset"]
-        [::core::mem::align_of::<xen_domctl_settimeoffset>() - 8usize];
+    ["Size of xen_domctl_settimeoffset"][::core::mem::size_of::<xen_domctl_settimeoffset>() - 8usize];
+    ["Alignment of xen_domctl_settimeoffset"][::core::mem::align_of::<xen_domctl_settimeoffset>() - 8usize];
     ["Offset of field: xen_domctl_settimeoffset::time_offset_seconds"]
         [::core::mem::offset_of!(xen_domctl_settimeoffset, time_offset_seconds) - 0usize];
 };
@@ -2057,12 +1913,9 @@ pub struct xen_domctl_hvmcontext {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_domctl_hvmcontext"][::core::mem::size_of::<xen_domctl_hvmcontext>() - 16usize];
-    ["Alignment of xen_domctl_hvmcontext"]
-        [::core::mem::align_of::<xen_domctl_hvmcontext>() - 8usize];
-    ["Offset of field: xen_domctl_hvmcontext::size"]
-        [::core::mem::offset_of!(xen_domctl_hvmcontext, size) - 0usize];
-    ["Offset of field: xen_domctl_hvmcontext::buffer"]
-        [::core::mem::offset_of!(xen_domctl_hvmcontext, buffer) - 8usize];
+    ["Alignment of xen_domctl_hvmcontext"][::core::mem::align_of::<xen_domctl_hvmcontext>() - 8usize];
+    ["Offset of field: xen_domctl_hvmcontext::size"][::core::mem::offset_of!(xen_domctl_hvmcontext, size) - 0usize];
+    ["Offset of field: xen_domctl_hvmcontext::buffer"][::core::mem::offset_of!(xen_domctl_hvmcontext, buffer) - 8usize];
 };
 impl Default for xen_domctl_hvmcontext {
     fn default() -> Self {
@@ -2081,10 +1934,8 @@ pub struct xen_domctl_address_size {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_domctl_address_size"][::core::mem::size_of::<xen_domctl_address_size>() - 4usize];
-    ["Alignment of xen_domctl_address_size"]
-        [::core::mem::align_of::<xen_domctl_address_size>() - 4usize];
-    ["Offset of field: xen_domctl_address_size::size"]
-        [::core::mem::offset_of!(xen_domctl_address_size, size) - 0usize];
+    ["Alignment of xen_domctl_address_size"][::core::mem::align_of::<xen_domctl_address_size>() - 4usize];
+    ["Offset of field: xen_domctl_address_size::size"][::core::mem::offset_of!(xen_domctl_address_size, size) - 0usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -2095,12 +1946,10 @@ pub struct xen_domctl_sendtrigger {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_domctl_sendtrigger"][::core::mem::size_of::<xen_domctl_sendtrigger>() - 8usize];
-    ["Alignment of xen_domctl_sendtrigger"]
-        [::core::mem::align_of::<xen_domctl_sendtrigger>() - 4usize];
+    ["Alignment of xen_domctl_sendtrigger"][::core::mem::align_of::<xen_domctl_sendtrigger>() - 4usize];
     ["Offset of field: xen_domctl_sendtrigger::trigger"]
         [::core::mem::offset_of!(xen_domctl_sendtrigger, trigger) - 0usize];
-    ["Offset of field: xen_domctl_sendtrigger::vcpu"]
-        [::core::mem::offset_of!(xen_domctl_sendtrigger, vcpu) - 4usize];
+    ["Offset of field: xen_domctl_sendtrigger::vcpu"][::core::mem::offset_of!(xen_domctl_sendtrigger, vcpu) - 4usize];
 };
 #[repr(C)]
 #[derive(Copy, Clone)]
@@ -2126,11 +1975,8 @@ const _: () = {
         [::core::mem::size_of::<xen_domctl_assign_device__bindgen_ty_1__bindgen_ty_1>() - 4usize];
     ["Alignment of xen_domctl_assign_device__bindgen_ty_1__bindgen_ty_1"]
         [::core::mem::align_of::<xen_domctl_assign_device__bindgen_ty_1__bindgen_ty_1>() - 4usize];
-    ["Offset of field: xen_domctl_assign_device__bindgen_ty_1__bindgen_ty_1::machine_sbdf"][::core::mem::offset_of!(
-        xen_domctl_assign_device__bindgen_ty_1__bindgen_ty_1,
-        machine_sbdf
-    )
-        - 0usize];
+    ["Offset of field: xen_domctl_assign_device__bindgen_ty_1__bindgen_ty_1::machine_sbdf"]
+        [::core::mem::offset_of!(xen_domctl_assign_device__bindgen_ty_1__bindgen_ty_1, machine_sbdf) - 0usize];
 };
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -2144,14 +1990,10 @@ const _: () = {
         [::core::mem::size_of::<xen_domctl_assign_device__bindgen_ty_1__bindgen_ty_2>() - 16usize];
     ["Alignment of xen_domctl_assign_device__bindgen_ty_1__bindgen_ty_2"]
         [::core::mem::align_of::<xen_domctl_assign_device__bindgen_ty_1__bindgen_ty_2>() - 8usize];
-    ["Offset of field: xen_domctl_assign_device__bindgen_ty_1__bindgen_ty_2::size"][::core::mem::offset_of!(
-        xen_domctl_assign_device__bindgen_ty_1__bindgen_ty_2,
-        size
-    ) - 0usize];
-    ["Offset of field: xen_domctl_assign_device__bindgen_ty_1__bindgen_ty_2::path"][::core::mem::offset_of!(
-        xen_domctl_assign_device__bindgen_ty_1__bindgen_ty_2,
-        path
-    ) - 8usize];
+    ["Offset of field: xen_domctl_assign_device__bindgen_ty_1__bindgen_ty_2::size"]
+        [::core::mem::offset_of!(xen_domctl_assign_device__bindgen_ty_1__bindgen_ty_2, size) - 0usize];
+    ["Offset of field: xen_domctl_assign_device__bindgen_ty_1__bindgen_ty_2::path"]
+        [::core::mem::offset_of!(xen_domctl_assign_device__bindgen_ty_1__bindgen_ty_2, path) - 8usize];
 };
 impl Default for xen_domctl_assign_device__bindgen_ty_1__bindgen_ty_2 {
     fn default() -> Self {
@@ -2184,16 +2026,12 @@ impl Default for xen_domctl_assign_device__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_assign_device"]
-        [::core::mem::size_of::<xen_domctl_assign_device>() - 24usize];
-    ["Alignment of xen_domctl_assign_device"]
-        [::core::mem::align_of::<xen_domctl_assign_device>() - 8usize];
-    ["Offset of field: xen_domctl_assign_device::dev"]
-        [::core::mem::offset_of!(xen_domctl_assign_device, dev) - 0usize];
+    ["Size of xen_domctl_assign_device"][::core::mem::size_of::<xen_domctl_assign_device>() - 24usize];
+    ["Alignment of xen_domctl_assign_device"][::core::mem::align_of::<xen_domctl_assign_device>() - 8usize];
+    ["Offset of field: xen_domctl_assign_device::dev"][::core::mem::offset_of!(xen_domctl_assign_device, dev) - 0usize];
     ["Offset of field: xen_domctl_assign_device::flags"]
         [::core::mem::offset_of!(xen_domctl_assign_device, flags) - 4usize];
-    ["Offset of field: xen_domctl_assign_device::u"]
-        [::core::mem::offset_of!(xen_domctl_assign_device, u) - 8usize];
+    ["Offset of field: xen_domctl_assign_device::u"][::core::mem::offset_of!(xen_domctl_assign_device, u) - 8usize];
 };
 impl Default for xen_domctl_assign_device {
     fn default() -> Self {
@@ -2214,10 +2052,8 @@ pub struct xen_domctl_get_device_group {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_get_device_group"]
-        [::core::mem::size_of::<xen_domctl_get_device_group>() - 24usize];
-    ["Alignment of xen_domctl_get_device_group"]
-        [::core::mem::align_of::<xen_domctl_get_device_group>() - 8usize];
+    ["Size of xen_domctl_get_device_group"][::core::mem::size_of::<xen_domctl_get_device_group>() - 24usize];
+    ["Alignment of xen_domctl_get_device_group"][::core::mem::align_of::<xen_domctl_get_device_group>() - 8usize];
     ["Offset of field: xen_domctl_get_device_group::machine_sbdf"]
         [::core::mem::offset_of!(xen_domctl_get_device_group, machine_sbdf) - 0usize];
     ["Offset of field: xen_domctl_get_device_group::max_sdevs"]
@@ -2262,10 +2098,8 @@ const _: () = {
         [::core::mem::size_of::<xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_1>() - 1usize];
     ["Alignment of xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_1"]
         [::core::mem::align_of::<xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_1>() - 1usize];
-    ["Offset of field: xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_1::isa_irq"][::core::mem::offset_of!(
-        xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_1,
-        isa_irq
-    ) - 0usize];
+    ["Offset of field: xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_1::isa_irq"]
+        [::core::mem::offset_of!(xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_1, isa_irq) - 0usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -2282,14 +2116,10 @@ const _: () = {
         [::core::mem::align_of::<xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_2>() - 1usize];
     ["Offset of field: xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_2::bus"]
         [::core::mem::offset_of!(xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_2, bus) - 0usize];
-    ["Offset of field: xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_2::device"][::core::mem::offset_of!(
-        xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_2,
-        device
-    ) - 1usize];
-    ["Offset of field: xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_2::intx"][::core::mem::offset_of!(
-        xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_2,
-        intx
-    ) - 2usize];
+    ["Offset of field: xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_2::device"]
+        [::core::mem::offset_of!(xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_2, device) - 1usize];
+    ["Offset of field: xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_2::intx"]
+        [::core::mem::offset_of!(xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_2, intx) - 2usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -2304,18 +2134,12 @@ const _: () = {
         [::core::mem::size_of::<xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_3>() - 16usize];
     ["Alignment of xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_3"]
         [::core::mem::align_of::<xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_3>() - 8usize];
-    ["Offset of field: xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_3::gvec"][::core::mem::offset_of!(
-        xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_3,
-        gvec
-    ) - 0usize];
-    ["Offset of field: xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_3::gflags"][::core::mem::offset_of!(
-        xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_3,
-        gflags
-    ) - 4usize];
-    ["Offset of field: xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_3::gtable"][::core::mem::offset_of!(
-        xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_3,
-        gtable
-    ) - 8usize];
+    ["Offset of field: xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_3::gvec"]
+        [::core::mem::offset_of!(xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_3, gvec) - 0usize];
+    ["Offset of field: xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_3::gflags"]
+        [::core::mem::offset_of!(xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_3, gflags) - 4usize];
+    ["Offset of field: xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_3::gtable"]
+        [::core::mem::offset_of!(xen_domctl_bind_pt_irq__bindgen_ty_1__bindgen_ty_3, gtable) - 8usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -2358,14 +2182,12 @@ impl Default for xen_domctl_bind_pt_irq__bindgen_ty_1 {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_domctl_bind_pt_irq"][::core::mem::size_of::<xen_domctl_bind_pt_irq>() - 24usize];
-    ["Alignment of xen_domctl_bind_pt_irq"]
-        [::core::mem::align_of::<xen_domctl_bind_pt_irq>() - 8usize];
+    ["Alignment of xen_domctl_bind_pt_irq"][::core::mem::align_of::<xen_domctl_bind_pt_irq>() - 8usize];
     ["Offset of field: xen_domctl_bind_pt_irq::machine_irq"]
         [::core::mem::offset_of!(xen_domctl_bind_pt_irq, machine_irq) - 0usize];
     ["Offset of field: xen_domctl_bind_pt_irq::irq_type"]
         [::core::mem::offset_of!(xen_domctl_bind_pt_irq, irq_type) - 4usize];
-    ["Offset of field: xen_domctl_bind_pt_irq::u"]
-        [::core::mem::offset_of!(xen_domctl_bind_pt_irq, u) - 8usize];
+    ["Offset of field: xen_domctl_bind_pt_irq::u"][::core::mem::offset_of!(xen_domctl_bind_pt_irq, u) - 8usize];
 };
 impl Default for xen_domctl_bind_pt_irq {
     fn default() -> Self {
@@ -2387,10 +2209,8 @@ pub struct xen_domctl_memory_mapping {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_memory_mapping"]
-        [::core::mem::size_of::<xen_domctl_memory_mapping>() - 32usize];
-    ["Alignment of xen_domctl_memory_mapping"]
-        [::core::mem::align_of::<xen_domctl_memory_mapping>() - 8usize];
+    ["Size of xen_domctl_memory_mapping"][::core::mem::size_of::<xen_domctl_memory_mapping>() - 32usize];
+    ["Alignment of xen_domctl_memory_mapping"][::core::mem::align_of::<xen_domctl_memory_mapping>() - 8usize];
     ["Offset of field: xen_domctl_memory_mapping::first_gfn"]
         [::core::mem::offset_of!(xen_domctl_memory_mapping, first_gfn) - 0usize];
     ["Offset of field: xen_domctl_memory_mapping::first_mfn"]
@@ -2412,10 +2232,8 @@ pub struct xen_domctl_ioport_mapping {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_ioport_mapping"]
-        [::core::mem::size_of::<xen_domctl_ioport_mapping>() - 16usize];
-    ["Alignment of xen_domctl_ioport_mapping"]
-        [::core::mem::align_of::<xen_domctl_ioport_mapping>() - 4usize];
+    ["Size of xen_domctl_ioport_mapping"][::core::mem::size_of::<xen_domctl_ioport_mapping>() - 16usize];
+    ["Alignment of xen_domctl_ioport_mapping"][::core::mem::align_of::<xen_domctl_ioport_mapping>() - 4usize];
     ["Offset of field: xen_domctl_ioport_mapping::first_gport"]
         [::core::mem::offset_of!(xen_domctl_ioport_mapping, first_gport) - 0usize];
     ["Offset of field: xen_domctl_ioport_mapping::first_mport"]
@@ -2466,10 +2284,8 @@ impl Default for xen_domctl_ext_vcpucontext__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_ext_vcpucontext"]
-        [::core::mem::size_of::<xen_domctl_ext_vcpucontext>() - 64usize];
-    ["Alignment of xen_domctl_ext_vcpucontext"]
-        [::core::mem::align_of::<xen_domctl_ext_vcpucontext>() - 8usize];
+    ["Size of xen_domctl_ext_vcpucontext"][::core::mem::size_of::<xen_domctl_ext_vcpucontext>() - 64usize];
+    ["Alignment of xen_domctl_ext_vcpucontext"][::core::mem::align_of::<xen_domctl_ext_vcpucontext>() - 8usize];
     ["Offset of field: xen_domctl_ext_vcpucontext::vcpu"]
         [::core::mem::offset_of!(xen_domctl_ext_vcpucontext, vcpu) - 0usize];
     ["Offset of field: xen_domctl_ext_vcpucontext::size"]
@@ -2504,10 +2320,8 @@ pub struct xen_domctl_set_target {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_domctl_set_target"][::core::mem::size_of::<xen_domctl_set_target>() - 2usize];
-    ["Alignment of xen_domctl_set_target"]
-        [::core::mem::align_of::<xen_domctl_set_target>() - 2usize];
-    ["Offset of field: xen_domctl_set_target::target"]
-        [::core::mem::offset_of!(xen_domctl_set_target, target) - 0usize];
+    ["Alignment of xen_domctl_set_target"][::core::mem::align_of::<xen_domctl_set_target>() - 2usize];
+    ["Offset of field: xen_domctl_set_target::target"][::core::mem::offset_of!(xen_domctl_set_target, target) - 0usize];
 };
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -2523,16 +2337,13 @@ pub struct xen_domctl_cpu_policy {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_domctl_cpu_policy"][::core::mem::size_of::<xen_domctl_cpu_policy>() - 40usize];
-    ["Alignment of xen_domctl_cpu_policy"]
-        [::core::mem::align_of::<xen_domctl_cpu_policy>() - 8usize];
+    ["Alignment of xen_domctl_cpu_policy"][::core::mem::align_of::<xen_domctl_cpu_policy>() - 8usize];
     ["Offset of field: xen_domctl_cpu_policy::nr_leaves"]
         [::core::mem::offset_of!(xen_domctl_cpu_policy, nr_leaves) - 0usize];
     ["Offset of field: xen_domctl_cpu_policy::nr_msrs"]
         [::core::mem::offset_of!(xen_domctl_cpu_policy, nr_msrs) - 4usize];
-    ["Offset of field: xen_domctl_cpu_policy::leaves"]
-        [::core::mem::offset_of!(xen_domctl_cpu_policy, leaves) - 8usize];
-    ["Offset of field: xen_domctl_cpu_policy::msrs"]
-        [::core::mem::offset_of!(xen_domctl_cpu_policy, msrs) - 16usize];
+    ["Offset of field: xen_domctl_cpu_policy::leaves"][::core::mem::offset_of!(xen_domctl_cpu_policy, leaves) - 8usize];
+    ["Offset of field: xen_domctl_cpu_policy::msrs"][::core::mem::offset_of!(xen_domctl_cpu_policy, msrs) - 16usize];
     ["Offset of field: xen_domctl_cpu_policy::err_leaf"]
         [::core::mem::offset_of!(xen_domctl_cpu_policy, err_leaf) - 24usize];
     ["Offset of field: xen_domctl_cpu_policy::err_subleaf"]
@@ -2558,8 +2369,7 @@ pub struct xen_domctl_subscribe {
 const _: () = {
     ["Size of xen_domctl_subscribe"][::core::mem::size_of::<xen_domctl_subscribe>() - 4usize];
     ["Alignment of xen_domctl_subscribe"][::core::mem::align_of::<xen_domctl_subscribe>() - 4usize];
-    ["Offset of field: xen_domctl_subscribe::port"]
-        [::core::mem::offset_of!(xen_domctl_subscribe, port) - 0usize];
+    ["Offset of field: xen_domctl_subscribe::port"][::core::mem::offset_of!(xen_domctl_subscribe, port) - 0usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -2571,10 +2381,8 @@ pub struct xen_domctl_debug_op {
 const _: () = {
     ["Size of xen_domctl_debug_op"][::core::mem::size_of::<xen_domctl_debug_op>() - 8usize];
     ["Alignment of xen_domctl_debug_op"][::core::mem::align_of::<xen_domctl_debug_op>() - 4usize];
-    ["Offset of field: xen_domctl_debug_op::op"]
-        [::core::mem::offset_of!(xen_domctl_debug_op, op) - 0usize];
-    ["Offset of field: xen_domctl_debug_op::vcpu"]
-        [::core::mem::offset_of!(xen_domctl_debug_op, vcpu) - 4usize];
+    ["Offset of field: xen_domctl_debug_op::op"][::core::mem::offset_of!(xen_domctl_debug_op, op) - 0usize];
+    ["Offset of field: xen_domctl_debug_op::vcpu"][::core::mem::offset_of!(xen_domctl_debug_op, vcpu) - 4usize];
 };
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -2586,10 +2394,8 @@ pub struct xen_domctl_hvmcontext_partial {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_hvmcontext_partial"]
-        [::core::mem::size_of::<xen_domctl_hvmcontext_partial>() - 24usize];
-    ["Alignment of xen_domctl_hvmcontext_partial"]
-        [::core::mem::align_of::<xen_domctl_hvmcontext_partial>() - 8usize];
+    ["Size of xen_domctl_hvmcontext_partial"][::core::mem::size_of::<xen_domctl_hvmcontext_partial>() - 24usize];
+    ["Alignment of xen_domctl_hvmcontext_partial"][::core::mem::align_of::<xen_domctl_hvmcontext_partial>() - 8usize];
     ["Offset of field: xen_domctl_hvmcontext_partial::type_"]
         [::core::mem::offset_of!(xen_domctl_hvmcontext_partial, type_) - 0usize];
     ["Offset of field: xen_domctl_hvmcontext_partial::instance"]
@@ -2621,14 +2427,11 @@ pub struct xen_domctl_tsc_info {
 const _: () = {
     ["Size of xen_domctl_tsc_info"][::core::mem::size_of::<xen_domctl_tsc_info>() - 24usize];
     ["Alignment of xen_domctl_tsc_info"][::core::mem::align_of::<xen_domctl_tsc_info>() - 8usize];
-    ["Offset of field: xen_domctl_tsc_info::tsc_mode"]
-        [::core::mem::offset_of!(xen_domctl_tsc_info, tsc_mode) - 0usize];
-    ["Offset of field: xen_domctl_tsc_info::gtsc_khz"]
-        [::core::mem::offset_of!(xen_domctl_tsc_info, gtsc_khz) - 4usize];
+    ["Offset of field: xen_domctl_tsc_info::tsc_mode"][::core::mem::offset_of!(xen_domctl_tsc_info, tsc_mode) - 0usize];
+    ["Offset of field: xen_domctl_tsc_info::gtsc_khz"][::core::mem::offset_of!(xen_domctl_tsc_info, gtsc_khz) - 4usize];
     ["Offset of field: xen_domctl_tsc_info::incarnation"]
         [::core::mem::offset_of!(xen_domctl_tsc_info, incarnation) - 8usize];
-    ["Offset of field: xen_domctl_tsc_info::pad"]
-        [::core::mem::offset_of!(xen_domctl_tsc_info, pad) - 12usize];
+    ["Offset of field: xen_domctl_tsc_info::pad"][::core::mem::offset_of!(xen_domctl_tsc_info, pad) - 12usize];
     ["Offset of field: xen_domctl_tsc_info::elapsed_nsec"]
         [::core::mem::offset_of!(xen_domctl_tsc_info, elapsed_nsec) - 16usize];
 };
@@ -2645,18 +2448,13 @@ pub struct xen_domctl_gdbsx_memio {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_domctl_gdbsx_memio"][::core::mem::size_of::<xen_domctl_gdbsx_memio>() - 40usize];
-    ["Alignment of xen_domctl_gdbsx_memio"]
-        [::core::mem::align_of::<xen_domctl_gdbsx_memio>() - 8usize];
+    ["Alignment of xen_domctl_gdbsx_memio"][::core::mem::align_of::<xen_domctl_gdbsx_memio>() - 8usize];
     ["Offset of field: xen_domctl_gdbsx_memio::pgd3val"]
         [::core::mem::offset_of!(xen_domctl_gdbsx_memio, pgd3val) - 0usize];
-    ["Offset of field: xen_domctl_gdbsx_memio::gva"]
-        [::core::mem::offset_of!(xen_domctl_gdbsx_memio, gva) - 8usize];
-    ["Offset of field: xen_domctl_gdbsx_memio::uva"]
-        [::core::mem::offset_of!(xen_domctl_gdbsx_memio, uva) - 16usize];
-    ["Offset of field: xen_domctl_gdbsx_memio::len"]
-        [::core::mem::offset_of!(xen_domctl_gdbsx_memio, len) - 24usize];
-    ["Offset of field: xen_domctl_gdbsx_memio::gwr"]
-        [::core::mem::offset_of!(xen_domctl_gdbsx_memio, gwr) - 28usize];
+    ["Offset of field: xen_domctl_gdbsx_memio::gva"][::core::mem::offset_of!(xen_domctl_gdbsx_memio, gva) - 8usize];
+    ["Offset of field: xen_domctl_gdbsx_memio::uva"][::core::mem::offset_of!(xen_domctl_gdbsx_memio, uva) - 16usize];
+    ["Offset of field: xen_domctl_gdbsx_memio::len"][::core::mem::offset_of!(xen_domctl_gdbsx_memio, len) - 24usize];
+    ["Offset of field: xen_domctl_gdbsx_memio::gwr"][::core::mem::offset_of!(xen_domctl_gdbsx_memio, gwr) - 28usize];
     ["Offset of field: xen_domctl_gdbsx_memio::remain"]
         [::core::mem::offset_of!(xen_domctl_gdbsx_memio, remain) - 32usize];
 };
@@ -2667,10 +2465,8 @@ pub struct xen_domctl_gdbsx_pauseunp_vcpu {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_gdbsx_pauseunp_vcpu"]
-        [::core::mem::size_of::<xen_domctl_gdbsx_pauseunp_vcpu>() - 4usize];
-    ["Alignment of xen_domctl_gdbsx_pauseunp_vcpu"]
-        [::core::mem::align_of::<xen_domctl_gdbsx_pauseunp_vcpu>() - 4usize];
+    ["Size of xen_domctl_gdbsx_pauseunp_vcpu"][::core::mem::size_of::<xen_domctl_gdbsx_pauseunp_vcpu>() - 4usize];
+    ["Alignment of xen_domctl_gdbsx_pauseunp_vcpu"][::core::mem::align_of::<xen_domctl_gdbsx_pauseunp_vcpu>() - 4usize];
     ["Offset of field: xen_domctl_gdbsx_pauseunp_vcpu::vcpu"]
         [::core::mem::offset_of!(xen_domctl_gdbsx_pauseunp_vcpu, vcpu) - 0usize];
 };
@@ -2683,10 +2479,8 @@ pub struct xen_domctl_gdbsx_domstatus {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_gdbsx_domstatus"]
-        [::core::mem::size_of::<xen_domctl_gdbsx_domstatus>() - 12usize];
-    ["Alignment of xen_domctl_gdbsx_domstatus"]
-        [::core::mem::align_of::<xen_domctl_gdbsx_domstatus>() - 4usize];
+    ["Size of xen_domctl_gdbsx_domstatus"][::core::mem::size_of::<xen_domctl_gdbsx_domstatus>() - 12usize];
+    ["Alignment of xen_domctl_gdbsx_domstatus"][::core::mem::align_of::<xen_domctl_gdbsx_domstatus>() - 4usize];
     ["Offset of field: xen_domctl_gdbsx_domstatus::paused"]
         [::core::mem::offset_of!(xen_domctl_gdbsx_domstatus, paused) - 0usize];
     ["Offset of field: xen_domctl_gdbsx_domstatus::vcpu_id"]
@@ -2718,10 +2512,8 @@ const _: () = {
         [::core::mem::size_of::<xen_domctl_vm_event_op__bindgen_ty_1__bindgen_ty_1>() - 4usize];
     ["Alignment of xen_domctl_vm_event_op__bindgen_ty_1__bindgen_ty_1"]
         [::core::mem::align_of::<xen_domctl_vm_event_op__bindgen_ty_1__bindgen_ty_1>() - 4usize];
-    ["Offset of field: xen_domctl_vm_event_op__bindgen_ty_1__bindgen_ty_1::port"][::core::mem::offset_of!(
-        xen_domctl_vm_event_op__bindgen_ty_1__bindgen_ty_1,
-        port
-    ) - 0usize];
+    ["Offset of field: xen_domctl_vm_event_op__bindgen_ty_1__bindgen_ty_1::port"]
+        [::core::mem::offset_of!(xen_domctl_vm_event_op__bindgen_ty_1__bindgen_ty_1, port) - 0usize];
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -2746,14 +2538,10 @@ impl Default for xen_domctl_vm_event_op__bindgen_ty_1 {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_domctl_vm_event_op"][::core::mem::size_of::<xen_domctl_vm_event_op>() - 12usize];
-    ["Alignment of xen_domctl_vm_event_op"]
-        [::core::mem::align_of::<xen_domctl_vm_event_op>() - 4usize];
-    ["Offset of field: xen_domctl_vm_event_op::op"]
-        [::core::mem::offset_of!(xen_domctl_vm_event_op, op) - 0usize];
-    ["Offset of field: xen_domctl_vm_event_op::mode"]
-        [::core::mem::offset_of!(xen_domctl_vm_event_op, mode) - 4usize];
-    ["Offset of field: xen_domctl_vm_event_op::u"]
-        [::core::mem::offset_of!(xen_domctl_vm_event_op, u) - 8usize];
+    ["Alignment of xen_domctl_vm_event_op"][::core::mem::align_of::<xen_domctl_vm_event_op>() - 4usize];
+    ["Offset of field: xen_domctl_vm_event_op::op"][::core::mem::offset_of!(xen_domctl_vm_event_op, op) - 0usize];
+    ["Offset of field: xen_domctl_vm_event_op::mode"][::core::mem::offset_of!(xen_domctl_vm_event_op, mode) - 4usize];
+    ["Offset of field: xen_domctl_vm_event_op::u"][::core::mem::offset_of!(xen_domctl_vm_event_op, u) - 8usize];
 };
 impl Default for xen_domctl_vm_event_op {
     fn default() -> Self {
@@ -2795,14 +2583,10 @@ impl Default for xen_domctl_mem_sharing_op__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_mem_sharing_op"]
-        [::core::mem::size_of::<xen_domctl_mem_sharing_op>() - 2usize];
-    ["Alignment of xen_domctl_mem_sharing_op"]
-        [::core::mem::align_of::<xen_domctl_mem_sharing_op>() - 1usize];
-    ["Offset of field: xen_domctl_mem_sharing_op::op"]
-        [::core::mem::offset_of!(xen_domctl_mem_sharing_op, op) - 0usize];
-    ["Offset of field: xen_domctl_mem_sharing_op::u"]
-        [::core::mem::offset_of!(xen_domctl_mem_sharing_op, u) - 1usize];
+    ["Size of xen_domctl_mem_sharing_op"][::core::mem::size_of::<xen_domctl_mem_sharing_op>() - 2usize];
+    ["Alignment of xen_domctl_mem_sharing_op"][::core::mem::align_of::<xen_domctl_mem_sharing_op>() - 1usize];
+    ["Offset of field: xen_domctl_mem_sharing_op::op"][::core::mem::offset_of!(xen_domctl_mem_sharing_op, op) - 0usize];
+    ["Offset of field: xen_domctl_mem_sharing_op::u"][::core::mem::offset_of!(xen_domctl_mem_sharing_op, u) - 1usize];
 };
 impl Default for xen_domctl_mem_sharing_op {
     fn default() -> Self {
@@ -2824,10 +2608,8 @@ pub struct xen_domctl_audit_p2m {
 const _: () = {
     ["Size of xen_domctl_audit_p2m"][::core::mem::size_of::<xen_domctl_audit_p2m>() - 24usize];
     ["Alignment of xen_domctl_audit_p2m"][::core::mem::align_of::<xen_domctl_audit_p2m>() - 8usize];
-    ["Offset of field: xen_domctl_audit_p2m::orphans"]
-        [::core::mem::offset_of!(xen_domctl_audit_p2m, orphans) - 0usize];
-    ["Offset of field: xen_domctl_audit_p2m::m2p_bad"]
-        [::core::mem::offset_of!(xen_domctl_audit_p2m, m2p_bad) - 8usize];
+    ["Offset of field: xen_domctl_audit_p2m::orphans"][::core::mem::offset_of!(xen_domctl_audit_p2m, orphans) - 0usize];
+    ["Offset of field: xen_domctl_audit_p2m::m2p_bad"][::core::mem::offset_of!(xen_domctl_audit_p2m, m2p_bad) - 8usize];
     ["Offset of field: xen_domctl_audit_p2m::p2m_bad"]
         [::core::mem::offset_of!(xen_domctl_audit_p2m, p2m_bad) - 16usize];
 };
@@ -2838,10 +2620,8 @@ pub struct xen_domctl_set_virq_handler {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_set_virq_handler"]
-        [::core::mem::size_of::<xen_domctl_set_virq_handler>() - 4usize];
-    ["Alignment of xen_domctl_set_virq_handler"]
-        [::core::mem::align_of::<xen_domctl_set_virq_handler>() - 4usize];
+    ["Size of xen_domctl_set_virq_handler"][::core::mem::size_of::<xen_domctl_set_virq_handler>() - 4usize];
+    ["Alignment of xen_domctl_set_virq_handler"][::core::mem::align_of::<xen_domctl_set_virq_handler>() - 4usize];
     ["Offset of field: xen_domctl_set_virq_handler::virq"]
         [::core::mem::offset_of!(xen_domctl_set_virq_handler, virq) - 0usize];
 };
@@ -2855,12 +2635,9 @@ pub struct xen_domctl_vcpuextstate {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_vcpuextstate"]
-        [::core::mem::size_of::<xen_domctl_vcpuextstate>() - 32usize];
-    ["Alignment of xen_domctl_vcpuextstate"]
-        [::core::mem::align_of::<xen_domctl_vcpuextstate>() - 8usize];
-    ["Offset of field: xen_domctl_vcpuextstate::vcpu"]
-        [::core::mem::offset_of!(xen_domctl_vcpuextstate, vcpu) - 0usize];
+    ["Size of xen_domctl_vcpuextstate"][::core::mem::size_of::<xen_domctl_vcpuextstate>() - 32usize];
+    ["Alignment of xen_domctl_vcpuextstate"][::core::mem::align_of::<xen_domctl_vcpuextstate>() - 8usize];
+    ["Offset of field: xen_domctl_vcpuextstate::vcpu"][::core::mem::offset_of!(xen_domctl_vcpuextstate, vcpu) - 0usize];
     ["Offset of field: xen_domctl_vcpuextstate::xfeature_mask"]
         [::core::mem::offset_of!(xen_domctl_vcpuextstate, xfeature_mask) - 8usize];
     ["Offset of field: xen_domctl_vcpuextstate::size"]
@@ -2884,10 +2661,8 @@ pub struct xen_domctl_set_access_required {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_set_access_required"]
-        [::core::mem::size_of::<xen_domctl_set_access_required>() - 1usize];
-    ["Alignment of xen_domctl_set_access_required"]
-        [::core::mem::align_of::<xen_domctl_set_access_required>() - 1usize];
+    ["Size of xen_domctl_set_access_required"][::core::mem::size_of::<xen_domctl_set_access_required>() - 1usize];
+    ["Alignment of xen_domctl_set_access_required"][::core::mem::align_of::<xen_domctl_set_access_required>() - 1usize];
     ["Offset of field: xen_domctl_set_access_required::access_required"]
         [::core::mem::offset_of!(xen_domctl_set_access_required, access_required) - 0usize];
 };
@@ -2898,10 +2673,8 @@ pub struct xen_domctl_set_broken_page_p2m {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_set_broken_page_p2m"]
-        [::core::mem::size_of::<xen_domctl_set_broken_page_p2m>() - 8usize];
-    ["Alignment of xen_domctl_set_broken_page_p2m"]
-        [::core::mem::align_of::<xen_domctl_set_broken_page_p2m>() - 8usize];
+    ["Size of xen_domctl_set_broken_page_p2m"][::core::mem::size_of::<xen_domctl_set_broken_page_p2m>() - 8usize];
+    ["Alignment of xen_domctl_set_broken_page_p2m"][::core::mem::align_of::<xen_domctl_set_broken_page_p2m>() - 8usize];
     ["Offset of field: xen_domctl_set_broken_page_p2m::pfn"]
         [::core::mem::offset_of!(xen_domctl_set_broken_page_p2m, pfn) - 0usize];
 };
@@ -2914,8 +2687,7 @@ pub struct xen_domctl_cacheflush {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_domctl_cacheflush"][::core::mem::size_of::<xen_domctl_cacheflush>() - 16usize];
-    ["Alignment of xen_domctl_cacheflush"]
-        [::core::mem::align_of::<xen_domctl_cacheflush>() - 8usize];
+    ["Alignment of xen_domctl_cacheflush"][::core::mem::align_of::<xen_domctl_cacheflush>() - 8usize];
     ["Offset of field: xen_domctl_cacheflush::start_pfn"]
         [::core::mem::offset_of!(xen_domctl_cacheflush, start_pfn) - 0usize];
     ["Offset of field: xen_domctl_cacheflush::nr_pfns"]
@@ -2928,10 +2700,8 @@ pub struct xen_domctl_paging_mempool {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_paging_mempool"]
-        [::core::mem::size_of::<xen_domctl_paging_mempool>() - 8usize];
-    ["Alignment of xen_domctl_paging_mempool"]
-        [::core::mem::align_of::<xen_domctl_paging_mempool>() - 8usize];
+    ["Size of xen_domctl_paging_mempool"][::core::mem::size_of::<xen_domctl_paging_mempool>() - 8usize];
+    ["Alignment of xen_domctl_paging_mempool"][::core::mem::align_of::<xen_domctl_paging_mempool>() - 8usize];
     ["Offset of field: xen_domctl_paging_mempool::size"]
         [::core::mem::offset_of!(xen_domctl_paging_mempool, size) - 0usize];
 };
@@ -2946,12 +2716,9 @@ pub struct xen_domctl_vcpu_msr {
 const _: () = {
     ["Size of xen_domctl_vcpu_msr"][::core::mem::size_of::<xen_domctl_vcpu_msr>() - 16usize];
     ["Alignment of xen_domctl_vcpu_msr"][::core::mem::align_of::<xen_domctl_vcpu_msr>() - 8usize];
-    ["Offset of field: xen_domctl_vcpu_msr::index"]
-        [::core::mem::offset_of!(xen_domctl_vcpu_msr, index) - 0usize];
-    ["Offset of field: xen_domctl_vcpu_msr::reserved"]
-        [::core::mem::offset_of!(xen_domctl_vcpu_msr, reserved) - 4usize];
-    ["Offset of field: xen_domctl_vcpu_msr::value"]
-        [::core::mem::offset_of!(xen_domctl_vcpu_msr, value) - 8usize];
+    ["Offset of field: xen_domctl_vcpu_msr::index"][::core::mem::offset_of!(xen_domctl_vcpu_msr, index) - 0usize];
+    ["Offset of field: xen_domctl_vcpu_msr::reserved"][::core::mem::offset_of!(xen_domctl_vcpu_msr, reserved) - 4usize];
+    ["Offset of field: xen_domctl_vcpu_msr::value"][::core::mem::offset_of!(xen_domctl_vcpu_msr, value) - 8usize];
 };
 pub type xen_domctl_vcpu_msr_t = xen_domctl_vcpu_msr;
 #[repr(C)]
@@ -2988,12 +2755,10 @@ pub struct xen_domctl_vcpu_msrs {
 const _: () = {
     ["Size of xen_domctl_vcpu_msrs"][::core::mem::size_of::<xen_domctl_vcpu_msrs>() - 16usize];
     ["Alignment of xen_domctl_vcpu_msrs"][::core::mem::align_of::<xen_domctl_vcpu_msrs>() - 8usize];
-    ["Offset of field: xen_domctl_vcpu_msrs::vcpu"]
-        [::core::mem::offset_of!(xen_domctl_vcpu_msrs, vcpu) - 0usize];
+    ["Offset of field: xen_domctl_vcpu_msrs::vcpu"][::core::mem::offset_of!(xen_domctl_vcpu_msrs, vcpu) - 0usize];
     ["Offset of field: xen_domctl_vcpu_msrs::msr_count"]
         [::core::mem::offset_of!(xen_domctl_vcpu_msrs, msr_count) - 4usize];
-    ["Offset of field: xen_domctl_vcpu_msrs::msrs"]
-        [::core::mem::offset_of!(xen_domctl_vcpu_msrs, msrs) - 8usize];
+    ["Offset of field: xen_domctl_vcpu_msrs::msrs"][::core::mem::offset_of!(xen_domctl_vcpu_msrs, msrs) - 8usize];
 };
 impl Default for xen_domctl_vcpu_msrs {
     fn default() -> Self {
@@ -3020,22 +2785,17 @@ pub struct xen_domctl_vnuma {
 const _: () = {
     ["Size of xen_domctl_vnuma"][::core::mem::size_of::<xen_domctl_vnuma>() - 48usize];
     ["Alignment of xen_domctl_vnuma"][::core::mem::align_of::<xen_domctl_vnuma>() - 8usize];
-    ["Offset of field: xen_domctl_vnuma::nr_vnodes"]
-        [::core::mem::offset_of!(xen_domctl_vnuma, nr_vnodes) - 0usize];
+    ["Offset of field: xen_domctl_vnuma::nr_vnodes"][::core::mem::offset_of!(xen_domctl_vnuma, nr_vnodes) - 0usize];
     ["Offset of field: xen_domctl_vnuma::nr_vmemranges"]
         [::core::mem::offset_of!(xen_domctl_vnuma, nr_vmemranges) - 4usize];
-    ["Offset of field: xen_domctl_vnuma::nr_vcpus"]
-        [::core::mem::offset_of!(xen_domctl_vnuma, nr_vcpus) - 8usize];
-    ["Offset of field: xen_domctl_vnuma::pad"]
-        [::core::mem::offset_of!(xen_domctl_vnuma, pad) - 12usize];
-    ["Offset of field: xen_domctl_vnuma::vdistance"]
-        [::core::mem::offset_of!(xen_domctl_vnuma, vdistance) - 16usize];
+    ["Offset of field: xen_domctl_vnuma::nr_vcpus"][::core::mem::offset_of!(xen_domctl_vnuma, nr_vcpus) - 8usize];
+    ["Offset of field: xen_domctl_vnuma::pad"][::core::mem::offset_of!(xen_domctl_vnuma, pad) - 12usize];
+    ["Offset of field: xen_domctl_vnuma::vdistance"][::core::mem::offset_of!(xen_domctl_vnuma, vdistance) - 16usize];
     ["Offset of field: xen_domctl_vnuma::vcpu_to_vnode"]
         [::core::mem::offset_of!(xen_domctl_vnuma, vcpu_to_vnode) - 24usize];
     ["Offset of field: xen_domctl_vnuma::vnode_to_pnode"]
         [::core::mem::offset_of!(xen_domctl_vnuma, vnode_to_pnode) - 32usize];
-    ["Offset of field: xen_domctl_vnuma::vmemrange"]
-        [::core::mem::offset_of!(xen_domctl_vnuma, vmemrange) - 40usize];
+    ["Offset of field: xen_domctl_vnuma::vmemrange"][::core::mem::offset_of!(xen_domctl_vnuma, vmemrange) - 40usize];
 };
 impl Default for xen_domctl_vnuma {
     fn default() -> Self {
@@ -3055,12 +2815,9 @@ pub struct xen_domctl_psr_cmt_op {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_domctl_psr_cmt_op"][::core::mem::size_of::<xen_domctl_psr_cmt_op>() - 8usize];
-    ["Alignment of xen_domctl_psr_cmt_op"]
-        [::core::mem::align_of::<xen_domctl_psr_cmt_op>() - 4usize];
-    ["Offset of field: xen_domctl_psr_cmt_op::cmd"]
-        [::core::mem::offset_of!(xen_domctl_psr_cmt_op, cmd) - 0usize];
-    ["Offset of field: xen_domctl_psr_cmt_op::data"]
-        [::core::mem::offset_of!(xen_domctl_psr_cmt_op, data) - 4usize];
+    ["Alignment of xen_domctl_psr_cmt_op"][::core::mem::align_of::<xen_domctl_psr_cmt_op>() - 4usize];
+    ["Offset of field: xen_domctl_psr_cmt_op::cmd"][::core::mem::offset_of!(xen_domctl_psr_cmt_op, cmd) - 0usize];
+    ["Offset of field: xen_domctl_psr_cmt_op::data"][::core::mem::offset_of!(xen_domctl_psr_cmt_op, data) - 4usize];
 };
 #[repr(C)]
 #[derive(Copy, Clone)]
@@ -3094,25 +2851,18 @@ const _: () = {
         [::core::mem::size_of::<xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_1>() - 16usize];
     ["Alignment of xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_1"]
         [::core::mem::align_of::<xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_1>() - 8usize];
-    ["Offset of field: xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_1::index"][::core::mem::offset_of!(
-        xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_1,
-        index
-    ) - 0usize];
+    ["Offset of field: xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_1::index"]
+        [::core::mem::offset_of!(xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_1, index) - 0usize];
     ["Offset of field: xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_1::sync"]
         [::core::mem::offset_of!(xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_1, sync) - 1usize];
-    ["Offset of field: xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_1::onchangeonly"][::core::mem::offset_of!(
-        xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_1,
-        onchangeonly
-    )
-        - 2usize];
+    ["Offset of field: xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_1::onchangeonly"]
+        [::core::mem::offset_of!(xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_1, onchangeonly) - 2usize];
     ["Offset of field: xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_1::pad1"]
         [::core::mem::offset_of!(xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_1, pad1) - 3usize];
     ["Offset of field: xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_1::pad2"]
         [::core::mem::offset_of!(xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_1, pad2) - 4usize];
-    ["Offset of field: xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_1::bitmask"][::core::mem::offset_of!(
-        xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_1,
-        bitmask
-    ) - 8usize];
+    ["Offset of field: xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_1::bitmask"]
+        [::core::mem::offset_of!(xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_1, bitmask) - 8usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -3128,11 +2878,8 @@ const _: () = {
         [::core::mem::align_of::<xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_2>() - 4usize];
     ["Offset of field: xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_2::msr"]
         [::core::mem::offset_of!(xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_2, msr) - 0usize];
-    ["Offset of field: xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_2::onchangeonly"][::core::mem::offset_of!(
-        xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_2,
-        onchangeonly
-    )
-        - 4usize];
+    ["Offset of field: xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_2::onchangeonly"]
+        [::core::mem::offset_of!(xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_2, onchangeonly) - 4usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -3148,11 +2895,8 @@ const _: () = {
         [::core::mem::align_of::<xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_3>() - 1usize];
     ["Offset of field: xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_3::sync"]
         [::core::mem::offset_of!(xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_3, sync) - 0usize];
-    ["Offset of field: xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_3::allow_userspace"][::core::mem::offset_of!(
-        xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_3,
-        allow_userspace
-    )
-        - 1usize];
+    ["Offset of field: xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_3::allow_userspace"]
+        [::core::mem::offset_of!(xen_domctl_monitor_op__bindgen_ty_1__bindgen_ty_3, allow_userspace) - 1usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -3211,14 +2955,10 @@ impl Default for xen_domctl_monitor_op__bindgen_ty_1 {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_domctl_monitor_op"][::core::mem::size_of::<xen_domctl_monitor_op>() - 24usize];
-    ["Alignment of xen_domctl_monitor_op"]
-        [::core::mem::align_of::<xen_domctl_monitor_op>() - 8usize];
-    ["Offset of field: xen_domctl_monitor_op::op"]
-        [::core::mem::offset_of!(xen_domctl_monitor_op, op) - 0usize];
-    ["Offset of field: xen_domctl_monitor_op::event"]
-        [::core::mem::offset_of!(xen_domctl_monitor_op, event) - 4usize];
-    ["Offset of field: xen_domctl_monitor_op::u"]
-        [::core::mem::offset_of!(xen_domctl_monitor_op, u) - 8usize];
+    ["Alignment of xen_domctl_monitor_op"][::core::mem::align_of::<xen_domctl_monitor_op>() - 8usize];
+    ["Offset of field: xen_domctl_monitor_op::op"][::core::mem::offset_of!(xen_domctl_monitor_op, op) - 0usize];
+    ["Offset of field: xen_domctl_monitor_op::event"][::core::mem::offset_of!(xen_domctl_monitor_op, event) - 4usize];
+    ["Offset of field: xen_domctl_monitor_op::u"][::core::mem::offset_of!(xen_domctl_monitor_op, u) - 8usize];
 };
 impl Default for xen_domctl_monitor_op {
     fn default() -> Self {
@@ -3240,12 +2980,9 @@ pub struct xen_domctl_psr_alloc {
 const _: () = {
     ["Size of xen_domctl_psr_alloc"][::core::mem::size_of::<xen_domctl_psr_alloc>() - 16usize];
     ["Alignment of xen_domctl_psr_alloc"][::core::mem::align_of::<xen_domctl_psr_alloc>() - 8usize];
-    ["Offset of field: xen_domctl_psr_alloc::cmd"]
-        [::core::mem::offset_of!(xen_domctl_psr_alloc, cmd) - 0usize];
-    ["Offset of field: xen_domctl_psr_alloc::target"]
-        [::core::mem::offset_of!(xen_domctl_psr_alloc, target) - 4usize];
-    ["Offset of field: xen_domctl_psr_alloc::data"]
-        [::core::mem::offset_of!(xen_domctl_psr_alloc, data) - 8usize];
+    ["Offset of field: xen_domctl_psr_alloc::cmd"][::core::mem::offset_of!(xen_domctl_psr_alloc, cmd) - 0usize];
+    ["Offset of field: xen_domctl_psr_alloc::target"][::core::mem::offset_of!(xen_domctl_psr_alloc, target) - 4usize];
+    ["Offset of field: xen_domctl_psr_alloc::data"][::core::mem::offset_of!(xen_domctl_psr_alloc, data) - 8usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -3261,18 +2998,13 @@ pub struct xen_domctl_vuart_op {
 const _: () = {
     ["Size of xen_domctl_vuart_op"][::core::mem::size_of::<xen_domctl_vuart_op>() - 24usize];
     ["Alignment of xen_domctl_vuart_op"][::core::mem::align_of::<xen_domctl_vuart_op>() - 8usize];
-    ["Offset of field: xen_domctl_vuart_op::cmd"]
-        [::core::mem::offset_of!(xen_domctl_vuart_op, cmd) - 0usize];
-    ["Offset of field: xen_domctl_vuart_op::type_"]
-        [::core::mem::offset_of!(xen_domctl_vuart_op, type_) - 4usize];
-    ["Offset of field: xen_domctl_vuart_op::gfn"]
-        [::core::mem::offset_of!(xen_domctl_vuart_op, gfn) - 8usize];
+    ["Offset of field: xen_domctl_vuart_op::cmd"][::core::mem::offset_of!(xen_domctl_vuart_op, cmd) - 0usize];
+    ["Offset of field: xen_domctl_vuart_op::type_"][::core::mem::offset_of!(xen_domctl_vuart_op, type_) - 4usize];
+    ["Offset of field: xen_domctl_vuart_op::gfn"][::core::mem::offset_of!(xen_domctl_vuart_op, gfn) - 8usize];
     ["Offset of field: xen_domctl_vuart_op::console_domid"]
         [::core::mem::offset_of!(xen_domctl_vuart_op, console_domid) - 16usize];
-    ["Offset of field: xen_domctl_vuart_op::pad"]
-        [::core::mem::offset_of!(xen_domctl_vuart_op, pad) - 18usize];
-    ["Offset of field: xen_domctl_vuart_op::evtchn"]
-        [::core::mem::offset_of!(xen_domctl_vuart_op, evtchn) - 20usize];
+    ["Offset of field: xen_domctl_vuart_op::pad"][::core::mem::offset_of!(xen_domctl_vuart_op, pad) - 18usize];
+    ["Offset of field: xen_domctl_vuart_op::evtchn"][::core::mem::offset_of!(xen_domctl_vuart_op, evtchn) - 20usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -3285,16 +3017,11 @@ pub struct xen_domctl_vmtrace_op {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_domctl_vmtrace_op"][::core::mem::size_of::<xen_domctl_vmtrace_op>() - 24usize];
-    ["Alignment of xen_domctl_vmtrace_op"]
-        [::core::mem::align_of::<xen_domctl_vmtrace_op>() - 8usize];
-    ["Offset of field: xen_domctl_vmtrace_op::cmd"]
-        [::core::mem::offset_of!(xen_domctl_vmtrace_op, cmd) - 0usize];
-    ["Offset of field: xen_domctl_vmtrace_op::vcpu"]
-        [::core::mem::offset_of!(xen_domctl_vmtrace_op, vcpu) - 4usize];
-    ["Offset of field: xen_domctl_vmtrace_op::key"]
-        [::core::mem::offset_of!(xen_domctl_vmtrace_op, key) - 8usize];
-    ["Offset of field: xen_domctl_vmtrace_op::value"]
-        [::core::mem::offset_of!(xen_domctl_vmtrace_op, value) - 16usize];
+    ["Alignment of xen_domctl_vmtrace_op"][::core::mem::align_of::<xen_domctl_vmtrace_op>() - 8usize];
+    ["Offset of field: xen_domctl_vmtrace_op::cmd"][::core::mem::offset_of!(xen_domctl_vmtrace_op, cmd) - 0usize];
+    ["Offset of field: xen_domctl_vmtrace_op::vcpu"][::core::mem::offset_of!(xen_domctl_vmtrace_op, vcpu) - 4usize];
+    ["Offset of field: xen_domctl_vmtrace_op::key"][::core::mem::offset_of!(xen_domctl_vmtrace_op, key) - 8usize];
+    ["Offset of field: xen_domctl_vmtrace_op::value"][::core::mem::offset_of!(xen_domctl_vmtrace_op, value) - 16usize];
 };
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -3305,10 +3032,8 @@ pub struct xen_domctl_set_llc_colors {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl_set_llc_colors"]
-        [::core::mem::size_of::<xen_domctl_set_llc_colors>() - 16usize];
-    ["Alignment of xen_domctl_set_llc_colors"]
-        [::core::mem::align_of::<xen_domctl_set_llc_colors>() - 8usize];
+    ["Size of xen_domctl_set_llc_colors"][::core::mem::size_of::<xen_domctl_set_llc_colors>() - 16usize];
+    ["Alignment of xen_domctl_set_llc_colors"][::core::mem::align_of::<xen_domctl_set_llc_colors>() - 8usize];
     ["Offset of field: xen_domctl_set_llc_colors::num_llc_colors"]
         [::core::mem::offset_of!(xen_domctl_set_llc_colors, num_llc_colors) - 0usize];
     ["Offset of field: xen_domctl_set_llc_colors::pad"]
@@ -3395,10 +3120,8 @@ pub union xen_domctl__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_domctl__bindgen_ty_1"]
-        [::core::mem::size_of::<xen_domctl__bindgen_ty_1>() - 128usize];
-    ["Alignment of xen_domctl__bindgen_ty_1"]
-        [::core::mem::align_of::<xen_domctl__bindgen_ty_1>() - 8usize];
+    ["Size of xen_domctl__bindgen_ty_1"][::core::mem::size_of::<xen_domctl__bindgen_ty_1>() - 128usize];
+    ["Alignment of xen_domctl__bindgen_ty_1"][::core::mem::align_of::<xen_domctl__bindgen_ty_1>() - 8usize];
     ["Offset of field: xen_domctl__bindgen_ty_1::createdomain"]
         [::core::mem::offset_of!(xen_domctl__bindgen_ty_1, createdomain) - 0usize];
     ["Offset of field: xen_domctl__bindgen_ty_1::getdomaininfo"]
@@ -3507,8 +3230,7 @@ const _: () = {
         [::core::mem::offset_of!(xen_domctl__bindgen_ty_1, paging_mempool) - 0usize];
     ["Offset of field: xen_domctl__bindgen_ty_1::set_llc_colors"]
         [::core::mem::offset_of!(xen_domctl__bindgen_ty_1, set_llc_colors) - 0usize];
-    ["Offset of field: xen_domctl__bindgen_ty_1::pad"]
-        [::core::mem::offset_of!(xen_domctl__bindgen_ty_1, pad) - 0usize];
+    ["Offset of field: xen_domctl__bindgen_ty_1::pad"][::core::mem::offset_of!(xen_domctl__bindgen_ty_1, pad) - 0usize];
 };
 impl Default for xen_domctl__bindgen_ty_1 {
     fn default() -> Self {
@@ -3524,8 +3246,7 @@ const _: () = {
     ["Size of xen_domctl"][::core::mem::size_of::<xen_domctl>() - 144usize];
     ["Alignment of xen_domctl"][::core::mem::align_of::<xen_domctl>() - 8usize];
     ["Offset of field: xen_domctl::cmd"][::core::mem::offset_of!(xen_domctl, cmd) - 0usize];
-    ["Offset of field: xen_domctl::interface_version"]
-        [::core::mem::offset_of!(xen_domctl, interface_version) - 4usize];
+    ["Offset of field: xen_domctl::interface_version"][::core::mem::offset_of!(xen_domctl, interface_version) - 4usize];
     ["Offset of field: xen_domctl::domain"][::core::mem::offset_of!(xen_domctl, domain) - 8usize];
     ["Offset of field: xen_domctl::_pad"][::core::mem::offset_of!(xen_domctl, _pad) - 10usize];
     ["Offset of field: xen_domctl::u"][::core::mem::offset_of!(xen_domctl, u) - 16usize];
@@ -3553,18 +3274,13 @@ pub struct xen_sysctl_readconsole {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_sysctl_readconsole"][::core::mem::size_of::<xen_sysctl_readconsole>() - 24usize];
-    ["Alignment of xen_sysctl_readconsole"]
-        [::core::mem::align_of::<xen_sysctl_readconsole>() - 8usize];
-    ["Offset of field: xen_sysctl_readconsole::clear"]
-        [::core::mem::offset_of!(xen_sysctl_readconsole, clear) - 0usize];
+    ["Alignment of xen_sysctl_readconsole"][::core::mem::align_of::<xen_sysctl_readconsole>() - 8usize];
+    ["Offset of field: xen_sysctl_readconsole::clear"][::core::mem::offset_of!(xen_sysctl_readconsole, clear) - 0usize];
     ["Offset of field: xen_sysctl_readconsole::incremental"]
         [::core::mem::offset_of!(xen_sysctl_readconsole, incremental) - 1usize];
-    ["Offset of field: xen_sysctl_readconsole::pad0"]
-        [::core::mem::offset_of!(xen_sysctl_readconsole, pad0) - 2usize];
-    ["Offset of field: xen_sysctl_readconsole::pad1"]
-        [::core::mem::offset_of!(xen_sysctl_readconsole, pad1) - 3usize];
-    ["Offset of field: xen_sysctl_readconsole::index"]
-        [::core::mem::offset_of!(xen_sysctl_readconsole, index) - 4usize];
+    ["Offset of field: xen_sysctl_readconsole::pad0"][::core::mem::offset_of!(xen_sysctl_readconsole, pad0) - 2usize];
+    ["Offset of field: xen_sysctl_readconsole::pad1"][::core::mem::offset_of!(xen_sysctl_readconsole, pad1) - 3usize];
+    ["Offset of field: xen_sysctl_readconsole::index"][::core::mem::offset_of!(xen_sysctl_readconsole, index) - 4usize];
     ["Offset of field: xen_sysctl_readconsole::buffer"]
         [::core::mem::offset_of!(xen_sysctl_readconsole, buffer) - 8usize];
     ["Offset of field: xen_sysctl_readconsole::count"]
@@ -3592,16 +3308,12 @@ pub struct xen_sysctl_tbuf_op {
 const _: () = {
     ["Size of xen_sysctl_tbuf_op"][::core::mem::size_of::<xen_sysctl_tbuf_op>() - 48usize];
     ["Alignment of xen_sysctl_tbuf_op"][::core::mem::align_of::<xen_sysctl_tbuf_op>() - 8usize];
-    ["Offset of field: xen_sysctl_tbuf_op::cmd"]
-        [::core::mem::offset_of!(xen_sysctl_tbuf_op, cmd) - 0usize];
-    ["Offset of field: xen_sysctl_tbuf_op::cpu_mask"]
-        [::core::mem::offset_of!(xen_sysctl_tbuf_op, cpu_mask) - 8usize];
-    ["Offset of field: xen_sysctl_tbuf_op::evt_mask"]
-        [::core::mem::offset_of!(xen_sysctl_tbuf_op, evt_mask) - 24usize];
+    ["Offset of field: xen_sysctl_tbuf_op::cmd"][::core::mem::offset_of!(xen_sysctl_tbuf_op, cmd) - 0usize];
+    ["Offset of field: xen_sysctl_tbuf_op::cpu_mask"][::core::mem::offset_of!(xen_sysctl_tbuf_op, cpu_mask) - 8usize];
+    ["Offset of field: xen_sysctl_tbuf_op::evt_mask"][::core::mem::offset_of!(xen_sysctl_tbuf_op, evt_mask) - 24usize];
     ["Offset of field: xen_sysctl_tbuf_op::buffer_mfn"]
         [::core::mem::offset_of!(xen_sysctl_tbuf_op, buffer_mfn) - 32usize];
-    ["Offset of field: xen_sysctl_tbuf_op::size"]
-        [::core::mem::offset_of!(xen_sysctl_tbuf_op, size) - 40usize];
+    ["Offset of field: xen_sysctl_tbuf_op::size"][::core::mem::offset_of!(xen_sysctl_tbuf_op, size) - 40usize];
 };
 impl Default for xen_sysctl_tbuf_op {
     fn default() -> Self {
@@ -3640,22 +3352,19 @@ const _: () = {
         [::core::mem::offset_of!(xen_sysctl_physinfo, threads_per_core) - 0usize];
     ["Offset of field: xen_sysctl_physinfo::cores_per_socket"]
         [::core::mem::offset_of!(xen_sysctl_physinfo, cores_per_socket) - 4usize];
-    ["Offset of field: xen_sysctl_physinfo::nr_cpus"]
-        [::core::mem::offset_of!(xen_sysctl_physinfo, nr_cpus) - 8usize];
+    ["Offset of field: xen_sysctl_physinfo::nr_cpus"][::core::mem::offset_of!(xen_sysctl_physinfo, nr_cpus) - 8usize];
     ["Offset of field: xen_sysctl_physinfo::max_cpu_id"]
         [::core::mem::offset_of!(xen_sysctl_physinfo, max_cpu_id) - 12usize];
     ["Offset of field: xen_sysctl_physinfo::nr_nodes"]
         [::core::mem::offset_of!(xen_sysctl_physinfo, nr_nodes) - 16usize];
     ["Offset of field: xen_sysctl_physinfo::max_node_id"]
         [::core::mem::offset_of!(xen_sysctl_physinfo, max_node_id) - 20usize];
-    ["Offset of field: xen_sysctl_physinfo::cpu_khz"]
-        [::core::mem::offset_of!(xen_sysctl_physinfo, cpu_khz) - 24usize];
+    ["Offset of field: xen_sysctl_physinfo::cpu_khz"][::core::mem::offset_of!(xen_sysctl_physinfo, cpu_khz) - 24usize];
     ["Offset of field: xen_sysctl_physinfo::capabilities"]
         [::core::mem::offset_of!(xen_sysctl_physinfo, capabilities) - 28usize];
     ["Offset of field: xen_sysctl_physinfo::arch_capabilities"]
         [::core::mem::offset_of!(xen_sysctl_physinfo, arch_capabilities) - 32usize];
-    ["Offset of field: xen_sysctl_physinfo::pad"]
-        [::core::mem::offset_of!(xen_sysctl_physinfo, pad) - 36usize];
+    ["Offset of field: xen_sysctl_physinfo::pad"][::core::mem::offset_of!(xen_sysctl_physinfo, pad) - 36usize];
     ["Offset of field: xen_sysctl_physinfo::total_pages"]
         [::core::mem::offset_of!(xen_sysctl_physinfo, total_pages) - 40usize];
     ["Offset of field: xen_sysctl_physinfo::free_pages"]
@@ -3664,10 +3373,8 @@ const _: () = {
         [::core::mem::offset_of!(xen_sysctl_physinfo, scrub_pages) - 56usize];
     ["Offset of field: xen_sysctl_physinfo::outstanding_pages"]
         [::core::mem::offset_of!(xen_sysctl_physinfo, outstanding_pages) - 64usize];
-    ["Offset of field: xen_sysctl_physinfo::max_mfn"]
-        [::core::mem::offset_of!(xen_sysctl_physinfo, max_mfn) - 72usize];
-    ["Offset of field: xen_sysctl_physinfo::hw_cap"]
-        [::core::mem::offset_of!(xen_sysctl_physinfo, hw_cap) - 80usize];
+    ["Offset of field: xen_sysctl_physinfo::max_mfn"][::core::mem::offset_of!(xen_sysctl_physinfo, max_mfn) - 72usize];
+    ["Offset of field: xen_sysctl_physinfo::hw_cap"][::core::mem::offset_of!(xen_sysctl_physinfo, hw_cap) - 80usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -3678,8 +3385,7 @@ pub struct xen_sysctl_sched_id {
 const _: () = {
     ["Size of xen_sysctl_sched_id"][::core::mem::size_of::<xen_sysctl_sched_id>() - 4usize];
     ["Alignment of xen_sysctl_sched_id"][::core::mem::align_of::<xen_sysctl_sched_id>() - 4usize];
-    ["Offset of field: xen_sysctl_sched_id::sched_id"]
-        [::core::mem::offset_of!(xen_sysctl_sched_id, sched_id) - 0usize];
+    ["Offset of field: xen_sysctl_sched_id::sched_id"][::core::mem::offset_of!(xen_sysctl_sched_id, sched_id) - 0usize];
 };
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -3690,10 +3396,8 @@ pub struct xen_sysctl_perfc_desc {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_sysctl_perfc_desc"][::core::mem::size_of::<xen_sysctl_perfc_desc>() - 84usize];
-    ["Alignment of xen_sysctl_perfc_desc"]
-        [::core::mem::align_of::<xen_sysctl_perfc_desc>() - 4usize];
-    ["Offset of field: xen_sysctl_perfc_desc::name"]
-        [::core::mem::offset_of!(xen_sysctl_perfc_desc, name) - 0usize];
+    ["Alignment of xen_sysctl_perfc_desc"][::core::mem::align_of::<xen_sysctl_perfc_desc>() - 4usize];
+    ["Offset of field: xen_sysctl_perfc_desc::name"][::core::mem::offset_of!(xen_sysctl_perfc_desc, name) - 0usize];
     ["Offset of field: xen_sysctl_perfc_desc::nr_vals"]
         [::core::mem::offset_of!(xen_sysctl_perfc_desc, nr_vals) - 80usize];
 };
@@ -3767,16 +3471,12 @@ pub struct xen_sysctl_perfc_op {
 const _: () = {
     ["Size of xen_sysctl_perfc_op"][::core::mem::size_of::<xen_sysctl_perfc_op>() - 32usize];
     ["Alignment of xen_sysctl_perfc_op"][::core::mem::align_of::<xen_sysctl_perfc_op>() - 8usize];
-    ["Offset of field: xen_sysctl_perfc_op::cmd"]
-        [::core::mem::offset_of!(xen_sysctl_perfc_op, cmd) - 0usize];
+    ["Offset of field: xen_sysctl_perfc_op::cmd"][::core::mem::offset_of!(xen_sysctl_perfc_op, cmd) - 0usize];
     ["Offset of field: xen_sysctl_perfc_op::nr_counters"]
         [::core::mem::offset_of!(xen_sysctl_perfc_op, nr_counters) - 4usize];
-    ["Offset of field: xen_sysctl_perfc_op::nr_vals"]
-        [::core::mem::offset_of!(xen_sysctl_perfc_op, nr_vals) - 8usize];
-    ["Offset of field: xen_sysctl_perfc_op::desc"]
-        [::core::mem::offset_of!(xen_sysctl_perfc_op, desc) - 16usize];
-    ["Offset of field: xen_sysctl_perfc_op::val"]
-        [::core::mem::offset_of!(xen_sysctl_perfc_op, val) - 24usize];
+    ["Offset of field: xen_sysctl_perfc_op::nr_vals"][::core::mem::offset_of!(xen_sysctl_perfc_op, nr_vals) - 8usize];
+    ["Offset of field: xen_sysctl_perfc_op::desc"][::core::mem::offset_of!(xen_sysctl_perfc_op, desc) - 16usize];
+    ["Offset of field: xen_sysctl_perfc_op::val"][::core::mem::offset_of!(xen_sysctl_perfc_op, val) - 24usize];
 };
 impl Default for xen_sysctl_perfc_op {
     fn default() -> Self {
@@ -3797,10 +3497,8 @@ pub struct xen_sysctl_getdomaininfolist {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_sysctl_getdomaininfolist"]
-        [::core::mem::size_of::<xen_sysctl_getdomaininfolist>() - 24usize];
-    ["Alignment of xen_sysctl_getdomaininfolist"]
-        [::core::mem::align_of::<xen_sysctl_getdomaininfolist>() - 8usize];
+    ["Size of xen_sysctl_getdomaininfolist"][::core::mem::size_of::<xen_sysctl_getdomaininfolist>() - 24usize];
+    ["Alignment of xen_sysctl_getdomaininfolist"][::core::mem::align_of::<xen_sysctl_getdomaininfolist>() - 8usize];
     ["Offset of field: xen_sysctl_getdomaininfolist::first_domain"]
         [::core::mem::offset_of!(xen_sysctl_getdomaininfolist, first_domain) - 0usize];
     ["Offset of field: xen_sysctl_getdomaininfolist::max_domains"]
@@ -3828,10 +3526,8 @@ pub struct xen_sysctl_debug_keys {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_sysctl_debug_keys"][::core::mem::size_of::<xen_sysctl_debug_keys>() - 16usize];
-    ["Alignment of xen_sysctl_debug_keys"]
-        [::core::mem::align_of::<xen_sysctl_debug_keys>() - 8usize];
-    ["Offset of field: xen_sysctl_debug_keys::keys"]
-        [::core::mem::offset_of!(xen_sysctl_debug_keys, keys) - 0usize];
+    ["Alignment of xen_sysctl_debug_keys"][::core::mem::align_of::<xen_sysctl_debug_keys>() - 8usize];
+    ["Offset of field: xen_sysctl_debug_keys::keys"][::core::mem::offset_of!(xen_sysctl_debug_keys, keys) - 0usize];
     ["Offset of field: xen_sysctl_debug_keys::nr_keys"]
         [::core::mem::offset_of!(xen_sysctl_debug_keys, nr_keys) - 8usize];
 };
@@ -3853,8 +3549,7 @@ pub struct xen_sysctl_cpuinfo {
 const _: () = {
     ["Size of xen_sysctl_cpuinfo"][::core::mem::size_of::<xen_sysctl_cpuinfo>() - 8usize];
     ["Alignment of xen_sysctl_cpuinfo"][::core::mem::align_of::<xen_sysctl_cpuinfo>() - 8usize];
-    ["Offset of field: xen_sysctl_cpuinfo::idletime"]
-        [::core::mem::offset_of!(xen_sysctl_cpuinfo, idletime) - 0usize];
+    ["Offset of field: xen_sysctl_cpuinfo::idletime"][::core::mem::offset_of!(xen_sysctl_cpuinfo, idletime) - 0usize];
 };
 pub type xen_sysctl_cpuinfo_t = xen_sysctl_cpuinfo;
 #[repr(C)]
@@ -3890,12 +3585,10 @@ pub struct xen_sysctl_getcpuinfo {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_sysctl_getcpuinfo"][::core::mem::size_of::<xen_sysctl_getcpuinfo>() - 24usize];
-    ["Alignment of xen_sysctl_getcpuinfo"]
-        [::core::mem::align_of::<xen_sysctl_getcpuinfo>() - 8usize];
+    ["Alignment of xen_sysctl_getcpuinfo"][::core::mem::align_of::<xen_sysctl_getcpuinfo>() - 8usize];
     ["Offset of field: xen_sysctl_getcpuinfo::max_cpus"]
         [::core::mem::offset_of!(xen_sysctl_getcpuinfo, max_cpus) - 0usize];
-    ["Offset of field: xen_sysctl_getcpuinfo::info"]
-        [::core::mem::offset_of!(xen_sysctl_getcpuinfo, info) - 8usize];
+    ["Offset of field: xen_sysctl_getcpuinfo::info"][::core::mem::offset_of!(xen_sysctl_getcpuinfo, info) - 8usize];
     ["Offset of field: xen_sysctl_getcpuinfo::nr_cpus"]
         [::core::mem::offset_of!(xen_sysctl_getcpuinfo, nr_cpus) - 16usize];
 };
@@ -3924,8 +3617,7 @@ const _: () = {
         [::core::mem::offset_of!(xen_sysctl_availheap, min_bitwidth) - 0usize];
     ["Offset of field: xen_sysctl_availheap::max_bitwidth"]
         [::core::mem::offset_of!(xen_sysctl_availheap, max_bitwidth) - 4usize];
-    ["Offset of field: xen_sysctl_availheap::node"]
-        [::core::mem::offset_of!(xen_sysctl_availheap, node) - 8usize];
+    ["Offset of field: xen_sysctl_availheap::node"][::core::mem::offset_of!(xen_sysctl_availheap, node) - 8usize];
     ["Offset of field: xen_sysctl_availheap::avail_bytes"]
         [::core::mem::offset_of!(xen_sysctl_availheap, avail_bytes) - 16usize];
 };
@@ -3941,8 +3633,7 @@ const _: () = {
     ["Size of pm_px_val"][::core::mem::size_of::<pm_px_val>() - 24usize];
     ["Alignment of pm_px_val"][::core::mem::align_of::<pm_px_val>() - 8usize];
     ["Offset of field: pm_px_val::freq"][::core::mem::offset_of!(pm_px_val, freq) - 0usize];
-    ["Offset of field: pm_px_val::residency"]
-        [::core::mem::offset_of!(pm_px_val, residency) - 8usize];
+    ["Offset of field: pm_px_val::residency"][::core::mem::offset_of!(pm_px_val, residency) - 8usize];
     ["Offset of field: pm_px_val::count"][::core::mem::offset_of!(pm_px_val, count) - 16usize];
 };
 pub type pm_px_val_t = pm_px_val;
@@ -3953,12 +3644,9 @@ pub struct __guest_handle_pm_px_val_t {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of __guest_handle_pm_px_val_t"]
-        [::core::mem::size_of::<__guest_handle_pm_px_val_t>() - 8usize];
-    ["Alignment of __guest_handle_pm_px_val_t"]
-        [::core::mem::align_of::<__guest_handle_pm_px_val_t>() - 8usize];
-    ["Offset of field: __guest_handle_pm_px_val_t::p"]
-        [::core::mem::offset_of!(__guest_handle_pm_px_val_t, p) - 0usize];
+    ["Size of __guest_handle_pm_px_val_t"][::core::mem::size_of::<__guest_handle_pm_px_val_t>() - 8usize];
+    ["Alignment of __guest_handle_pm_px_val_t"][::core::mem::align_of::<__guest_handle_pm_px_val_t>() - 8usize];
+    ["Offset of field: __guest_handle_pm_px_val_t::p"][::core::mem::offset_of!(__guest_handle_pm_px_val_t, p) - 0usize];
 };
 impl Default for __guest_handle_pm_px_val_t {
     fn default() -> Self {
@@ -3987,8 +3675,7 @@ const _: () = {
     ["Offset of field: pm_px_stat::usable"][::core::mem::offset_of!(pm_px_stat, usable) - 1usize];
     ["Offset of field: pm_px_stat::last"][::core::mem::offset_of!(pm_px_stat, last) - 2usize];
     ["Offset of field: pm_px_stat::cur"][::core::mem::offset_of!(pm_px_stat, cur) - 3usize];
-    ["Offset of field: pm_px_stat::trans_pt"]
-        [::core::mem::offset_of!(pm_px_stat, trans_pt) - 8usize];
+    ["Offset of field: pm_px_stat::trans_pt"][::core::mem::offset_of!(pm_px_stat, trans_pt) - 8usize];
     ["Offset of field: pm_px_stat::pt"][::core::mem::offset_of!(pm_px_stat, pt) - 16usize];
 };
 impl Default for pm_px_stat {
@@ -4019,12 +3706,9 @@ const _: () = {
     ["Alignment of pm_cx_stat"][::core::mem::align_of::<pm_cx_stat>() - 8usize];
     ["Offset of field: pm_cx_stat::nr"][::core::mem::offset_of!(pm_cx_stat, nr) - 0usize];
     ["Offset of field: pm_cx_stat::last"][::core::mem::offset_of!(pm_cx_stat, last) - 4usize];
-    ["Offset of field: pm_cx_stat::idle_time"]
-        [::core::mem::offset_of!(pm_cx_stat, idle_time) - 8usize];
-    ["Offset of field: pm_cx_stat::triggers"]
-        [::core::mem::offset_of!(pm_cx_stat, triggers) - 16usize];
-    ["Offset of field: pm_cx_stat::residencies"]
-        [::core::mem::offset_of!(pm_cx_stat, residencies) - 24usize];
+    ["Offset of field: pm_cx_stat::idle_time"][::core::mem::offset_of!(pm_cx_stat, idle_time) - 8usize];
+    ["Offset of field: pm_cx_stat::triggers"][::core::mem::offset_of!(pm_cx_stat, triggers) - 16usize];
+    ["Offset of field: pm_cx_stat::residencies"][::core::mem::offset_of!(pm_cx_stat, residencies) - 24usize];
     ["Offset of field: pm_cx_stat::nr_pc"][::core::mem::offset_of!(pm_cx_stat, nr_pc) - 32usize];
     ["Offset of field: pm_cx_stat::nr_cc"][::core::mem::offset_of!(pm_cx_stat, nr_cc) - 36usize];
     ["Offset of field: pm_cx_stat::pc"][::core::mem::offset_of!(pm_cx_stat, pc) - 40usize];
@@ -4075,14 +3759,10 @@ impl Default for xen_sysctl_get_pmstat__bindgen_ty_1 {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_sysctl_get_pmstat"][::core::mem::size_of::<xen_sysctl_get_pmstat>() - 64usize];
-    ["Alignment of xen_sysctl_get_pmstat"]
-        [::core::mem::align_of::<xen_sysctl_get_pmstat>() - 8usize];
-    ["Offset of field: xen_sysctl_get_pmstat::type_"]
-        [::core::mem::offset_of!(xen_sysctl_get_pmstat, type_) - 0usize];
-    ["Offset of field: xen_sysctl_get_pmstat::cpuid"]
-        [::core::mem::offset_of!(xen_sysctl_get_pmstat, cpuid) - 4usize];
-    ["Offset of field: xen_sysctl_get_pmstat::u"]
-        [::core::mem::offset_of!(xen_sysctl_get_pmstat, u) - 8usize];
+    ["Alignment of xen_sysctl_get_pmstat"][::core::mem::align_of::<xen_sysctl_get_pmstat>() - 8usize];
+    ["Offset of field: xen_sysctl_get_pmstat::type_"][::core::mem::offset_of!(xen_sysctl_get_pmstat, type_) - 0usize];
+    ["Offset of field: xen_sysctl_get_pmstat::cpuid"][::core::mem::offset_of!(xen_sysctl_get_pmstat, cpuid) - 4usize];
+    ["Offset of field: xen_sysctl_get_pmstat::u"][::core::mem::offset_of!(xen_sysctl_get_pmstat, u) - 8usize];
 };
 impl Default for xen_sysctl_get_pmstat {
     fn default() -> Self {
@@ -4102,12 +3782,9 @@ pub struct xen_sysctl_cpu_hotplug {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_sysctl_cpu_hotplug"][::core::mem::size_of::<xen_sysctl_cpu_hotplug>() - 8usize];
-    ["Alignment of xen_sysctl_cpu_hotplug"]
-        [::core::mem::align_of::<xen_sysctl_cpu_hotplug>() - 4usize];
-    ["Offset of field: xen_sysctl_cpu_hotplug::cpu"]
-        [::core::mem::offset_of!(xen_sysctl_cpu_hotplug, cpu) - 0usize];
-    ["Offset of field: xen_sysctl_cpu_hotplug::op"]
-        [::core::mem::offset_of!(xen_sysctl_cpu_hotplug, op) - 4usize];
+    ["Alignment of xen_sysctl_cpu_hotplug"][::core::mem::align_of::<xen_sysctl_cpu_hotplug>() - 4usize];
+    ["Offset of field: xen_sysctl_cpu_hotplug::cpu"][::core::mem::offset_of!(xen_sysctl_cpu_hotplug, cpu) - 0usize];
+    ["Offset of field: xen_sysctl_cpu_hotplug::op"][::core::mem::offset_of!(xen_sysctl_cpu_hotplug, op) - 4usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -4137,10 +3814,8 @@ const _: () = {
         [::core::mem::offset_of!(xen_ondemand, sampling_rate_max) - 0usize];
     ["Offset of field: xen_ondemand::sampling_rate_min"]
         [::core::mem::offset_of!(xen_ondemand, sampling_rate_min) - 4usize];
-    ["Offset of field: xen_ondemand::sampling_rate"]
-        [::core::mem::offset_of!(xen_ondemand, sampling_rate) - 8usize];
-    ["Offset of field: xen_ondemand::up_threshold"]
-        [::core::mem::offset_of!(xen_ondemand, up_threshold) - 12usize];
+    ["Offset of field: xen_ondemand::sampling_rate"][::core::mem::offset_of!(xen_ondemand, sampling_rate) - 8usize];
+    ["Offset of field: xen_ondemand::up_threshold"][::core::mem::offset_of!(xen_ondemand, up_threshold) - 12usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -4160,24 +3835,16 @@ pub struct xen_cppc_para {
 const _: () = {
     ["Size of xen_cppc_para"][::core::mem::size_of::<xen_cppc_para>() - 40usize];
     ["Alignment of xen_cppc_para"][::core::mem::align_of::<xen_cppc_para>() - 4usize];
-    ["Offset of field: xen_cppc_para::features"]
-        [::core::mem::offset_of!(xen_cppc_para, features) - 0usize];
-    ["Offset of field: xen_cppc_para::lowest"]
-        [::core::mem::offset_of!(xen_cppc_para, lowest) - 4usize];
+    ["Offset of field: xen_cppc_para::features"][::core::mem::offset_of!(xen_cppc_para, features) - 0usize];
+    ["Offset of field: xen_cppc_para::lowest"][::core::mem::offset_of!(xen_cppc_para, lowest) - 4usize];
     ["Offset of field: xen_cppc_para::lowest_nonlinear"]
         [::core::mem::offset_of!(xen_cppc_para, lowest_nonlinear) - 8usize];
-    ["Offset of field: xen_cppc_para::nominal"]
-        [::core::mem::offset_of!(xen_cppc_para, nominal) - 12usize];
-    ["Offset of field: xen_cppc_para::highest"]
-        [::core::mem::offset_of!(xen_cppc_para, highest) - 16usize];
-    ["Offset of field: xen_cppc_para::minimum"]
-        [::core::mem::offset_of!(xen_cppc_para, minimum) - 20usize];
-    ["Offset of field: xen_cppc_para::maximum"]
-        [::core::mem::offset_of!(xen_cppc_para, maximum) - 24usize];
-    ["Offset of field: xen_cppc_para::desired"]
-        [::core::mem::offset_of!(xen_cppc_para, desired) - 28usize];
-    ["Offset of field: xen_cppc_para::energy_perf"]
-        [::core::mem::offset_of!(xen_cppc_para, energy_perf) - 32usize];
+    ["Offset of field: xen_cppc_para::nominal"][::core::mem::offset_of!(xen_cppc_para, nominal) - 12usize];
+    ["Offset of field: xen_cppc_para::highest"][::core::mem::offset_of!(xen_cppc_para, highest) - 16usize];
+    ["Offset of field: xen_cppc_para::minimum"][::core::mem::offset_of!(xen_cppc_para, minimum) - 20usize];
+    ["Offset of field: xen_cppc_para::maximum"][::core::mem::offset_of!(xen_cppc_para, maximum) - 24usize];
+    ["Offset of field: xen_cppc_para::desired"][::core::mem::offset_of!(xen_cppc_para, desired) - 28usize];
+    ["Offset of field: xen_cppc_para::energy_perf"][::core::mem::offset_of!(xen_cppc_para, energy_perf) - 32usize];
     ["Offset of field: xen_cppc_para::activity_window"]
         [::core::mem::offset_of!(xen_cppc_para, activity_window) - 36usize];
 };
@@ -4195,14 +3862,10 @@ pub struct xen_set_cppc_para {
 const _: () = {
     ["Size of xen_set_cppc_para"][::core::mem::size_of::<xen_set_cppc_para>() - 24usize];
     ["Alignment of xen_set_cppc_para"][::core::mem::align_of::<xen_set_cppc_para>() - 4usize];
-    ["Offset of field: xen_set_cppc_para::set_params"]
-        [::core::mem::offset_of!(xen_set_cppc_para, set_params) - 0usize];
-    ["Offset of field: xen_set_cppc_para::minimum"]
-        [::core::mem::offset_of!(xen_set_cppc_para, minimum) - 4usize];
-    ["Offset of field: xen_set_cppc_para::maximum"]
-        [::core::mem::offset_of!(xen_set_cppc_para, maximum) - 8usize];
-    ["Offset of field: xen_set_cppc_para::desired"]
-        [::core::mem::offset_of!(xen_set_cppc_para, desired) - 12usize];
+    ["Offset of field: xen_set_cppc_para::set_params"][::core::mem::offset_of!(xen_set_cppc_para, set_params) - 0usize];
+    ["Offset of field: xen_set_cppc_para::minimum"][::core::mem::offset_of!(xen_set_cppc_para, minimum) - 4usize];
+    ["Offset of field: xen_set_cppc_para::maximum"][::core::mem::offset_of!(xen_set_cppc_para, maximum) - 8usize];
+    ["Offset of field: xen_set_cppc_para::desired"][::core::mem::offset_of!(xen_set_cppc_para, desired) - 12usize];
     ["Offset of field: xen_set_cppc_para::energy_perf"]
         [::core::mem::offset_of!(xen_set_cppc_para, energy_perf) - 16usize];
     ["Offset of field: xen_set_cppc_para::activity_window"]
@@ -4247,18 +3910,14 @@ pub union xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1"][::core::mem::size_of::<
-        xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1,
-    >() - 16usize];
+    ["Size of xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1"]
+        [::core::mem::size_of::<xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1>() - 16usize];
     ["Alignment of xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1"]
-        [::core::mem::align_of::<xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1>()
-            - 4usize];
-    ["Offset of field: xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1::userspace"] [:: core :: mem :: offset_of ! (xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1 , userspace) - 0usize] ;
-    ["Offset of field: xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1::ondemand"][::core::mem::offset_of!(
-        xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1,
-        ondemand
-    )
-        - 0usize];
+        [::core::mem::align_of::<xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1>() - 4usize];
+    ["Offset of field: xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1::userspace"]
+        [::core::mem::offset_of!(xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1, userspace) - 0usize];
+    ["Offset of field: xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1::ondemand"]
+        [::core::mem::offset_of!(xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1, ondemand) - 0usize];
 };
 impl Default for xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1__bindgen_ty_1 {
     fn default() -> Self {
@@ -4275,26 +3934,14 @@ const _: () = {
         [::core::mem::size_of::<xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1>() - 44usize];
     ["Alignment of xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1"]
         [::core::mem::align_of::<xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1>() - 4usize];
-    ["Offset of field: xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1::scaling_cur_freq"][::core::mem::offset_of!(
-        xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1,
-        scaling_cur_freq
-    )
-        - 0usize];
-    ["Offset of field: xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1::scaling_governor"][::core::mem::offset_of!(
-        xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1,
-        scaling_governor
-    )
-        - 4usize];
-    ["Offset of field: xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1::scaling_max_freq"][::core::mem::offset_of!(
-        xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1,
-        scaling_max_freq
-    )
-        - 20usize];
-    ["Offset of field: xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1::scaling_min_freq"][::core::mem::offset_of!(
-        xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1,
-        scaling_min_freq
-    )
-        - 24usize];
+    ["Offset of field: xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1::scaling_cur_freq"]
+        [::core::mem::offset_of!(xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1, scaling_cur_freq) - 0usize];
+    ["Offset of field: xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1::scaling_governor"]
+        [::core::mem::offset_of!(xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1, scaling_governor) - 4usize];
+    ["Offset of field: xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1::scaling_max_freq"]
+        [::core::mem::offset_of!(xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1, scaling_max_freq) - 20usize];
+    ["Offset of field: xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1::scaling_min_freq"]
+        [::core::mem::offset_of!(xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1, scaling_min_freq) - 24usize];
     ["Offset of field: xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1::u"]
         [::core::mem::offset_of!(xen_get_cpufreq_para__bindgen_ty_1__bindgen_ty_1, u) - 28usize];
 };
@@ -4331,12 +3978,10 @@ impl Default for xen_get_cpufreq_para__bindgen_ty_1 {
 const _: () = {
     ["Size of xen_get_cpufreq_para"][::core::mem::size_of::<xen_get_cpufreq_para>() - 120usize];
     ["Alignment of xen_get_cpufreq_para"][::core::mem::align_of::<xen_get_cpufreq_para>() - 8usize];
-    ["Offset of field: xen_get_cpufreq_para::cpu_num"]
-        [::core::mem::offset_of!(xen_get_cpufreq_para, cpu_num) - 0usize];
+    ["Offset of field: xen_get_cpufreq_para::cpu_num"][::core::mem::offset_of!(xen_get_cpufreq_para, cpu_num) - 0usize];
     ["Offset of field: xen_get_cpufreq_para::freq_num"]
         [::core::mem::offset_of!(xen_get_cpufreq_para, freq_num) - 4usize];
-    ["Offset of field: xen_get_cpufreq_para::gov_num"]
-        [::core::mem::offset_of!(xen_get_cpufreq_para, gov_num) - 8usize];
+    ["Offset of field: xen_get_cpufreq_para::gov_num"][::core::mem::offset_of!(xen_get_cpufreq_para, gov_num) - 8usize];
     ["Offset of field: xen_get_cpufreq_para::affected_cpus"]
         [::core::mem::offset_of!(xen_get_cpufreq_para, affected_cpus) - 16usize];
     ["Offset of field: xen_get_cpufreq_para::scaling_available_frequencies"]
@@ -4351,8 +3996,7 @@ const _: () = {
         [::core::mem::offset_of!(xen_get_cpufreq_para, cpuinfo_max_freq) - 60usize];
     ["Offset of field: xen_get_cpufreq_para::cpuinfo_min_freq"]
         [::core::mem::offset_of!(xen_get_cpufreq_para, cpuinfo_min_freq) - 64usize];
-    ["Offset of field: xen_get_cpufreq_para::u"]
-        [::core::mem::offset_of!(xen_get_cpufreq_para, u) - 68usize];
+    ["Offset of field: xen_get_cpufreq_para::u"][::core::mem::offset_of!(xen_get_cpufreq_para, u) - 68usize];
     ["Offset of field: xen_get_cpufreq_para::turbo_enabled"]
         [::core::mem::offset_of!(xen_get_cpufreq_para, turbo_enabled) - 112usize];
 };
@@ -4413,10 +4057,8 @@ pub union xen_sysctl_pm_op__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_sysctl_pm_op__bindgen_ty_1"]
-        [::core::mem::size_of::<xen_sysctl_pm_op__bindgen_ty_1>() - 120usize];
-    ["Alignment of xen_sysctl_pm_op__bindgen_ty_1"]
-        [::core::mem::align_of::<xen_sysctl_pm_op__bindgen_ty_1>() - 8usize];
+    ["Size of xen_sysctl_pm_op__bindgen_ty_1"][::core::mem::size_of::<xen_sysctl_pm_op__bindgen_ty_1>() - 120usize];
+    ["Alignment of xen_sysctl_pm_op__bindgen_ty_1"][::core::mem::align_of::<xen_sysctl_pm_op__bindgen_ty_1>() - 8usize];
     ["Offset of field: xen_sysctl_pm_op__bindgen_ty_1::get_para"]
         [::core::mem::offset_of!(xen_sysctl_pm_op__bindgen_ty_1, get_para) - 0usize];
     ["Offset of field: xen_sysctl_pm_op__bindgen_ty_1::set_gov"]
@@ -4447,10 +4089,8 @@ impl Default for xen_sysctl_pm_op__bindgen_ty_1 {
 const _: () = {
     ["Size of xen_sysctl_pm_op"][::core::mem::size_of::<xen_sysctl_pm_op>() - 128usize];
     ["Alignment of xen_sysctl_pm_op"][::core::mem::align_of::<xen_sysctl_pm_op>() - 8usize];
-    ["Offset of field: xen_sysctl_pm_op::cmd"]
-        [::core::mem::offset_of!(xen_sysctl_pm_op, cmd) - 0usize];
-    ["Offset of field: xen_sysctl_pm_op::cpuid"]
-        [::core::mem::offset_of!(xen_sysctl_pm_op, cpuid) - 4usize];
+    ["Offset of field: xen_sysctl_pm_op::cmd"][::core::mem::offset_of!(xen_sysctl_pm_op, cmd) - 0usize];
+    ["Offset of field: xen_sysctl_pm_op::cpuid"][::core::mem::offset_of!(xen_sysctl_pm_op, cpuid) - 4usize];
     ["Offset of field: xen_sysctl_pm_op::u"][::core::mem::offset_of!(xen_sysctl_pm_op, u) - 8usize];
 };
 impl Default for xen_sysctl_pm_op {
@@ -4472,10 +4112,8 @@ pub struct xen_sysctl_page_offline_op {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_sysctl_page_offline_op"]
-        [::core::mem::size_of::<xen_sysctl_page_offline_op>() - 24usize];
-    ["Alignment of xen_sysctl_page_offline_op"]
-        [::core::mem::align_of::<xen_sysctl_page_offline_op>() - 8usize];
+    ["Size of xen_sysctl_page_offline_op"][::core::mem::size_of::<xen_sysctl_page_offline_op>() - 24usize];
+    ["Alignment of xen_sysctl_page_offline_op"][::core::mem::align_of::<xen_sysctl_page_offline_op>() - 8usize];
     ["Offset of field: xen_sysctl_page_offline_op::cmd"]
         [::core::mem::offset_of!(xen_sysctl_page_offline_op, cmd) - 0usize];
     ["Offset of field: xen_sysctl_page_offline_op::start"]
@@ -4507,10 +4145,8 @@ pub struct xen_sysctl_lockprof_data {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_sysctl_lockprof_data"]
-        [::core::mem::size_of::<xen_sysctl_lockprof_data>() - 80usize];
-    ["Alignment of xen_sysctl_lockprof_data"]
-        [::core::mem::align_of::<xen_sysctl_lockprof_data>() - 8usize];
+    ["Size of xen_sysctl_lockprof_data"][::core::mem::size_of::<xen_sysctl_lockprof_data>() - 80usize];
+    ["Alignment of xen_sysctl_lockprof_data"][::core::mem::align_of::<xen_sysctl_lockprof_data>() - 8usize];
     ["Offset of field: xen_sysctl_lockprof_data::name"]
         [::core::mem::offset_of!(xen_sysctl_lockprof_data, name) - 0usize];
     ["Offset of field: xen_sysctl_lockprof_data::type_"]
@@ -4571,18 +4207,14 @@ pub struct xen_sysctl_lockprof_op {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_sysctl_lockprof_op"][::core::mem::size_of::<xen_sysctl_lockprof_op>() - 32usize];
-    ["Alignment of xen_sysctl_lockprof_op"]
-        [::core::mem::align_of::<xen_sysctl_lockprof_op>() - 8usize];
-    ["Offset of field: xen_sysctl_lockprof_op::cmd"]
-        [::core::mem::offset_of!(xen_sysctl_lockprof_op, cmd) - 0usize];
+    ["Alignment of xen_sysctl_lockprof_op"][::core::mem::align_of::<xen_sysctl_lockprof_op>() - 8usize];
+    ["Offset of field: xen_sysctl_lockprof_op::cmd"][::core::mem::offset_of!(xen_sysctl_lockprof_op, cmd) - 0usize];
     ["Offset of field: xen_sysctl_lockprof_op::max_elem"]
         [::core::mem::offset_of!(xen_sysctl_lockprof_op, max_elem) - 4usize];
     ["Offset of field: xen_sysctl_lockprof_op::nr_elem"]
         [::core::mem::offset_of!(xen_sysctl_lockprof_op, nr_elem) - 8usize];
-    ["Offset of field: xen_sysctl_lockprof_op::time"]
-        [::core::mem::offset_of!(xen_sysctl_lockprof_op, time) - 16usize];
-    ["Offset of field: xen_sysctl_lockprof_op::data"]
-        [::core::mem::offset_of!(xen_sysctl_lockprof_op, data) - 24usize];
+    ["Offset of field: xen_sysctl_lockprof_op::time"][::core::mem::offset_of!(xen_sysctl_lockprof_op, time) - 16usize];
+    ["Offset of field: xen_sysctl_lockprof_op::data"][::core::mem::offset_of!(xen_sysctl_lockprof_op, data) - 24usize];
 };
 impl Default for xen_sysctl_lockprof_op {
     fn default() -> Self {
@@ -4604,12 +4236,9 @@ pub struct xen_sysctl_cputopo {
 const _: () = {
     ["Size of xen_sysctl_cputopo"][::core::mem::size_of::<xen_sysctl_cputopo>() - 12usize];
     ["Alignment of xen_sysctl_cputopo"][::core::mem::align_of::<xen_sysctl_cputopo>() - 4usize];
-    ["Offset of field: xen_sysctl_cputopo::core"]
-        [::core::mem::offset_of!(xen_sysctl_cputopo, core) - 0usize];
-    ["Offset of field: xen_sysctl_cputopo::socket"]
-        [::core::mem::offset_of!(xen_sysctl_cputopo, socket) - 4usize];
-    ["Offset of field: xen_sysctl_cputopo::node"]
-        [::core::mem::offset_of!(xen_sysctl_cputopo, node) - 8usize];
+    ["Offset of field: xen_sysctl_cputopo::core"][::core::mem::offset_of!(xen_sysctl_cputopo, core) - 0usize];
+    ["Offset of field: xen_sysctl_cputopo::socket"][::core::mem::offset_of!(xen_sysctl_cputopo, socket) - 4usize];
+    ["Offset of field: xen_sysctl_cputopo::node"][::core::mem::offset_of!(xen_sysctl_cputopo, node) - 8usize];
 };
 pub type xen_sysctl_cputopo_t = xen_sysctl_cputopo;
 #[repr(C)]
@@ -4644,8 +4273,7 @@ pub struct xen_sysctl_cputopoinfo {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_sysctl_cputopoinfo"][::core::mem::size_of::<xen_sysctl_cputopoinfo>() - 16usize];
-    ["Alignment of xen_sysctl_cputopoinfo"]
-        [::core::mem::align_of::<xen_sysctl_cputopoinfo>() - 8usize];
+    ["Alignment of xen_sysctl_cputopoinfo"][::core::mem::align_of::<xen_sysctl_cputopoinfo>() - 8usize];
     ["Offset of field: xen_sysctl_cputopoinfo::num_cpus"]
         [::core::mem::offset_of!(xen_sysctl_cputopoinfo, num_cpus) - 0usize];
     ["Offset of field: xen_sysctl_cputopoinfo::cputopo"]
@@ -4670,10 +4298,8 @@ pub struct xen_sysctl_meminfo {
 const _: () = {
     ["Size of xen_sysctl_meminfo"][::core::mem::size_of::<xen_sysctl_meminfo>() - 16usize];
     ["Alignment of xen_sysctl_meminfo"][::core::mem::align_of::<xen_sysctl_meminfo>() - 8usize];
-    ["Offset of field: xen_sysctl_meminfo::memsize"]
-        [::core::mem::offset_of!(xen_sysctl_meminfo, memsize) - 0usize];
-    ["Offset of field: xen_sysctl_meminfo::memfree"]
-        [::core::mem::offset_of!(xen_sysctl_meminfo, memfree) - 8usize];
+    ["Offset of field: xen_sysctl_meminfo::memsize"][::core::mem::offset_of!(xen_sysctl_meminfo, memsize) - 0usize];
+    ["Offset of field: xen_sysctl_meminfo::memfree"][::core::mem::offset_of!(xen_sysctl_meminfo, memfree) - 8usize];
 };
 pub type xen_sysctl_meminfo_t = xen_sysctl_meminfo;
 #[repr(C)]
@@ -4712,8 +4338,7 @@ const _: () = {
     ["Alignment of xen_sysctl_numainfo"][::core::mem::align_of::<xen_sysctl_numainfo>() - 8usize];
     ["Offset of field: xen_sysctl_numainfo::num_nodes"]
         [::core::mem::offset_of!(xen_sysctl_numainfo, num_nodes) - 0usize];
-    ["Offset of field: xen_sysctl_numainfo::meminfo"]
-        [::core::mem::offset_of!(xen_sysctl_numainfo, meminfo) - 8usize];
+    ["Offset of field: xen_sysctl_numainfo::meminfo"][::core::mem::offset_of!(xen_sysctl_numainfo, meminfo) - 8usize];
     ["Offset of field: xen_sysctl_numainfo::distance"]
         [::core::mem::offset_of!(xen_sysctl_numainfo, distance) - 16usize];
 };
@@ -4740,20 +4365,15 @@ pub struct xen_sysctl_cpupool_op {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_sysctl_cpupool_op"][::core::mem::size_of::<xen_sysctl_cpupool_op>() - 40usize];
-    ["Alignment of xen_sysctl_cpupool_op"]
-        [::core::mem::align_of::<xen_sysctl_cpupool_op>() - 8usize];
-    ["Offset of field: xen_sysctl_cpupool_op::op"]
-        [::core::mem::offset_of!(xen_sysctl_cpupool_op, op) - 0usize];
+    ["Alignment of xen_sysctl_cpupool_op"][::core::mem::align_of::<xen_sysctl_cpupool_op>() - 8usize];
+    ["Offset of field: xen_sysctl_cpupool_op::op"][::core::mem::offset_of!(xen_sysctl_cpupool_op, op) - 0usize];
     ["Offset of field: xen_sysctl_cpupool_op::cpupool_id"]
         [::core::mem::offset_of!(xen_sysctl_cpupool_op, cpupool_id) - 4usize];
     ["Offset of field: xen_sysctl_cpupool_op::sched_id"]
         [::core::mem::offset_of!(xen_sysctl_cpupool_op, sched_id) - 8usize];
-    ["Offset of field: xen_sysctl_cpupool_op::domid"]
-        [::core::mem::offset_of!(xen_sysctl_cpupool_op, domid) - 12usize];
-    ["Offset of field: xen_sysctl_cpupool_op::cpu"]
-        [::core::mem::offset_of!(xen_sysctl_cpupool_op, cpu) - 16usize];
-    ["Offset of field: xen_sysctl_cpupool_op::n_dom"]
-        [::core::mem::offset_of!(xen_sysctl_cpupool_op, n_dom) - 20usize];
+    ["Offset of field: xen_sysctl_cpupool_op::domid"][::core::mem::offset_of!(xen_sysctl_cpupool_op, domid) - 12usize];
+    ["Offset of field: xen_sysctl_cpupool_op::cpu"][::core::mem::offset_of!(xen_sysctl_cpupool_op, cpu) - 16usize];
+    ["Offset of field: xen_sysctl_cpupool_op::n_dom"][::core::mem::offset_of!(xen_sysctl_cpupool_op, n_dom) - 20usize];
     ["Offset of field: xen_sysctl_cpupool_op::cpumap"]
         [::core::mem::offset_of!(xen_sysctl_cpupool_op, cpumap) - 24usize];
 };
@@ -4795,10 +4415,8 @@ const _: () = {
 };
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_sysctl_arinc653_schedule"]
-        [::core::mem::size_of::<xen_sysctl_arinc653_schedule>() - 2064usize];
-    ["Alignment of xen_sysctl_arinc653_schedule"]
-        [::core::mem::align_of::<xen_sysctl_arinc653_schedule>() - 8usize];
+    ["Size of xen_sysctl_arinc653_schedule"][::core::mem::size_of::<xen_sysctl_arinc653_schedule>() - 2064usize];
+    ["Alignment of xen_sysctl_arinc653_schedule"][::core::mem::align_of::<xen_sysctl_arinc653_schedule>() - 8usize];
     ["Offset of field: xen_sysctl_arinc653_schedule::major_frame"]
         [::core::mem::offset_of!(xen_sysctl_arinc653_schedule, major_frame) - 0usize];
     ["Offset of field: xen_sysctl_arinc653_schedule::num_sched_entries"]
@@ -4848,10 +4466,8 @@ pub struct xen_sysctl_credit_schedule {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_sysctl_credit_schedule"]
-        [::core::mem::size_of::<xen_sysctl_credit_schedule>() - 12usize];
-    ["Alignment of xen_sysctl_credit_schedule"]
-        [::core::mem::align_of::<xen_sysctl_credit_schedule>() - 4usize];
+    ["Size of xen_sysctl_credit_schedule"][::core::mem::size_of::<xen_sysctl_credit_schedule>() - 12usize];
+    ["Alignment of xen_sysctl_credit_schedule"][::core::mem::align_of::<xen_sysctl_credit_schedule>() - 4usize];
     ["Offset of field: xen_sysctl_credit_schedule::tslice_ms"]
         [::core::mem::offset_of!(xen_sysctl_credit_schedule, tslice_ms) - 0usize];
     ["Offset of field: xen_sysctl_credit_schedule::ratelimit_us"]
@@ -4866,10 +4482,8 @@ pub struct xen_sysctl_credit2_schedule {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_sysctl_credit2_schedule"]
-        [::core::mem::size_of::<xen_sysctl_credit2_schedule>() - 4usize];
-    ["Alignment of xen_sysctl_credit2_schedule"]
-        [::core::mem::align_of::<xen_sysctl_credit2_schedule>() - 4usize];
+    ["Size of xen_sysctl_credit2_schedule"][::core::mem::size_of::<xen_sysctl_credit2_schedule>() - 4usize];
+    ["Alignment of xen_sysctl_credit2_schedule"][::core::mem::align_of::<xen_sysctl_credit2_schedule>() - 4usize];
     ["Offset of field: xen_sysctl_credit2_schedule::ratelimit_us"]
         [::core::mem::offset_of!(xen_sysctl_credit2_schedule, ratelimit_us) - 0usize];
 };
@@ -4895,13 +4509,12 @@ pub struct xen_sysctl_scheduler_op__bindgen_ty_1_xen_sysctl_sched_arinc653 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_sysctl_scheduler_op__bindgen_ty_1_xen_sysctl_sched_arinc653"][::core::mem::size_of::<
-        xen_sysctl_scheduler_op__bindgen_ty_1_xen_sysctl_sched_arinc653,
-    >() - 8usize];
+    ["Size of xen_sysctl_scheduler_op__bindgen_ty_1_xen_sysctl_sched_arinc653"]
+        [::core::mem::size_of::<xen_sysctl_scheduler_op__bindgen_ty_1_xen_sysctl_sched_arinc653>() - 8usize];
     ["Alignment of xen_sysctl_scheduler_op__bindgen_ty_1_xen_sysctl_sched_arinc653"]
-        [::core::mem::align_of::<xen_sysctl_scheduler_op__bindgen_ty_1_xen_sysctl_sched_arinc653>(
-        ) - 8usize];
-    ["Offset of field: xen_sysctl_scheduler_op__bindgen_ty_1_xen_sysctl_sched_arinc653::schedule"] [:: core :: mem :: offset_of ! (xen_sysctl_scheduler_op__bindgen_ty_1_xen_sysctl_sched_arinc653 , schedule) - 0usize] ;
+        [::core::mem::align_of::<xen_sysctl_scheduler_op__bindgen_ty_1_xen_sysctl_sched_arinc653>() - 8usize];
+    ["Offset of field: xen_sysctl_scheduler_op__bindgen_ty_1_xen_sysctl_sched_arinc653::schedule"]
+        [::core::mem::offset_of!(xen_sysctl_scheduler_op__bindgen_ty_1_xen_sysctl_sched_arinc653, schedule) - 0usize];
 };
 impl Default for xen_sysctl_scheduler_op__bindgen_ty_1_xen_sysctl_sched_arinc653 {
     fn default() -> Self {
@@ -4936,18 +4549,14 @@ impl Default for xen_sysctl_scheduler_op__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_sysctl_scheduler_op"]
-        [::core::mem::size_of::<xen_sysctl_scheduler_op>() - 32usize];
-    ["Alignment of xen_sysctl_scheduler_op"]
-        [::core::mem::align_of::<xen_sysctl_scheduler_op>() - 8usize];
+    ["Size of xen_sysctl_scheduler_op"][::core::mem::size_of::<xen_sysctl_scheduler_op>() - 32usize];
+    ["Alignment of xen_sysctl_scheduler_op"][::core::mem::align_of::<xen_sysctl_scheduler_op>() - 8usize];
     ["Offset of field: xen_sysctl_scheduler_op::cpupool_id"]
         [::core::mem::offset_of!(xen_sysctl_scheduler_op, cpupool_id) - 0usize];
     ["Offset of field: xen_sysctl_scheduler_op::sched_id"]
         [::core::mem::offset_of!(xen_sysctl_scheduler_op, sched_id) - 4usize];
-    ["Offset of field: xen_sysctl_scheduler_op::cmd"]
-        [::core::mem::offset_of!(xen_sysctl_scheduler_op, cmd) - 8usize];
-    ["Offset of field: xen_sysctl_scheduler_op::u"]
-        [::core::mem::offset_of!(xen_sysctl_scheduler_op, u) - 16usize];
+    ["Offset of field: xen_sysctl_scheduler_op::cmd"][::core::mem::offset_of!(xen_sysctl_scheduler_op, cmd) - 8usize];
+    ["Offset of field: xen_sysctl_scheduler_op::u"][::core::mem::offset_of!(xen_sysctl_scheduler_op, u) - 16usize];
 };
 impl Default for xen_sysctl_scheduler_op {
     fn default() -> Self {
@@ -4968,12 +4577,9 @@ pub struct xen_sysctl_coverage_op {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_sysctl_coverage_op"][::core::mem::size_of::<xen_sysctl_coverage_op>() - 16usize];
-    ["Alignment of xen_sysctl_coverage_op"]
-        [::core::mem::align_of::<xen_sysctl_coverage_op>() - 8usize];
-    ["Offset of field: xen_sysctl_coverage_op::cmd"]
-        [::core::mem::offset_of!(xen_sysctl_coverage_op, cmd) - 0usize];
-    ["Offset of field: xen_sysctl_coverage_op::size"]
-        [::core::mem::offset_of!(xen_sysctl_coverage_op, size) - 4usize];
+    ["Alignment of xen_sysctl_coverage_op"][::core::mem::align_of::<xen_sysctl_coverage_op>() - 8usize];
+    ["Offset of field: xen_sysctl_coverage_op::cmd"][::core::mem::offset_of!(xen_sysctl_coverage_op, cmd) - 0usize];
+    ["Offset of field: xen_sysctl_coverage_op::size"][::core::mem::offset_of!(xen_sysctl_coverage_op, size) - 4usize];
     ["Offset of field: xen_sysctl_coverage_op::buffer"]
         [::core::mem::offset_of!(xen_sysctl_coverage_op, buffer) - 8usize];
 };
@@ -5039,14 +4645,10 @@ impl Default for xen_sysctl_psr_cmt_op__bindgen_ty_1 {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_sysctl_psr_cmt_op"][::core::mem::size_of::<xen_sysctl_psr_cmt_op>() - 16usize];
-    ["Alignment of xen_sysctl_psr_cmt_op"]
-        [::core::mem::align_of::<xen_sysctl_psr_cmt_op>() - 8usize];
-    ["Offset of field: xen_sysctl_psr_cmt_op::cmd"]
-        [::core::mem::offset_of!(xen_sysctl_psr_cmt_op, cmd) - 0usize];
-    ["Offset of field: xen_sysctl_psr_cmt_op::flags"]
-        [::core::mem::offset_of!(xen_sysctl_psr_cmt_op, flags) - 4usize];
-    ["Offset of field: xen_sysctl_psr_cmt_op::u"]
-        [::core::mem::offset_of!(xen_sysctl_psr_cmt_op, u) - 8usize];
+    ["Alignment of xen_sysctl_psr_cmt_op"][::core::mem::align_of::<xen_sysctl_psr_cmt_op>() - 8usize];
+    ["Offset of field: xen_sysctl_psr_cmt_op::cmd"][::core::mem::offset_of!(xen_sysctl_psr_cmt_op, cmd) - 0usize];
+    ["Offset of field: xen_sysctl_psr_cmt_op::flags"][::core::mem::offset_of!(xen_sysctl_psr_cmt_op, flags) - 4usize];
+    ["Offset of field: xen_sysctl_psr_cmt_op::u"][::core::mem::offset_of!(xen_sysctl_psr_cmt_op, u) - 8usize];
 };
 impl Default for xen_sysctl_psr_cmt_op {
     fn default() -> Self {
@@ -5067,12 +4669,10 @@ pub struct xen_sysctl_pcitopoinfo {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_sysctl_pcitopoinfo"][::core::mem::size_of::<xen_sysctl_pcitopoinfo>() - 24usize];
-    ["Alignment of xen_sysctl_pcitopoinfo"]
-        [::core::mem::align_of::<xen_sysctl_pcitopoinfo>() - 8usize];
+    ["Alignment of xen_sysctl_pcitopoinfo"][::core::mem::align_of::<xen_sysctl_pcitopoinfo>() - 8usize];
     ["Offset of field: xen_sysctl_pcitopoinfo::num_devs"]
         [::core::mem::offset_of!(xen_sysctl_pcitopoinfo, num_devs) - 0usize];
-    ["Offset of field: xen_sysctl_pcitopoinfo::devs"]
-        [::core::mem::offset_of!(xen_sysctl_pcitopoinfo, devs) - 8usize];
+    ["Offset of field: xen_sysctl_pcitopoinfo::devs"][::core::mem::offset_of!(xen_sysctl_pcitopoinfo, devs) - 8usize];
     ["Offset of field: xen_sysctl_pcitopoinfo::nodes"]
         [::core::mem::offset_of!(xen_sysctl_pcitopoinfo, nodes) - 16usize];
 };
@@ -5111,14 +4711,10 @@ const _: () = {
         [::core::mem::size_of::<xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_1>() - 12usize];
     ["Alignment of xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_1"]
         [::core::mem::align_of::<xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_1>() - 4usize];
-    ["Offset of field: xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_1::cbm_len"][::core::mem::offset_of!(
-        xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_1,
-        cbm_len
-    ) - 0usize];
-    ["Offset of field: xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_1::cos_max"][::core::mem::offset_of!(
-        xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_1,
-        cos_max
-    ) - 4usize];
+    ["Offset of field: xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_1::cbm_len"]
+        [::core::mem::offset_of!(xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_1, cbm_len) - 0usize];
+    ["Offset of field: xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_1::cos_max"]
+        [::core::mem::offset_of!(xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_1, cos_max) - 4usize];
     ["Offset of field: xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_1::flags"]
         [::core::mem::offset_of!(xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_1, flags) - 8usize];
 };
@@ -5135,14 +4731,10 @@ const _: () = {
         [::core::mem::size_of::<xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_2>() - 12usize];
     ["Alignment of xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_2"]
         [::core::mem::align_of::<xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_2>() - 4usize];
-    ["Offset of field: xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_2::thrtl_max"][::core::mem::offset_of!(
-        xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_2,
-        thrtl_max
-    ) - 0usize];
-    ["Offset of field: xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_2::cos_max"][::core::mem::offset_of!(
-        xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_2,
-        cos_max
-    ) - 4usize];
+    ["Offset of field: xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_2::thrtl_max"]
+        [::core::mem::offset_of!(xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_2, thrtl_max) - 0usize];
+    ["Offset of field: xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_2::cos_max"]
+        [::core::mem::offset_of!(xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_2, cos_max) - 4usize];
     ["Offset of field: xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_2::flags"]
         [::core::mem::offset_of!(xen_sysctl_psr_alloc__bindgen_ty_1__bindgen_ty_2, flags) - 8usize];
 };
@@ -5170,12 +4762,9 @@ impl Default for xen_sysctl_psr_alloc__bindgen_ty_1 {
 const _: () = {
     ["Size of xen_sysctl_psr_alloc"][::core::mem::size_of::<xen_sysctl_psr_alloc>() - 20usize];
     ["Alignment of xen_sysctl_psr_alloc"][::core::mem::align_of::<xen_sysctl_psr_alloc>() - 4usize];
-    ["Offset of field: xen_sysctl_psr_alloc::cmd"]
-        [::core::mem::offset_of!(xen_sysctl_psr_alloc, cmd) - 0usize];
-    ["Offset of field: xen_sysctl_psr_alloc::target"]
-        [::core::mem::offset_of!(xen_sysctl_psr_alloc, target) - 4usize];
-    ["Offset of field: xen_sysctl_psr_alloc::u"]
-        [::core::mem::offset_of!(xen_sysctl_psr_alloc, u) - 8usize];
+    ["Offset of field: xen_sysctl_psr_alloc::cmd"][::core::mem::offset_of!(xen_sysctl_psr_alloc, cmd) - 0usize];
+    ["Offset of field: xen_sysctl_psr_alloc::target"][::core::mem::offset_of!(xen_sysctl_psr_alloc, target) - 4usize];
+    ["Offset of field: xen_sysctl_psr_alloc::u"][::core::mem::offset_of!(xen_sysctl_psr_alloc, u) - 8usize];
 };
 impl Default for xen_sysctl_psr_alloc {
     fn default() -> Self {
@@ -5193,10 +4782,8 @@ pub struct xen_sysctl_cpu_levelling_caps {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_sysctl_cpu_levelling_caps"]
-        [::core::mem::size_of::<xen_sysctl_cpu_levelling_caps>() - 4usize];
-    ["Alignment of xen_sysctl_cpu_levelling_caps"]
-        [::core::mem::align_of::<xen_sysctl_cpu_levelling_caps>() - 4usize];
+    ["Size of xen_sysctl_cpu_levelling_caps"][::core::mem::size_of::<xen_sysctl_cpu_levelling_caps>() - 4usize];
+    ["Alignment of xen_sysctl_cpu_levelling_caps"][::core::mem::align_of::<xen_sysctl_cpu_levelling_caps>() - 4usize];
     ["Offset of field: xen_sysctl_cpu_levelling_caps::caps"]
         [::core::mem::offset_of!(xen_sysctl_cpu_levelling_caps, caps) - 0usize];
 };
@@ -5209,10 +4796,8 @@ pub struct xen_sysctl_cpu_featureset {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_sysctl_cpu_featureset"]
-        [::core::mem::size_of::<xen_sysctl_cpu_featureset>() - 16usize];
-    ["Alignment of xen_sysctl_cpu_featureset"]
-        [::core::mem::align_of::<xen_sysctl_cpu_featureset>() - 8usize];
+    ["Size of xen_sysctl_cpu_featureset"][::core::mem::size_of::<xen_sysctl_cpu_featureset>() - 16usize];
+    ["Alignment of xen_sysctl_cpu_featureset"][::core::mem::align_of::<xen_sysctl_cpu_featureset>() - 8usize];
     ["Offset of field: xen_sysctl_cpu_featureset::index"]
         [::core::mem::offset_of!(xen_sysctl_cpu_featureset, index) - 0usize];
     ["Offset of field: xen_sysctl_cpu_featureset::nr_features"]
@@ -5240,12 +4825,9 @@ pub struct xen_livepatch_name {
 const _: () = {
     ["Size of xen_livepatch_name"][::core::mem::size_of::<xen_livepatch_name>() - 16usize];
     ["Alignment of xen_livepatch_name"][::core::mem::align_of::<xen_livepatch_name>() - 8usize];
-    ["Offset of field: xen_livepatch_name::name"]
-        [::core::mem::offset_of!(xen_livepatch_name, name) - 0usize];
-    ["Offset of field: xen_livepatch_name::size"]
-        [::core::mem::offset_of!(xen_livepatch_name, size) - 8usize];
-    ["Offset of field: xen_livepatch_name::pad"]
-        [::core::mem::offset_of!(xen_livepatch_name, pad) - 10usize];
+    ["Offset of field: xen_livepatch_name::name"][::core::mem::offset_of!(xen_livepatch_name, name) - 0usize];
+    ["Offset of field: xen_livepatch_name::size"][::core::mem::offset_of!(xen_livepatch_name, size) - 8usize];
+    ["Offset of field: xen_livepatch_name::pad"][::core::mem::offset_of!(xen_livepatch_name, pad) - 10usize];
 };
 impl Default for xen_livepatch_name {
     fn default() -> Self {
@@ -5265,10 +4847,8 @@ pub struct xen_sysctl_livepatch_upload {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_sysctl_livepatch_upload"]
-        [::core::mem::size_of::<xen_sysctl_livepatch_upload>() - 32usize];
-    ["Alignment of xen_sysctl_livepatch_upload"]
-        [::core::mem::align_of::<xen_sysctl_livepatch_upload>() - 8usize];
+    ["Size of xen_sysctl_livepatch_upload"][::core::mem::size_of::<xen_sysctl_livepatch_upload>() - 32usize];
+    ["Alignment of xen_sysctl_livepatch_upload"][::core::mem::align_of::<xen_sysctl_livepatch_upload>() - 8usize];
     ["Offset of field: xen_sysctl_livepatch_upload::name"]
         [::core::mem::offset_of!(xen_sysctl_livepatch_upload, name) - 0usize];
     ["Offset of field: xen_sysctl_livepatch_upload::size"]
@@ -5295,10 +4875,8 @@ pub struct xen_livepatch_status {
 const _: () = {
     ["Size of xen_livepatch_status"][::core::mem::size_of::<xen_livepatch_status>() - 8usize];
     ["Alignment of xen_livepatch_status"][::core::mem::align_of::<xen_livepatch_status>() - 4usize];
-    ["Offset of field: xen_livepatch_status::state"]
-        [::core::mem::offset_of!(xen_livepatch_status, state) - 0usize];
-    ["Offset of field: xen_livepatch_status::rc"]
-        [::core::mem::offset_of!(xen_livepatch_status, rc) - 4usize];
+    ["Offset of field: xen_livepatch_status::state"][::core::mem::offset_of!(xen_livepatch_status, state) - 0usize];
+    ["Offset of field: xen_livepatch_status::rc"][::core::mem::offset_of!(xen_livepatch_status, rc) - 4usize];
 };
 pub type xen_livepatch_status_t = xen_livepatch_status;
 #[repr(C)]
@@ -5332,10 +4910,8 @@ pub struct xen_sysctl_livepatch_get {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_sysctl_livepatch_get"]
-        [::core::mem::size_of::<xen_sysctl_livepatch_get>() - 24usize];
-    ["Alignment of xen_sysctl_livepatch_get"]
-        [::core::mem::align_of::<xen_sysctl_livepatch_get>() - 8usize];
+    ["Size of xen_sysctl_livepatch_get"][::core::mem::size_of::<xen_sysctl_livepatch_get>() - 24usize];
+    ["Alignment of xen_sysctl_livepatch_get"][::core::mem::align_of::<xen_sysctl_livepatch_get>() - 8usize];
     ["Offset of field: xen_sysctl_livepatch_get::name"]
         [::core::mem::offset_of!(xen_sysctl_livepatch_get, name) - 0usize];
     ["Offset of field: xen_sysctl_livepatch_get::status"]
@@ -5367,16 +4943,13 @@ pub struct xen_sysctl_livepatch_list {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_sysctl_livepatch_list"]
-        [::core::mem::size_of::<xen_sysctl_livepatch_list>() - 64usize];
-    ["Alignment of xen_sysctl_livepatch_list"]
-        [::core::mem::align_of::<xen_sysctl_livepatch_list>() - 8usize];
+    ["Size of xen_sysctl_livepatch_list"][::core::mem::size_of::<xen_sysctl_livepatch_list>() - 64usize];
+    ["Alignment of xen_sysctl_livepatch_list"][::core::mem::align_of::<xen_sysctl_livepatch_list>() - 8usize];
     ["Offset of field: xen_sysctl_livepatch_list::version"]
         [::core::mem::offset_of!(xen_sysctl_livepatch_list, version) - 0usize];
     ["Offset of field: xen_sysctl_livepatch_list::idx"]
         [::core::mem::offset_of!(xen_sysctl_livepatch_list, idx) - 4usize];
-    ["Offset of field: xen_sysctl_livepatch_list::nr"]
-        [::core::mem::offset_of!(xen_sysctl_livepatch_list, nr) - 8usize];
+    ["Offset of field: xen_sysctl_livepatch_list::nr"][::core::mem::offset_of!(xen_sysctl_livepatch_list, nr) - 8usize];
     ["Offset of field: xen_sysctl_livepatch_list::pad"]
         [::core::mem::offset_of!(xen_sysctl_livepatch_list, pad) - 12usize];
     ["Offset of field: xen_sysctl_livepatch_list::name_total_size"]
@@ -5414,10 +4987,8 @@ pub struct xen_sysctl_livepatch_action {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_sysctl_livepatch_action"]
-        [::core::mem::size_of::<xen_sysctl_livepatch_action>() - 32usize];
-    ["Alignment of xen_sysctl_livepatch_action"]
-        [::core::mem::align_of::<xen_sysctl_livepatch_action>() - 8usize];
+    ["Size of xen_sysctl_livepatch_action"][::core::mem::size_of::<xen_sysctl_livepatch_action>() - 32usize];
+    ["Alignment of xen_sysctl_livepatch_action"][::core::mem::align_of::<xen_sysctl_livepatch_action>() - 8usize];
     ["Offset of field: xen_sysctl_livepatch_action::name"]
         [::core::mem::offset_of!(xen_sysctl_livepatch_action, name) - 0usize];
     ["Offset of field: xen_sysctl_livepatch_action::cmd"]
@@ -5479,16 +5050,12 @@ impl Default for xen_sysctl_livepatch_op__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_sysctl_livepatch_op"]
-        [::core::mem::size_of::<xen_sysctl_livepatch_op>() - 72usize];
-    ["Alignment of xen_sysctl_livepatch_op"]
-        [::core::mem::align_of::<xen_sysctl_livepatch_op>() - 8usize];
-    ["Offset of field: xen_sysctl_livepatch_op::cmd"]
-        [::core::mem::offset_of!(xen_sysctl_livepatch_op, cmd) - 0usize];
+    ["Size of xen_sysctl_livepatch_op"][::core::mem::size_of::<xen_sysctl_livepatch_op>() - 72usize];
+    ["Alignment of xen_sysctl_livepatch_op"][::core::mem::align_of::<xen_sysctl_livepatch_op>() - 8usize];
+    ["Offset of field: xen_sysctl_livepatch_op::cmd"][::core::mem::offset_of!(xen_sysctl_livepatch_op, cmd) - 0usize];
     ["Offset of field: xen_sysctl_livepatch_op::flags"]
         [::core::mem::offset_of!(xen_sysctl_livepatch_op, flags) - 4usize];
-    ["Offset of field: xen_sysctl_livepatch_op::u"]
-        [::core::mem::offset_of!(xen_sysctl_livepatch_op, u) - 8usize];
+    ["Offset of field: xen_sysctl_livepatch_op::u"][::core::mem::offset_of!(xen_sysctl_livepatch_op, u) - 8usize];
 };
 impl Default for xen_sysctl_livepatch_op {
     fn default() -> Self {
@@ -5512,20 +5079,16 @@ pub struct xen_sysctl_cpu_policy {
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of xen_sysctl_cpu_policy"][::core::mem::size_of::<xen_sysctl_cpu_policy>() - 32usize];
-    ["Alignment of xen_sysctl_cpu_policy"]
-        [::core::mem::align_of::<xen_sysctl_cpu_policy>() - 8usize];
-    ["Offset of field: xen_sysctl_cpu_policy::index"]
-        [::core::mem::offset_of!(xen_sysctl_cpu_policy, index) - 0usize];
+    ["Alignment of xen_sysctl_cpu_policy"][::core::mem::align_of::<xen_sysctl_cpu_policy>() - 8usize];
+    ["Offset of field: xen_sysctl_cpu_policy::index"][::core::mem::offset_of!(xen_sysctl_cpu_policy, index) - 0usize];
     ["Offset of field: xen_sysctl_cpu_policy::nr_leaves"]
         [::core::mem::offset_of!(xen_sysctl_cpu_policy, nr_leaves) - 4usize];
     ["Offset of field: xen_sysctl_cpu_policy::nr_msrs"]
         [::core::mem::offset_of!(xen_sysctl_cpu_policy, nr_msrs) - 8usize];
-    ["Offset of field: xen_sysctl_cpu_policy::_rsvd"]
-        [::core::mem::offset_of!(xen_sysctl_cpu_policy, _rsvd) - 12usize];
+    ["Offset of field: xen_sysctl_cpu_policy::_rsvd"][::core::mem::offset_of!(xen_sysctl_cpu_policy, _rsvd) - 12usize];
     ["Offset of field: xen_sysctl_cpu_policy::leaves"]
         [::core::mem::offset_of!(xen_sysctl_cpu_policy, leaves) - 16usize];
-    ["Offset of field: xen_sysctl_cpu_policy::msrs"]
-        [::core::mem::offset_of!(xen_sysctl_cpu_policy, msrs) - 24usize];
+    ["Offset of field: xen_sysctl_cpu_policy::msrs"][::core::mem::offset_of!(xen_sysctl_cpu_policy, msrs) - 24usize];
 };
 impl Default for xen_sysctl_cpu_policy {
     fn default() -> Self {
@@ -5576,10 +5139,8 @@ pub union xen_sysctl__bindgen_ty_1 {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of xen_sysctl__bindgen_ty_1"]
-        [::core::mem::size_of::<xen_sysctl__bindgen_ty_1>() - 128usize];
-    ["Alignment of xen_sysctl__bindgen_ty_1"]
-        [::core::mem::align_of::<xen_sysctl__bindgen_ty_1>() - 8usize];
+    ["Size of xen_sysctl__bindgen_ty_1"][::core::mem::size_of::<xen_sysctl__bindgen_ty_1>() - 128usize];
+    ["Alignment of xen_sysctl__bindgen_ty_1"][::core::mem::align_of::<xen_sysctl__bindgen_ty_1>() - 8usize];
     ["Offset of field: xen_sysctl__bindgen_ty_1::readconsole"]
         [::core::mem::offset_of!(xen_sysctl__bindgen_ty_1, readconsole) - 0usize];
     ["Offset of field: xen_sysctl__bindgen_ty_1::tbuf_op"]
@@ -5632,8 +5193,7 @@ const _: () = {
         [::core::mem::offset_of!(xen_sysctl__bindgen_ty_1, livepatch) - 0usize];
     ["Offset of field: xen_sysctl__bindgen_ty_1::cpu_policy"]
         [::core::mem::offset_of!(xen_sysctl__bindgen_ty_1, cpu_policy) - 0usize];
-    ["Offset of field: xen_sysctl__bindgen_ty_1::pad"]
-        [::core::mem::offset_of!(xen_sysctl__bindgen_ty_1, pad) - 0usize];
+    ["Offset of field: xen_sysctl__bindgen_ty_1::pad"][::core::mem::offset_of!(xen_sysctl__bindgen_ty_1, pad) - 0usize];
 };
 impl Default for xen_sysctl__bindgen_ty_1 {
     fn default() -> Self {
@@ -5649,8 +5209,7 @@ const _: () = {
     ["Size of xen_sysctl"][::core::mem::size_of::<xen_sysctl>() - 136usize];
     ["Alignment of xen_sysctl"][::core::mem::align_of::<xen_sysctl>() - 8usize];
     ["Offset of field: xen_sysctl::cmd"][::core::mem::offset_of!(xen_sysctl, cmd) - 0usize];
-    ["Offset of field: xen_sysctl::interface_version"]
-        [::core::mem::offset_of!(xen_sysctl, interface_version) - 4usize];
+    ["Offset of field: xen_sysctl::interface_version"][::core::mem::offset_of!(xen_sysctl, interface_version) - 4usize];
     ["Offset of field: xen_sysctl::u"][::core::mem::offset_of!(xen_sysctl, u) - 8usize];
 };
 impl Default for xen_sysctl {
@@ -5673,9 +5232,7 @@ pub struct privcmd_hypercall {
 const _: () = {
     ["Size of privcmd_hypercall"][::core::mem::size_of::<privcmd_hypercall>() - 48usize];
     ["Alignment of privcmd_hypercall"][::core::mem::align_of::<privcmd_hypercall>() - 8usize];
-    ["Offset of field: privcmd_hypercall::op"]
-        [::core::mem::offset_of!(privcmd_hypercall, op) - 0usize];
-    ["Offset of field: privcmd_hypercall::arg"]
-        [::core::mem::offset_of!(privcmd_hypercall, arg) - 8usize];
+    ["Offset of field: privcmd_hypercall::op"][::core::mem::offset_of!(privcmd_hypercall, op) - 0usize];
+    ["Offset of field: privcmd_hypercall::arg"][::core::mem::offset_of!(privcmd_hypercall, arg) - 8usize];
 };
 pub type privcmd_hypercall_t = privcmd_hypercall;
