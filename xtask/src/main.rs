@@ -134,7 +134,7 @@ fn run_command(command: &mut Command) -> Result<(), String> {
         command.get_program().to_string_lossy(),
         command.get_args().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
     );
-    println!("+ {shown}");
+    eprintln!("+ {shown}");
     let status = command.status().map_err(|e| format!("cannot run {shown}: {e}"))?;
     if status.success() {
         Ok(())
