@@ -21,6 +21,14 @@ pub enum XenError {
         /// What was wrong with it.
         error: crate::policy::WireError,
     },
+    /// Xen returned a domain policy this library cannot read.
+    #[error("policy of domain {domid} from Xen: {error}")]
+    DomainPolicy {
+        /// The domain.
+        domid: hypercall::DomainId,
+        /// What was wrong with it.
+        error: crate::policy::WireError,
+    },
 }
 
 /// The six system featuresets in `xen-cpuid`'s order ("Dynamic sets"), each with its label and
@@ -82,7 +90,7 @@ pub fn domain_policy(handle: &XenHandle, domid: hypercall::DomainId) -> Result<C
     let xen_version = xen_version(handle)?;
     let limits = WireLimits::for_xen(&xen_version).unwrap_or(WireLimits::LATEST);
     let serialised = handle.domain_policy(domid)?;
-    policy_from_xen(&serialised, &limits).map_err(|error| XenError::Policy { which: SystemPolicy::Host, error })
+    policy_from_xen(&serialised, &limits).map_err(|error| XenError::DomainPolicy { domid, error })
 }
 
 /// Converts Xen's arrays (the hypercall crate's ABI structs) into a policy.
