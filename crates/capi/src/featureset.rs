@@ -66,6 +66,27 @@ fn parse_failure(error: featureset::Error) -> Failure {
     Failure::new(status, error.to_string())
 }
 
+/// The body of every function that renders a featureset as text for C: checks the handle,
+/// renders, and copies the NUL-terminated text with the size-query convention.
+///
+/// # Safety
+/// `set` a featureset handle; `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid.
+unsafe fn text_output(
+    set: *const cpupolicy_featureset,
+    buffer: *mut c_char,
+    capacity: usize,
+    needed: *mut usize,
+    render: impl FnOnce(&Featureset) -> Result<String, Failure>,
+) -> cpupolicy_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let set = unsafe { borrow(set, "set")? };
+        let text = render(set)?;
+        // SAFETY: per this function's contract.
+        unsafe { output(text.as_bytes(), true, buffer.cast(), capacity, needed) }
+    })
+}
+
 /// Parses `xen-cpuid`'s form (`178bfbfd:80002001:…`) or xapi's (`-`-separated) into a new
 /// featureset written to `*out`. The caller owns it. `text` and `out` must not be NULL.
 /// Thread-safe.
@@ -164,22 +185,17 @@ pub unsafe extern "C" fn cpupolicy_featureset_format(
     capacity: usize,
     needed: *mut usize,
 ) -> cpupolicy_status {
-    guard(|| {
-        // SAFETY: per this function's contract.
-        let set = unsafe { borrow(set, "set")? };
-        let text = match separator as u8 {
-            b':' => set.to_xen_string(),
-            b'-' => set.to_xapi_string(),
-            other => {
-                return Err(Failure::new(
-                    cpupolicy_status::CPUPOLICY_INVALID_ARGUMENT,
-                    format!("separator {:?} is neither ':' nor '-'", other as char),
-                ))
-            }
-        };
-        // SAFETY: per this function's contract.
-        unsafe { output(text.as_bytes(), true, buffer.cast(), capacity, needed) }
-    })
+    // SAFETY: per this function's contract.
+    unsafe {
+        text_output(set, buffer, capacity, needed, |set| match separator as u8 {
+            b':' => Ok(set.to_xen_string()),
+            b'-' => Ok(set.to_xapi_string()),
+            other => Err(Failure::new(
+                cpupolicy_status::CPUPOLICY_INVALID_ARGUMENT,
+                format!("separator {:?} is neither ':' nor '-'", other as char),
+            )),
+        })
+    }
 }
 
 /// The set features' names, space-separated (unnamed bits as `<word*32+bit>`), NUL-terminated,
@@ -194,13 +210,8 @@ pub unsafe extern "C" fn cpupolicy_featureset_names(
     capacity: usize,
     needed: *mut usize,
 ) -> cpupolicy_status {
-    guard(|| {
-        // SAFETY: per this function's contract.
-        let set = unsafe { borrow(set, "set")? };
-        let text = set.names().join(" ");
-        // SAFETY: per this function's contract.
-        unsafe { output(text.as_bytes(), true, buffer.cast(), capacity, needed) }
-    })
+    // SAFETY: per this function's contract.
+    unsafe { text_output(set, buffer, capacity, needed, |set| Ok(set.names().join(" "))) }
 }
 
 /// The decoded featureset in `xen-cpuid`'s layout, one line per word (`  [00] CPUID … fpu …`),
@@ -215,13 +226,10 @@ pub unsafe extern "C" fn cpupolicy_featureset_decode(
     capacity: usize,
     needed: *mut usize,
 ) -> cpupolicy_status {
-    guard(|| {
-        // SAFETY: per this function's contract.
-        let set = unsafe { borrow(set, "set")? };
-        let text: String = set.decode().iter().map(|w| format!("{w}\n")).collect();
-        // SAFETY: per this function's contract.
-        unsafe { output(text.as_bytes(), true, buffer.cast(), capacity, needed) }
-    })
+    // SAFETY: per this function's contract.
+    unsafe {
+        text_output(set, buffer, capacity, needed, |set| Ok(set.decode().iter().map(|w| format!("{w}\n")).collect()))
+    }
 }
 
 /// Whether the named feature (Xen name or alias such as `sse4.1`, `lahf_lm`) is in the set.
