@@ -39,27 +39,38 @@
 
 #![forbid(unsafe_code)]
 
+mod check;
 mod diff;
 mod import;
 pub mod json;
 mod leaves;
+mod legacy;
+mod level;
 mod libvirt;
 mod native;
 mod policy;
+mod rules;
 mod system;
 mod vendor;
 mod wire;
 mod xen_cpuid;
 
+pub use check::{check_migration, MigrationCheck, Mismatch, Warning};
 pub use diff::{LeafDiff, MsrDiff, PolicyDiff};
 pub use import::{Document, ImportError, InputFormat};
 pub use json::{HostBundle, JsonError, HOST_BUNDLE_FORMAT, JSON_VERSION, POLICY_FORMAT};
 pub use leaves::{has_subleaves, subleaf_leaf, SubleafLeaf, SubleafWalk, MAX_WALKED_SUBLEAVES, SUBLEAF_LEAVES};
+pub use legacy::{synthesise_legacy, LegacyRules};
+pub use level::{
+    clear_out_of_range_leaves, feature_name, level_pool, FeatureLoss, LevelError, LevelOptions, Levelled, LevelledPool,
+    LimitField, LimitLoss, LossCause, PoolHost, ReflectedDifference,
+};
 pub use libvirt::LibvirtError;
 pub use native::{NativeError, NativePolicy};
 pub use policy::{
     CpuPolicy, CpuidKey, PolicyError, Registers, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO, PLATFORM_INFO_CPUID_FAULTING,
 };
+pub use rules::{feature_rule, level_rule, FeatureRule, LevelRule, SPECIAL_RULES};
 pub use system::{FeaturesetIndex, PolicyIndex, SystemPolicies, SystemPolicy, UnknownSystemPolicy, XenVersion};
 pub use vendor::{Vendor, VendorId};
 pub use wire::{

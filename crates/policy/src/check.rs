@@ -1,0 +1,272 @@
+//! The migration check: may a VM that booted with policy P run on host H?
+//!
+//! The VM is compared with the destination's **max** policy, the most that host can give
+//! (REFERENCE §4). Xen's own check (`x86_cpu_policies_are_compatible`) compares only the max
+//! leaves and PLATFORM_INFO, and `set_cpu_policy` silently clamps features the host lacks, so a
+//! VM would come up missing an instruction it already uses. This check names every problem:
+//!
+//! - a vendor change;
+//! - every feature the VM saw that the destination cannot give (bits levelled by AND, and
+//!   `rtm-always-abort`, which promises XBEGIN will not fault);
+//! - every numeric limit the VM saw above the destination's: max basic/extended leaf, leaf 7
+//!   max sub-leaf, physical and linear address bits; PLATFORM_INFO bits the host lacks.
+//!
+//! Bits judged in their own direction give warnings, not mismatches: an accumulate or
+//! vulnerability bit the VM saw and the destination lacks only makes the guest do needless work
+//! (Xen clears it), while one the VM did not see and the destination's default sets means the
+//! guest does not know to protect itself there. Host-reflected bits that differ will change
+//! under the guest. Topology and run-time bits are never compared.
+
+use std::fmt;
+
+use cpupolicy_featureset::{FeatureId, NR_WORDS};
+
+use crate::level::{feature_name, LimitField};
+use crate::rules::masks;
+use crate::{CpuPolicy, PoolHost, Vendor};
+
+/// The outcome of a migration check.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MigrationCheck {
+    /// Why the VM may not go there; empty when it may.
+    pub mismatches: Vec<Mismatch>,
+    /// What will differ for the guest even though it may go.
+    pub warnings: Vec<Warning>,
+}
+
+impl MigrationCheck {
+    /// Whether the VM may migrate.
+    pub fn is_compatible(&self) -> bool {
+        self.mismatches.is_empty()
+    }
+}
+
+/// One reason a VM may not migrate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mismatch {
+    /// The destination's CPU vendor differs.
+    Vendor {
+        /// The VM's vendor.
+        vm: Vendor,
+        /// The destination's.
+        host: Vendor,
+    },
+    /// A feature the VM saw that the destination cannot give.
+    Feature(FeatureId),
+    /// A limit the VM saw above the destination's.
+    Limit {
+        /// Which limit.
+        field: LimitField,
+        /// The VM's value.
+        vm: u64,
+        /// The destination's.
+        host: u64,
+    },
+}
+
+/// Something that will differ for the guest on the destination, without stopping it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Warning {
+    /// A host-reflected bit differs: the guest will see the destination's hardware behaviour.
+    HostReflected {
+        /// The feature.
+        feature: FeatureId,
+        /// Whether the VM's policy has it.
+        vm: bool,
+    },
+    /// An accumulate or vulnerability bit the VM saw and the destination's max lacks: Xen will
+    /// clear it; the guest keeps acting on it, harmlessly.
+    ClearedByDestination(FeatureId),
+    /// An accumulate or vulnerability bit the destination's default sets (the hardware needs
+    /// it) and the VM never saw: the guest does not know to protect itself there.
+    GuestNotTold(FeatureId),
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mismatch::Vendor { vm, host } => write!(f, "vendor: the VM saw {vm}, the host is {host}"),
+            Mismatch::Feature(id) => write!(f, "feature {}: the VM saw it, the host cannot give it", feature_name(*id)),
+            Mismatch::Limit { field: LimitField::PlatformInfo, vm, host } => write!(
+                f,
+                "platform-info: the VM saw bits {:#x} the host lacks (VM {vm:#x}, host {host:#x})",
+                vm & !host
+            ),
+            Mismatch::Limit { field, vm, host } => write!(f, "{field}: the VM saw {vm:#x}, the host allows {host:#x}"),
+        }
+    }
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Warning::HostReflected { feature, vm: true } => {
+                write!(
+                    f,
+                    "{}: host-reflected; the VM saw it, the host's hardware does not set it",
+                    feature_name(*feature)
+                )
+            }
+            Warning::HostReflected { feature, vm: false } => {
+                write!(
+                    f,
+                    "{}: host-reflected; the host's hardware sets it, the VM did not see it",
+                    feature_name(*feature)
+                )
+            }
+            Warning::ClearedByDestination(id) => {
+                write!(f, "{}: the VM saw it, the host's max lacks it; Xen will clear it (harmless)", feature_name(*id))
+            }
+            Warning::GuestNotTold(id) => {
+                write!(
+                    f,
+                    "{}: the host needs it, the VM never saw it; the guest will not protect itself",
+                    feature_name(*id)
+                )
+            }
+        }
+    }
+}
+
+impl Mismatch {
+    /// A stable kind name for JSON: `vendor`, `feature`, or the limit's name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Mismatch::Vendor { .. } => "vendor",
+            Mismatch::Feature(_) => "feature",
+            Mismatch::Limit { field, .. } => field.name(),
+        }
+    }
+}
+
+impl Warning {
+    /// A stable kind name for JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Warning::HostReflected { .. } => "host-reflected",
+            Warning::ClearedByDestination(_) => "cleared-by-destination",
+            Warning::GuestNotTold(_) => "guest-not-told",
+        }
+    }
+
+    /// The feature the warning is about.
+    pub fn feature(&self) -> FeatureId {
+        match self {
+            Warning::HostReflected { feature, .. } => *feature,
+            Warning::ClearedByDestination(id) | Warning::GuestNotTold(id) => *id,
+        }
+    }
+}
+
+/// Checks whether a VM that booted with `vm` may run on `destination`: every mismatch, by name,
+/// and the warnings. Allocates nothing when there is nothing to report.
+pub fn check_migration(vm: &CpuPolicy, destination: &PoolHost) -> MigrationCheck {
+    let mut result = MigrationCheck::default();
+    let max = &destination.max;
+    let (vm_vendor, host_vendor) = (vm.vendor(), max.vendor());
+    if vm_vendor != host_vendor {
+        result.mismatches.push(Mismatch::Vendor { vm: vm_vendor, host: host_vendor });
+    }
+
+    let rules = masks();
+    let vm_words = vm.feature_words();
+    let max_words = max.feature_words();
+    let default_words = destination.default.feature_words();
+    let reflected_words = destination.reflected_source().feature_words();
+    for w in 0..NR_WORDS {
+        let needed = rules.and(w) | rules.tsx_abort[w];
+        each_bit(vm_words[w] & !max_words[w] & needed, w, |id| result.mismatches.push(Mismatch::Feature(id)));
+    }
+    for field in LimitField::ALL {
+        let (v, h) = (field.read(vm), field.read(max));
+        if field.exceeds(v, h) {
+            result.mismatches.push(Mismatch::Limit { field, vm: v, host: h });
+        }
+    }
+    for w in 0..NR_WORDS {
+        each_bit((vm_words[w] ^ reflected_words[w]) & rules.reflected[w], w, |id| {
+            result.warnings.push(Warning::HostReflected { feature: id, vm: vm_words[w] & id.mask() != 0 })
+        });
+        each_bit(vm_words[w] & !max_words[w] & rules.or[w], w, |id| {
+            result.warnings.push(Warning::ClearedByDestination(id))
+        });
+        each_bit(!vm_words[w] & default_words[w] & rules.or[w], w, |id| {
+            result.warnings.push(Warning::GuestNotTold(id))
+        });
+    }
+    result
+}
+
+fn each_bit(mut bits: u32, word: usize, mut f: impl FnMut(FeatureId)) {
+    while bits != 0 {
+        let bit = bits.trailing_zeros();
+        bits &= bits - 1;
+        if let Some(id) = FeatureId::new(word, bit) {
+            f(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::level::words_of;
+    use crate::{CpuidKey, Registers, MSR_PLATFORM_INFO};
+    use cpupolicy_featureset::{known, Featureset};
+
+    fn intel(features: &[&str]) -> CpuPolicy {
+        let mut p = CpuPolicy::new();
+        p.set_cpuid(CpuidKey::plain(0), Registers::new(0xd, 0x756e_6547, 0x6c65_746e, 0x4965_6e69));
+        p.set_cpuid(CpuidKey::indexed(7, 0), Registers::new(0, 0, 0, 0));
+        p.set_cpuid(CpuidKey::plain(0x8000_0000), Registers::new(0x8000_0008, 0, 0, 0));
+        p.set_cpuid(CpuidKey::plain(0x8000_0008), Registers::new(0x3027, 0, 0, 0));
+        p.set_feature_words(&words_of(&Featureset::from_names(features.iter().copied()).unwrap()));
+        p
+    }
+
+    #[test]
+    fn every_mismatch_is_reported() {
+        let mut vm = intel(&["fpu", "avx", "xsave", "rtm", "hle"]);
+        vm.set_max_phys_addr_bits(46);
+        vm.set_msr(MSR_PLATFORM_INFO, 1 << 31);
+        let host = PoolHost::from_single("h", intel(&["fpu", "xsave"]));
+        let check = check_migration(&vm, &host);
+        let text: Vec<String> = check.mismatches.iter().map(|m| m.to_string()).collect();
+        assert_eq!(
+            text,
+            [
+                "feature avx: the VM saw it, the host cannot give it",
+                "feature hle: the VM saw it, the host cannot give it",
+                "feature rtm: the VM saw it, the host cannot give it",
+                "max-phys-addr-bits: the VM saw 0x2e, the host allows 0x27",
+                "platform-info: the VM saw bits 0x80000000 the host lacks (VM 0x80000000, host 0x0)",
+            ]
+        );
+        assert!(!check.is_compatible());
+    }
+
+    #[test]
+    fn directional_bits_warn() {
+        let vm = intel(&["fpu", "arch-caps", "md-clear", "no-fpu-sel", "htt", "osxsave"]);
+        let host = PoolHost::new("h", intel(&["fpu", "arch-caps", "rsba"]), intel(&["fpu", "arch-caps", "rsba"]));
+        let check = check_migration(&vm, &host);
+        assert!(check.is_compatible(), "{:?}", check.mismatches);
+        assert_eq!(
+            check.warnings,
+            [
+                Warning::HostReflected { feature: known("no-fpu-sel"), vm: true },
+                Warning::ClearedByDestination(known("md-clear")),
+                Warning::GuestNotTold(known("rsba")),
+            ]
+        );
+    }
+
+    #[test]
+    fn vendor_change_is_a_mismatch() {
+        let vm = intel(&["fpu"]);
+        let mut amd = intel(&["fpu"]);
+        amd.set_cpuid(CpuidKey::plain(0), Registers::new(0xd, 0x6874_7541, 0x444d_4163, 0x6974_6e65));
+        let check = check_migration(&vm, &PoolHost::from_single("h", amd));
+        assert_eq!(check.mismatches, [Mismatch::Vendor { vm: Vendor::Intel, host: Vendor::Amd }]);
+    }
+}

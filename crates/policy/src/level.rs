@@ -1,0 +1,819 @@
+//! Levelling a pool: what a VM may see when it may run on any host of the pool.
+//!
+//! Two results, following Xen's split of default and max policies (REFERENCE §4):
+//!
+//! - the pool **default** policy, levelled over each host's default policy: what new VMs boot
+//!   with;
+//! - the pool **acceptance** policy, levelled over each host's max policy: what every host can
+//!   take from an incoming migration. A VM is welcome everywhere in the pool exactly when it is
+//!   compatible with this policy ([`crate::check_migration`]).
+//!
+//! Each feature bit follows its [`LevelRule`] ([`SPECIAL_RULES`](crate::SPECIAL_RULES) says why);
+//! then the default is limited to what every host accepts (except accumulate bits, which a
+//! host may lack without harm), the dependency closure is applied, numeric limits take the
+//! minimum and PLATFORM_INFO the AND. Every other leaf (cache descriptors, brand string,
+//! family/model) comes from one host, the one with the lowest family/model/stepping: a guest
+//! that applies that part's errata workarounds is safe on the newer parts too.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use cpupolicy_featureset::feature_by_name;
+use cpupolicy_featureset::{
+    dependents_of, static_mask, FeatureId, Featureset, GuestKind, StaticMask, DEPENDENCIES, NR_WORDS,
+};
+
+use crate::rules::{masks, LevelRule};
+use crate::{level_rule, CpuPolicy, CpuidKey, Registers, SystemPolicies, SystemPolicy, Vendor, MSR_PLATFORM_INFO};
+
+/// One host of a pool: its name and the policies levelling needs, for one kind of guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolHost {
+    /// How the host is named in explanations and errors (a host name, a file name).
+    pub name: String,
+    /// The host policy (what Xen itself uses), when known: host-reflected bits are read from
+    /// it. Without it they are read from the default policy.
+    pub host: Option<CpuPolicy>,
+    /// The default policy for the guest kind: what a VM booted there gets.
+    pub default: CpuPolicy,
+    /// The max policy for the guest kind: what the host accepts from a migration.
+    pub max: CpuPolicy,
+}
+
+impl PoolHost {
+    /// A host from its default and max policies.
+    pub fn new(name: impl Into<String>, default: CpuPolicy, max: CpuPolicy) -> PoolHost {
+        PoolHost { name: name.into(), host: None, default, max }
+    }
+
+    /// A host from a single policy used as both default and max (e.g. a hand-written JSON
+    /// policy that stands for what a host offers).
+    pub fn from_single(name: impl Into<String>, policy: CpuPolicy) -> PoolHost {
+        PoolHost { name: name.into(), host: None, default: policy.clone(), max: policy }
+    }
+
+    /// A host from its system policies (from Xen, a host bundle or `xen-cpuid -p`), for one
+    /// kind of guest. For HVM with shadow paging both policies are further limited to the
+    /// shadow max mask, as Xen does for a domain without HAP (`recalculate_cpuid_policy`).
+    pub fn from_system(
+        name: impl Into<String>,
+        policies: &SystemPolicies,
+        kind: GuestKind,
+    ) -> Result<PoolHost, LevelError> {
+        let name = name.into();
+        let (default_which, max_which) = match kind {
+            GuestKind::Pv => (SystemPolicy::PvDefault, SystemPolicy::PvMax),
+            GuestKind::HvmShadow | GuestKind::HvmHap => (SystemPolicy::HvmDefault, SystemPolicy::HvmMax),
+        };
+        let get = |which: SystemPolicy| {
+            policies.get(which).cloned().ok_or_else(|| LevelError::MissingPolicy { host: name.clone(), policy: which })
+        };
+        let (mut default, mut max) = (get(default_which)?, get(max_which)?);
+        if kind == GuestKind::HvmShadow {
+            let shadow = static_mask(StaticMask::Max(GuestKind::HvmShadow));
+            for policy in [&mut default, &mut max] {
+                let fs = policy.featureset().intersection(shadow);
+                policy.set_feature_words(&words_of(&fs));
+            }
+        }
+        let host = policies.get(SystemPolicy::Host).cloned();
+        Ok(PoolHost { name, host, default, max })
+    }
+
+    /// The policy host-reflected bits are read from.
+    pub fn reflected_source(&self) -> &CpuPolicy {
+        self.host.as_ref().unwrap_or(&self.default)
+    }
+}
+
+/// What may be asked of [`level_pool`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LevelOptions {
+    /// Level hosts of different vendors anyway (the result takes its vendor from the first
+    /// host). Guests that depend on vendor-specific behaviour will break; off by default.
+    pub cross_vendor: bool,
+    /// Compute the explanation of every loss ([`Levelled::lost`], [`Levelled::limits`]).
+    pub explain: bool,
+}
+
+/// Why a pool cannot be levelled.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LevelError {
+    /// No hosts were given.
+    #[error("a pool needs at least one host")]
+    EmptyPool,
+    /// The hosts are of different vendors.
+    #[error("hosts of different vendors cannot share VMs: {}", describe_vendors(.vendors))]
+    MixedVendors {
+        /// Each vendor with the hosts that have it, in order of first appearance.
+        vendors: Vec<(Vendor, Vec<String>)>,
+    },
+    /// A host lacks a policy the guest kind needs.
+    #[error("host {host} has no {} policy (does it support this kind of guest?)", .policy.name())]
+    MissingPolicy {
+        /// The host.
+        host: String,
+        /// The policy it lacks.
+        policy: SystemPolicy,
+    },
+}
+
+fn describe_vendors(vendors: &[(Vendor, Vec<String>)]) -> String {
+    vendors.iter().map(|(vendor, hosts)| format!("{vendor}: {}", hosts.join(", "))).collect::<Vec<_>>().join("; ")
+}
+
+/// The levelled policies of a pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LevelledPool {
+    /// What new VMs boot with.
+    pub default: Levelled,
+    /// What every host of the pool accepts from a migration.
+    pub acceptance: Levelled,
+    /// Host-reflected bits on which hosts differ: no policy can hide them.
+    pub reflected: Vec<ReflectedDifference>,
+}
+
+/// One levelled policy and, when asked, what it cost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Levelled {
+    /// The policy.
+    pub policy: CpuPolicy,
+    /// Every feature some host had and the pool lost, with why (empty unless explaining).
+    pub lost: Vec<FeatureLoss>,
+    /// Every numeric limit some host had higher, with the hosts that held it down (empty unless
+    /// explaining).
+    pub limits: Vec<LimitLoss>,
+}
+
+/// A feature the pool lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeatureLoss {
+    /// The feature.
+    pub feature: FeatureId,
+    /// Why it was lost.
+    pub cause: LossCause,
+}
+
+/// Why a feature was lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LossCause {
+    /// These hosts lack it.
+    LackedBy(Vec<String>),
+    /// (Default policy only.) These hosts cannot accept it from a migration: their max lacks it.
+    NotAcceptedBy(Vec<String>),
+    /// A feature it needs was lost.
+    Dependency(Vec<FeatureId>),
+    /// The leaf holding it is beyond the pool's max leaf (these hosts have the lower limit).
+    OutOfRange(Vec<String>),
+    /// Its rule clears it (run-time-only bits).
+    Rule(LevelRule),
+}
+
+/// A numeric limit a host had higher than the pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitLoss {
+    /// Which limit.
+    pub field: LimitField,
+    /// The highest value among the hosts.
+    pub highest: u64,
+    /// The pool's value.
+    pub pooled: u64,
+    /// The hosts whose value is lower than the highest.
+    pub hosts: Vec<String>,
+}
+
+/// The numeric fields levelling takes the minimum (or, for PLATFORM_INFO, the AND) of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LimitField {
+    /// Leaf 0 EAX.
+    MaxBasicLeaf,
+    /// Leaf 7 sub-leaf 0 EAX.
+    Leaf7MaxSubleaf,
+    /// Leaf 0x80000000 EAX.
+    MaxExtendedLeaf,
+    /// Leaf 0x80000008 EAX bits 0-7.
+    MaxPhysAddrBits,
+    /// Leaf 0x80000008 EAX bits 8-15.
+    MaxLinAddrBits,
+    /// MSR 0xce (bits ANDed; bit 31 is CPUID faulting).
+    PlatformInfo,
+}
+
+impl LimitField {
+    /// Every field, in report order.
+    pub const ALL: [LimitField; 6] = [
+        LimitField::MaxBasicLeaf,
+        LimitField::Leaf7MaxSubleaf,
+        LimitField::MaxExtendedLeaf,
+        LimitField::MaxPhysAddrBits,
+        LimitField::MaxLinAddrBits,
+        LimitField::PlatformInfo,
+    ];
+
+    /// A stable name for reports and JSON.
+    pub const fn name(self) -> &'static str {
+        match self {
+            LimitField::MaxBasicLeaf => "max-basic-leaf",
+            LimitField::Leaf7MaxSubleaf => "leaf7-max-subleaf",
+            LimitField::MaxExtendedLeaf => "max-extended-leaf",
+            LimitField::MaxPhysAddrBits => "max-phys-addr-bits",
+            LimitField::MaxLinAddrBits => "max-lin-addr-bits",
+            LimitField::PlatformInfo => "platform-info",
+        }
+    }
+
+    /// The field's value in a policy.
+    pub fn read(self, policy: &CpuPolicy) -> u64 {
+        match self {
+            LimitField::MaxBasicLeaf => policy.max_basic_leaf().into(),
+            LimitField::Leaf7MaxSubleaf => policy.leaf7_max_subleaf().into(),
+            LimitField::MaxExtendedLeaf => policy.max_extended_leaf().into(),
+            LimitField::MaxPhysAddrBits => policy.max_phys_addr_bits().into(),
+            LimitField::MaxLinAddrBits => policy.max_lin_addr_bits().into(),
+            LimitField::PlatformInfo => policy.msr(MSR_PLATFORM_INFO),
+        }
+    }
+
+    /// Whether `value` of a VM exceeds `limit` of a host (for PLATFORM_INFO: has a bit the
+    /// host lacks).
+    pub fn exceeds(self, value: u64, limit: u64) -> bool {
+        match self {
+            LimitField::PlatformInfo => value & !limit != 0,
+            _ => value > limit,
+        }
+    }
+}
+
+impl fmt::Display for LimitField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A host-reflected bit on which the hosts of a pool differ.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReflectedDifference {
+    /// The feature.
+    pub feature: FeatureId,
+    /// The hosts whose hardware sets it.
+    pub with: Vec<String>,
+    /// The hosts whose hardware does not.
+    pub without: Vec<String>,
+}
+
+/// Levels a pool: the default and acceptance policies every host can run, with, when
+/// `options.explain` is set, which host cost which feature and limit.
+///
+/// Errors: an empty pool, or hosts of different vendors (unless `options.cross_vendor`).
+pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledPool, LevelError> {
+    let first = hosts.first().ok_or(LevelError::EmptyPool)?;
+    let vendor = first.default.vendor();
+    if !options.cross_vendor && hosts.iter().any(|h| h.default.vendor() != vendor) {
+        let mut vendors: Vec<(Vendor, Vec<String>)> = Vec::new();
+        for host in hosts {
+            let v = host.default.vendor();
+            match vendors.iter_mut().find(|(seen, _)| *seen == v) {
+                Some((_, names)) => names.push(host.name.clone()),
+                None => vendors.push((v, vec![host.name.clone()])),
+            }
+        }
+        return Err(LevelError::MixedVendors { vendors });
+    }
+
+    // One pass over the hosts: word ANDs and ORs, numeric minima, the base host.
+    let mut acc = Accumulated::new();
+    let mut base = 0;
+    let mut base_signature = (u32::MAX, u32::MAX, u32::MAX);
+    for (i, host) in hosts.iter().enumerate() {
+        acc.add(host);
+        if host.default.vendor() == vendor {
+            let signature = (host.default.family(), host.default.model(), host.default.stepping());
+            if signature < base_signature {
+                (base, base_signature) = (i, signature);
+            }
+        }
+    }
+
+    let rules = masks();
+    let mut acceptance_words = [0u32; NR_WORDS];
+    let mut default_words = [0u32; NR_WORDS];
+    for w in 0..NR_WORDS {
+        let and = rules.and(w) | rules.tsx_abort[w] | rules.topology[w] | rules.reflected[w];
+        acceptance_words[w] = (acc.max_and[w] & and) | (acc.max_or[w] & rules.or[w]);
+        let default = (acc.def_and[w] & (rules.and(w) | rules.topology[w] | rules.reflected[w]))
+            | (acc.def_or[w] & rules.or[w])
+            | (acc.def_or[w] & rules.tsx_abort[w] & acc.max_and[w]);
+        // What every host accepts bounds the default; accumulate bits may go beyond (a host
+        // that lacks one only clears it, harmlessly).
+        default_words[w] = default & (acceptance_words[w] | rules.or[w]);
+    }
+
+    let acceptance = finish(
+        hosts[base].max.clone(),
+        acceptance_words,
+        &acc.max_limits,
+        hosts,
+        Role::Acceptance,
+        options.explain,
+        None,
+    );
+    let mut default_limits = acc.def_limits;
+    for (limit, bound) in default_limits.iter_mut().zip(acc.max_limits) {
+        *limit = match limit.field {
+            LimitField::PlatformInfo => Limit { value: limit.value & bound.value, ..*limit },
+            _ => Limit { value: limit.value.min(bound.value), ..*limit },
+        };
+    }
+    let default = finish(
+        hosts[base].default.clone(),
+        default_words,
+        &default_limits,
+        hosts,
+        Role::Default,
+        options.explain,
+        Some(&acceptance.policy),
+    );
+
+    let mut reflected = Vec::new();
+    if acc.reflected_and != acc.reflected_or {
+        for w in 0..NR_WORDS {
+            let mut differing = acc.reflected_or[w] & !acc.reflected_and[w];
+            while differing != 0 {
+                let bit = differing.trailing_zeros();
+                differing &= differing - 1;
+                let feature = FeatureId::new(w, bit).expect("word and bit are in range");
+                let (with, without): (Vec<&PoolHost>, Vec<&PoolHost>) =
+                    hosts.iter().partition(|h| h.reflected_source().has_feature(feature));
+                reflected.push(ReflectedDifference {
+                    feature,
+                    with: with.iter().map(|h| h.name.clone()).collect(),
+                    without: without.iter().map(|h| h.name.clone()).collect(),
+                });
+            }
+        }
+    }
+    Ok(LevelledPool { default, acceptance, reflected })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Default,
+    Acceptance,
+}
+
+impl Role {
+    fn policy(self, host: &PoolHost) -> &CpuPolicy {
+        match self {
+            Role::Default => &host.default,
+            Role::Acceptance => &host.max,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Limit {
+    field: LimitField,
+    value: u64,
+}
+
+struct Accumulated {
+    def_and: [u32; NR_WORDS],
+    def_or: [u32; NR_WORDS],
+    max_and: [u32; NR_WORDS],
+    max_or: [u32; NR_WORDS],
+    reflected_and: [u32; NR_WORDS],
+    reflected_or: [u32; NR_WORDS],
+    def_limits: [Limit; 6],
+    max_limits: [Limit; 6],
+}
+
+impl Accumulated {
+    fn new() -> Accumulated {
+        // The identity of both min and AND.
+        let limits = LimitField::ALL.map(|field| Limit { field, value: u64::MAX });
+        Accumulated {
+            def_and: [!0; NR_WORDS],
+            def_or: [0; NR_WORDS],
+            max_and: [!0; NR_WORDS],
+            max_or: [0; NR_WORDS],
+            reflected_and: [!0; NR_WORDS],
+            reflected_or: [0; NR_WORDS],
+            def_limits: limits,
+            max_limits: limits,
+        }
+    }
+
+    fn add(&mut self, host: &PoolHost) {
+        let rules = masks();
+        let (def, max) = (host.default.feature_words(), host.max.feature_words());
+        let reflected = host.reflected_source().feature_words();
+        for w in 0..NR_WORDS {
+            self.def_and[w] &= def[w];
+            self.def_or[w] |= def[w];
+            self.max_and[w] &= max[w];
+            self.max_or[w] |= max[w];
+            self.reflected_and[w] &= reflected[w] & rules.reflected[w];
+            self.reflected_or[w] |= reflected[w] & rules.reflected[w];
+        }
+        for (limit, policy) in [(&mut self.def_limits, &host.default), (&mut self.max_limits, &host.max)] {
+            for l in limit.iter_mut() {
+                let value = l.field.read(policy);
+                l.value = match l.field {
+                    LimitField::PlatformInfo => l.value & value,
+                    _ => l.value.min(value),
+                };
+            }
+        }
+    }
+}
+
+/// Builds one levelled policy from its base host's policy, and explains it when asked.
+fn finish(
+    mut policy: CpuPolicy,
+    words: [u32; NR_WORDS],
+    limits: &[Limit; 6],
+    hosts: &[PoolHost],
+    role: Role,
+    explain: bool,
+    acceptance: Option<&CpuPolicy>,
+) -> Levelled {
+    let value = |field: LimitField| limits.iter().find(|l| l.field == field).map_or(0, |l| l.value);
+    policy.set_max_basic_leaf(value(LimitField::MaxBasicLeaf) as u32);
+    policy.set_leaf7_max_subleaf(value(LimitField::Leaf7MaxSubleaf) as u32);
+    policy.set_max_extended_leaf(value(LimitField::MaxExtendedLeaf) as u32);
+    policy.set_max_phys_addr_bits(value(LimitField::MaxPhysAddrBits) as u8);
+    policy.set_max_lin_addr_bits(value(LimitField::MaxLinAddrBits) as u8);
+    policy.set_msr(MSR_PLATFORM_INFO, value(LimitField::PlatformInfo));
+
+    let mut featureset = Featureset::from_words(words);
+    featureset.apply_dependencies();
+    policy.set_feature_words(&words_of(&featureset));
+    clear_out_of_range_leaves(&mut policy);
+    // Words whose leaf fell out of range are gone now; their dependents go too.
+    let mut in_range = policy.featureset();
+    if !in_range.apply_dependencies().is_empty() {
+        policy.set_feature_words(&words_of(&in_range));
+    }
+    level_xstate(&mut policy, hosts, role);
+
+    let (lost, limit_losses) = if explain {
+        (explain_features(&policy, hosts, role, acceptance), explain_limits(&policy, hosts, role))
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    Levelled { policy, lost, limits: limit_losses }
+}
+
+pub(crate) fn words_of(featureset: &Featureset) -> [u32; NR_WORDS] {
+    let mut words = [0; NR_WORDS];
+    for (w, word) in words.iter_mut().enumerate() {
+        *word = featureset.word(w);
+    }
+    words
+}
+
+/// Removes the leaves and sub-leaves beyond the policy's own max basic leaf, max extended leaf
+/// and leaf 7 max sub-leaf (Xen's `x86_cpu_policy_clear_out_of_range_leaves`, for the ranges a
+/// levelled policy can shrink). Hypervisor leaves are left alone.
+pub fn clear_out_of_range_leaves(policy: &mut CpuPolicy) {
+    let (basic, extended, leaf7) = (policy.max_basic_leaf(), policy.max_extended_leaf(), policy.leaf7_max_subleaf());
+    let doomed: Vec<CpuidKey> = policy
+        .cpuid_entries()
+        .map(|(key, _)| key)
+        .filter(|key| match key.leaf {
+            0..=0x3fff_ffff => key.leaf > basic || (key.leaf == 7 && key.subleaf.is_some_and(|s| s > leaf7)),
+            0x8000_0000..=0x8fff_ffff => key.leaf > extended,
+            _ => false,
+        })
+        .collect();
+    for key in doomed {
+        policy.remove_cpuid(key);
+    }
+}
+
+/// Leaf 0xD: the xstate components every host supports (the AND of 0xD:0 EAX/EDX and 0xD:1
+/// ECX/EDX), without the sub-leaves of the others and with the sizes recomputed from the
+/// remaining components' offsets and sizes. Xen recomputes these sizes itself when a policy is
+/// set (`recalculate_xstate`); they are kept right here so the policy reads sensibly.
+fn level_xstate(policy: &mut CpuPolicy, hosts: &[PoolHost], role: Role) {
+    let xsave = cpupolicy_featureset::known("xsave");
+    if !policy.has_feature(xsave) || policy.max_basic_leaf() < 0xd {
+        for key in policy.cpuid_entries().map(|(k, _)| k).filter(|k| k.leaf == 0xd).collect::<Vec<_>>() {
+            policy.remove_cpuid(key);
+        }
+        return;
+    }
+    let (mut xcr0, mut xss) = (u64::MAX, u64::MAX);
+    for host in hosts {
+        let p = role.policy(host);
+        let (sub0, sub1) = (p.subleaf(0xd, 0), p.subleaf(0xd, 1));
+        xcr0 &= (u64::from(sub0.edx) << 32) | u64::from(sub0.eax);
+        xss &= (u64::from(sub1.edx) << 32) | u64::from(sub1.ecx);
+    }
+    let components = xcr0 | xss;
+    let doomed: Vec<CpuidKey> = policy
+        .cpuid_entries()
+        .map(|(k, _)| k)
+        .filter(|k| k.leaf == 0xd && k.subleaf.is_some_and(|s| s >= 2 && (s >= 64 || components & (1 << s) == 0)))
+        .collect();
+    for key in doomed {
+        policy.remove_cpuid(key);
+    }
+    // Uncompacted size: the end of the furthest user component, at least the legacy area and
+    // header (512 + 64 bytes).
+    let mut size = 576u32;
+    for s in 2..64 {
+        if xcr0 & (1 << s) != 0 {
+            let r = policy.subleaf(0xd, s);
+            size = size.max(r.ebx.saturating_add(r.eax));
+        }
+    }
+    policy.set_cpuid(CpuidKey::indexed(0xd, 0), Registers::new(xcr0 as u32, size, size, (xcr0 >> 32) as u32));
+    // Compacted size, for XSAVEC/XSAVES: components in order, 64-byte aligned where asked.
+    let mut sub1 = policy.subleaf(0xd, 1);
+    if sub1.eax & 0xa != 0 {
+        let mut compacted = 576u32;
+        for s in 2..64 {
+            if components & (1 << s) != 0 {
+                let r = policy.subleaf(0xd, s);
+                if r.ecx & 2 != 0 {
+                    compacted = compacted.next_multiple_of(64);
+                }
+                compacted = compacted.saturating_add(r.eax);
+            }
+        }
+        sub1.ebx = compacted;
+    }
+    sub1.ecx = xss as u32;
+    sub1.edx = (xss >> 32) as u32;
+    policy.set_cpuid(CpuidKey::indexed(0xd, 1), sub1);
+}
+
+fn explain_features(
+    policy: &CpuPolicy,
+    hosts: &[PoolHost],
+    role: Role,
+    acceptance: Option<&CpuPolicy>,
+) -> Vec<FeatureLoss> {
+    let result = policy.featureset();
+    let mut any = Featureset::new();
+    for host in hosts {
+        any.union_with(&role.policy(host).featureset());
+    }
+    let mut lost = Vec::new();
+    for feature in any.difference(&result).iter() {
+        let lacking: Vec<String> =
+            hosts.iter().filter(|h| !role.policy(h).has_feature(feature)).map(|h| h.name.clone()).collect();
+        let rule = level_rule(feature);
+        let cause = if rule == LevelRule::RuntimeOnly {
+            LossCause::Rule(rule)
+        } else if !lacking.is_empty() && rule != LevelRule::Or {
+            LossCause::LackedBy(lacking)
+        } else if let Some(not_accepting) = acceptance
+            .filter(|a| !a.has_feature(feature) && rule != LevelRule::Or)
+            .map(|_| hosts.iter().filter(|h| !h.max.has_feature(feature)).map(|h| h.name.clone()).collect::<Vec<_>>())
+            .filter(|names| !names.is_empty())
+        {
+            LossCause::NotAcceptedBy(not_accepting)
+        } else {
+            let missing = missing_prerequisites(feature, &result);
+            if missing.is_empty() {
+                LossCause::OutOfRange(
+                    hosts
+                        .iter()
+                        .filter(|h| !holds_word_leaf(role.policy(h), feature))
+                        .map(|h| h.name.clone())
+                        .collect(),
+                )
+            } else {
+                LossCause::Dependency(missing)
+            }
+        };
+        lost.push(FeatureLoss { feature, cause });
+    }
+    lost
+}
+
+/// The prerequisites of `feature` (direct or not) that `result` lacks.
+fn missing_prerequisites(feature: FeatureId, result: &Featureset) -> Vec<FeatureId> {
+    DEPENDENCIES
+        .iter()
+        .filter_map(|d| feature_by_name(d.feature))
+        .map(|f| f.id)
+        .filter(|&p| !result.contains(p) && dependents_of(p).contains(feature))
+        .collect()
+}
+
+/// Whether the leaf holding `feature`'s word is within the policy's max leaves.
+fn holds_word_leaf(policy: &CpuPolicy, feature: FeatureId) -> bool {
+    use cpupolicy_featureset::{WordSource, WORDS};
+    match WORDS.get(feature.word()).map(|w| w.source) {
+        Some(WordSource::Cpuid { leaf, subleaf, .. }) => match leaf {
+            0x8000_0000.. => leaf <= policy.max_extended_leaf(),
+            7 => leaf <= policy.max_basic_leaf() && subleaf.unwrap_or(0) <= policy.leaf7_max_subleaf(),
+            _ => leaf <= policy.max_basic_leaf(),
+        },
+        _ => true,
+    }
+}
+
+fn explain_limits(policy: &CpuPolicy, hosts: &[PoolHost], role: Role) -> Vec<LimitLoss> {
+    let mut losses = Vec::new();
+    for field in LimitField::ALL {
+        let pooled = field.read(policy);
+        let values: Vec<u64> = hosts.iter().map(|h| field.read(role.policy(h))).collect();
+        let highest = match field {
+            LimitField::PlatformInfo => values.iter().fold(0, |a, v| a | v),
+            _ => values.iter().copied().max().unwrap_or(0),
+        };
+        if highest == pooled {
+            continue;
+        }
+        let below: Vec<String> = hosts
+            .iter()
+            .zip(&values)
+            .filter(|(_, &v)| match field {
+                LimitField::PlatformInfo => v != highest,
+                _ => v < highest,
+            })
+            .map(|(h, _)| h.name.clone())
+            .collect();
+        losses.push(LimitLoss { field, highest, pooled, hosts: below });
+    }
+    losses
+}
+
+impl fmt::Display for LossCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LossCause::LackedBy(hosts) => write!(f, "lacked by {}", hosts.join(", ")),
+            LossCause::NotAcceptedBy(hosts) => {
+                write!(f, "not accepted by {} (their max policy lacks it)", hosts.join(", "))
+            }
+            LossCause::Dependency(needs) => {
+                let names: Vec<String> = needs.iter().map(|id| feature_name(*id)).collect();
+                write!(f, "needs {}, which the pool lost", names.join(", "))
+            }
+            LossCause::OutOfRange(hosts) if hosts.is_empty() => f.write_str("its leaf is beyond the pool's max leaf"),
+            LossCause::OutOfRange(hosts) => {
+                write!(f, "its leaf is beyond the pool's max leaf (held down by {})", hosts.join(", "))
+            }
+            LossCause::Rule(LevelRule::RuntimeOnly) => f.write_str("reflects guest state at run time; never levelled"),
+            LossCause::Rule(rule) => write!(f, "rule {rule:?}"),
+        }
+    }
+}
+
+/// A feature's Xen name, or `word:bit` for a bit no table names.
+pub fn feature_name(id: FeatureId) -> String {
+    match id.feature() {
+        Some(feature) => feature.name.to_string(),
+        None => format!("{}:{}", id.word(), id.bit()),
+    }
+}
+
+impl Levelled {
+    /// The losses grouped by the hosts that caused them: host name → features it lacked.
+    pub fn losses_by_host(&self) -> BTreeMap<String, Vec<FeatureId>> {
+        let mut by_host: BTreeMap<String, Vec<FeatureId>> = BTreeMap::new();
+        for loss in &self.lost {
+            if let LossCause::LackedBy(hosts) | LossCause::NotAcceptedBy(hosts) = &loss.cause {
+                for host in hosts {
+                    by_host.entry(host.clone()).or_default().push(loss.feature);
+                }
+            }
+        }
+        by_host
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cpupolicy_featureset::known;
+
+    fn policy(vendor: &[u8; 12], signature: u32, features: &[&str]) -> CpuPolicy {
+        let mut p = CpuPolicy::new();
+        let word = |i: usize| u32::from_le_bytes(vendor[i * 4..i * 4 + 4].try_into().unwrap());
+        p.set_cpuid(CpuidKey::plain(0), Registers::new(0xd, word(0), word(2), word(1)));
+        p.set_cpuid(CpuidKey::plain(1), Registers::new(signature, 0, 0, 0));
+        p.set_cpuid(CpuidKey::indexed(7, 0), Registers::new(1, 0, 0, 0));
+        p.set_cpuid(CpuidKey::plain(0x8000_0000), Registers::new(0x8000_0008, 0, 0, 0));
+        p.set_cpuid(CpuidKey::plain(0x8000_0008), Registers::new(0x3027, 0, 0, 0));
+        let fs = Featureset::from_names(features.iter().copied()).unwrap();
+        p.set_feature_words(&words_of(&fs));
+        p
+    }
+
+    fn intel(signature: u32, features: &[&str]) -> CpuPolicy {
+        policy(b"GenuineIntel", signature, features)
+    }
+
+    #[test]
+    fn ordinary_bits_are_anded_and_explained() {
+        let a = PoolHost::from_single("a", intel(0x50654, &["fpu", "fxsr", "sse", "sse2", "avx512f", "hypervisor"]));
+        let b = PoolHost::from_single("b", intel(0x306f2, &["fpu", "fxsr", "sse", "sse2", "hypervisor"]));
+        let pool = level_pool(&[a, b], LevelOptions { explain: true, ..Default::default() }).unwrap();
+        let fs = pool.default.policy.featureset();
+        assert!(fs.contains(known("sse2")) && !fs.contains(known("avx512f")));
+        assert_eq!(
+            pool.default.lost,
+            vec![FeatureLoss { feature: known("avx512f"), cause: LossCause::LackedBy(vec!["b".into()]) }]
+        );
+        assert_eq!(pool.default.policy.leaf(1).eax, 0x306f2, "the oldest part is the base");
+    }
+
+    #[test]
+    fn accumulate_and_vulnerability_bits_are_ored() {
+        let a = PoolHost::from_single("a", intel(0x50654, &["arch-caps", "md-clear", "rsba"]));
+        let b = PoolHost::from_single("b", intel(0x50654, &["arch-caps"]));
+        let pool = level_pool(&[a, b], LevelOptions::default()).unwrap();
+        for name in ["md-clear", "rsba", "arch-caps"] {
+            assert!(pool.default.policy.has_feature(known(name)), "{name}");
+        }
+        // Without the MSR there is nowhere to report RSBA: the dependency closure removes it.
+        let c = PoolHost::from_single("c", intel(0x50654, &["md-clear"]));
+        let d = PoolHost::from_single("d", intel(0x50654, &["arch-caps", "rsba"]));
+        let pool = level_pool(&[c, d], LevelOptions { explain: true, ..Default::default() }).unwrap();
+        assert!(!pool.default.policy.has_feature(known("rsba")));
+        assert!(pool
+            .default
+            .lost
+            .iter()
+            .any(|l| l.feature == known("rsba") && l.cause == LossCause::Dependency(vec![known("arch-caps")])));
+    }
+
+    #[test]
+    fn host_reflected_and_runtime_bits() {
+        let mut a = intel(0x50654, &["fpu", "no-fpu-sel", "osxsave"]);
+        a.set_max_basic_leaf(0xd);
+        let b = intel(0x50654, &["fpu"]);
+        let pool = level_pool(&[PoolHost::from_single("a", a), PoolHost::from_single("b", b)], LevelOptions::default())
+            .unwrap();
+        assert!(!pool.default.policy.has_feature(known("osxsave")));
+        assert_eq!(pool.reflected.len(), 1);
+        assert_eq!(pool.reflected[0].feature, known("no-fpu-sel"));
+        assert_eq!(
+            (pool.reflected[0].with.clone(), pool.reflected[0].without.clone()),
+            (vec!["a".into()], vec!["b".into()])
+        );
+    }
+
+    #[test]
+    fn rtm_always_abort_needs_every_max_to_have_it() {
+        // Host a: TSX disabled by microcode: default hides RTM and sets RTM_ALWAYS_ABORT, max keeps both.
+        let a = PoolHost::new("a", intel(0x50654, &["rtm-always-abort"]), intel(0x50654, &["rtm", "rtm-always-abort"]));
+        // Host b: working TSX.
+        let b = PoolHost::new("b", intel(0x50654, &["rtm"]), intel(0x50654, &["rtm", "rtm-always-abort"]));
+        let pool = level_pool(&[a.clone(), b], LevelOptions::default()).unwrap();
+        assert!(!pool.default.policy.has_feature(known("rtm")));
+        assert!(pool.default.policy.has_feature(known("rtm-always-abort")));
+        assert!(pool.acceptance.policy.has_feature(known("rtm")));
+        // Host c never had TSX: XBEGIN faults there.
+        let c = PoolHost::from_single("c", intel(0x50654, &[]));
+        let pool = level_pool(&[a, c], LevelOptions::default()).unwrap();
+        assert!(!pool.default.policy.has_feature(known("rtm-always-abort")));
+    }
+
+    #[test]
+    fn limits_take_the_minimum_and_are_explained() {
+        let mut a = intel(0x50654, &["fpu"]);
+        a.set_max_phys_addr_bits(46);
+        a.set_max_basic_leaf(0x16);
+        a.set_msr(MSR_PLATFORM_INFO, 1 << 31);
+        let mut b = intel(0x50654, &["fpu"]);
+        b.set_max_phys_addr_bits(39);
+        let pool = level_pool(
+            &[PoolHost::from_single("a", a), PoolHost::from_single("b", b)],
+            LevelOptions { explain: true, ..Default::default() },
+        )
+        .unwrap();
+        let p = &pool.default.policy;
+        assert_eq!((p.max_phys_addr_bits(), p.max_basic_leaf(), p.msr(MSR_PLATFORM_INFO)), (39, 0xd, 0));
+        let fields: Vec<LimitField> = pool.default.limits.iter().map(|l| l.field).collect();
+        assert_eq!(fields, [LimitField::MaxBasicLeaf, LimitField::MaxPhysAddrBits, LimitField::PlatformInfo]);
+        assert!(pool.default.limits.iter().all(|l| l.hosts == ["b"]));
+    }
+
+    #[test]
+    fn mixed_vendors_are_refused_naming_the_hosts() {
+        let a = PoolHost::from_single("a", intel(0x50654, &["fpu"]));
+        let b = PoolHost::from_single("b", policy(b"AuthenticAMD", 0x800f12, &["fpu"]));
+        let c = PoolHost::from_single("c", intel(0x50654, &["fpu"]));
+        let error = level_pool(&[a.clone(), b.clone(), c.clone()], LevelOptions::default()).unwrap_err();
+        assert_eq!(error.to_string(), "hosts of different vendors cannot share VMs: Intel: a, c; AMD: b");
+        let pool = level_pool(&[a, b, c], LevelOptions { cross_vendor: true, ..Default::default() }).unwrap();
+        assert_eq!(pool.default.policy.vendor(), Vendor::Intel);
+        assert_eq!(level_pool(&[], LevelOptions::default()).unwrap_err(), LevelError::EmptyPool);
+    }
+
+    #[test]
+    fn out_of_range_leaves_go() {
+        let mut p = intel(0x50654, &["fpu", "xsave", "avx", "avx2", "avx-vnni"]);
+        assert!(p.has_feature(known("avx-vnni")), "7:1 is held");
+        p.set_leaf7_max_subleaf(0);
+        clear_out_of_range_leaves(&mut p);
+        assert!(!p.has_feature(known("avx-vnni")));
+        assert!(p.contains(CpuidKey::indexed(7, 0)));
+    }
+}
