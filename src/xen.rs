@@ -93,6 +93,27 @@ pub fn domain_policy(handle: &XenHandle, domid: hypercall::DomainId) -> Result<C
     policy_from_xen(&serialised, &limits).map_err(|error| XenError::DomainPolicy { domid, error })
 }
 
+/// Sets a domain's policy. Entries Xen's format for this release cannot carry are not sent; they
+/// are returned so the caller can say so. Xen's rejection names the leaf, sub-leaf or MSR.
+pub fn set_domain_policy(
+    handle: &XenHandle,
+    domid: hypercall::DomainId,
+    policy: &CpuPolicy,
+) -> Result<Vec<crate::policy::Dropped>, XenError> {
+    let xen_version = xen_version(handle)?;
+    let limits = WireLimits::for_xen(&xen_version).unwrap_or(WireLimits::LATEST);
+    let wire = policy.to_wire(&limits);
+    let leaves: Vec<hypercall::CpuidLeaf> = wire
+        .leaves
+        .iter()
+        .map(|l| hypercall::CpuidLeaf { leaf: l.leaf, subleaf: l.subleaf, a: l.a, b: l.b, c: l.c, d: l.d })
+        .collect();
+    let msrs: Vec<hypercall::MsrEntry> =
+        wire.msrs.iter().map(|m| hypercall::MsrEntry { index: m.idx, flags: m.flags, value: m.val }).collect();
+    handle.set_domain_policy(domid, &leaves, &msrs)?;
+    Ok(wire.dropped)
+}
+
 /// Converts Xen's arrays (the hypercall crate's ABI structs) into a policy.
 pub fn policy_from_xen(
     serialised: &hypercall::SerialisedPolicy,

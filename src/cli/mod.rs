@@ -3,12 +3,13 @@
 
 use clap::{Parser, Subcommand};
 
+mod domain;
 mod featureset;
 mod policy;
+mod pool;
 mod topology;
 
 /// Exit status for a negative answer: different, incompatible.
-#[allow(dead_code)] // used by the comparison commands
 pub const EXIT_NEGATIVE: i32 = 1;
 /// Exit status for bad input or a failure.
 pub const EXIT_ERROR: i32 = 2;
@@ -50,6 +51,12 @@ enum Command {
     Diff(policy::DiffArgs),
     /// Print this host's CPU policy.
     Host(policy::HostArgs),
+    /// Read or set a domain's policy through Xen (dom0 only).
+    Domain(domain::DomainArgs),
+    /// Level a pool: the default policy new VMs get and the policy every host accepts.
+    Level(pool::LevelArgs),
+    /// Check whether a VM may migrate to a host: exit 0 compatible, 1 incompatible.
+    Check(pool::CheckArgs),
 }
 
 /// Parses the command line, runs the command, returns the exit status.
@@ -69,6 +76,9 @@ pub fn run() -> i32 {
         Command::Import(args) => policy::import(args),
         Command::Diff(args) => policy::diff(args),
         Command::Host(args) => policy::host(args),
+        Command::Domain(args) => domain::domain(args),
+        Command::Level(args) => pool::level(args),
+        Command::Check(args) => pool::check(args),
     };
     match outcome {
         Ok(status) => status,

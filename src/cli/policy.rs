@@ -196,7 +196,7 @@ impl From<Document> for Loaded {
     }
 }
 
-fn read_document(path: &Path) -> Result<Document, CliError> {
+pub(super) fn read_document(path: &Path) -> Result<Document, CliError> {
     let text = if path == Path::new("-") {
         std::io::read_to_string(std::io::stdin()).map_err(|e| CliError(format!("standard input: {e}")))?
     } else {
@@ -217,7 +217,7 @@ fn parse_label(label: Option<&str>) -> Result<SectionName, CliError> {
     label.parse().map(SectionName::System).map_err(|e| CliError(format!("--label: {e}")))
 }
 
-fn print_policy(policy: &CpuPolicy, format: PolicyFormat, label: SectionName) -> Result<(), CliError> {
+pub(super) fn print_policy(policy: &CpuPolicy, format: PolicyFormat, label: SectionName) -> Result<(), CliError> {
     match format {
         PolicyFormat::Json => emit(&policy.to_json()),
         PolicyFormat::XenCpuid => {
@@ -240,7 +240,7 @@ fn print_bundle(bundle: &HostBundle, format: PolicyFormat) -> Result<(), CliErro
 }
 
 /// Writes to standard output; a reader that went away (`| head`) is not an error.
-fn emit(text: &dyn std::fmt::Display) -> Result<(), CliError> {
+pub(super) fn emit(text: &dyn std::fmt::Display) -> Result<(), CliError> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match write!(out, "{text}").and_then(|()| out.flush()) {

@@ -251,20 +251,136 @@ cpupolicy featuresets --format xen-cpuid > /tmp/our-featuresets 2> /tmp/stderr
 compare "cpupolicy featuresets = xen-cpuid Dynamic sets" /tmp/ref-featuresets /tmp/our-featuresets
 cpupolicy host --source auto --format json > /tmp/bundle.json 2> /tmp/stderr
 grep -q 'source: xen' /tmp/stderr && echo "PASS host --source auto chose xen" || echo "FAIL host --source auto did not choose xen"
+for kind in pv hvm-shadow; do
+    if domid=$(xen-selftest create-domain $kind 2> /tmp/stderr); then
+        xen-cpuid -p $domid > /tmp/ref-domain 2>&1
+        cpupolicy domain get $domid --format xen-cpuid > /tmp/our-domain 2> /tmp/stderr
+        compare "cpupolicy domain get = xen-cpuid -p DOMID ($kind domain $domid)" /tmp/ref-domain /tmp/our-domain
+        if cpupolicy check --kind $kind --vm /tmp/our-domain --host /tmp/bundle.json > /tmp/check 2>&1; then
+            echo "PASS cpupolicy check: the new $kind domain fits its own host"
+        else
+            echo "FAIL cpupolicy check: the new $kind domain does not fit its own host"; cat /tmp/check
+        fi
+        xen-selftest destroy-domain $domid && echo "PASS destroy $kind domain $domid" || echo "FAIL destroy $kind domain $domid"
+    elif [ $kind = pv ]; then
+        echo "FAIL create a pv domain to compare with xen-cpuid -p DOMID"; cat /tmp/stderr
+    else
+        echo "NOTE no $kind domain on this Xen: $(cat /tmp/stderr)"
+    fi
+done
+echo BEGIN-HOST-BUNDLE
+cat /tmp/bundle.json
+echo END-HOST-BUNDLE
 exit $status
 "#;
 
-/// The real-Xen layer: on Xen 4.14, 4.17 and 4.20 (qemu64, AMD) and 4.20 on an Intel model, the
-/// hypercall self-test and `cpupolicy` compared with `xen-cpuid` from the same boot.
+/// The QEMU CPU models the real-Xen layer boots, per release, with a short name for the host.
+const REAL_XEN_BOOTS: &[(sandbox::XenRelease, &str, &str)] = &[
+    (sandbox::XenRelease::V4_14, "qemu64", "qemu64"),
+    (sandbox::XenRelease::V4_17, "qemu64", "qemu64"),
+    (sandbox::XenRelease::V4_20, "qemu64", "qemu64"),
+    (sandbox::XenRelease::V4_20, "Skylake-Server,-smap,-smep", "skylake"),
+    (sandbox::XenRelease::V4_20, "Nehalem", "nehalem"),
+];
+
+/// The text between two marker lines.
+fn between<'a>(text: &'a str, begin: &str, end: &str) -> Option<&'a str> {
+    let start = text.find(begin)? + begin.len();
+    let stop = start + text[start..].find(end)?;
+    Some(&text[start..stop])
+}
+
+/// Pools of the booted hosts, levelled and checked with the `cpupolicy` CLI on their bundles.
+fn real_xen_pools(cpupolicy: &Path, dir: &Path) -> Result<(), String> {
+    let bundle = |name: &str| dir.join(format!("xen-{name}.json")).display().to_string();
+    let run = |args: &[String]| -> Result<(i32, String, String), String> {
+        let out = Command::new(cpupolicy).args(args).output().map_err(|e| format!("{}: {e}", cpupolicy.display()))?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    let strings = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let mut problems = Vec::new();
+    let mut expect = |what: &str, ok: bool, detail: &str| {
+        println!("    {} pool: {what}", if ok { "PASS" } else { "FAIL" });
+        if !ok {
+            problems.push(format!("pool: {what}\n{detail}"));
+        }
+    };
+    // Under TCG the Intel models have neither VMX nor (in Debian's 4.20) shadow paging: no HVM there.
+    let pools: [(&str, Vec<String>, &[&str]); 2] = [
+        ("intel", vec![bundle("4.20-skylake"), bundle("4.20-nehalem")], &["pv"]),
+        ("amd", vec![bundle("4.14-qemu64"), bundle("4.17-qemu64"), bundle("4.20-qemu64")], &["pv", "hvm-shadow"]),
+    ];
+    for (vendor, hosts, kinds) in &pools {
+        for &kind in kinds.iter() {
+            let mut args = strings(&["level", "--kind", kind, "--format", "json"]);
+            args.extend(hosts.iter().cloned());
+            let (status, stdout, stderr) = run(&args)?;
+            expect(&format!("{vendor} {kind}: level exits 0"), status == 0, &stderr);
+            if status != 0 {
+                continue;
+            }
+            let levelled = dir.join(format!("pool-{vendor}-{kind}.json"));
+            let value: serde_json::Value = serde_json::from_str(&stdout).map_err(|e| format!("level output: {e}"))?;
+            let policy = value["default"]["policy"].to_string();
+            std::fs::write(&levelled, policy).map_err(|e| format!("{}: {e}", levelled.display()))?;
+            for host in hosts {
+                let (status, stdout, _) =
+                    run(&strings(&["check", "--kind", kind, "--vm", &levelled.display().to_string(), "--host", host]))?;
+                expect(&format!("{vendor} {kind}: pool default fits {host}"), status == 0, &stdout);
+            }
+        }
+    }
+    // The newer Intel model's default does not fit the older one, and the check names what is missing.
+    let (status, stdout, _) =
+        run(&strings(&["check", "--kind", "pv", "--vm", &bundle("4.20-skylake"), "--host", &bundle("4.20-nehalem")]))?;
+    expect(
+        "a Skylake-Server VM is refused by the Nehalem host, by feature name",
+        status == 1 && stdout.contains("mismatch: feature "),
+        &stdout,
+    );
+    let (status, stdout, _) =
+        run(&strings(&["level", "--kind", "pv", "--explain", &bundle("4.20-skylake"), &bundle("4.20-nehalem")]))?;
+    expect(
+        "--explain names the Nehalem host as the culprit",
+        status == 0 && stdout.contains("lacked by xen-4.20-nehalem"),
+        &stdout,
+    );
+    let (status, _, stderr) =
+        run(&strings(&["level", "--kind", "hvm", &bundle("4.20-skylake"), &bundle("4.20-nehalem")]))?;
+    expect(
+        "an HVM pool of hosts without HVM is refused, saying so",
+        status == 2 && stderr.contains("no hvm_default policy"),
+        &stderr,
+    );
+    let (status, _, stderr) = run(&strings(&["level", &bundle("4.20-skylake"), &bundle("4.20-qemu64")]))?;
+    expect(
+        "a pool of Intel and AMD hosts is refused, naming both",
+        status == 2 && stderr.contains("xen-4.20-skylake") && stderr.contains("xen-4.20-qemu64"),
+        &stderr,
+    );
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// The real-Xen layer: on Xen 4.14, 4.17 and 4.20 (qemu64, AMD) and 4.20 on two Intel models, the
+/// hypercall self-test and `cpupolicy` compared with `xen-cpuid` from the same boot; then pools of
+/// the booted hosts levelled and checked.
 fn real_xen(root: &Path) -> Result<(), String> {
     cargo(root, &["build", "--release", "-p", "cpupolicy-hypercall", "--example", "xen-selftest"])?;
     cargo(root, &["build", "--release", "--bin", "cpupolicy"])?;
     let release_dir = target_dir(root).join("release");
-    let mut boots: Vec<(sandbox::XenRelease, &str)> =
-        sandbox::XenRelease::ALL.iter().map(|&release| (release, "qemu64")).collect();
-    boots.push((sandbox::XenRelease::V4_20, "Skylake-Server,-smap,-smep"));
+    let bundles_dir = target_dir(root).join("real-xen");
+    std::fs::create_dir_all(&bundles_dir).map_err(|e| format!("{}: {e}", bundles_dir.display()))?;
     let mut failures = Vec::new();
-    for (release, cpu) in boots {
+    let mut bundles = Vec::new();
+    for &(release, cpu, short) in REAL_XEN_BOOTS {
         let mut boot = sandbox::Boot::new(sandbox::Hypervisor::Xen(release), REAL_XEN_SCRIPT);
         boot.cpu_model = cpu.into();
         boot.files.push((release_dir.join("examples/xen-selftest"), "/usr/bin/xen-selftest".into()));
@@ -273,11 +389,28 @@ fn real_xen(root: &Path) -> Result<(), String> {
         let failed: Vec<&str> = out.output.lines().filter(|l| l.starts_with("FAIL")).collect();
         let passed = out.output.lines().filter(|l| l.starts_with("PASS")).count();
         println!("real {release} ({cpu}): {passed} passed, {} failed, exit {}", failed.len(), out.exit_status);
-        for line in out.output.lines().filter(|l| l.starts_with("PASS cpupolicy") || l.starts_with("PASS host")) {
+        for line in out
+            .output
+            .lines()
+            .filter(|l| l.starts_with("PASS cpupolicy") || l.starts_with("PASS host") || l.starts_with("NOTE no"))
+        {
             println!("    {line}");
         }
-        if out.exit_status != 0 || !failed.is_empty() || passed < 40 {
+        if out.exit_status != 0 || !failed.is_empty() || passed < 43 {
             failures.push(format!("{release} ({cpu}): exit {}\n{}", out.exit_status, out.output));
+        }
+        match between(&out.output, "BEGIN-HOST-BUNDLE\n", "END-HOST-BUNDLE\n") {
+            Some(bundle) => {
+                let path = bundles_dir.join(format!("xen-{}-{short}.json", release.version()));
+                std::fs::write(&path, bundle).map_err(|e| format!("{}: {e}", path.display()))?;
+                bundles.push(path);
+            }
+            None => failures.push(format!("{release} ({cpu}): no host bundle in the output")),
+        }
+    }
+    if failures.is_empty() {
+        if let Err(error) = real_xen_pools(&release_dir.join("cpupolicy"), &bundles_dir) {
+            failures.push(error);
         }
     }
     if failures.is_empty() {

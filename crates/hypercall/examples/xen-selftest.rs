@@ -11,6 +11,10 @@
 //! domain; and checks a restricted descriptor is refused. Every check prints one `PASS` or
 //! `FAIL` line (`NOTE` lines are information); the last line is `N passed, M failed`, and the
 //! exit status is 0 only when nothing failed.
+//!
+//! Two helper modes leave a domain behind for other tools to look at:
+//! `xen-selftest create-domain pv|hvm|hvm-shadow` creates a bare domain and prints its id;
+//! `xen-selftest destroy-domain DOMID` destroys it.
 
 use std::process::ExitCode;
 
@@ -25,6 +29,42 @@ const NO_SUBLEAF: u32 = CpuidLeaf::NO_SUBLEAF;
 const MSR_PLATFORM_INFO: u32 = 0xce;
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] => self_test(),
+        ["create-domain", kind] => {
+            let kind = match *kind {
+                "pv" => DomainKind::Pv,
+                "hvm" => DomainKind::Hvm { hap: true },
+                "hvm-shadow" => DomainKind::Hvm { hap: false },
+                other => return usage(&format!("unknown domain kind '{other}'")),
+            };
+            match XenHandle::open().and_then(|xen| xen.create_domain(kind)) {
+                Ok(domid) => {
+                    println!("{domid}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => usage(&format!("create {kind} domain: {e}")),
+            }
+        }
+        ["destroy-domain", domid] => match domid.parse::<DomainId>() {
+            Ok(domid) => match XenHandle::open().and_then(|xen| xen.destroy_domain(domid)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => usage(&format!("destroy domain {domid}: {e}")),
+            },
+            Err(_) => usage(&format!("bad domain id '{domid}'")),
+        },
+        _ => usage("unknown arguments"),
+    }
+}
+
+fn usage(error: &str) -> ExitCode {
+    eprintln!("xen-selftest: {error}");
+    eprintln!("usage: xen-selftest | xen-selftest create-domain pv|hvm|hvm-shadow | xen-selftest destroy-domain DOMID");
+    ExitCode::from(2)
+}
+
+fn self_test() -> ExitCode {
     let mut t = Tally::default();
     let xen = match XenHandle::open() {
         Ok(xen) => xen,

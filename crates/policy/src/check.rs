@@ -163,9 +163,9 @@ impl Warning {
 pub fn check_migration(vm: &CpuPolicy, destination: &PoolHost) -> MigrationCheck {
     let mut result = MigrationCheck::default();
     let max = &destination.max;
-    let (vm_vendor, host_vendor) = (vm.vendor(), max.vendor());
-    if vm_vendor != host_vendor {
-        result.mismatches.push(Mismatch::Vendor { vm: vm_vendor, host: host_vendor });
+    let (vm_limits, host_limits) = (Limits::of(vm), Limits::of(max));
+    if vm_limits.vendor != host_limits.vendor {
+        result.mismatches.push(Mismatch::Vendor { vm: vm.vendor(), host: max.vendor() });
     }
 
     let rules = masks();
@@ -177,8 +177,8 @@ pub fn check_migration(vm: &CpuPolicy, destination: &PoolHost) -> MigrationCheck
         let needed = rules.and(w) | rules.tsx_abort[w];
         each_bit(vm_words[w] & !max_words[w] & needed, w, |id| result.mismatches.push(Mismatch::Feature(id)));
     }
-    for field in LimitField::ALL {
-        let (v, h) = (field.read(vm), field.read(max));
+    for (i, field) in LimitField::ALL.into_iter().enumerate() {
+        let (v, h) = (vm_limits.values[i], host_limits.values[i]);
         if field.exceeds(v, h) {
             result.mismatches.push(Mismatch::Limit { field, vm: v, host: h });
         }
@@ -195,6 +195,32 @@ pub fn check_migration(vm: &CpuPolicy, destination: &PoolHost) -> MigrationCheck
         });
     }
     result
+}
+
+/// The vendor string and the limits of a policy, read with one look-up per leaf.
+struct Limits {
+    vendor: [u32; 3],
+    /// In [`LimitField::ALL`] order.
+    values: [u64; 6],
+}
+
+impl Limits {
+    fn of(policy: &CpuPolicy) -> Limits {
+        let leaf0 = policy.leaf(0);
+        let leaf7 = policy.subleaf(7, 0);
+        let extended = policy.leaf(0x8000_0000);
+        let sizes = policy.leaf(0x8000_0008);
+        let values = [
+            leaf0.eax.into(),
+            leaf7.eax.into(),
+            extended.eax.into(),
+            (sizes.eax & 0xff).into(),
+            ((sizes.eax >> 8) & 0xff).into(),
+            policy.msr(crate::MSR_PLATFORM_INFO),
+        ];
+        debug_assert!(LimitField::ALL.iter().zip(values).all(|(field, value)| field.read(policy) == value));
+        Limits { vendor: [leaf0.ebx, leaf0.ecx, leaf0.edx], values }
+    }
 }
 
 fn each_bit(mut bits: u32, word: usize, mut f: impl FnMut(FeatureId)) {

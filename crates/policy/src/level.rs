@@ -65,8 +65,13 @@ impl PoolHost {
             GuestKind::Pv => (SystemPolicy::PvDefault, SystemPolicy::PvMax),
             GuestKind::HvmShadow | GuestKind::HvmHap => (SystemPolicy::HvmDefault, SystemPolicy::HvmMax),
         };
+        // Xen without support for a guest kind reports its policies empty.
         let get = |which: SystemPolicy| {
-            policies.get(which).cloned().ok_or_else(|| LevelError::MissingPolicy { host: name.clone(), policy: which })
+            policies
+                .get(which)
+                .filter(|policy| !policy.is_empty())
+                .cloned()
+                .ok_or_else(|| LevelError::MissingPolicy { host: name.clone(), policy: which })
         };
         let (mut default, mut max) = (get(default_which)?, get(max_which)?);
         if kind == GuestKind::HvmShadow {
@@ -109,7 +114,7 @@ pub enum LevelError {
         vendors: Vec<(Vendor, Vec<String>)>,
     },
     /// A host lacks a policy the guest kind needs.
-    #[error("host {host} has no {} policy (does it support this kind of guest?)", .policy.name())]
+    #[error("host {host} has no {} policy, or an empty one: does it support this kind of guest?", .policy.name())]
     MissingPolicy {
         /// The host.
         host: String,
@@ -298,9 +303,9 @@ pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledP
     let mut acceptance_words = [0u32; NR_WORDS];
     let mut default_words = [0u32; NR_WORDS];
     for w in 0..NR_WORDS {
-        let and = rules.and(w) | rules.tsx_abort[w] | rules.topology[w] | rules.reflected[w];
+        let and = rules.and(w) | rules.mirror[w] | rules.tsx_abort[w] | rules.topology[w] | rules.reflected[w];
         acceptance_words[w] = (acc.max_and[w] & and) | (acc.max_or[w] & rules.or[w]);
-        let default = (acc.def_and[w] & (rules.and(w) | rules.topology[w] | rules.reflected[w]))
+        let default = (acc.def_and[w] & (rules.and(w) | rules.mirror[w] | rules.topology[w] | rules.reflected[w]))
             | (acc.def_or[w] & rules.or[w])
             | (acc.def_or[w] & rules.tsx_abort[w] & acc.max_and[w]);
         // What every host accepts bounds the default; accumulate bits may go beyond (a host

@@ -70,7 +70,7 @@ pub use native::{NativeError, NativePolicy};
 pub use policy::{
     CpuPolicy, CpuidKey, PolicyError, Registers, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO, PLATFORM_INFO_CPUID_FAULTING,
 };
-pub use rules::{feature_rule, level_rule, FeatureRule, LevelRule, SPECIAL_RULES};
+pub use rules::{feature_rule, level_rule, FeatureRule, LevelRule, COMMON_1D_FEATURES, SPECIAL_RULES};
 pub use system::{FeaturesetIndex, PolicyIndex, SystemPolicies, SystemPolicy, UnknownSystemPolicy, XenVersion};
 pub use vendor::{Vendor, VendorId};
 pub use wire::{

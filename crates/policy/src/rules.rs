@@ -38,7 +38,17 @@ pub enum LevelRule {
     /// host whose max policy has RTM. The pool default has it when some host's default sets it
     /// and every host's max allows it.
     TsxAbort,
+    /// The bits of 0x80000001 EDX that repeat leaf 1 EDX on AMD (FPU … FXSR, Xen's
+    /// `CPUID_COMMON_1D_FEATURES`). Xen's system policies clear them and it copies them in from
+    /// leaf 1 for every AMD guest (`recalculate_misc`), so a domain's policy has them and its
+    /// host's max does not. Levelled by AND; judged through leaf 1, never on their own.
+    Mirror,
 }
+
+/// Bit positions, within 0x80000001 EDX (featureset word 2), of the features AMD repeats from
+/// leaf 1 EDX: FPU VME DE PSE TSC MSR PAE MCE CX8 APIC MTRR PGE MCA CMOV PAT PSE36 MMX FXSR
+/// (`gen-cpuid.py`'s `common_1d`).
+pub const COMMON_1D_FEATURES: u32 = 0x0183_f3ff;
 
 /// A row of the exception table: one feature, its rule, and why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,12 +176,18 @@ pub(crate) struct RuleMasks {
     pub topology: [u32; NR_WORDS],
     pub runtime: [u32; NR_WORDS],
     pub tsx_abort: [u32; NR_WORDS],
+    pub mirror: [u32; NR_WORDS],
 }
 
 impl RuleMasks {
     /// Bits levelled by AND: everything not in another mask.
     pub fn and(&self, word: usize) -> u32 {
-        !(self.or[word] | self.reflected[word] | self.topology[word] | self.runtime[word] | self.tsx_abort[word])
+        !(self.or[word]
+            | self.reflected[word]
+            | self.topology[word]
+            | self.runtime[word]
+            | self.tsx_abort[word]
+            | self.mirror[word])
     }
 
     fn rule_of(&self, id: FeatureId) -> LevelRule {
@@ -188,6 +204,8 @@ impl RuleMasks {
             LevelRule::RuntimeOnly
         } else if self.tsx_abort[w] & m != 0 {
             LevelRule::TsxAbort
+        } else if self.mirror[w] & m != 0 {
+            LevelRule::Mirror
         } else {
             LevelRule::And
         }
@@ -203,12 +221,14 @@ pub(crate) fn masks() -> &'static RuleMasks {
             topology: [0; NR_WORDS],
             runtime: [0; NR_WORDS],
             tsx_abort: [0; NR_WORDS],
+            mirror: [0; NR_WORDS],
         };
+        masks.mirror[2] = COMMON_1D_FEATURES;
         for row in SPECIAL_RULES {
             // Every row names a known feature (a test checks); a row that did not would level by AND.
             let Some(feature) = feature_by_name(row.name) else { continue };
             let target = match row.rule {
-                LevelRule::And => continue,
+                LevelRule::And | LevelRule::Mirror => continue,
                 LevelRule::Or => &mut masks.or,
                 LevelRule::HostReflected => &mut masks.reflected,
                 LevelRule::Topology => &mut masks.topology,
@@ -259,6 +279,21 @@ mod tests {
     }
 
     #[test]
+    fn the_common_1d_mask_is_the_leaf_1_edx_features_amd_repeats() {
+        let names = [
+            "fpu", "vme", "de", "pse", "tsc", "msr", "pae", "mce", "cx8", "apic", "mtrr", "pge", "mca", "cmov", "pat",
+            "pse36", "mmx", "fxsr",
+        ];
+        let mask = names.iter().map(|n| known(n)).inspect(|id| assert_eq!(id.word(), 0)).fold(0, |m, id| m | id.mask());
+        assert_eq!(mask, COMMON_1D_FEATURES);
+        for bit in 0..32 {
+            if let Some(id) = FeatureId::new(2, bit).filter(|_| COMMON_1D_FEATURES & (1 << bit) != 0) {
+                assert!(id.feature().is_none(), "word 2 bit {bit} is a copy, not a named feature");
+            }
+        }
+    }
+
+    #[test]
     fn rules_read_back_from_the_masks() {
         assert_eq!(level_rule(known("avx2")), LevelRule::And);
         assert_eq!(level_rule(known("rsba")), LevelRule::Or);
@@ -267,9 +302,11 @@ mod tests {
         assert_eq!(level_rule(known("osxsave")), LevelRule::RuntimeOnly);
         assert_eq!(level_rule(known("rtm-always-abort")), LevelRule::TsxAbort);
         assert_eq!(level_rule(FeatureId::from_index(18 * 32 + 31)), LevelRule::And, "unnamed bits level by AND");
+        assert_eq!(level_rule(FeatureId::new(2, 24).unwrap()), LevelRule::Mirror, "FXSR's AMD copy");
+        assert_eq!(level_rule(known("syscall")), LevelRule::And);
         let m = masks();
         for w in 0..NR_WORDS {
-            let all = m.and(w) | m.or[w] | m.reflected[w] | m.topology[w] | m.runtime[w] | m.tsx_abort[w];
+            let all = m.and(w) | m.or[w] | m.reflected[w] | m.topology[w] | m.runtime[w] | m.tsx_abort[w] | m.mirror[w];
             assert_eq!(all, !0, "word {w}: every bit has exactly one rule");
             assert_eq!(m.and(w) & (m.or[w] | m.reflected[w]), 0);
         }

@@ -1,0 +1,101 @@
+//! Levelling and migration-check speed, on the real CPU dumps of `../shared/cpu-dumps`.
+//!
+//! Prints the figures and fails (exit 1) when a target is missed: levelling under 2 µs per host
+//! policy, a migration check under 200 ns. Run with `cargo bench -p cpupolicy-policy --bench level`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use cpupolicy_policy::{check_migration, level_pool, CpuPolicy, LevelOptions, PoolHost, Vendor};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+const LEVEL_TARGET_NS_PER_HOST: f64 = 2000.0;
+const CHECK_TARGET_NS: f64 = 200.0;
+
+/// Runs `f` repeatedly for at least `budget`, returns the best time of one run over five rounds.
+fn best_of(budget: Duration, mut f: impl FnMut()) -> Duration {
+    let mut best = Duration::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let mut runs = 0u32;
+        while start.elapsed() < budget / 5 || runs == 0 {
+            f();
+            runs += 1;
+        }
+        best = best.min(start.elapsed() / runs);
+    }
+    best
+}
+
+fn main() {
+    let Some(dumps) = common::libvirt_dumps() else {
+        eprintln!("no dumps: nothing measured");
+        return;
+    };
+    let intel: Vec<(String, CpuPolicy)> = dumps
+        .iter()
+        .filter_map(|(name, text)| CpuPolicy::from_libvirt_xml(text).ok().map(|p| (name.clone(), p)))
+        .filter(|(_, p)| p.vendor() == Vendor::Intel)
+        .collect();
+    // Host default and max policies: each dump's raw policy stands for both (the cost of
+    // levelling does not depend on which policy a host offers).
+    let hosts_of = |n: usize| -> Vec<PoolHost> {
+        (0..n)
+            .map(|i| {
+                let (name, policy) = &intel[i % intel.len()];
+                PoolHost::from_single(format!("{i}-{name}"), policy.clone())
+            })
+            .collect()
+    };
+
+    let mut failed = false;
+    println!("{} Intel dumps, cycled to make the pools", intel.len());
+    for (n, explain) in [(64, false), (10_000, false), (64, true), (10_000, true)] {
+        let hosts = hosts_of(n);
+        let time = best_of(Duration::from_millis(if n > 1000 { 2000 } else { 500 }), || {
+            black_box(level_pool(black_box(&hosts), LevelOptions { explain, ..LevelOptions::default() }).unwrap());
+        });
+        let per_host = time.as_nanos() as f64 / n as f64;
+        let verdict = if explain {
+            "(explanation: no target)"
+        } else if per_host < LEVEL_TARGET_NS_PER_HOST {
+            "ok"
+        } else {
+            failed = true;
+            "OVER TARGET"
+        };
+        println!(
+            "level {n:>6} hosts{}: {:>10.1} µs total, {per_host:>7.1} ns per host (target < {LEVEL_TARGET_NS_PER_HOST} ns) {verdict}",
+            if explain { " with --explain" } else { "" },
+            time.as_nanos() as f64 / 1000.0
+        );
+    }
+
+    let hosts = hosts_of(10_000);
+    let pool = level_pool(&hosts, LevelOptions::default()).unwrap();
+    let vm = pool.default.policy.clone();
+    let mut compatible = 0;
+    let time = best_of(Duration::from_millis(2000), || {
+        compatible = hosts.iter().filter(|h| check_migration(black_box(&vm), h).is_compatible()).count();
+    });
+    assert_eq!(compatible, hosts.len(), "the pool default fits every host");
+    let warned = hosts.iter().filter(|h| !check_migration(&vm, h).warnings.is_empty()).count();
+    println!("{warned} of {} checks carry warnings", hosts.len());
+    let per_check = time.as_nanos() as f64 / hosts.len() as f64;
+    let verdict = if per_check < CHECK_TARGET_NS {
+        "ok"
+    } else {
+        failed = true;
+        "OVER TARGET"
+    };
+    println!(
+        "check one VM against {} hosts: {:>10.1} µs total, {per_check:>7.1} ns per check (target < {CHECK_TARGET_NS} ns) {verdict}",
+        hosts.len(),
+        time.as_nanos() as f64 / 1000.0
+    );
+    if failed {
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,360 @@
+//! `level`, `check` and `derive`: pools, migrations and predictions.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use cpupolicy::featureset::{Featureset, GuestKind};
+use cpupolicy::policy::{
+    check_migration, feature_name, level_pool, synthesise_legacy, CpuPolicy, Document, HostBundle, InputFormat,
+    LegacyRules, LevelOptions, Levelled, LevelledPool, LossCause, MigrationCheck, PoolHost, ReportSection, SectionName,
+    SystemPolicies, SystemPolicy, XenCpuidReport, XenVersion,
+};
+use serde_json::{json, Value};
+
+use super::policy::{emit, read_document};
+use super::{CliError, Outcome, EXIT_NEGATIVE};
+
+/// The kind of guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// HVM with hardware-assisted paging (HAP).
+    Hvm,
+    /// HVM with shadow paging.
+    HvmShadow,
+    /// PV.
+    Pv,
+}
+
+impl Kind {
+    fn guest_kind(self) -> GuestKind {
+        match self {
+            Kind::Hvm => GuestKind::HvmHap,
+            Kind::HvmShadow => GuestKind::HvmShadow,
+            Kind::Pv => GuestKind::Pv,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Hvm => "hvm",
+            Kind::HvmShadow => "hvm-shadow",
+            Kind::Pv => "pv",
+        }
+    }
+
+    fn policies(self) -> (SystemPolicy, SystemPolicy) {
+        match self {
+            Kind::Pv => (SystemPolicy::PvDefault, SystemPolicy::PvMax),
+            Kind::Hvm | Kind::HvmShadow => (SystemPolicy::HvmDefault, SystemPolicy::HvmMax),
+        }
+    }
+}
+
+/// Output formats of `level`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LevelFormat {
+    /// A summary for people: both featuresets and, with --explain, what was lost and why.
+    Text,
+    /// JSON: both policies, their featuresets, and the explanation.
+    Json,
+    /// The levelled default featureset as one xen-cpuid-style string.
+    Featureset,
+    /// Both levelled policies as `xen-cpuid -p` text (labelled as the kind's default and max).
+    XenCpuid,
+}
+
+#[derive(Args)]
+pub struct LevelArgs {
+    /// The kind of guest to level for.
+    #[arg(long, value_enum, default_value = "hvm")]
+    kind: Kind,
+    /// Explain every loss: which hosts lacked each feature and held down each limit.
+    #[arg(long)]
+    explain: bool,
+    /// Level hosts of different CPU vendors anyway (guests that rely on the vendor will break).
+    #[arg(long)]
+    cross_vendor: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: LevelFormat,
+    /// The hosts: JSON host bundles, `xen-cpuid -p` output, libvirt CPU dumps (raw CPUID,
+    /// from which Xen 4.20's policies are predicted) or JSON policies (used as both default
+    /// and max).
+    #[arg(required = true, value_name = "POLICY")]
+    hosts: Vec<PathBuf>,
+}
+
+pub fn level(args: LevelArgs) -> Outcome {
+    let hosts = args.hosts.iter().map(|path| load_host(path, args.kind)).collect::<Result<Vec<_>, _>>()?;
+    let pool = level_pool(&hosts, LevelOptions { cross_vendor: args.cross_vendor, explain: args.explain })?;
+    match args.format {
+        LevelFormat::Text => emit(&level_text(&pool, &hosts, args.kind, args.explain))?,
+        LevelFormat::Json => emit(&format!("{:#}\n", level_json(&pool, &hosts, args.kind, args.explain)?))?,
+        LevelFormat::Featureset => {
+            if args.explain {
+                eprint!("{}", explanation_text(&pool));
+            }
+            emit(&format!("{}\n", pool.default.policy.featureset().to_xen_string()))?
+        }
+        LevelFormat::XenCpuid => {
+            if args.explain {
+                eprint!("{}", explanation_text(&pool));
+            }
+            let (default, max) = args.kind.policies();
+            let mut policies = SystemPolicies::new();
+            policies.set(default, Some(pool.default.policy.clone()));
+            policies.set(max, Some(pool.acceptance.policy.clone()));
+            let bundle = HostBundle { policies, ..HostBundle::default() };
+            let (report, _) = XenCpuidReport::from_bundle(&bundle);
+            emit(&report)?
+        }
+    }
+    Ok(0)
+}
+
+fn level_text(pool: &LevelledPool, hosts: &[PoolHost], kind: Kind, explain: bool) -> String {
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    let mut out = format!("pool of {} hosts ({}), {} guests\n", hosts.len(), names.join(", "), kind.name());
+    out += &format!("default:    {}\n", pool.default.policy.featureset().to_xen_string());
+    out += &format!("acceptance: {}\n", pool.acceptance.policy.featureset().to_xen_string());
+    if explain {
+        out += &explanation_text(pool);
+    }
+    out
+}
+
+fn explanation_text(pool: &LevelledPool) -> String {
+    let mut out = String::new();
+    for (label, levelled) in [("default", &pool.default), ("acceptance", &pool.acceptance)] {
+        if levelled.lost.is_empty() && levelled.limits.is_empty() {
+            out += &format!("{label}: nothing lost\n");
+            continue;
+        }
+        out += &format!("{label}: lost\n");
+        for loss in &levelled.lost {
+            out += &format!("  {}: {}\n", feature_name(loss.feature), loss.cause);
+        }
+        for limit in &levelled.limits {
+            out += &format!(
+                "  {}: {:#x} -> {:#x}, held down by {}\n",
+                limit.field,
+                limit.highest,
+                limit.pooled,
+                limit.hosts.join(", ")
+            );
+        }
+    }
+    for difference in &pool.reflected {
+        out += &format!(
+            "host-reflected {}: set on {}, not on {} (no policy can hide it)\n",
+            feature_name(difference.feature),
+            difference.with.join(", "),
+            difference.without.join(", ")
+        );
+    }
+    out
+}
+
+fn level_json(pool: &LevelledPool, hosts: &[PoolHost], kind: Kind, explain: bool) -> Result<Value, CliError> {
+    let levelled = |l: &Levelled| -> Result<Value, CliError> {
+        let mut value = json!({
+            "featureset": l.policy.featureset().to_xen_string(),
+            "policy": serde_json::from_str::<Value>(&l.policy.to_json())?,
+        });
+        if explain {
+            value["lost"] = l
+                .lost
+                .iter()
+                .map(|loss| {
+                    let (cause, detail) = match &loss.cause {
+                        LossCause::LackedBy(hosts) => ("lacked-by", json!(hosts)),
+                        LossCause::NotAcceptedBy(hosts) => ("not-accepted-by", json!(hosts)),
+                        LossCause::OutOfRange(hosts) => ("out-of-range", json!(hosts)),
+                        LossCause::Dependency(needs) => {
+                            ("dependency", json!(needs.iter().map(|id| feature_name(*id)).collect::<Vec<_>>()))
+                        }
+                        LossCause::Rule(_) => ("runtime-only", json!([])),
+                    };
+                    let key = if cause == "dependency" { "needs" } else { "hosts" };
+                    json!({"feature": feature_name(loss.feature), "cause": cause, key: detail})
+                })
+                .collect();
+            value["limits"] = l
+                .limits
+                .iter()
+                .map(|limit| {
+                    json!({"field": limit.field.name(), "highest": limit.highest, "pooled": limit.pooled,
+                           "hosts": limit.hosts})
+                })
+                .collect();
+        }
+        Ok(value)
+    };
+    Ok(json!({
+        "kind": kind.name(),
+        "hosts": hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+        "default": levelled(&pool.default)?,
+        "acceptance": levelled(&pool.acceptance)?,
+        "host_reflected": pool.reflected.iter().map(|d| json!({
+            "feature": feature_name(d.feature), "with": d.with, "without": d.without,
+        })).collect::<Vec<_>>(),
+    }))
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The VM's policy: a JSON policy or `xen-cpuid -p DOMID` output. A host's policies (bundle,
+    /// xen-cpuid -p, libvirt dump) stand for a VM booted there with the default policy.
+    #[arg(long, value_name = "POLICY")]
+    vm: PathBuf,
+    /// The destination host(s): any file `level` reads. With several, the VM must fit each.
+    #[arg(long = "host", value_name = "POLICY", required = true)]
+    hosts: Vec<PathBuf>,
+    /// The kind of guest.
+    #[arg(long, value_enum, default_value = "hvm")]
+    kind: Kind,
+    /// The VM's migration stream has no CPUID record (it left a Xen ≤ 4.13): --vm is then the
+    /// host it runs on, and its policy is re-created as the libxl of this Xen release does on
+    /// restore (e.g. 4.20).
+    #[arg(long, value_name = "XEN_VERSION")]
+    legacy: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: super::TextOrJson,
+}
+
+pub fn check(args: CheckArgs) -> Outcome {
+    let vm = match &args.legacy {
+        None => load_vm(&args.vm, args.kind)?,
+        Some(version) => {
+            let version = XenVersion::parse(version)
+                .ok_or_else(|| CliError(format!("--legacy: '{version}' is not a Xen version such as 4.20")))?;
+            let source = load_host(&args.vm, args.kind)?;
+            let host = source.host.as_ref().map(CpuPolicy::featureset).unwrap_or_else(|| source.max.featureset());
+            synthesise_legacy(&source.default, &host, args.kind.guest_kind(), LegacyRules::for_xen(&version))
+        }
+    };
+    let hosts = args.hosts.iter().map(|path| load_host(path, args.kind)).collect::<Result<Vec<_>, _>>()?;
+    let checks: Vec<(&PoolHost, MigrationCheck)> = hosts.iter().map(|h| (h, check_migration(&vm, h))).collect();
+    let compatible = checks.iter().all(|(_, c)| c.is_compatible());
+    match args.format {
+        super::TextOrJson::Text => {
+            let mut out = String::new();
+            for (host, check) in &checks {
+                let verdict = if check.is_compatible() { "compatible" } else { "incompatible" };
+                out += &format!("{}: {verdict}\n", host.name);
+                for mismatch in &check.mismatches {
+                    out += &format!("  mismatch: {mismatch}\n");
+                }
+                for warning in &check.warnings {
+                    out += &format!("  warning: {warning}\n");
+                }
+            }
+            emit(&out)?;
+        }
+        super::TextOrJson::Json => {
+            let mut mismatches = Vec::new();
+            let mut warnings = Vec::new();
+            for (host, check) in &checks {
+                for m in &check.mismatches {
+                    let mut value = json!({"host": host.name, "kind": m.kind(), "message": m.to_string()});
+                    match m {
+                        cpupolicy::policy::Mismatch::Feature(id) => value["feature"] = json!(feature_name(*id)),
+                        cpupolicy::policy::Mismatch::Limit { vm, host, .. } => {
+                            value["vm"] = json!(vm);
+                            value["host_value"] = json!(host);
+                        }
+                        cpupolicy::policy::Mismatch::Vendor { vm, host } => {
+                            value["vm"] = json!(vm.to_string());
+                            value["host_value"] = json!(host.to_string());
+                        }
+                    }
+                    mismatches.push(value);
+                }
+                for w in &check.warnings {
+                    warnings.push(json!({"host": host.name, "kind": w.kind(), "feature": feature_name(w.feature()),
+                                         "message": w.to_string()}));
+                }
+            }
+            let value = json!({"compatible": compatible, "mismatches": mismatches, "warnings": warnings});
+            emit(&format!("{value:#}\n"))?;
+        }
+    }
+    Ok(if compatible { 0 } else { EXIT_NEGATIVE })
+}
+
+/// A file name without directories and extension, to name a host.
+fn host_name(path: &Path) -> String {
+    path.file_stem().map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned())
+}
+
+/// A pool host from any file `level` reads.
+pub(super) fn load_host(path: &Path, kind: Kind) -> Result<PoolHost, CliError> {
+    host_from_document(path, read_document(path)?, kind)
+}
+
+fn host_from_document(path: &Path, document: Document, kind: Kind) -> Result<PoolHost, CliError> {
+    let name = host_name(path);
+    let in_file = |e: &dyn std::fmt::Display| CliError(format!("{}: {e}", path.display()));
+    match document {
+        Document::Bundle(bundle) => {
+            PoolHost::from_system(name, &bundle.policies, kind.guest_kind()).map_err(|e| in_file(&e))
+        }
+        Document::XenCpuid(report) => match report.sections.as_slice() {
+            [ReportSection { name: SectionName::Domain(_), content: Some(printed) }] => {
+                Ok(PoolHost::from_single(name, printed.policy().clone()))
+            }
+            _ => PoolHost::from_system(name, &report.to_bundle().policies, kind.guest_kind()).map_err(|e| in_file(&e)),
+        },
+        Document::Policy { policy, format: InputFormat::Libvirt } => {
+            let policies = derive_policies(&policy, kind).map_err(|e| in_file(&e))?;
+            PoolHost::from_system(name, &policies, kind.guest_kind()).map_err(|e| in_file(&e))
+        }
+        Document::Policy { policy, .. } => Ok(PoolHost::from_single(name, policy)),
+    }
+}
+
+/// The one policy a document holds: a JSON policy or a single domain's `xen-cpuid -p` output.
+pub(super) fn policy_of_document(path: &Path, document: Document) -> Result<CpuPolicy, CliError> {
+    single_policy(document).map_err(|document| {
+        CliError(format!(
+            "{}: expected one policy (JSON policy or xen-cpuid -p DOMID), found a {}",
+            path.display(),
+            document.format()
+        ))
+    })
+}
+
+/// The document's one policy, or the document back when it holds a host's policies.
+fn single_policy(document: Document) -> Result<CpuPolicy, Document> {
+    match document {
+        Document::Policy { policy, format } if format != InputFormat::Libvirt => Ok(policy),
+        Document::XenCpuid(report) => match report.sections.as_slice() {
+            [ReportSection { name: SectionName::Domain(_), content: Some(printed) }] => Ok(printed.policy().clone()),
+            _ => Err(Document::XenCpuid(report)),
+        },
+        other => Err(other),
+    }
+}
+
+/// A VM's policy: a single policy as is, or a host's default policy for the kind.
+fn load_vm(path: &Path, kind: Kind) -> Result<CpuPolicy, CliError> {
+    match single_policy(read_document(path)?) {
+        Ok(policy) => Ok(policy),
+        Err(document) => {
+            let host = host_from_document(path, document, kind)?;
+            eprintln!(
+                "cpupolicy: note: {} holds a host's policies; checking a VM booted there with its default policy",
+                path.display()
+            );
+            Ok(host.default)
+        }
+    }
+}
+
+/// Xen 4.20's system policies predicted from a raw policy.
+fn derive_policies(raw: &CpuPolicy, kind: Kind) -> Result<SystemPolicies, String> {
+    let _ = (raw, kind);
+    let _ = Featureset::new();
+    Err("predicting Xen's policies from a raw CPUID dump is not available yet".into())
+}
