@@ -104,6 +104,14 @@ pub trait CpuidAccess {
     /// A model that cannot hold this entry (Xen's policy has no leaf 0x1F, and only sub-leaves
     /// 0–1 of leaf 0xB) says so instead of silently dropping it.
     fn set_cpuid(&mut self, leaf: u32, subleaf: Option<u32>, registers: Registers) -> Result<(), UnstorableLeaf>;
+
+    /// Whether [`CpuidAccess::set_cpuid`] would accept `leaf`/`subleaf`, without writing:
+    /// lets a writer refuse a whole change before touching anything. Models that hold every
+    /// entry keep the default.
+    fn check_storable(&self, leaf: u32, subleaf: Option<u32>) -> Result<(), UnstorableLeaf> {
+        let _ = (leaf, subleaf);
+        Ok(())
+    }
 }
 
 /// A CPUID entry that the target model cannot hold.

@@ -7,7 +7,8 @@
 //! and the migration record treats "no record" as "legacy" ([`TopologyRecord::from_stream`]).
 //! Everything here is a pure function of a checked [`Topology`] and a base policy, seen
 //! through the small [`CpuidAccess`] trait so the policy crate's `CpuPolicy` can be the
-//! target without this crate depending on it. Generation has one small function per leaf in
+//! target without this crate depending on it (the `policy` feature adds that implementation
+//! and [`XenPolicyTarget`], which refuses leaves Xen's format cannot carry). Generation has one small function per leaf in
 //! a module per vendor convention ([`generate::intel`], [`generate::amd`],
 //! [`generate::xen_legacy`]); the inverse ([`parse_vcpu`], [`parse_vcpus`]) follows Linux's
 //! parser and reports disagreements as [`Finding`]s instead of failing, because real
@@ -39,6 +40,8 @@ pub mod cpuid;
 mod error;
 pub mod generate;
 pub mod parse;
+#[cfg(feature = "policy")]
+mod policy;
 pub mod qemu;
 mod record;
 mod shape;
@@ -46,6 +49,8 @@ mod shape;
 pub use cpuid::{CpuidAccess, CpuidEntry, CpuidLeaves, Registers, UnstorableLeaf};
 pub use error::TopologyError;
 pub use parse::{parse_vcpu, parse_vcpus, Domains, Finding, ParsedTopology, ParsedVcpu, TopologySource};
+#[cfg(feature = "policy")]
+pub use policy::XenPolicyTarget;
 pub use record::{RecordError, RecordedVcpu, StreamTopology, TopologyRecord};
 pub use shape::{
     ApicLayout, Level, Scheme, Shape, Topology, VcpuIds, VcpuInfo, VcpuTable, Vendor, MAX_VCPUS, XEN_LEGACY_MAX_VCPUS,

@@ -47,12 +47,18 @@ impl Topology {
     /// Xen's `guest_cpuid()` does. Terminator sub-leaves of 0xB/0x1F (level type 0) that the
     /// policy does not hold are skipped: an absent sub-leaf reads as zeros, which also ends
     /// the enumeration.
+    ///
+    /// All or nothing: when the policy cannot hold one of the leaves, nothing is written.
     pub fn apply(&self, policy: &mut impl CpuidAccess) -> Result<(), TopologyError> {
         let leaves = self.cpuid_for_vcpu(policy, 0)?;
-        for (l, s, regs) in leaves.iter() {
-            if policy.cpuid(l, s).is_none() && (regs == [0; 4] || is_level_terminator(l, regs)) {
-                continue;
-            }
+        let writes: Vec<(u32, Option<u32>, Registers)> = leaves
+            .iter()
+            .filter(|&(l, s, regs)| !(policy.cpuid(l, s).is_none() && (regs == [0; 4] || is_level_terminator(l, regs))))
+            .collect();
+        for &(l, s, _) in &writes {
+            policy.check_storable(l, s)?;
+        }
+        for (l, s, regs) in writes {
             policy.set_cpuid(l, s, regs)?;
         }
         Ok(())

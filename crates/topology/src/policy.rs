@@ -1,0 +1,83 @@
+//! Topology leaves written into the policy crate's [`CpuPolicy`] (feature `policy`).
+//!
+//! [`CpuPolicy`] holds any leaf, so it accepts everything [`Topology::apply`] writes. A policy
+//! headed for Xen cannot carry every leaf (no 0x1F, only sub-leaves 0–1 of 0xB, 0–5 of leaf 4):
+//! [`XenPolicyTarget`] refuses those with [`UnstorableLeaf`] instead of letting them vanish when
+//! the policy is serialised.
+//!
+//! [`Topology::apply`]: crate::Topology::apply
+
+use cpupolicy_policy::{
+    CpuPolicy, CpuidKey, Registers as PolicyRegisters, WireLimits, XEN_CACHE_SUBLEAVES, XEN_HYPERVISOR_LEAVES,
+    XEN_MAX_BASIC_LEAF, XEN_TOPOLOGY_SUBLEAVES, XEN_XSTATE_SUBLEAVES,
+};
+
+use crate::cpuid::{CpuidAccess, Registers, UnstorableLeaf, EAX, EBX, ECX, EDX};
+
+fn read(policy: &CpuPolicy, leaf: u32, subleaf: Option<u32>) -> Option<Registers> {
+    let key = CpuidKey::new(leaf, subleaf);
+    policy.contains(key).then(|| {
+        let r = policy.cpuid(key);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    })
+}
+
+fn write(policy: &mut CpuPolicy, leaf: u32, subleaf: Option<u32>, regs: Registers) {
+    policy.set_cpuid(CpuidKey::new(leaf, subleaf), PolicyRegisters::new(regs[EAX], regs[EBX], regs[ECX], regs[EDX]));
+}
+
+impl CpuidAccess for CpuPolicy {
+    fn cpuid(&self, leaf: u32, subleaf: Option<u32>) -> Option<Registers> {
+        read(self, leaf, subleaf)
+    }
+
+    fn set_cpuid(&mut self, leaf: u32, subleaf: Option<u32>, registers: Registers) -> Result<(), UnstorableLeaf> {
+        write(self, leaf, subleaf, registers);
+        Ok(())
+    }
+}
+
+/// A [`CpuPolicy`] seen as Xen's policy of one release: writes of leaves Xen's format cannot
+/// carry are refused.
+#[derive(Debug)]
+pub struct XenPolicyTarget<'a> {
+    /// The policy written to.
+    pub policy: &'a mut CpuPolicy,
+    /// The release's format.
+    pub limits: WireLimits,
+}
+
+impl XenPolicyTarget<'_> {
+    fn carries(&self, leaf: u32, subleaf: Option<u32>) -> bool {
+        let sub = subleaf.unwrap_or(0);
+        match leaf {
+            4 => sub < XEN_CACHE_SUBLEAVES,
+            7 => sub <= self.limits.max_leaf7_subleaf(),
+            0xb => sub < XEN_TOPOLOGY_SUBLEAVES,
+            0xd => sub < XEN_XSTATE_SUBLEAVES,
+            0..=XEN_MAX_BASIC_LEAF => true,
+            0x8000_0000..=0x8fff_ffff => leaf <= self.limits.max_extended_leaf(),
+            _ => XEN_HYPERVISOR_LEAVES.contains(&leaf),
+        }
+    }
+}
+
+impl CpuidAccess for XenPolicyTarget<'_> {
+    fn cpuid(&self, leaf: u32, subleaf: Option<u32>) -> Option<Registers> {
+        read(self.policy, leaf, subleaf)
+    }
+
+    fn set_cpuid(&mut self, leaf: u32, subleaf: Option<u32>, registers: Registers) -> Result<(), UnstorableLeaf> {
+        self.check_storable(leaf, subleaf)?;
+        write(self.policy, leaf, subleaf, registers);
+        Ok(())
+    }
+
+    fn check_storable(&self, leaf: u32, subleaf: Option<u32>) -> Result<(), UnstorableLeaf> {
+        if self.carries(leaf, subleaf) {
+            Ok(())
+        } else {
+            Err(UnstorableLeaf { leaf, subleaf })
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! A topology applied to real hosts' policies (the CPU dumps of `../shared/cpu-dumps`), and read
+//! back the way Linux reads it.
+
+use std::path::PathBuf;
+
+use cpupolicy::policy::{CpuPolicy, WireLimits};
+use cpupolicy::topology::{parse_vcpu, Scheme, Shape, Topology, Vendor, XenPolicyTarget};
+
+fn dumps() -> Option<Vec<(String, CpuPolicy)>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/cpu-dumps/libvirt");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        eprintln!("SKIP: {} is absent; these tests need ../shared beside the checkout", dir.display());
+        return None;
+    };
+    let mut out: Vec<(String, CpuPolicy)> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "xml"))
+        .map(|p| {
+            let policy = CpuPolicy::from_libvirt_xml(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            (p.file_name().unwrap().to_string_lossy().into_owned(), policy)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Some(out)
+}
+
+fn vendor_of(policy: &CpuPolicy) -> Option<Vendor> {
+    match policy.vendor() {
+        cpupolicy::policy::Vendor::Intel => Some(Vendor::Intel),
+        cpupolicy::policy::Vendor::Amd => Some(Vendor::Amd),
+        cpupolicy::policy::Vendor::Hygon => Some(Vendor::Hygon),
+        _ => None,
+    }
+}
+
+#[test]
+fn applied_topology_reads_back_on_every_dump() {
+    let Some(dumps) = dumps() else { return };
+    let shape = Shape::new(2, 1, 3, 2);
+    let mut applied = 0;
+    for (name, mut policy) in dumps {
+        let Some(vendor) = vendor_of(&policy) else { continue };
+        let t = Topology::new(shape, vendor, Scheme::Modern, true).unwrap();
+        if policy.max_basic_leaf() < t.min_basic_leaf() {
+            policy.set_max_basic_leaf(t.min_basic_leaf());
+        }
+        if policy.max_extended_leaf() < t.min_extended_leaf() {
+            policy.set_max_extended_leaf(t.min_extended_leaf());
+        }
+        t.apply(&mut policy).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let parsed = parse_vcpu(&policy, vendor);
+        let context = format!("{name} ({vendor})");
+        assert_eq!(parsed.apic_id, 0, "{context}");
+        assert_eq!(parsed.threads_per_core(), 2, "{context}: {parsed:?}");
+        assert_eq!(parsed.shifts.smt, t.layout().core_offset(), "{context}: {parsed:?}");
+        assert_eq!(parsed.counts.core, 6, "{context}: logical processors per package: {parsed:?}");
+        applied += 1;
+    }
+    assert!(applied >= 70, "only {applied} dumps took a topology");
+}
+
+#[test]
+fn xen_target_refuses_leaf_0x1f() {
+    let Some(dumps) = dumps() else { return };
+    let (name, mut policy) = dumps
+        .into_iter()
+        .find(|(_, p)| p.vendor() == cpupolicy::policy::Vendor::Intel && p.max_basic_leaf() >= 0xb)
+        .unwrap();
+    // Dies on Intel need leaf 0x1F, which Xen's policy cannot hold.
+    let t = Topology::new(Shape::new(1, 2, 2, 2), Vendor::Intel, Scheme::Modern, true).unwrap();
+    policy.set_max_basic_leaf(0x1f);
+    let before = policy.clone();
+    let error = t.apply(&mut XenPolicyTarget { policy: &mut policy, limits: WireLimits::LATEST }).unwrap_err();
+    assert!(error.to_string().contains("0x1f"), "{name}: {error}");
+    assert_eq!(policy, before, "{name}: nothing written when one leaf cannot be held");
+    // Without dies the Xen-carriable leaves suffice.
+    let t = Topology::new(Shape::new(1, 1, 4, 2), Vendor::Intel, Scheme::Modern, true).unwrap();
+    let mut policy = before;
+    t.apply(&mut XenPolicyTarget { policy: &mut policy, limits: WireLimits::LATEST }).unwrap();
+    assert_eq!(parse_vcpu(&policy, Vendor::Intel).threads_per_core(), 2);
+}
