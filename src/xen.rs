@@ -4,7 +4,8 @@
 use crate::featureset::Featureset;
 use crate::hypercall::{self, SystemFeatureset, XenHandle};
 use crate::policy::{
-    CpuPolicy, HostBundle, SystemPolicies, SystemPolicy, WireLimits, XenCpuidLeaf, XenMsrEntry, XenVersion,
+    CpuPolicy, HostBundle, LevellingCaps, SystemPolicies, SystemPolicy, WireLimits, XenCpuidLeaf, XenMsrEntry,
+    XenVersion,
 };
 
 /// A failure fetching from Xen.
@@ -82,7 +83,17 @@ pub fn host_bundle(handle: &XenHandle) -> Result<HostBundle, XenError> {
         max_leaves: None,
         max_msrs: None,
         policies,
+        levelling_caps: Some(levelling_caps(handle)?),
     })
+}
+
+/// What the levelling-capabilities sysctl says; its absence (Xen 4.22+) is an answer too.
+pub fn levelling_caps(handle: &XenHandle) -> Result<LevellingCaps, XenError> {
+    match handle.cpu_levelling_caps() {
+        Ok(caps) => Ok(LevellingCaps::Sysctl(caps.bits)),
+        Err(hypercall::Error::NotAvailable { .. }) => Ok(LevellingCaps::NoSysctl),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// A domain's policy.

@@ -162,6 +162,14 @@ pub fn host(args: HostArgs) -> Outcome {
     match source {
         Some(handle) => {
             let bundle = cpupolicy::xen::host_bundle(&handle)?;
+            if let Some(levelling) = bundle.levelling() {
+                eprintln!("cpupolicy: levelling: {levelling}");
+                if !levelling.is_consistent() {
+                    eprintln!(
+                        "cpupolicy: note: the levelling-caps sysctl and PLATFORM_INFO disagree on CPUID faulting"
+                    );
+                }
+            }
             print_bundle(&bundle, args.format)?;
         }
         None => {

@@ -7,7 +7,7 @@ use cpupolicy::featureset::{Featureset, GuestKind};
 use cpupolicy::policy::{
     check_migration, feature_name, level_pool, synthesise_legacy, CpuPolicy, Document, HostBundle, InputFormat,
     LegacyRules, LevelOptions, Levelled, LevelledPool, LossCause, MigrationCheck, PoolHost, ReportSection, SectionName,
-    SystemPolicies, SystemPolicy, XenCpuidReport, XenVersion,
+    SystemPolicies, SystemPolicy, Warning, XenCpuidReport, XenVersion,
 };
 use serde_json::{json, Value};
 
@@ -77,6 +77,10 @@ pub struct LevelArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: LevelFormat,
+    /// Fail (exit 1) when a guest would see something levelling cannot hide: features leaking
+    /// through to PV guests, host-reflected bits on which hosts differ.
+    #[arg(long)]
+    strict: bool,
     /// The hosts: JSON host bundles, `xen-cpuid -p` output, libvirt CPU dumps (raw CPUID,
     /// from which Xen 4.20's policies are predicted) or JSON policies (used as both default
     /// and max).
@@ -87,9 +91,19 @@ pub struct LevelArgs {
 pub fn level(args: LevelArgs) -> Outcome {
     let hosts = args.hosts.iter().map(|path| load_host(path, args.kind)).collect::<Result<Vec<_>, _>>()?;
     let pool = level_pool(&hosts, LevelOptions { cross_vendor: args.cross_vendor, explain: args.explain })?;
+    let hazards = pool_hazards(&pool, &hosts, args.kind);
+    if !matches!(args.format, LevelFormat::Text | LevelFormat::Json) {
+        eprint!("{}", hazards_text(&hazards));
+    }
     match args.format {
-        LevelFormat::Text => emit(&level_text(&pool, &hosts, args.kind, args.explain))?,
-        LevelFormat::Json => emit(&format!("{:#}\n", level_json(&pool, &hosts, args.kind, args.explain)?))?,
+        LevelFormat::Text => {
+            emit(&format!("{}{}", level_text(&pool, &hosts, args.kind, args.explain), hazards_text(&hazards)))?
+        }
+        LevelFormat::Json => {
+            let mut value = level_json(&pool, &hosts, args.kind, args.explain)?;
+            value["hazards"] = hazards.iter().map(Hazard::to_json).collect();
+            emit(&format!("{value:#}\n"))?
+        }
         LevelFormat::Featureset => {
             if args.explain {
                 eprint!("{}", explanation_text(&pool));
@@ -109,7 +123,80 @@ pub fn level(args: LevelArgs) -> Outcome {
             emit(&report)?
         }
     }
-    Ok(0)
+    Ok(if args.strict && hazards.iter().any(Hazard::is_hazard) { EXIT_NEGATIVE } else { 0 })
+}
+
+/// Something about a pool that levelling cannot fix, per host.
+enum Hazard {
+    /// Features leaking through to PV guests on this host (may be empty: checked, nothing leaks).
+    LeakThrough { host: String, mechanism: String, features: Vec<cpupolicy::featureset::FeatureId> },
+    /// The host's levelling capabilities are not known (no bundle, or an older bundle).
+    UnknownLevelling { host: String },
+    /// A host-reflected bit on which hosts differ.
+    Reflected { feature: cpupolicy::featureset::FeatureId, with: Vec<String>, without: Vec<String> },
+}
+
+impl Hazard {
+    fn is_hazard(&self) -> bool {
+        match self {
+            Hazard::LeakThrough { features, .. } => !features.is_empty(),
+            Hazard::UnknownLevelling { .. } => false,
+            Hazard::Reflected { .. } => true,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        match self {
+            Hazard::LeakThrough { host, mechanism, features } => json!({
+                "kind": "leak-through", "host": host, "mechanism": mechanism,
+                "features": features.iter().map(|id| feature_name(*id)).collect::<Vec<_>>(),
+            }),
+            Hazard::UnknownLevelling { host } => json!({"kind": "levelling-unknown", "host": host}),
+            Hazard::Reflected { feature, with, without } => json!({
+                "kind": "host-reflected", "feature": feature_name(*feature), "with": with, "without": without,
+            }),
+        }
+    }
+}
+
+fn pool_hazards(pool: &LevelledPool, hosts: &[PoolHost], kind: Kind) -> Vec<Hazard> {
+    let mut hazards = Vec::new();
+    if kind == Kind::Pv {
+        for host in hosts {
+            match (host.pv_leak_through(&pool.default.policy), &host.levelling) {
+                (Some(features), Some(levelling)) => hazards.push(Hazard::LeakThrough {
+                    host: host.name.clone(),
+                    mechanism: levelling.to_string(),
+                    features,
+                }),
+                _ => hazards.push(Hazard::UnknownLevelling { host: host.name.clone() }),
+            }
+        }
+    }
+    for d in &pool.reflected {
+        hazards.push(Hazard::Reflected { feature: d.feature, with: d.with.clone(), without: d.without.clone() });
+    }
+    hazards
+}
+
+fn hazards_text(hazards: &[Hazard]) -> String {
+    let mut out = String::new();
+    for hazard in hazards {
+        match hazard {
+            Hazard::LeakThrough { host, mechanism, features } if features.is_empty() => {
+                out += &format!("{host}: nothing leaks to PV guests ({mechanism})\n");
+            }
+            Hazard::LeakThrough { host, mechanism, features } => {
+                let names: Vec<String> = features.iter().map(|id| feature_name(*id)).collect();
+                out += &format!("{host}: leaks to PV guests' user space ({mechanism}): {}\n", names.join(" "));
+            }
+            Hazard::UnknownLevelling { host } => {
+                out += &format!("{host}: levelling capabilities unknown (not in the input); leak-through not judged\n");
+            }
+            Hazard::Reflected { .. } => {} // printed with the explanation
+        }
+    }
+    out
 }
 
 fn level_text(pool: &LevelledPool, hosts: &[PoolHost], kind: Kind, explain: bool) -> String {
@@ -221,6 +308,10 @@ pub struct CheckArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: super::TextOrJson,
+    /// Treat what the guest would see changing or leaking (host-reflected differences, PV
+    /// leak-through) as incompatibility.
+    #[arg(long)]
+    strict: bool,
 }
 
 pub fn check(args: CheckArgs) -> Outcome {
@@ -236,12 +327,19 @@ pub fn check(args: CheckArgs) -> Outcome {
     };
     let hosts = args.hosts.iter().map(|path| load_host(path, args.kind)).collect::<Result<Vec<_>, _>>()?;
     let checks: Vec<(&PoolHost, MigrationCheck)> = hosts.iter().map(|h| (h, check_migration(&vm, h))).collect();
-    let compatible = checks.iter().all(|(_, c)| c.is_compatible());
+    let strict_failure = |c: &MigrationCheck| {
+        args.strict && c.warnings.iter().any(|w| matches!(w, Warning::HostReflected { .. } | Warning::LeakThrough(_)))
+    };
+    let compatible = checks.iter().all(|(_, c)| c.is_compatible() && !strict_failure(c));
     match args.format {
         super::TextOrJson::Text => {
             let mut out = String::new();
             for (host, check) in &checks {
-                let verdict = if check.is_compatible() { "compatible" } else { "incompatible" };
+                let verdict = match (check.is_compatible(), strict_failure(check)) {
+                    (true, false) => "compatible",
+                    (true, true) => "incompatible (--strict: what the guest sees would change or leak)",
+                    (false, _) => "incompatible",
+                };
                 out += &format!("{}: {verdict}\n", host.name);
                 for mismatch in &check.mismatches {
                     out += &format!("  mismatch: {mismatch}\n");
@@ -297,9 +395,7 @@ fn host_from_document(path: &Path, document: Document, kind: Kind) -> Result<Poo
     let name = host_name(path);
     let in_file = |e: &dyn std::fmt::Display| CliError(format!("{}: {e}", path.display()));
     match document {
-        Document::Bundle(bundle) => {
-            PoolHost::from_system(name, &bundle.policies, kind.guest_kind()).map_err(|e| in_file(&e))
-        }
+        Document::Bundle(bundle) => PoolHost::from_bundle(name, &bundle, kind.guest_kind()).map_err(|e| in_file(&e)),
         Document::XenCpuid(report) => match report.sections.as_slice() {
             [ReportSection { name: SectionName::Domain(_), content: Some(printed) }] => {
                 Ok(PoolHost::from_single(name, printed.policy().clone()))

@@ -80,6 +80,9 @@ pub enum Warning {
     /// An accumulate or vulnerability bit the destination's default sets (the hardware needs
     /// it) and the VM never saw: the guest does not know to protect itself there.
     GuestNotTold(FeatureId),
+    /// (PV) The destination cannot hide this feature from the guest's user space: its hardware
+    /// has it, the VM's policy does not, and there is no CPUID faulting or mask for it.
+    LeakThrough(FeatureId),
 }
 
 impl fmt::Display for Mismatch {
@@ -117,6 +120,11 @@ impl fmt::Display for Warning {
             Warning::ClearedByDestination(id) => {
                 write!(f, "{}: the VM saw it, the host's max lacks it; Xen will clear it (harmless)", feature_name(*id))
             }
+            Warning::LeakThrough(id) => write!(
+                f,
+                "{}: leaks through: the host's hardware has it and cannot hide it from the PV guest's user space",
+                feature_name(*id)
+            ),
             Warning::GuestNotTold(id) => {
                 write!(
                     f,
@@ -146,6 +154,7 @@ impl Warning {
             Warning::HostReflected { .. } => "host-reflected",
             Warning::ClearedByDestination(_) => "cleared-by-destination",
             Warning::GuestNotTold(_) => "guest-not-told",
+            Warning::LeakThrough(_) => "leak-through",
         }
     }
 
@@ -153,7 +162,7 @@ impl Warning {
     pub fn feature(&self) -> FeatureId {
         match self {
             Warning::HostReflected { feature, .. } => *feature,
-            Warning::ClearedByDestination(id) | Warning::GuestNotTold(id) => *id,
+            Warning::ClearedByDestination(id) | Warning::GuestNotTold(id) | Warning::LeakThrough(id) => *id,
         }
     }
 }
@@ -193,6 +202,9 @@ pub fn check_migration(vm: &CpuPolicy, destination: &PoolHost) -> MigrationCheck
         each_bit(!vm_words[w] & default_words[w] & rules.or[w], w, |id| {
             result.warnings.push(Warning::GuestNotTold(id))
         });
+    }
+    if let Some(leaks) = destination.pv_leak_through(vm) {
+        result.warnings.extend(leaks.into_iter().map(Warning::LeakThrough));
     }
     result
 }

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::levelling::{Levelling, LevellingCaps};
 use crate::{
     CpuPolicy, CpuidKey, Registers, SystemPolicies, SystemPolicy, WireLimits, XenVersion, XEN_CPUID_NO_SUBLEAF,
 };
@@ -76,6 +77,8 @@ pub struct HostBundle {
     pub max_msrs: Option<u32>,
     /// The policies Xen provided (an absent one: not supported by that Xen).
     pub policies: SystemPolicies,
+    /// What `XEN_SYSCTL_get_cpu_levelling_caps` said; `None` when not recorded.
+    pub levelling_caps: Option<LevellingCaps>,
 }
 
 impl HostBundle {
@@ -87,6 +90,14 @@ impl HostBundle {
             _ => None,
         };
         from_maxima.or_else(|| self.xen_version.as_ref().and_then(WireLimits::for_xen)).unwrap_or(WireLimits::LATEST)
+    }
+
+    /// The host's levelling capabilities, when the bundle recorded them (read with the host
+    /// policy's PLATFORM_INFO, or the raw policy's when there is no host policy).
+    pub fn levelling(&self) -> Option<Levelling> {
+        let caps = self.levelling_caps?;
+        let host = self.policies.get(SystemPolicy::Host).or_else(|| self.policies.get(SystemPolicy::Raw))?;
+        Some(Levelling::new(caps, host))
     }
 
     /// The bundle as a JSON document (one CPUID entry per line).
@@ -112,6 +123,15 @@ impl HostBundle {
         }
         if let Some(v) = self.max_msrs {
             let _ = writeln!(out, "  \"max_msrs\": {v},");
+        }
+        match self.levelling_caps {
+            Some(LevellingCaps::Sysctl(bits)) => {
+                let _ = writeln!(out, "  \"levelling_caps\": \"{bits:#x}\",");
+            }
+            Some(LevellingCaps::NoSysctl) => {
+                let _ = writeln!(out, "  \"levelling_caps\": \"absent\",");
+            }
+            None => {}
         }
         out.push_str("  \"policies\": {");
         let mut first = true;
@@ -266,6 +286,8 @@ struct HostBundleJson {
     max_leaves: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_msrs: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    levelling_caps: Option<String>,
     policies: SystemPoliciesJson,
 }
 
@@ -327,6 +349,10 @@ impl From<HostBundle> for HostBundleJson {
             domctl_interface_version: bundle.domctl_interface_version.map(|v| format!("{v:#x}")),
             max_leaves: bundle.max_leaves,
             max_msrs: bundle.max_msrs,
+            levelling_caps: bundle.levelling_caps.map(|caps| match caps {
+                LevellingCaps::Sysctl(bits) => format!("{bits:#x}"),
+                LevellingCaps::NoSysctl => "absent".into(),
+            }),
             policies,
         }
     }
@@ -349,6 +375,13 @@ impl TryFrom<HostBundleJson> for HostBundle {
             max_leaves: raw.max_leaves,
             max_msrs: raw.max_msrs,
             policies: SystemPolicies::new(),
+            levelling_caps: match raw.levelling_caps.as_deref() {
+                None => None,
+                Some("absent") => Some(LevellingCaps::NoSysctl),
+                Some(text) => Some(LevellingCaps::Sysctl(
+                    parse_hex(text, 8).map_err(|problem| entry_error("levelling_caps", problem))? as u32,
+                )),
+            },
         };
         for which in SystemPolicy::ALL {
             if let Some(body) = raw.policies.slot(which).take() {

@@ -24,7 +24,10 @@ use cpupolicy_featureset::{
 };
 
 use crate::rules::{masks, LevelRule};
-use crate::{level_rule, CpuPolicy, CpuidKey, Registers, SystemPolicies, SystemPolicy, Vendor, MSR_PLATFORM_INFO};
+use crate::{
+    level_rule, CpuPolicy, CpuidKey, HostBundle, Levelling, Registers, SystemPolicies, SystemPolicy, Vendor,
+    MSR_PLATFORM_INFO,
+};
 
 /// One host of a pool: its name and the policies levelling needs, for one kind of guest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,18 +41,24 @@ pub struct PoolHost {
     pub default: CpuPolicy,
     /// The max policy for the guest kind: what the host accepts from a migration.
     pub max: CpuPolicy,
+    /// The guest kind the policies are for, when known.
+    pub kind: Option<GuestKind>,
+    /// The raw (hardware) policy, when known: what leaks through to PV guests.
+    pub raw: Option<CpuPolicy>,
+    /// The levelling capabilities, when known.
+    pub levelling: Option<Levelling>,
 }
 
 impl PoolHost {
     /// A host from its default and max policies.
     pub fn new(name: impl Into<String>, default: CpuPolicy, max: CpuPolicy) -> PoolHost {
-        PoolHost { name: name.into(), host: None, default, max }
+        PoolHost { name: name.into(), host: None, default, max, kind: None, raw: None, levelling: None }
     }
 
     /// A host from a single policy used as both default and max (e.g. a hand-written JSON
     /// policy that stands for what a host offers).
     pub fn from_single(name: impl Into<String>, policy: CpuPolicy) -> PoolHost {
-        PoolHost { name: name.into(), host: None, default: policy.clone(), max: policy }
+        PoolHost::new(name, policy.clone(), policy)
     }
 
     /// A host from its system policies (from Xen, a host bundle or `xen-cpuid -p`), for one
@@ -82,7 +91,26 @@ impl PoolHost {
             }
         }
         let host = policies.get(SystemPolicy::Host).cloned();
-        Ok(PoolHost { name, host, default, max })
+        let raw = policies.get(SystemPolicy::Raw).filter(|p| !p.is_empty()).cloned();
+        Ok(PoolHost { name, host, default, max, kind: Some(kind), raw, levelling: None })
+    }
+
+    /// A host from a host bundle: its system policies and, when recorded, its levelling
+    /// capabilities.
+    pub fn from_bundle(name: impl Into<String>, bundle: &HostBundle, kind: GuestKind) -> Result<PoolHost, LevelError> {
+        let mut host = PoolHost::from_system(name, &bundle.policies, kind)?;
+        host.levelling = bundle.levelling();
+        Ok(host)
+    }
+
+    /// For a PV host with known levelling capabilities and raw policy: the features a PV guest
+    /// with policy `guest` would see anyway from user space (see [`Levelling`]). `None` when
+    /// unknown or not a PV host.
+    pub fn pv_leak_through(&self, guest: &CpuPolicy) -> Option<Vec<FeatureId>> {
+        match (self.kind, &self.levelling, &self.raw) {
+            (Some(GuestKind::Pv), Some(levelling), Some(raw)) => Some(levelling.pv_leak_through(guest, raw)),
+            _ => None,
+        }
     }
 
     /// The policy host-reflected bits are read from.

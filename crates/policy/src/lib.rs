@@ -46,6 +46,7 @@ pub mod json;
 mod leaves;
 mod legacy;
 mod level;
+mod levelling;
 mod libvirt;
 mod native;
 mod policy;
@@ -65,6 +66,7 @@ pub use level::{
     clear_out_of_range_leaves, feature_name, level_pool, FeatureLoss, LevelError, LevelOptions, Levelled, LevelledPool,
     LimitField, LimitLoss, LossCause, PoolHost, ReflectedDifference,
 };
+pub use levelling::{Levelling, LevellingCaps, Mechanism, LEVELCAP_FAULTING, LEVELCAP_MASKS};
 pub use libvirt::LibvirtError;
 pub use native::{NativeError, NativePolicy};
 pub use policy::{

@@ -1,6 +1,8 @@
 //! The JSON formats: round trips, and strict errors that name the entry.
 
-use cpupolicy_policy::{CpuPolicy, CpuidKey, HostBundle, JsonError, Registers, SystemPolicy, XenVersion};
+use cpupolicy_policy::{
+    CpuPolicy, CpuidKey, HostBundle, JsonError, LevellingCaps, Registers, SystemPolicy, XenVersion,
+};
 
 fn sample() -> CpuPolicy {
     let mut p = CpuPolicy::new();
@@ -100,12 +102,17 @@ fn host_bundles_round_trip_with_their_metadata() {
         domctl_interface_version: Some(0x17),
         max_leaves: Some(120),
         max_msrs: Some(2),
+        levelling_caps: Some(LevellingCaps::Sysctl(0x1fe)),
         ..HostBundle::default()
     };
     bundle.policies.set(SystemPolicy::Raw, Some(sample()));
     bundle.policies.set(SystemPolicy::HvmMax, Some(CpuPolicy::new()));
     let text = bundle.to_json();
     assert!(text.contains("\"sysctl_interface_version\": \"0x15\""), "{text}");
+    assert!(text.contains("\"levelling_caps\": \"0x1fe\""), "{text}");
+    let mut without_sysctl = bundle.clone();
+    without_sysctl.levelling_caps = Some(LevellingCaps::NoSysctl);
+    assert_eq!(HostBundle::from_json(&without_sysctl.to_json()).unwrap(), without_sysctl);
     assert!(text.find("\"raw\"").unwrap() < text.find("\"hvm_max\"").unwrap());
     assert_eq!(HostBundle::from_json(&text).unwrap(), bundle);
     // serde sees the same document.
