@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 
 mod check;
+mod derive;
 mod diff;
 mod import;
 pub mod json;
@@ -57,6 +58,7 @@ mod wire;
 mod xen_cpuid;
 
 pub use check::{check_migration, MigrationCheck, Mismatch, Warning};
+pub use derive::{derive_system_policies, DeriveError, DeriveOptions, HvmMode};
 pub use diff::{LeafDiff, MsrDiff, PolicyDiff};
 pub use import::{Document, ImportError, InputFormat};
 pub use json::{HostBundle, JsonError, HOST_BUNDLE_FORMAT, JSON_VERSION, POLICY_FORMAT};
