@@ -57,6 +57,9 @@ enum Command {
     Level(pool::LevelArgs),
     /// Check whether a VM may migrate to a host: exit 0 compatible, 1 incompatible.
     Check(pool::CheckArgs),
+    /// Predict the policies Xen 4.20 builds from a raw policy (e.g. a CPU dump), or compare the
+    /// prediction with a real host's.
+    Derive(pool::DeriveArgs),
 }
 
 /// Parses the command line, runs the command, returns the exit status.
@@ -79,6 +82,7 @@ pub fn run() -> i32 {
         Command::Domain(args) => domain::domain(args),
         Command::Level(args) => pool::level(args),
         Command::Check(args) => pool::check(args),
+        Command::Derive(args) => pool::derive(args),
     };
     match outcome {
         Ok(status) => status,

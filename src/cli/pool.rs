@@ -3,11 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
-use cpupolicy::featureset::{Featureset, GuestKind};
+use cpupolicy::featureset::GuestKind;
 use cpupolicy::policy::{
-    check_migration, feature_name, level_pool, synthesise_legacy, CpuPolicy, Document, HostBundle, InputFormat,
-    LegacyRules, LevelOptions, Levelled, LevelledPool, LossCause, MigrationCheck, PoolHost, ReportSection, SectionName,
-    SystemPolicies, SystemPolicy, Warning, XenCpuidReport, XenVersion,
+    check_migration, derive_system_policies, feature_name, level_pool, synthesise_legacy, CpuPolicy, DeriveOptions,
+    Document, HostBundle, HvmMode, InputFormat, LegacyRules, LevelOptions, Levelled, LevelledPool, LossCause,
+    MigrationCheck, PolicyDiff, PoolHost, ReportSection, SectionName, SystemPolicies, SystemPolicy, Warning,
+    XenCpuidReport, XenVersion,
 };
 use serde_json::{json, Value};
 
@@ -448,9 +449,125 @@ fn load_vm(path: &Path, kind: Kind) -> Result<CpuPolicy, CliError> {
     }
 }
 
-/// Xen 4.20's system policies predicted from a raw policy.
+/// Xen 4.20's system policies predicted from a raw policy, with the options the raw policy
+/// suggests (HVM with HAP where VMX or SVM with NPT is enumerated).
 fn derive_policies(raw: &CpuPolicy, kind: Kind) -> Result<SystemPolicies, String> {
-    let _ = (raw, kind);
-    let _ = Featureset::new();
-    Err("predicting Xen's policies from a raw CPUID dump is not available yet".into())
+    let mut options = DeriveOptions::detect(raw);
+    if kind == Kind::HvmShadow && options.hvm.is_some() {
+        options.hvm = Some(HvmMode::Shadow);
+    }
+    derive_system_policies(raw, &options).map_err(|e| format!("predicting Xen 4.20's policies: {e}"))
+}
+
+/// Whether to predict HVM policies, and with which paging.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum HvmChoice {
+    /// As the raw policy suggests: HAP with VMX or SVM+NPT, shadow with SVM alone, none without.
+    Detect,
+    /// Hardware-assisted paging.
+    Hap,
+    /// Shadow paging only.
+    Shadow,
+    /// No HVM support.
+    None,
+}
+
+#[derive(Args)]
+pub struct DeriveArgs {
+    /// The raw policy: a libvirt CPU dump or JSON policy, or a host bundle / `xen-cpuid -p`
+    /// output (its raw policy is used).
+    file: PathBuf,
+    /// HVM support to assume.
+    #[arg(long, value_enum, default_value = "detect")]
+    hvm: HvmChoice,
+    /// Print only the host policy and this kind's default and max policies.
+    #[arg(long, value_enum)]
+    kind: Option<Kind>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "json")]
+    format: super::policy::PolicyFormat,
+    /// Compare the prediction with the policies FILE holds (a host bundle or xen-cpuid -p output
+    /// from the real Xen): print what differs, exit 1 if anything does.
+    #[arg(long)]
+    compare: bool,
+}
+
+pub fn derive(args: DeriveArgs) -> Outcome {
+    let document = read_document(&args.file)?;
+    let actual = match &document {
+        Document::Bundle(bundle) => Some(bundle.policies.clone()),
+        Document::XenCpuid(report) => Some(report.to_bundle().policies),
+        Document::Policy { .. } => None,
+    };
+    let raw = match (&document, &actual) {
+        (Document::Policy { policy, .. }, _) => policy.clone(),
+        (_, Some(policies)) => policies
+            .get(SystemPolicy::Raw)
+            .cloned()
+            .ok_or_else(|| CliError(format!("{}: holds no raw policy to predict from", args.file.display())))?,
+        _ => return Err(CliError(format!("{}: no raw policy", args.file.display()))),
+    };
+    let mut options = DeriveOptions::detect(&raw);
+    options.hvm = match args.hvm {
+        HvmChoice::Detect => options.hvm,
+        HvmChoice::Hap => Some(HvmMode::Hap),
+        HvmChoice::Shadow => Some(HvmMode::Shadow),
+        HvmChoice::None => None,
+    };
+    let mut derived =
+        derive_system_policies(&raw, &options).map_err(|e| CliError(format!("{}: {e}", args.file.display())))?;
+    if let Some(kind) = args.kind {
+        let (default, max) = kind.policies();
+        for which in SystemPolicy::ALL {
+            if ![SystemPolicy::Raw, SystemPolicy::Host, default, max].contains(&which) {
+                derived.set(which, None);
+            }
+        }
+    }
+    if args.compare {
+        let Some(actual) = actual else {
+            return Err(CliError(format!(
+                "{}: --compare needs a host bundle or xen-cpuid -p output",
+                args.file.display()
+            )));
+        };
+        let mut out = String::new();
+        let mut different = false;
+        for (which, predicted) in derived.iter() {
+            let Some(real) = actual.get(which) else {
+                out += &format!("{}: not in {}\n", which.name(), args.file.display());
+                continue;
+            };
+            let diff = PolicyDiff::between(predicted, real);
+            if diff.leaves.is_empty() && diff.msrs.is_empty() {
+                out += &format!("{}: predicted exactly\n", which.name());
+                continue;
+            }
+            different = true;
+            out += &format!("{}: differs (predicted, then Xen's)\n", which.name());
+            for leaf in &diff.leaves {
+                out += &format!("  leaf {}: {:?} / {:?}\n", leaf.key, leaf.a, leaf.b);
+            }
+            for msr in &diff.msrs {
+                out += &format!("  msr {:#x}: {:#x} / {:#x}\n", msr.index, msr.a, msr.b);
+            }
+            let names = |ids: &[cpupolicy::featureset::FeatureId]| {
+                ids.iter().map(|id| feature_name(*id)).collect::<Vec<_>>().join(" ")
+            };
+            if !diff.only_in_a.is_empty() {
+                out += &format!("  features predicted, not in Xen's: {}\n", names(&diff.only_in_a));
+            }
+            if !diff.only_in_b.is_empty() {
+                out += &format!("  features in Xen's, not predicted: {}\n", names(&diff.only_in_b));
+            }
+        }
+        emit(&out)?;
+        return Ok(if different { EXIT_NEGATIVE } else { 0 });
+    }
+    let bundle = HostBundle { policies: derived, ..HostBundle::default() };
+    match args.format {
+        super::policy::PolicyFormat::Json => emit(&bundle.to_json())?,
+        super::policy::PolicyFormat::XenCpuid => emit(&XenCpuidReport::from_bundle(&bundle).0)?,
+    }
+    Ok(0)
 }

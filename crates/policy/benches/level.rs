@@ -1,4 +1,5 @@
-//! Levelling and migration-check speed, on the real CPU dumps of `../shared/cpu-dumps`.
+//! Levelling and migration-check speed, on the real CPU dumps of `../shared/cpu-dumps` (with
+//! the PV policies Xen 4.20 would build on each).
 //!
 //! Prints the figures and fails (exit 1) when a target is missed: levelling under 2 µs per host
 //! policy, a migration check under 200 ns. Run with `cargo bench -p cpupolicy-policy --bench level`.
@@ -6,7 +7,10 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use cpupolicy_policy::{check_migration, level_pool, CpuPolicy, LevelOptions, PoolHost, Vendor};
+use cpupolicy_featureset::GuestKind;
+use cpupolicy_policy::{
+    check_migration, derive_system_policies, level_pool, CpuPolicy, DeriveOptions, LevelOptions, PoolHost, Vendor,
+};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -34,18 +38,22 @@ fn main() {
         eprintln!("no dumps: nothing measured");
         return;
     };
-    let intel: Vec<(String, CpuPolicy)> = dumps
+    // Every Intel dump, with Xen 4.20's PV policies predicted from it: real host policies.
+    let intel: Vec<(String, PoolHost)> = dumps
         .iter()
         .filter_map(|(name, text)| CpuPolicy::from_libvirt_xml(text).ok().map(|p| (name.clone(), p)))
         .filter(|(_, p)| p.vendor() == Vendor::Intel)
+        .map(|(name, raw)| {
+            let policies = derive_system_policies(&raw, &DeriveOptions::detect(&raw)).expect("derive");
+            let host = PoolHost::from_system(name.clone(), &policies, GuestKind::Pv).expect("PV policies");
+            (name, host)
+        })
         .collect();
-    // Host default and max policies: each dump's raw policy stands for both (the cost of
-    // levelling does not depend on which policy a host offers).
     let hosts_of = |n: usize| -> Vec<PoolHost> {
         (0..n)
             .map(|i| {
-                let (name, policy) = &intel[i % intel.len()];
-                PoolHost::from_single(format!("{i}-{name}"), policy.clone())
+                let (name, host) = &intel[i % intel.len()];
+                PoolHost { name: format!("{i}-{name}"), ..host.clone() }
             })
             .collect()
     };

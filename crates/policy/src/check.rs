@@ -218,20 +218,17 @@ struct Limits {
 
 impl Limits {
     fn of(policy: &CpuPolicy) -> Limits {
-        let leaf0 = policy.leaf(0);
-        let leaf7 = policy.subleaf(7, 0);
-        let extended = policy.leaf(0x8000_0000);
-        let sizes = policy.leaf(0x8000_0008);
+        let [eax0, ebx0, ecx0, edx0, leaf7, extended, sizes] = policy.summary();
         let values = [
-            leaf0.eax.into(),
-            leaf7.eax.into(),
-            extended.eax.into(),
-            (sizes.eax & 0xff).into(),
-            ((sizes.eax >> 8) & 0xff).into(),
+            eax0.into(),
+            leaf7.into(),
+            extended.into(),
+            (sizes & 0xff).into(),
+            ((sizes >> 8) & 0xff).into(),
             policy.msr(crate::MSR_PLATFORM_INFO),
         ];
         debug_assert!(LimitField::ALL.iter().zip(values).all(|(field, value)| field.read(policy) == value));
-        Limits { vendor: [leaf0.ebx, leaf0.ecx, leaf0.edx], values }
+        Limits { vendor: [ebx0, ecx0, edx0], values }
     }
 }
 

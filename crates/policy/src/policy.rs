@@ -136,12 +136,26 @@ pub struct CpuPolicy {
     /// The featureset words, kept equal to the registers they mirror by every change: reading
     /// them is the hot path of levelling and migration checks.
     words: [u32; NR_WORDS],
+    /// The registers the migration check compares, kept like `words`: leaf 0 (EAX, EBX, ECX,
+    /// EDX), 7:0 EAX, 0x80000000 EAX, 0x80000008 EAX.
+    summary: [u32; 7],
 }
+
+/// Where each [`CpuPolicy::summary`] value lives.
+const SUMMARY: [(CpuidKey, Register); 7] = [
+    (CpuidKey::plain(0), Register::Eax),
+    (CpuidKey::plain(0), Register::Ebx),
+    (CpuidKey::plain(0), Register::Ecx),
+    (CpuidKey::plain(0), Register::Edx),
+    (CpuidKey::indexed(7, 0), Register::Eax),
+    (CpuidKey::plain(0x8000_0000), Register::Eax),
+    (CpuidKey::plain(0x8000_0008), Register::Eax),
+];
 
 impl CpuPolicy {
     /// The empty policy: no leaves, no MSRs.
     pub const fn new() -> CpuPolicy {
-        CpuPolicy { cpuid: Vec::new(), msrs: Vec::new(), words: [0; NR_WORDS] }
+        CpuPolicy { cpuid: Vec::new(), msrs: Vec::new(), words: [0; NR_WORDS], summary: [0; 7] }
     }
 
     /// The registers of a leaf (zero when the policy holds nothing for it).
@@ -175,6 +189,7 @@ impl CpuPolicy {
 
     /// Sets a leaf without updating the featureset words.
     fn store_cpuid(&mut self, key: CpuidKey, registers: Registers) {
+        self.refresh_summary(key, registers);
         match self.cpuid.binary_search_by(|(k, _)| k.cmp(&key)) {
             Ok(i) if registers.is_zero() => {
                 self.cpuid.remove(i);
@@ -192,6 +207,7 @@ impl CpuPolicy {
             Err(_) => Registers::ZERO,
         };
         self.refresh_cpuid_words(key, Registers::ZERO);
+        self.refresh_summary(key, Registers::ZERO);
         removed
     }
 
@@ -454,6 +470,21 @@ impl CpuPolicy {
         self.words = *words;
     }
 
+    /// Brings the summary values held in `key` up to date with its new registers.
+    fn refresh_summary(&mut self, key: CpuidKey, registers: Registers) {
+        for (value, (k, register)) in self.summary.iter_mut().zip(SUMMARY) {
+            if k == key {
+                *value = registers.get(register);
+            }
+        }
+    }
+
+    /// Leaf 0 (EAX, EBX, ECX, EDX), 7:0 EAX, 0x80000000 EAX and 0x80000008 EAX, without a
+    /// look-up: what the migration check compares.
+    pub(crate) fn summary(&self) -> [u32; 7] {
+        self.summary
+    }
+
     /// Brings the words mirroring `key` up to date with its new registers.
     fn refresh_cpuid_words(&mut self, key: CpuidKey, registers: Registers) {
         for (word, info) in self.words.iter_mut().zip(WORDS.iter()) {
@@ -492,8 +523,9 @@ impl CpuPolicy {
     pub(crate) fn from_sorted_parts(cpuid: Vec<(CpuidKey, Registers)>, msrs: Vec<(u32, u64)>) -> CpuPolicy {
         debug_assert!(cpuid.windows(2).all(|w| w[0].0 < w[1].0) && cpuid.iter().all(|(_, r)| !r.is_zero()));
         debug_assert!(msrs.windows(2).all(|w| w[0].0 < w[1].0) && msrs.iter().all(|(_, v)| *v != 0));
-        let mut policy = CpuPolicy { cpuid, msrs, words: [0; NR_WORDS] };
+        let mut policy = CpuPolicy { cpuid, msrs, words: [0; NR_WORDS], summary: [0; 7] };
         policy.words = policy.computed_words();
+        policy.summary = SUMMARY.map(|(key, register)| policy.cpuid(key).get(register));
         policy
     }
 }
@@ -621,6 +653,9 @@ mod tests {
         p.set_register(CpuidKey::plain(0x8000_0021), Register::Ecx, 4);
         assert_eq!(p.feature_words(), p.computed_words());
         assert_eq!((p.feature_words()[0], p.feature_words()[10], p.feature_words()[17]), (0, 0x10, 2));
+        p.set_max_extended_leaf(0x8000_0021);
+        p.remove_cpuid(CpuidKey::plain(0));
+        assert_eq!(p.summary(), SUMMARY.map(|(key, register)| p.cpuid(key).get(register)));
         let rebuilt = CpuPolicy::from_sorted_parts(p.cpuid.clone(), p.msrs.clone());
         assert_eq!(rebuilt, p);
     }

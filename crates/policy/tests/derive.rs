@@ -382,3 +382,25 @@ fn the_rules_show_on_real_parts() {
     assert!(lost_avx > 0, "some dumps predate the GDS microcode");
     assert!(taa > 0, "some dumps are TAA-affected Cascade Lakes");
 }
+
+/// Host bundles recorded by the real-Xen harness (`cargo xtask test --only real-xen` writes them
+/// to `target/real-xen/`): Debian's Xen 4.20 booted under QEMU TCG on two Intel models.
+#[test]
+fn recorded_intel_boots_are_reproduced_exactly() {
+    for name in ["xen-4.20-skylake.json", "xen-4.20-nehalem.json"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name);
+        let bundle = HostBundle::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let raw = bundle.policies.get(SystemPolicy::Raw).unwrap();
+        assert_eq!(raw.vendor(), cpupolicy_policy::Vendor::Intel, "{name}");
+        let options = DeriveOptions::detect(raw);
+        assert_eq!(options.hvm, None, "{name}: TCG offers no VMX");
+        let derived = derive_system_policies(raw, &options).unwrap();
+        let mut compared = 0;
+        for which in SystemPolicy::ALL {
+            let real = bundle.policies.get(which).filter(|p| !p.is_empty());
+            assert_eq!(derived.get(which), real, "{name}: {}", which.name());
+            compared += usize::from(real.is_some());
+        }
+        assert_eq!(compared, 4, "{name}: raw, host, PV max and PV default");
+    }
+}

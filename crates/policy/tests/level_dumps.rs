@@ -1,0 +1,156 @@
+//! Levelling and migration checks over the real CPU dumps of `../shared/cpu-dumps`: every pair
+//! of Intel hosts and every pair of AMD hosts, with Xen 4.20's policies predicted from each
+//! dump, for PV and HVM guests.
+
+mod common;
+
+use cpupolicy_featureset::{Featureset, GuestKind};
+use cpupolicy_policy::{
+    check_migration, derive_system_policies, level_pool, level_rule, CpuPolicy, DeriveOptions, LevelError,
+    LevelOptions, LevelRule, LossCause, PoolHost, Vendor,
+};
+
+struct Host {
+    name: String,
+    vendor: Vendor,
+    pv: PoolHost,
+    hvm: Option<PoolHost>,
+}
+
+fn hosts() -> Option<Vec<Host>> {
+    let dumps = common::libvirt_dumps()?;
+    let mut hosts = Vec::new();
+    for (name, text) in dumps {
+        let raw = CpuPolicy::from_libvirt_xml(&text).unwrap();
+        let policies = derive_system_policies(&raw, &DeriveOptions::detect(&raw)).unwrap();
+        let pv = PoolHost::from_system(name.clone(), &policies, GuestKind::Pv).unwrap();
+        let hvm = PoolHost::from_system(name.clone(), &policies, GuestKind::HvmHap).ok();
+        hosts.push(Host { name, vendor: raw.vendor(), pv, hvm });
+    }
+    Some(hosts)
+}
+
+/// The bits a levelled policy may have, by rule, given the hosts' policies of that role.
+fn allowed(policies: &[&CpuPolicy], maxes: &[&CpuPolicy]) -> Featureset {
+    let and =
+        |ps: &[&CpuPolicy]| ps.iter().skip(1).fold(ps[0].featureset(), |acc, p| acc.intersection(&p.featureset()));
+    let or = policies.iter().fold(Featureset::new(), |acc, p| acc.union(&p.featureset()));
+    let (all, all_max) = (and(policies), and(maxes));
+    let mut out = Featureset::new();
+    for id in or.iter() {
+        let ok = match level_rule(id) {
+            LevelRule::And | LevelRule::Mirror | LevelRule::Topology | LevelRule::HostReflected => all.contains(id),
+            LevelRule::Or => true,
+            LevelRule::TsxAbort => all_max.contains(id),
+            LevelRule::RuntimeOnly => false,
+        };
+        out.set(id, ok);
+    }
+    out
+}
+
+fn check_pair(a: &PoolHost, b: &PoolHost, context: &str) -> usize {
+    let pool = level_pool(&[a.clone(), b.clone()], LevelOptions { explain: true, ..Default::default() })
+        .unwrap_or_else(|e| panic!("{context}: {e}"));
+    // Every input host accepts a VM booted with the pool default, and one that saw all the
+    // pool accepts.
+    for host in [a, b] {
+        let check = check_migration(&pool.default.policy, host);
+        assert!(check.is_compatible(), "{context}: pool default refused by {}: {:?}", host.name, check.mismatches);
+        let check = check_migration(&pool.acceptance.policy, host);
+        assert!(check.is_compatible(), "{context}: acceptance refused by {}: {:?}", host.name, check.mismatches);
+    }
+    // Never larger than the rules allow.
+    let defaults = [&a.default, &b.default];
+    let maxes = [&a.max, &b.max];
+    let extra = pool.default.policy.featureset().difference(&allowed(&defaults, &maxes));
+    assert!(extra.is_empty(), "{context}: default has {:?} beyond the rules", extra.names());
+    let extra = pool.acceptance.policy.featureset().difference(&allowed(&maxes, &maxes));
+    assert!(extra.is_empty(), "{context}: acceptance has {:?} beyond the rules", extra.names());
+    // Dependency-closed.
+    let mut closed = pool.default.policy.featureset();
+    assert!(closed.apply_dependencies().is_empty(), "{context}: default is not dependency-closed");
+    // Numeric limits are the minimum.
+    let p = &pool.default.policy;
+    assert_eq!(p.max_basic_leaf(), a.default.max_basic_leaf().min(b.default.max_basic_leaf()), "{context}");
+    assert_eq!(p.max_phys_addr_bits(), a.default.max_phys_addr_bits().min(b.default.max_phys_addr_bits()), "{context}");
+    // The explanation names the culprits truthfully: each named host lacks the feature and
+    // some host has it.
+    for loss in &pool.default.lost {
+        if let LossCause::LackedBy(names) = &loss.cause {
+            assert!(!names.is_empty(), "{context}");
+            for name in names {
+                let host = [a, b].into_iter().find(|h| &h.name == name).unwrap();
+                assert!(!host.default.has_feature(loss.feature), "{context}: {name} was blamed for {:?}", loss.feature);
+            }
+            assert!(
+                [a, b].iter().any(|h| h.default.has_feature(loss.feature)),
+                "{context}: {:?} lost that no host had",
+                loss.feature
+            );
+        }
+    }
+    pool.default.lost.len()
+}
+
+#[test]
+fn every_intel_pair_and_every_amd_pair_levels_and_fits_each_host() {
+    let Some(hosts) = hosts() else { return };
+    let mut pairs = 0;
+    let mut losses = 0;
+    for vendor in [Vendor::Intel, Vendor::Amd] {
+        let same: Vec<&Host> = hosts.iter().filter(|h| h.vendor == vendor).collect();
+        assert!(same.len() >= 10, "{vendor}: {} dumps", same.len());
+        for (i, a) in same.iter().enumerate() {
+            for b in &same[i + 1..] {
+                let context = format!("pv {} + {}", a.name, b.name);
+                losses += check_pair(&a.pv, &b.pv, &context);
+                if let (Some(ha), Some(hb)) = (&a.hvm, &b.hvm) {
+                    check_pair(ha, hb, &format!("hvm {} + {}", a.name, b.name));
+                }
+                pairs += 1;
+            }
+        }
+    }
+    assert!(pairs > 1500, "{pairs} pairs");
+    assert!(losses > 0, "some pair lost something");
+}
+
+#[test]
+fn a_whole_vendor_pool_levels_and_the_acceptance_check_matches_each_host() {
+    let Some(hosts) = hosts() else { return };
+    for vendor in [Vendor::Intel, Vendor::Amd] {
+        let pool_hosts: Vec<PoolHost> = hosts.iter().filter(|h| h.vendor == vendor).map(|h| h.pv.clone()).collect();
+        let pool = level_pool(&pool_hosts, LevelOptions::default()).unwrap();
+        for host in &pool_hosts {
+            assert!(check_migration(&pool.default.policy, host).is_compatible(), "{vendor}: {}", host.name);
+        }
+        // A VM is welcome everywhere exactly when the pool's acceptance policy takes it.
+        let acceptance = PoolHost::new("pool", pool.acceptance.policy.clone(), pool.acceptance.policy.clone());
+        for vm_host in &pool_hosts {
+            let vm = &vm_host.default;
+            let everywhere = pool_hosts.iter().all(|h| check_migration(vm, h).is_compatible());
+            assert_eq!(
+                check_migration(vm, &acceptance).is_compatible(),
+                everywhere,
+                "{vendor}: a VM booted on {}",
+                vm_host.name
+            );
+        }
+    }
+}
+
+#[test]
+fn vendor_mixes_are_refused_naming_the_hosts() {
+    let Some(hosts) = hosts() else { return };
+    let intel = hosts.iter().find(|h| h.vendor == Vendor::Intel).unwrap();
+    let amd = hosts.iter().find(|h| h.vendor == Vendor::Amd).unwrap();
+    let error = level_pool(&[intel.pv.clone(), amd.pv.clone()], LevelOptions::default()).unwrap_err();
+    let LevelError::MixedVendors { vendors } = &error else { panic!("{error}") };
+    assert_eq!(vendors.len(), 2);
+    let text = error.to_string();
+    assert!(text.contains(&intel.name) && text.contains(&amd.name), "{text}");
+    // A VM from one vendor is refused by the other, by name.
+    let check = check_migration(&intel.pv.default, &amd.pv);
+    assert!(check.mismatches.iter().any(|m| m.kind() == "vendor"), "{:?}", check.mismatches);
+}
