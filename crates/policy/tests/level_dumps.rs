@@ -154,3 +154,70 @@ fn vendor_mixes_are_refused_naming_the_hosts() {
     let check = check_migration(&intel.pv.default, &amd.pv);
     assert!(check.mismatches.iter().any(|m| m.kind() == "vendor"), "{:?}", check.mismatches);
 }
+
+#[test]
+fn tsx_vm_goes_where_max_keeps_rtm_and_not_where_it_does_not() {
+    let Some(hosts) = hosts() else { return };
+    let rtm = cpupolicy_featureset::known("rtm");
+    // A host whose default hides RTM (TSX disabled by default: TAA, microcode) but whose max
+    // keeps it, as Xen 4.20 builds it from a real dump.
+    let hiding = hosts
+        .iter()
+        .map(|h| &h.pv)
+        .find(|h| !h.default.has_feature(rtm) && h.max.has_feature(rtm))
+        .expect("some real Intel host hides RTM by default but keeps it in max");
+    // A VM that booted with RTM and HLE (on a host with working TSX).
+    let vm = hosts
+        .iter()
+        .map(|h| &h.pv.default)
+        .find(|p| p.has_feature(rtm) && p.vendor() == Vendor::Intel)
+        .expect("some real Intel host offers RTM by default");
+    let check = check_migration(vm, hiding);
+    assert!(
+        !check.mismatches.iter().any(|m| m.to_string().contains("rtm") || m.to_string().contains("hle")),
+        "{}: {:?}",
+        hiding.name,
+        check.mismatches
+    );
+    // Refused, naming RTM, by an Intel host without TSX in max.
+    let lacking = hosts
+        .iter()
+        .map(|h| &h.pv)
+        .find(|h| h.max.vendor() == Vendor::Intel && !h.max.has_feature(rtm))
+        .expect("some real Intel host has no TSX");
+    let check = check_migration(vm, lacking);
+    assert!(
+        check.mismatches.contains(&cpupolicy_policy::Mismatch::Feature(rtm)),
+        "{}: {:?}",
+        lacking.name,
+        check.mismatches
+    );
+}
+
+#[test]
+fn pv_leak_through_on_real_parts() {
+    use cpupolicy_policy::{Levelling, LevellingCaps};
+    let Some(hosts) = hosts() else { return };
+    let mut leaking = 0;
+    for host in &hosts {
+        let raw = host.pv.raw.as_ref().unwrap();
+        let guest = &host.pv.default;
+        // Faulting: nothing leaks.
+        let faulting = Levelling { caps: LevellingCaps::Sysctl(1), platform_info_faulting: true };
+        assert!(faulting.pv_leak_through(guest, raw).is_empty(), "{}", host.name);
+        // Nothing: exactly what the hardware has and the policy hides.
+        let nothing = Levelling { caps: LevellingCaps::NoSysctl, platform_info_faulting: false };
+        let leaks = nothing.pv_leak_through(guest, raw);
+        let expected: Vec<_> = raw.featureset().difference(&guest.featureset()).iter().collect();
+        assert_eq!(leaks, expected, "{}", host.name);
+        // Masks for leaf 1 and 0x80000001 only: nothing leaks from those words, the rest does.
+        let masks = Levelling { caps: LevellingCaps::Sysctl(0x1e), platform_info_faulting: false };
+        let masked_leaks = masks.pv_leak_through(guest, raw);
+        assert!(masked_leaks.iter().all(|id| id.word() > 3), "{}: {masked_leaks:?}", host.name);
+        assert!(masked_leaks.iter().all(|id| leaks.contains(id)), "{}", host.name);
+        // Real parts have features Xen hides from PV guests (VMX/SVM, MONITOR, …): they leak
+        // without faulting.
+        leaking += usize::from(!leaks.is_empty());
+    }
+    assert_eq!(leaking, hosts.len(), "every real part leaks something to PV guests without faulting");
+}
