@@ -423,14 +423,14 @@ pub(super) fn policy_of_document(path: &Path, document: Document) -> Result<CpuP
 }
 
 /// The document's one policy, or the document back when it holds a host's policies.
-fn single_policy(document: Document) -> Result<CpuPolicy, Document> {
+fn single_policy(document: Document) -> Result<CpuPolicy, Box<Document>> {
     match document {
         Document::Policy { policy, format } if format != InputFormat::Libvirt => Ok(policy),
         Document::XenCpuid(report) => match report.sections.as_slice() {
             [ReportSection { name: SectionName::Domain(_), content: Some(printed) }] => Ok(printed.policy().clone()),
-            _ => Err(Document::XenCpuid(report)),
+            _ => Err(Box::new(Document::XenCpuid(report))),
         },
-        other => Err(other),
+        other => Err(Box::new(other)),
     }
 }
 
@@ -439,7 +439,7 @@ fn load_vm(path: &Path, kind: Kind) -> Result<CpuPolicy, CliError> {
     match single_policy(read_document(path)?) {
         Ok(policy) => Ok(policy),
         Err(document) => {
-            let host = host_from_document(path, document, kind)?;
+            let host = host_from_document(path, *document, kind)?;
             eprintln!(
                 "cpupolicy: note: {} holds a host's policies; checking a VM booted there with its default policy",
                 path.display()
