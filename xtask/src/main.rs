@@ -12,6 +12,7 @@ mod bindings;
 mod capi;
 mod debian;
 mod sandbox;
+mod topology_qemu;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -78,6 +79,7 @@ const STEPS: &[Step] = &[
     Step { name: "bindings", run: bindings::check },
     Step { name: "c-header", run: capi::check_header },
     Step { name: "c-api", run: capi::c_tests },
+    Step { name: "qemu-topology", run: topology_qemu::qemu_topology },
     Step { name: "real-xen", run: real_xen },
 ];
 
@@ -386,7 +388,8 @@ fn real_xen_pools(cpupolicy: &Path, dir: &Path) -> Result<(), String> {
         status == 2 && stderr.contains("no hvm_default policy"),
         &stderr,
     );
-    let (status, _, stderr) = run(&strings(&["level", &bundle("4.20-skylake"), &bundle("4.20-qemu64")]))?;
+    let (status, _, stderr) =
+        run(&strings(&["level", "--kind", "pv", &bundle("4.20-skylake"), &bundle("4.20-qemu64")]))?;
     expect(
         "a pool of Intel and AMD hosts is refused, naming both",
         status == 2 && stderr.contains("xen-4.20-skylake") && stderr.contains("xen-4.20-qemu64"),
