@@ -22,7 +22,7 @@ use std::fmt;
 use cpupolicy_featureset::{FeatureId, NR_WORDS};
 
 use crate::level::{feature_name, LimitField};
-use crate::rules::masks;
+use crate::rules::{each_bit, masks};
 use crate::{CpuPolicy, PoolHost, Vendor};
 
 /// The outcome of a migration check.
@@ -229,16 +229,6 @@ impl Limits {
         ];
         debug_assert!(LimitField::ALL.iter().zip(values).all(|(field, value)| field.read(policy) == value));
         Limits { vendor: [ebx0, ecx0, edx0], values }
-    }
-}
-
-fn each_bit(mut bits: u32, word: usize, mut f: impl FnMut(FeatureId)) {
-    while bits != 0 {
-        let bit = bits.trailing_zeros();
-        bits &= bits - 1;
-        if let Some(id) = FeatureId::new(word, bit) {
-            f(id);
-        }
     }
 }
 

@@ -23,7 +23,7 @@ use cpupolicy_featureset::{
     dependents_of, static_mask, FeatureId, Featureset, GuestKind, StaticMask, DEPENDENCIES, NR_WORDS,
 };
 
-use crate::rules::{masks, LevelRule};
+use crate::rules::{each_bit, masks, LevelRule};
 use crate::{
     level_rule, CpuPolicy, CpuidKey, HostBundle, Levelling, Registers, SystemPolicies, SystemPolicy, Vendor,
     MSR_PLATFORM_INFO,
@@ -370,11 +370,7 @@ pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledP
     let mut reflected = Vec::new();
     if acc.reflected_and != acc.reflected_or {
         for w in 0..NR_WORDS {
-            let mut differing = acc.reflected_or[w] & !acc.reflected_and[w];
-            while differing != 0 {
-                let bit = differing.trailing_zeros();
-                differing &= differing - 1;
-                let feature = FeatureId::new(w, bit).expect("word and bit are in range");
+            each_bit(acc.reflected_or[w] & !acc.reflected_and[w], w, |feature| {
                 let (with, without): (Vec<&PoolHost>, Vec<&PoolHost>) =
                     hosts.iter().partition(|h| h.reflected_source().has_feature(feature));
                 reflected.push(ReflectedDifference {
@@ -382,7 +378,7 @@ pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledP
                     with: with.iter().map(|h| h.name.clone()).collect(),
                     without: without.iter().map(|h| h.name.clone()).collect(),
                 });
-            }
+            });
         }
     }
     Ok(LevelledPool { default, acceptance, reflected })

@@ -20,6 +20,7 @@ use std::fmt;
 
 use cpupolicy_featureset::{FeatureId, NR_WORDS};
 
+use crate::rules::each_bit;
 use crate::{CpuPolicy, PLATFORM_INFO_CPUID_FAULTING};
 
 /// `XEN_SYSCTL_CPU_LEVELCAP_faulting`.
@@ -125,12 +126,7 @@ impl Levelling {
             if controlled[w] {
                 continue;
             }
-            let mut bits = raw[w] & !guest[w];
-            while bits != 0 {
-                let bit = bits.trailing_zeros();
-                bits &= bits - 1;
-                leaks.extend(FeatureId::new(w, bit));
-            }
+            each_bit(raw[w] & !guest[w], w, |id| leaks.push(id));
         }
         leaks
     }

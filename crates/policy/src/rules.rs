@@ -168,6 +168,18 @@ pub fn feature_rule(id: FeatureId) -> Option<&'static FeatureRule> {
     SPECIAL_RULES.iter().find(|row| feature_by_name(row.name).is_some_and(|f| f.id == id))
 }
 
+/// Calls `f` with each feature whose bit is set in `bits`, a mask of featureset word `word`,
+/// lowest bit first.
+pub(crate) fn each_bit(mut bits: u32, word: usize, mut f: impl FnMut(FeatureId)) {
+    while bits != 0 {
+        let bit = bits.trailing_zeros();
+        bits &= bits - 1;
+        if let Some(id) = FeatureId::new(word, bit) {
+            f(id);
+        }
+    }
+}
+
 /// The rules as one word mask per rule, for word-at-a-time levelling.
 #[derive(Debug)]
 pub(crate) struct RuleMasks {
