@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod domain;
 mod featureset;
+mod observe;
 mod policy;
 mod pool;
 mod topology;
@@ -60,6 +61,9 @@ enum Command {
     /// Predict the policies Xen 4.20 builds from a raw policy (e.g. a CPU dump), or compare the
     /// prediction with a real host's.
     Derive(pool::DeriveArgs),
+    /// What a guest's CPUs report, compared with a QEMU shape (the test command's QEMU step).
+    #[command(hide = true)]
+    Observe(observe::ObserveArgs),
 }
 
 /// Parses the command line, runs the command, returns the exit status.
@@ -82,6 +86,7 @@ pub fn run() -> i32 {
         Command::Domain(args) => domain::domain(args),
         Command::Level(args) => pool::level(args),
         Command::Check(args) => pool::check(args),
+        Command::Observe(args) => observe::observe(args),
         Command::Derive(args) => pool::derive(args),
     };
     match outcome {
@@ -104,6 +109,5 @@ pub enum TextOrJson {
 
 /// Prints a serialisable value as pretty JSON on stdout.
 pub fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
+    policy::emit(&format_args!("{}\n", serde_json::to_string_pretty(value)?))
 }

@@ -6,11 +6,22 @@ use serde::Serialize;
 
 use super::{print_json, CliError, Outcome, TextOrJson};
 
+/// `--vendor` of the topology commands.
 #[derive(Clone, Copy, ValueEnum)]
-enum VendorArg {
+pub(super) enum VendorArg {
     Intel,
     Amd,
     Hygon,
+}
+
+impl From<VendorArg> for Vendor {
+    fn from(vendor: VendorArg) -> Vendor {
+        match vendor {
+            VendorArg::Intel => Vendor::Intel,
+            VendorArg::Amd => Vendor::Amd,
+            VendorArg::Hygon => Vendor::Hygon,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -69,11 +80,7 @@ struct LeafJson {
 }
 
 pub fn topology(args: TopologyArgs) -> Outcome {
-    let vendor = match args.vendor {
-        VendorArg::Intel => Vendor::Intel,
-        VendorArg::Amd => Vendor::Amd,
-        VendorArg::Hygon => Vendor::Hygon,
-    };
+    let vendor = Vendor::from(args.vendor);
     let mut shape = Shape::new(args.packages, args.dies, args.cores, args.threads);
     if let Some(modules) = args.modules {
         shape = shape.with_modules(modules);
@@ -101,21 +108,24 @@ pub fn topology(args: TopologyArgs) -> Outcome {
     };
     match args.format {
         TextOrJson::Text => {
-            println!(
-                "{:>5} {:>8} {:>8} {:>5} {:>5} {:>7} {:>9}",
+            use std::fmt::Write;
+            let mut text = format!(
+                "{:>5} {:>8} {:>8} {:>5} {:>5} {:>7} {:>9}\n",
                 "vcpu", "apic_id", "package", "die", "core", "thread", "vp_index"
             );
             for (i, row) in table.vcpus.iter().enumerate() {
-                println!(
+                let _ = writeln!(
+                    text,
                     "{:>5} {:>#8x} {:>8} {:>5} {:>5} {:>7} {:>9}",
                     row.vcpu, row.apic_id, row.package, row.die, row.core, row.thread, row.vp_index
                 );
                 for (leaf, subleaf, [a, b, c, d]) in leaves.get(i).into_iter().flatten() {
                     let sub = subleaf.map_or("ffffffff".to_string(), |s| format!("{s:08x}"));
-                    println!("        {leaf:08x}:{sub} -> {a:08x}:{b:08x}:{c:08x}:{d:08x}");
+                    let _ = writeln!(text, "        {leaf:08x}:{sub} -> {a:08x}:{b:08x}:{c:08x}:{d:08x}");
                 }
             }
-            println!("x2apic required: {}", if table.x2apic_required { "yes" } else { "no" });
+            let _ = writeln!(text, "x2apic required: {}", if table.x2apic_required { "yes" } else { "no" });
+            super::policy::emit(&text)?;
         }
         TextOrJson::Json => {
             let mut value = serde_json::to_value(&table)?;

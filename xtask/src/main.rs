@@ -12,6 +12,7 @@ mod bindings;
 mod capi;
 mod debian;
 mod sandbox;
+mod topology_qemu;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -78,6 +79,7 @@ const STEPS: &[Step] = &[
     Step { name: "bindings", run: bindings::check },
     Step { name: "c-header", run: capi::check_header },
     Step { name: "c-api", run: capi::c_tests },
+    Step { name: "qemu-topology", run: topology_qemu::qemu_topology },
     Step { name: "real-xen", run: real_xen },
 ];
 

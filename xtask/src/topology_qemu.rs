@@ -1,0 +1,192 @@
+//! The `qemu-topology` step: QEMU is the reference for the topology crate's `Modern` scheme.
+//!
+//! Each boot runs plain Linux (no Xen) under QEMU/TCG with one `-cpu` model and `-smp` shape;
+//! in the guest `cpupolicy observe cpuid` reads every vCPU's topology leaves from
+//! `/dev/cpu/N/cpuid`, and `/proc/cpuinfo` gives the APIC IDs. On the host
+//! `cpupolicy observe compare` compares them with what the crate computes for the same shape
+//! and vendor: every register of every leaf the crate writes, each either agreeing, differing
+//! exactly as QEMU 7.2 (Debian 12, the QEMU installed here) is known to (modelled from its
+//! `target/i386/cpu.c`, counted and listed per field), or failing the step.
+//!
+//! QEMU 7.2 under TCG refuses any shape with an APIC ID above 254 ("requires kernel irqchip and
+//! X2APIC API support"), and the sandbox's `pc` machine stops at 255 vCPUs, so the largest shape
+//! is 255 vCPUs on one socket (APIC IDs 0–254). That boot takes about 65 s and runs alone; the
+//! others take about 10 s each and run two at a time.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::sandbox;
+
+/// One boot: QEMU `-cpu` model, the vendor the crate is asked for, `-smp`, and what it covers.
+struct Shape {
+    cpu: &'static str,
+    vendor: &'static str,
+    smp: &'static str,
+    covers: &'static str,
+}
+
+/// The boots (those above [`ALONE_ABOVE_VCPUS`] run first, alone).
+const SHAPES: &[Shape] = &[
+    Shape {
+        cpu: "Skylake-Server",
+        vendor: "intel",
+        smp: "255,sockets=1,cores=255,threads=1",
+        covers: "the most vCPUs QEMU 7.2 runs under TCG (APIC IDs 0-254); leaf 1 and leaf 4 count fields at their caps",
+    },
+    Shape {
+        cpu: "Skylake-Server",
+        vendor: "intel",
+        smp: "12,sockets=2,cores=3,threads=2",
+        covers: "three cores: gaps in the APIC IDs, addressable IDs above the counts",
+    },
+    Shape {
+        cpu: "Skylake-Server",
+        vendor: "intel",
+        smp: "18,sockets=1,dies=2,cores=3,threads=3",
+        covers: "dies (leaf 0x1F) and three threads per core",
+    },
+    Shape { cpu: "EPYC", vendor: "amd", smp: "10,sockets=2,cores=5,threads=1", covers: "AMD without SMT, five cores" },
+    Shape {
+        cpu: "EPYC",
+        vendor: "amd",
+        smp: "24,sockets=2,dies=2,cores=3,threads=2",
+        covers: "AMD nodes (dies) in 0x8000001E, L3 per die",
+    },
+    Shape {
+        cpu: "EPYC",
+        vendor: "amd",
+        smp: "18,sockets=1,dies=3,cores=3,threads=2",
+        covers: "three nodes per package",
+    },
+];
+
+/// What runs in the guest: the dump and the APIC IDs, between marker lines.
+const SCRIPT: &str = "\
+cpupolicy observe cpuid > /tmp/dump || exit 1
+echo BEGIN-CPUID-DUMP
+cat /tmp/dump
+echo BEGIN-CPUINFO
+grep -E '^(processor|apicid)' /proc/cpuinfo
+echo END-OBSERVE
+";
+
+/// Wall-clock limit of one boot (the 255-vCPU boot takes about 70 s alone).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Boots with more vCPUs than this run alone: 255 TCG vCPU threads on a shared 2-core host
+/// stall in the guest's `stop_machine()` (soft lockups, then the boot's time limit), while
+/// alone the 255-vCPU boot takes about 65 s.
+const ALONE_ABOVE_VCPUS: u32 = 64;
+
+/// The step: every shape booted and compared; fails on any unexplained difference.
+pub fn qemu_topology(root: &Path) -> Result<(), String> {
+    crate::cargo(root, &["build", "--release", "--bin", "cpupolicy"])?;
+    let cpupolicy = crate::target_dir(root).join("release/cpupolicy");
+    let out_dir = crate::target_dir(root).join("qemu-topology");
+    std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    sandbox::prepare(root, &[sandbox::Hypervisor::None])?;
+
+    let started = Instant::now();
+    let vcpus = |s: &&Shape| s.smp.split(',').next().and_then(|n| n.parse::<u32>().ok()).unwrap_or(0);
+    let (alone, shared): (Vec<&Shape>, Vec<&Shape>) = SHAPES.iter().partition(|s| vcpus(s) > ALONE_ABOVE_VCPUS);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
+    let mut failures = run_boots(root, &cpupolicy, &out_dir, &alone, 1);
+    failures.extend(run_boots(root, &cpupolicy, &out_dir, &shared, workers));
+    println!(
+        "qemu-topology: {} boots in {:.1?} ({} alone, then {workers} at a time)",
+        SHAPES.len(),
+        started.elapsed(),
+        alone.len()
+    );
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n"))
+    }
+}
+
+/// Boots `shapes`, `workers` at a time, printing each report; returns the failures.
+fn run_boots(root: &Path, cpupolicy: &Path, out_dir: &Path, shapes: &[&Shape], workers: usize) -> Vec<String> {
+    let next = AtomicUsize::new(0);
+    let failures = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                while let Some(shape) = shapes.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    match boot_and_compare(root, cpupolicy, out_dir, shape) {
+                        // One print per boot, so the workers' lines do not interleave.
+                        Ok(report) => print!("{report}"),
+                        Err(error) => {
+                            println!("qemu {} -smp {}: FAILED", shape.cpu, shape.smp);
+                            failures.lock().unwrap_or_else(|e| e.into_inner()).push(error);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    failures.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The text between a marker line and the next marker line.
+fn section<'a>(output: &'a str, begin: &str, end: &str) -> Option<&'a str> {
+    let start = output.find(&format!("{begin}\n"))? + begin.len() + 1;
+    let stop = start + output[start..].find(&format!("{end}\n"))?;
+    Some(&output[start..stop])
+}
+
+/// Boots one shape, saves what the guest read under `out_dir`, compares it with the crate's
+/// values and returns the lines to print; fails on a boot failure or unexplained differences.
+fn boot_and_compare(root: &Path, cpupolicy: &Path, out_dir: &Path, shape: &Shape) -> Result<String, String> {
+    let name = format!("{}-{}", shape.cpu, shape.smp.replace([',', '='], "-"));
+    let what = format!("qemu {} -smp {}", shape.cpu, shape.smp);
+    let mut boot = sandbox::Boot::new(sandbox::Hypervisor::None, SCRIPT);
+    boot.cpu_model = shape.cpu.into();
+    boot.smp = shape.smp.into();
+    boot.timeout = BOOT_TIMEOUT;
+    boot.files.push((cpupolicy.to_path_buf(), "/usr/bin/cpupolicy".into()));
+    let out = sandbox::boot(root, &boot).map_err(|e| format!("{what}: {e}"))?;
+    if out.exit_status != 0 {
+        return Err(format!("{what}: the guest script exited with {}:\n{}{}", out.exit_status, out.output, out.stderr));
+    }
+    let (Some(dump), Some(cpuinfo)) = (
+        section(&out.output, "BEGIN-CPUID-DUMP", "BEGIN-CPUINFO"),
+        section(&out.output, "BEGIN-CPUINFO", "END-OBSERVE"),
+    ) else {
+        return Err(format!("{what}: no dump in the guest's output:\n{}", out.output));
+    };
+    let dump_path = out_dir.join(format!("{name}.cpuid"));
+    let cpuinfo_path = out_dir.join(format!("{name}.cpuinfo"));
+    for (path, text) in [(&dump_path, dump), (&cpuinfo_path, cpuinfo)] {
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let compared = Command::new(cpupolicy)
+        .args(["observe", "compare", "--accel", "tcg", "--vendor", shape.vendor, "--smp", shape.smp, "--dump"])
+        .arg(&dump_path)
+        .arg("--cpuinfo")
+        .arg(&cpuinfo_path)
+        .output()
+        .map_err(|e| format!("{}: {e}", cpupolicy.display()))?;
+    let stdout = String::from_utf8_lossy(&compared.stdout);
+    let mut lines = stdout.lines();
+    let summary = lines.next().unwrap_or("(no summary)");
+    let mut report = format!("{what} ({}, {:.1} s): {summary}\n", shape.covers, out.elapsed.as_secs_f64());
+    for line in lines {
+        report.push_str(&format!("    {}\n", line.trim_start()));
+    }
+    if out.qemu_stderr.contains("ECX.topoext") {
+        report.push_str("    QEMU: \"TCG doesn't support requested feature: CPUID.80000001H:ECX.topoext\"\n");
+    }
+    match compared.status.code() {
+        Some(0) => Ok(report),
+        _ => Err(format!(
+            "{what}: the guest's CPUID differs from the crate's (dump in {}):\n{report}{}",
+            dump_path.display(),
+            String::from_utf8_lossy(&compared.stderr)
+        )),
+    }
+}
