@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use cpupolicy::featureset::GuestKind;
 use cpupolicy::policy::{
-    check_migration, derive_system_policies, feature_name, level_pool, synthesise_legacy, CpuPolicy, DeriveOptions,
-    Document, HostBundle, HvmMode, InputFormat, LegacyRules, LevelOptions, Levelled, LevelledPool, LossCause,
-    MigrationCheck, PolicyDiff, PoolHost, ReportSection, SectionName, SystemPolicies, SystemPolicy, Warning,
-    XenCpuidReport, XenVersion,
+    check_migration, derive_system_policies, explanation_text, feature_name, guest_kind_name, hazards_text, level_pool,
+    pool_hazards, pool_json, synthesise_legacy, CpuPolicy, DeriveOptions, Document, Hazard, HostBundle, HvmMode,
+    InputFormat, LegacyRules, LevelOptions, MigrationCheck, PolicyDiff, PoolHost, ReportSection, SectionName,
+    SystemPolicies, SystemPolicy, Warning, XenCpuidReport, XenVersion,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::policy::{emit, read_document};
 use super::{CliError, Outcome, EXIT_NEGATIVE};
@@ -36,11 +36,7 @@ impl Kind {
     }
 
     fn name(self) -> &'static str {
-        match self {
-            Kind::Hvm => "hvm",
-            Kind::HvmShadow => "hvm-shadow",
-            Kind::Pv => "pv",
-        }
+        guest_kind_name(self.guest_kind())
     }
 
     fn policies(self) -> (SystemPolicy, SystemPolicy) {
@@ -92,29 +88,29 @@ pub struct LevelArgs {
 pub fn level(args: LevelArgs) -> Outcome {
     let hosts = args.hosts.iter().map(|path| load_host(path, args.kind)).collect::<Result<Vec<_>, _>>()?;
     let pool = level_pool(&hosts, LevelOptions { cross_vendor: args.cross_vendor, explain: args.explain })?;
-    let hazards = pool_hazards(&pool, &hosts, args.kind);
-    if !matches!(args.format, LevelFormat::Text | LevelFormat::Json) {
-        eprint!("{}", hazards_text(&hazards));
-    }
+    let kind = args.kind.guest_kind();
+    let hazards = pool_hazards(&pool, &hosts, kind);
+    let explanation = if args.explain { explanation_text(&pool) } else { String::new() };
     match args.format {
         LevelFormat::Text => {
-            emit(&format!("{}{}", level_text(&pool, &hosts, args.kind, args.explain), hazards_text(&hazards)))?
+            let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+            emit(&format!(
+                "pool of {} hosts ({}), {} guests\ndefault:    {}\nacceptance: {}\n{explanation}{}",
+                hosts.len(),
+                names.join(", "),
+                args.kind.name(),
+                pool.default.policy.featureset().to_xen_string(),
+                pool.acceptance.policy.featureset().to_xen_string(),
+                hazards_text(&hazards)
+            ))?
         }
-        LevelFormat::Json => {
-            let mut value = level_json(&pool, &hosts, args.kind, args.explain)?;
-            value["hazards"] = hazards.iter().map(Hazard::to_json).collect();
-            emit(&format!("{value:#}\n"))?
-        }
+        LevelFormat::Json => emit(&format!("{:#}\n", pool_json(&pool, &hosts, kind, args.explain)?))?,
         LevelFormat::Featureset => {
-            if args.explain {
-                eprint!("{}", explanation_text(&pool));
-            }
+            eprint!("{explanation}{}", hazards_text(&hazards));
             emit(&format!("{}\n", pool.default.policy.featureset().to_xen_string()))?
         }
         LevelFormat::XenCpuid => {
-            if args.explain {
-                eprint!("{}", explanation_text(&pool));
-            }
+            eprint!("{explanation}{}", hazards_text(&hazards));
             let (default, max) = args.kind.policies();
             let mut policies = SystemPolicies::new();
             policies.set(default, Some(pool.default.policy.clone()));
@@ -125,168 +121,6 @@ pub fn level(args: LevelArgs) -> Outcome {
         }
     }
     Ok(if args.strict && hazards.iter().any(Hazard::is_hazard) { EXIT_NEGATIVE } else { 0 })
-}
-
-/// Something about a pool that levelling cannot fix, per host.
-enum Hazard {
-    /// Features leaking through to PV guests on this host (may be empty: checked, nothing leaks).
-    LeakThrough { host: String, mechanism: String, features: Vec<cpupolicy::featureset::FeatureId> },
-    /// The host's levelling capabilities are not known (no bundle, or an older bundle).
-    UnknownLevelling { host: String },
-    /// A host-reflected bit on which hosts differ.
-    Reflected { feature: cpupolicy::featureset::FeatureId, with: Vec<String>, without: Vec<String> },
-}
-
-impl Hazard {
-    fn is_hazard(&self) -> bool {
-        match self {
-            Hazard::LeakThrough { features, .. } => !features.is_empty(),
-            Hazard::UnknownLevelling { .. } => false,
-            Hazard::Reflected { .. } => true,
-        }
-    }
-
-    fn to_json(&self) -> Value {
-        match self {
-            Hazard::LeakThrough { host, mechanism, features } => json!({
-                "kind": "leak-through", "host": host, "mechanism": mechanism,
-                "features": features.iter().map(|id| feature_name(*id)).collect::<Vec<_>>(),
-            }),
-            Hazard::UnknownLevelling { host } => json!({"kind": "levelling-unknown", "host": host}),
-            Hazard::Reflected { feature, with, without } => json!({
-                "kind": "host-reflected", "feature": feature_name(*feature), "with": with, "without": without,
-            }),
-        }
-    }
-}
-
-fn pool_hazards(pool: &LevelledPool, hosts: &[PoolHost], kind: Kind) -> Vec<Hazard> {
-    let mut hazards = Vec::new();
-    if kind == Kind::Pv {
-        for host in hosts {
-            match (host.pv_leak_through(&pool.default.policy), &host.levelling) {
-                (Some(features), Some(levelling)) => hazards.push(Hazard::LeakThrough {
-                    host: host.name.clone(),
-                    mechanism: levelling.to_string(),
-                    features,
-                }),
-                _ => hazards.push(Hazard::UnknownLevelling { host: host.name.clone() }),
-            }
-        }
-    }
-    for d in &pool.reflected {
-        hazards.push(Hazard::Reflected { feature: d.feature, with: d.with.clone(), without: d.without.clone() });
-    }
-    hazards
-}
-
-fn hazards_text(hazards: &[Hazard]) -> String {
-    let mut out = String::new();
-    for hazard in hazards {
-        match hazard {
-            Hazard::LeakThrough { host, mechanism, features } if features.is_empty() => {
-                out += &format!("{host}: nothing leaks to PV guests ({mechanism})\n");
-            }
-            Hazard::LeakThrough { host, mechanism, features } => {
-                let names: Vec<String> = features.iter().map(|id| feature_name(*id)).collect();
-                out += &format!("{host}: leaks to PV guests' user space ({mechanism}): {}\n", names.join(" "));
-            }
-            Hazard::UnknownLevelling { host } => {
-                out += &format!("{host}: levelling capabilities unknown (not in the input); leak-through not judged\n");
-            }
-            Hazard::Reflected { .. } => {} // printed with the explanation
-        }
-    }
-    out
-}
-
-fn level_text(pool: &LevelledPool, hosts: &[PoolHost], kind: Kind, explain: bool) -> String {
-    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
-    let mut out = format!("pool of {} hosts ({}), {} guests\n", hosts.len(), names.join(", "), kind.name());
-    out += &format!("default:    {}\n", pool.default.policy.featureset().to_xen_string());
-    out += &format!("acceptance: {}\n", pool.acceptance.policy.featureset().to_xen_string());
-    if explain {
-        out += &explanation_text(pool);
-    }
-    out
-}
-
-fn explanation_text(pool: &LevelledPool) -> String {
-    let mut out = String::new();
-    for (label, levelled) in [("default", &pool.default), ("acceptance", &pool.acceptance)] {
-        if levelled.lost.is_empty() && levelled.limits.is_empty() {
-            out += &format!("{label}: nothing lost\n");
-            continue;
-        }
-        out += &format!("{label}: lost\n");
-        for loss in &levelled.lost {
-            out += &format!("  {}: {}\n", feature_name(loss.feature), loss.cause);
-        }
-        for limit in &levelled.limits {
-            out += &format!(
-                "  {}: {:#x} -> {:#x}, held down by {}\n",
-                limit.field,
-                limit.highest,
-                limit.pooled,
-                limit.hosts.join(", ")
-            );
-        }
-    }
-    for difference in &pool.reflected {
-        out += &format!(
-            "host-reflected {}: set on {}, not on {} (no policy can hide it)\n",
-            feature_name(difference.feature),
-            difference.with.join(", "),
-            difference.without.join(", ")
-        );
-    }
-    out
-}
-
-fn level_json(pool: &LevelledPool, hosts: &[PoolHost], kind: Kind, explain: bool) -> Result<Value, CliError> {
-    let levelled = |l: &Levelled| -> Result<Value, CliError> {
-        let mut value = json!({
-            "featureset": l.policy.featureset().to_xen_string(),
-            "policy": serde_json::from_str::<Value>(&l.policy.to_json())?,
-        });
-        if explain {
-            value["lost"] = l
-                .lost
-                .iter()
-                .map(|loss| {
-                    let (cause, detail) = match &loss.cause {
-                        LossCause::LackedBy(hosts) => ("lacked-by", json!(hosts)),
-                        LossCause::NotAcceptedBy(hosts) => ("not-accepted-by", json!(hosts)),
-                        LossCause::OutOfRange(hosts) => ("out-of-range", json!(hosts)),
-                        LossCause::Dependency(needs) => {
-                            ("dependency", json!(needs.iter().map(|id| feature_name(*id)).collect::<Vec<_>>()))
-                        }
-                        LossCause::Rule(_) => ("runtime-only", json!([])),
-                    };
-                    let key = if cause == "dependency" { "needs" } else { "hosts" };
-                    json!({"feature": feature_name(loss.feature), "cause": cause, key: detail})
-                })
-                .collect();
-            value["limits"] = l
-                .limits
-                .iter()
-                .map(|limit| {
-                    json!({"field": limit.field.name(), "highest": limit.highest, "pooled": limit.pooled,
-                           "hosts": limit.hosts})
-                })
-                .collect();
-        }
-        Ok(value)
-    };
-    Ok(json!({
-        "kind": kind.name(),
-        "hosts": hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
-        "default": levelled(&pool.default)?,
-        "acceptance": levelled(&pool.acceptance)?,
-        "host_reflected": pool.reflected.iter().map(|d| json!({
-            "feature": feature_name(d.feature), "with": d.with, "without": d.without,
-        })).collect::<Vec<_>>(),
-    }))
 }
 
 #[derive(Args)]

@@ -51,6 +51,7 @@ mod levelling;
 mod libvirt;
 mod native;
 mod policy;
+mod report;
 mod rules;
 mod system;
 mod vendor;
@@ -74,6 +75,7 @@ pub use native::{NativeError, NativePolicy};
 pub use policy::{
     CpuPolicy, CpuidKey, PolicyError, Registers, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO, PLATFORM_INFO_CPUID_FAULTING,
 };
+pub use report::{explanation_text, guest_kind_name, hazards_text, pool_hazards, pool_json, Hazard};
 pub use rules::{feature_rule, level_rule, FeatureRule, LevelRule, COMMON_1D_FEATURES, SPECIAL_RULES};
 pub use system::{FeaturesetIndex, PolicyIndex, SystemPolicies, SystemPolicy, UnknownSystemPolicy, XenVersion};
 pub use vendor::{Vendor, VendorId};

@@ -1,0 +1,206 @@
+//! A levelled pool as people and programs read it: the explanation of what levelling cost, the
+//! hazards levelling cannot hide (PV leak-through per host, host-reflected differences), and
+//! the JSON document of the whole pool. The command line and the C API print the same text.
+
+use cpupolicy_featureset::{FeatureId, GuestKind};
+use serde_json::{json, Value};
+
+use crate::level::{feature_name, Levelled, LevelledPool, LossCause, PoolHost};
+
+/// Something about a pool that levelling cannot fix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hazard {
+    /// The features a PV guest with the pool's default policy sees anyway from user space on
+    /// this host (empty: checked, nothing leaks), and the host's levelling mechanism.
+    LeakThrough {
+        /// The host's name.
+        host: String,
+        /// How the host levels CPUID (its [`Levelling`](crate::Levelling), displayed).
+        mechanism: String,
+        /// What leaks.
+        features: Vec<FeatureId>,
+    },
+    /// The host's levelling capabilities (or raw policy) are not known, so leak-through to PV
+    /// guests is not judged.
+    UnknownLevelling {
+        /// The host's name.
+        host: String,
+    },
+    /// A host-reflected bit on which hosts differ: guests see it change on migration.
+    Reflected {
+        /// The bit.
+        feature: FeatureId,
+        /// The hosts that set it.
+        with: Vec<String>,
+        /// The hosts that do not.
+        without: Vec<String>,
+    },
+}
+
+impl Hazard {
+    /// Whether a guest would really see something the policy does not say (not the case for
+    /// "nothing leaks" and for unknown capabilities); what `--strict` fails on.
+    pub fn is_hazard(&self) -> bool {
+        match self {
+            Hazard::LeakThrough { features, .. } => !features.is_empty(),
+            Hazard::UnknownLevelling { .. } => false,
+            Hazard::Reflected { .. } => true,
+        }
+    }
+
+    /// The hazard as a JSON object with a `kind` of `leak-through`, `levelling-unknown` or
+    /// `host-reflected`.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Hazard::LeakThrough { host, mechanism, features } => json!({
+                "kind": "leak-through", "host": host, "mechanism": mechanism,
+                "features": names(features),
+            }),
+            Hazard::UnknownLevelling { host } => json!({"kind": "levelling-unknown", "host": host}),
+            Hazard::Reflected { feature, with, without } => json!({
+                "kind": "host-reflected", "feature": feature_name(*feature), "with": with, "without": without,
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Hazard {
+    /// One line, without a newline.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hazard::LeakThrough { host, mechanism, features } if features.is_empty() => {
+                write!(f, "{host}: nothing leaks to PV guests ({mechanism})")
+            }
+            Hazard::LeakThrough { host, mechanism, features } => {
+                write!(f, "{host}: leaks to PV guests' user space ({mechanism}): {}", names(features).join(" "))
+            }
+            Hazard::UnknownLevelling { host } => {
+                write!(f, "{host}: levelling capabilities unknown (not in the input); leak-through not judged")
+            }
+            Hazard::Reflected { feature, with, without } => write!(
+                f,
+                "host-reflected {}: set on {}, not on {} (no policy can hide it)",
+                feature_name(*feature),
+                with.join(", "),
+                without.join(", ")
+            ),
+        }
+    }
+}
+
+fn names(features: &[FeatureId]) -> Vec<String> {
+    features.iter().map(|id| feature_name(*id)).collect()
+}
+
+/// The hazards of a pool levelled from `hosts` for `kind`: for PV, one entry per host on
+/// leak-through (judged against the pool's default policy); then one per host-reflected
+/// difference.
+pub fn pool_hazards(pool: &LevelledPool, hosts: &[PoolHost], kind: GuestKind) -> Vec<Hazard> {
+    let mut hazards = Vec::new();
+    if kind == GuestKind::Pv {
+        for host in hosts {
+            hazards.push(match (host.pv_leak_through(&pool.default.policy), &host.levelling) {
+                (Some(features), Some(levelling)) => {
+                    Hazard::LeakThrough { host: host.name.clone(), mechanism: levelling.to_string(), features }
+                }
+                _ => Hazard::UnknownLevelling { host: host.name.clone() },
+            });
+        }
+    }
+    for d in &pool.reflected {
+        hazards.push(Hazard::Reflected { feature: d.feature, with: d.with.clone(), without: d.without.clone() });
+    }
+    hazards
+}
+
+/// The hazards, one line each.
+pub fn hazards_text(hazards: &[Hazard]) -> String {
+    hazards.iter().map(|h| format!("{h}\n")).collect()
+}
+
+/// What levelling cost (the pool must have been levelled with `explain`): per policy
+/// (`default`, `acceptance`) `nothing lost`, or `lost` and one indented line per feature
+/// (`  svm: lacked by host2`) and per limit (`  leaf7-max-subleaf: 0x2 -> 0x0, held down by
+/// host1`).
+pub fn explanation_text(pool: &LevelledPool) -> String {
+    let mut out = String::new();
+    for (label, levelled) in [("default", &pool.default), ("acceptance", &pool.acceptance)] {
+        if levelled.lost.is_empty() && levelled.limits.is_empty() {
+            out += &format!("{label}: nothing lost\n");
+            continue;
+        }
+        out += &format!("{label}: lost\n");
+        for loss in &levelled.lost {
+            out += &format!("  {}: {}\n", feature_name(loss.feature), loss.cause);
+        }
+        for limit in &levelled.limits {
+            out += &format!(
+                "  {}: {:#x} -> {:#x}, held down by {}\n",
+                limit.field,
+                limit.highest,
+                limit.pooled,
+                limit.hosts.join(", ")
+            );
+        }
+    }
+    out
+}
+
+/// The name of a kind of guest in documents: `pv`, `hvm` (HAP) or `hvm-shadow`.
+pub fn guest_kind_name(kind: GuestKind) -> &'static str {
+    match kind {
+        GuestKind::Pv => "pv",
+        GuestKind::HvmHap => "hvm",
+        GuestKind::HvmShadow => "hvm-shadow",
+    }
+}
+
+/// The pool as a JSON document: `kind`, `hosts`, `default` and `acceptance` (each with
+/// `featureset`, `policy` and, when `explain`, `lost` and `limits`), `host_reflected`, and
+/// `hazards`. Fails only if a policy's own JSON does not parse back.
+pub fn pool_json(
+    pool: &LevelledPool,
+    hosts: &[PoolHost],
+    kind: GuestKind,
+    explain: bool,
+) -> Result<Value, serde_json::Error> {
+    let levelled = |l: &Levelled| -> Result<Value, serde_json::Error> {
+        let policy: Value = serde_json::from_str(&l.policy.to_json())?;
+        let mut value = json!({"featureset": l.policy.featureset().to_xen_string(), "policy": policy});
+        if explain {
+            value["lost"] = l
+                .lost
+                .iter()
+                .map(|loss| {
+                    let (cause, key, detail) = match &loss.cause {
+                        LossCause::LackedBy(hosts) => ("lacked-by", "hosts", json!(hosts)),
+                        LossCause::NotAcceptedBy(hosts) => ("not-accepted-by", "hosts", json!(hosts)),
+                        LossCause::OutOfRange(hosts) => ("out-of-range", "hosts", json!(hosts)),
+                        LossCause::Dependency(needs) => ("dependency", "needs", json!(names(needs))),
+                        LossCause::Rule(_) => ("runtime-only", "hosts", json!([])),
+                    };
+                    json!({"feature": feature_name(loss.feature), "cause": cause, key: detail})
+                })
+                .collect();
+            value["limits"] = l
+                .limits
+                .iter()
+                .map(|limit| {
+                    json!({"field": limit.field.name(), "highest": limit.highest, "pooled": limit.pooled,
+                           "hosts": limit.hosts})
+                })
+                .collect();
+        }
+        Ok(value)
+    };
+    Ok(json!({
+        "kind": guest_kind_name(kind),
+        "hosts": hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+        "default": levelled(&pool.default)?,
+        "acceptance": levelled(&pool.acceptance)?,
+        "host_reflected": pool.reflected.iter().map(|d| json!({
+            "feature": feature_name(d.feature), "with": d.with, "without": d.without,
+        })).collect::<Vec<_>>(),
+        "hazards": pool_hazards(pool, hosts, kind).iter().map(Hazard::to_json).collect::<Vec<_>>(),
+    }))
+}
