@@ -7,7 +7,15 @@
  * out-pointers, which are untouched on failure. cpupolicy_last_error() has the calling thread's
  * detailed message. Buffers use the size-query convention: pass NULL/0 to learn the size through
  * *needed; a short buffer gets CPUPOLICY_BUFFER_TOO_SMALL and is never written past. Handles are
- * opaque, owned by the caller once returned, and released with the matching _free function.
+ * opaque, owned by the caller once returned, and released with the matching _free function; a
+ * handle of the wrong type gets CPUPOLICY_WRONG_HANDLE. A pointer may be NULL only where its
+ * function says so; elsewhere NULL gets CPUPOLICY_INVALID_ARGUMENT. No panic crosses into C: a
+ * bug in the library gets CPUPOLICY_INTERNAL_ERROR.
+ *
+ * Thread safety: every function may be called from any thread. Distinct handles may be used
+ * from different threads at once; one handle may be read (passed as a const pointer) by several
+ * threads at once, but not while another thread modifies or frees it (passes it non-const).
+ * A cpupolicy_xen handle may be shared by threads freely (each call has its own buffers).
  */
 
 #ifndef CPUPOLICY_H
@@ -19,6 +27,27 @@
 
 /** Opaque handle: a featureset (see cpupolicy_featureset_parse). */
 typedef struct cpupolicy_featureset cpupolicy_featureset;
+
+/** Opaque handle: a CPU policy, every CPUID leaf and MSR (see cpupolicy_policy_parse). */
+typedef struct cpupolicy_policy cpupolicy_policy;
+
+/** Opaque handle: the system policies of one host (see cpupolicy_host_parse). */
+typedef struct cpupolicy_host cpupolicy_host;
+
+/** Opaque handle: a levelled pool and its explanation (see cpupolicy_level). */
+typedef struct cpupolicy_pool cpupolicy_pool;
+
+/** Opaque handle: the result of a migration check (see cpupolicy_check_migration). */
+typedef struct cpupolicy_check cpupolicy_check;
+
+/** Opaque handle: a connection to Xen (see cpupolicy_xen_open). */
+typedef struct cpupolicy_xen cpupolicy_xen;
+
+/** Opaque handle: a vCPU topology (see cpupolicy_topology_new). */
+typedef struct cpupolicy_topology cpupolicy_topology;
+
+// The sub-leaf of a leaf that has none (Xen's `XEN_CPUID_NO_SUBLEAF`).
+#define CPUPOLICY_NO_SUBLEAF UINT32_MAX
 
 // Result of every function. The numbers are part of the ABI: never renumbered, never reused.
 typedef enum {
@@ -38,9 +67,45 @@ typedef enum {
   CPUPOLICY_DOES_NOT_FIT = 6,
   // A string argument is not valid UTF-8.
   CPUPOLICY_INVALID_UTF8 = 7,
+  // The input is a valid document of another kind: a host's policies where one policy was
+  // expected, or the reverse.
+  CPUPOLICY_WRONG_DOCUMENT = 8,
+  // The host, bundle or hypervisor has no such policy or featureset (e.g. no HVM support).
+  CPUPOLICY_NOT_AVAILABLE = 9,
+  // No Xen privcmd device: not running in a Xen domain, or the driver is not loaded.
+  CPUPOLICY_NO_PRIVCMD = 10,
+  // The operating system or Xen refused the operation to this caller (run as root in dom0).
+  CPUPOLICY_PERMISSION_DENIED = 11,
+  // The domain does not exist.
+  CPUPOLICY_NO_SUCH_DOMAIN = 12,
+  // Xen (or Xen's policy format) refused a policy; the message names the leaf, sub-leaf or MSR.
+  CPUPOLICY_POLICY_REJECTED = 13,
+  // Another failure talking to Xen (the message has the operation and errno).
+  CPUPOLICY_XEN_ERROR = 14,
+  // Hosts or policies of different CPU vendors cannot be levelled together.
+  CPUPOLICY_MIXED_VENDORS = 15,
+  // A topology shape cannot be built, or its leaves cannot be written to the policy.
+  CPUPOLICY_INVALID_TOPOLOGY = 16,
+  // A raw policy describes a CPU the modelled Xen could not boot on, or contradicts the options.
+  CPUPOLICY_UNSUPPORTED_CPU = 17,
+  // A file could not be read (the message has the path and the operating system's error).
+  CPUPOLICY_IO_ERROR = 18,
   // A bug in the library (a caught panic); the message says where.
   CPUPOLICY_INTERNAL_ERROR = 99,
 } cpupolicy_status;
+
+// The kind of guest: one of the `CPUPOLICY_GUEST_*` values.
+typedef uint32_t cpupolicy_guest_kind;
+
+// Which list of a check: one of the `CPUPOLICY_CHECK_*` list values.
+typedef uint32_t cpupolicy_check_list;
+
+// Which text of a check item, for `cpupolicy_check_item`: one of the `CPUPOLICY_ITEM_*` values.
+typedef uint32_t cpupolicy_check_part;
+
+// The result of `cpupolicy_compare`: one of the `CPUPOLICY_COMPARE_*` values, numbered as
+// libvirt's `virCPUCompareResult`.
+typedef uint32_t cpupolicy_compare_result;
 
 // Set operations for `cpupolicy_featureset_combine`: one of the `CPUPOLICY_SET_*` values.
 typedef uint32_t cpupolicy_set_op;
@@ -48,6 +113,120 @@ typedef uint32_t cpupolicy_set_op;
 // Xen's static masks, for `cpupolicy_static_mask`: one of the `CPUPOLICY_MASK_*` values.
 // A plain integer so that an out-of-range value from C is an error status, not undefined behaviour.
 typedef uint32_t cpupolicy_mask;
+
+// One of Xen's six system policies: one of the `CPUPOLICY_SYSTEM_*` values, numbered as
+// `XEN_SYSCTL_get_cpu_policy` numbers them.
+typedef uint32_t cpupolicy_system_policy;
+
+// How the modelled Xen runs HVM guests, for `cpupolicy_derive`: one of the `CPUPOLICY_HVM_*`
+// values.
+typedef uint32_t cpupolicy_hvm_mode;
+
+// One CPUID leaf, laid out exactly as Xen's `xen_cpuid_leaf_t` (24 bytes), so arrays of it
+// can be passed to and from libxc/libxl or a migration stream as they are.
+typedef struct {
+  // The leaf (EAX input).
+  uint32_t leaf;
+  // The sub-leaf (ECX input), or `CPUPOLICY_NO_SUBLEAF`.
+  uint32_t subleaf;
+  // EAX output.
+  uint32_t a;
+  // EBX output.
+  uint32_t b;
+  // ECX output.
+  uint32_t c;
+  // EDX output.
+  uint32_t d;
+} cpupolicy_cpuid_leaf;
+
+// One MSR, laid out exactly as Xen's `xen_msr_entry_t` (16 bytes).
+typedef struct {
+  // The MSR index.
+  uint32_t idx;
+  // Reserved: must be zero.
+  uint32_t flags;
+  // The value.
+  uint64_t val;
+} cpupolicy_msr_entry;
+
+// The typed fields of a policy, for `cpupolicy_policy_field` and `cpupolicy_policy_set_field`:
+// one of the `CPUPOLICY_FIELD_*` values.
+typedef uint32_t cpupolicy_field;
+
+// Options of `cpupolicy_level`: an OR of the `CPUPOLICY_LEVEL_*` bits.
+typedef uint32_t cpupolicy_level_flags;
+
+// Which policy of a pool, for `cpupolicy_pool_policy`: one of the `CPUPOLICY_POOL_*` values.
+typedef uint32_t cpupolicy_pool_role;
+
+// How many of each level a guest has, outermost first. Every count must be at least 1.
+typedef struct {
+  // Packages (sockets).
+  uint32_t packages;
+  // Dies per package.
+  uint32_t dies_per_package;
+  // Tiles per die (Intel only; 1 otherwise).
+  uint32_t tiles_per_die;
+  // Modules per tile (Intel only; 1 otherwise).
+  uint32_t modules_per_tile;
+  // Cores per module (per die when there are no modules or tiles).
+  uint32_t cores_per_module;
+  // Threads per core.
+  uint32_t threads_per_core;
+} cpupolicy_shape;
+
+// The CPU vendor whose CPUID conventions the guest sees: one of the `CPUPOLICY_VENDOR_*` values.
+typedef uint32_t cpupolicy_vendor;
+
+// How APIC IDs and topology leaves follow from the shape: one of the `CPUPOLICY_SCHEME_*` values.
+typedef uint32_t cpupolicy_scheme;
+
+// One vCPU's place in the topology.
+typedef struct {
+  // The vCPU index.
+  uint32_t vcpu;
+  // Its APIC ID (and x2APIC ID).
+  uint32_t apic_id;
+  // Package.
+  uint32_t package;
+  // Die within the package.
+  uint32_t die;
+  // Tile within the die.
+  uint32_t tile;
+  // Module within the tile.
+  uint32_t module;
+  // Core within the module.
+  uint32_t core;
+  // Thread within the core.
+  uint32_t thread;
+  // Hyper-V VP index.
+  uint32_t vp_index;
+} cpupolicy_vcpu_info;
+
+// Why the VM may not migrate: empty exactly when it may.
+#define CPUPOLICY_CHECK_MISMATCHES 0
+
+// What will differ for the guest even though it may migrate.
+#define CPUPOLICY_CHECK_WARNINGS 1
+
+// A stable kind name: `vendor`, `feature` or a limit's name (`max-phys-addr-bits`, …) for
+// mismatches; `host-reflected`, `cleared-by-destination` or `guest-not-told` for warnings.
+#define CPUPOLICY_ITEM_KIND 0
+
+// The message for people (`feature avx: the VM saw it, the host cannot give it`).
+#define CPUPOLICY_ITEM_MESSAGE 1
+
+// The feature's Xen name (`avx`), or the empty string when the item is not about a feature.
+#define CPUPOLICY_ITEM_FEATURE 2
+
+// The guest may not run on the host.
+#define CPUPOLICY_COMPARE_INCOMPATIBLE 0
+
+// The two policies are identical.
+#define CPUPOLICY_COMPARE_IDENTICAL 1
+
+// The host offers everything the guest saw, and possibly more.
+#define CPUPOLICY_COMPARE_SUPERSET 2
 
 // Every named feature.
 #define CPUPOLICY_MASK_KNOWN 0
@@ -85,9 +264,194 @@ typedef uint32_t cpupolicy_mask;
 // Features in the first but not the second.
 #define CPUPOLICY_SET_DIFFERENCE 2
 
+// What the hardware reports.
+#define CPUPOLICY_SYSTEM_RAW 0
+
+// What Xen itself uses.
+#define CPUPOLICY_SYSTEM_HOST 1
+
+// The most a PV guest can have: what an incoming PV migration is checked against.
+#define CPUPOLICY_SYSTEM_PV_MAX 2
+
+// The most an HVM guest can have.
+#define CPUPOLICY_SYSTEM_HVM_MAX 3
+
+// What a new PV guest gets.
+#define CPUPOLICY_SYSTEM_PV_DEFAULT 4
+
+// What a new HVM guest gets.
+#define CPUPOLICY_SYSTEM_HVM_DEFAULT 5
+
+// As the raw policy suggests: HVM when it enumerates VMX or SVM, with HAP unless SVM lacks NPT.
+#define CPUPOLICY_HVM_DETECT 0
+
+// No HVM support: no HVM policies.
+#define CPUPOLICY_HVM_NONE 1
+
+// HVM with hardware-assisted paging.
+#define CPUPOLICY_HVM_HAP 2
+
+// HVM with shadow paging only.
+#define CPUPOLICY_HVM_SHADOW 3
+
+// Display family (base family, plus the extended family when the base is 0xf). Read-only.
+#define CPUPOLICY_FIELD_FAMILY 0
+
+// Display model (with the extended model from family 6 on). Read-only.
+#define CPUPOLICY_FIELD_MODEL 1
+
+// Stepping (leaf 1 `EAX[3:0]`). Read-only.
+#define CPUPOLICY_FIELD_STEPPING 2
+
+// Highest basic leaf (leaf 0 EAX).
+#define CPUPOLICY_FIELD_MAX_BASIC_LEAF 3
+
+// Highest extended leaf (leaf 0x80000000 EAX).
+#define CPUPOLICY_FIELD_MAX_EXTENDED_LEAF 4
+
+// Highest sub-leaf of leaf 7 (leaf 7:0 EAX).
+#define CPUPOLICY_FIELD_LEAF7_MAX_SUBLEAF 5
+
+// Physical address bits (leaf 0x80000008 `EAX[7:0]`), at most 255.
+#define CPUPOLICY_FIELD_MAX_PHYS_ADDR_BITS 6
+
+// Linear address bits (leaf 0x80000008 `EAX[15:8]`), at most 255.
+#define CPUPOLICY_FIELD_MAX_LIN_ADDR_BITS 7
+
+// CPUID faulting (MSR 0xce bit 31): 0 or 1.
+#define CPUPOLICY_FIELD_CPUID_FAULTING 8
+
+// MSR_ARCH_CAPABILITIES (0x10a). Read-only here (set it with `cpupolicy_policy_set_msr`).
+#define CPUPOLICY_FIELD_ARCH_CAPABILITIES 9
+
+// The xstate components enumerated (leaf 0xd:0 EDX:EAX | leaf 0xd:1 EDX:ECX). Read-only.
+#define CPUPOLICY_FIELD_XSTATES 10
+
+// The processor signature (leaf 1 EAX). Read-only.
+#define CPUPOLICY_FIELD_SIGNATURE 11
+
+// A PV guest.
+#define CPUPOLICY_GUEST_PV 0
+
+// An HVM guest with hardware-assisted paging (HAP).
+#define CPUPOLICY_GUEST_HVM 1
+
+// An HVM guest with shadow paging.
+#define CPUPOLICY_GUEST_HVM_SHADOW 2
+
+// Compute the explanation of every loss (`cpupolicy_pool_explain`).
+#define CPUPOLICY_LEVEL_EXPLAIN (1 << 0)
+
+// Level hosts of different CPU vendors anyway (the result takes the first host's vendor);
+// guests that depend on vendor-specific behaviour will break.
+#define CPUPOLICY_LEVEL_CROSS_VENDOR (1 << 1)
+
+// What new VMs boot with.
+#define CPUPOLICY_POOL_DEFAULT 0
+
+// What every host of the pool accepts from a migration.
+#define CPUPOLICY_POOL_ACCEPTANCE 1
+
+// GenuineIntel.
+#define CPUPOLICY_VENDOR_INTEL 0
+
+// AuthenticAMD.
+#define CPUPOLICY_VENDOR_AMD 1
+
+// HygonGenuine (AMD's conventions).
+#define CPUPOLICY_VENDOR_HYGON 2
+
+// Real-hardware (and QEMU) style: each level gets `ceil(log2(count))` APIC ID bits.
+#define CPUPOLICY_SCHEME_MODERN 0
+
+// What Xen up to 4.22 gives every HVM guest (APIC ID = 2 x vCPU, at most 128 vCPUs); VMs that
+// booted with it must keep it.
+#define CPUPOLICY_SCHEME_XEN_LEGACY 1
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+// Checks whether a VM that booted with policy `vm` may run on `host` as a guest of `kind`
+// (`CPUPOLICY_GUEST_*`), against the host's max policy for that kind: every mismatch (vendor,
+// each feature the host cannot give, each limit above the host's) and the warnings, in a new
+// check in `*out` owned by the caller. A host without the kind's policies gets
+// `CPUPOLICY_NOT_AVAILABLE`. Thread-safe for readers.
+//
+// # Safety
+// `vm` a policy handle; `host` a host handle; `out` valid for a pointer write.
+cpupolicy_status cpupolicy_check_migration(const cpupolicy_policy *vm,
+                                           const cpupolicy_host *host,
+                                           cpupolicy_guest_kind kind,
+                                           cpupolicy_check **out);
+
+// Checks whether a VM that booted with policy `vm` may run where `destination` is the most a
+// guest may have (e.g. a pool's acceptance policy, or one host's max policy), in a new check in
+// `*out` owned by the caller. Thread-safe for readers.
+//
+// # Safety
+// `vm`, `destination` policy handles; `out` valid for a pointer write.
+cpupolicy_status cpupolicy_check_policy(const cpupolicy_policy *vm,
+                                        const cpupolicy_policy *destination,
+                                        cpupolicy_check **out);
+
+// Releases a check. NULL is a no-op. Not to be called concurrently with other use of it.
+//
+// # Safety
+// `check` NULL or a check handle from this library, not used afterwards.
+cpupolicy_status cpupolicy_check_free(cpupolicy_check *check);
+
+// Whether the VM may migrate (no mismatches) into `*compatible`. Thread-safe for readers.
+//
+// # Safety
+// `check` a check handle; `compatible` valid for a write.
+cpupolicy_status cpupolicy_check_compatible(const cpupolicy_check *check, bool *compatible);
+
+// The number of items in one list (`CPUPOLICY_CHECK_MISMATCHES` or `_WARNINGS`) into
+// `*count`. Thread-safe for readers.
+//
+// # Safety
+// `check` a check handle; `count` valid for a write.
+cpupolicy_status cpupolicy_check_count(const cpupolicy_check *check,
+                                       cpupolicy_check_list list,
+                                       size_t *count);
+
+// One text (`CPUPOLICY_ITEM_KIND`, `_MESSAGE` or `_FEATURE`) of item `index` of a list, as a
+// NUL-terminated string with the size-query convention. An index at or beyond the list's count
+// gets `CPUPOLICY_INVALID_ARGUMENT`. Thread-safe for readers.
+//
+// # Safety
+// `check` a check handle; `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid.
+cpupolicy_status cpupolicy_check_item(const cpupolicy_check *check,
+                                      cpupolicy_check_list list,
+                                      size_t index,
+                                      cpupolicy_check_part part,
+                                      char *buffer,
+                                      size_t capacity,
+                                      size_t *needed);
+
+// The whole check as text: one `mismatch: …` line per mismatch, then one `warning: …` line per
+// warning; the empty string when there is neither. NUL-terminated, size-query convention.
+// Thread-safe for readers.
+//
+// # Safety
+// `check` a check handle; `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid.
+cpupolicy_status cpupolicy_check_to_text(const cpupolicy_check *check,
+                                         char *buffer,
+                                         size_t capacity,
+                                         size_t *needed);
+
+// Compares a host's policy with a guest's, as libvirt's CPU comparison does:
+// `CPUPOLICY_COMPARE_IDENTICAL` when they hold the same leaves and MSRs;
+// `CPUPOLICY_COMPARE_SUPERSET` when the guest may run on the host (the migration check, with
+// `host` as the most the host can give, finds no mismatch); `CPUPOLICY_COMPARE_INCOMPATIBLE`
+// otherwise (`cpupolicy_check_policy` tells why). Thread-safe for readers.
+//
+// # Safety
+// `host`, `guest` policy handles; `result` valid for a write.
+cpupolicy_status cpupolicy_compare(const cpupolicy_policy *host,
+                                   const cpupolicy_policy *guest,
+                                   cpupolicy_compare_result *result);
 
 // Parses `xen-cpuid`'s form (`178bfbfd:80002001:…`) or xapi's (`-`-separated) into a new
 // featureset written to `*out`. The caller owns it. `text` and `out` must not be NULL.
@@ -208,9 +572,10 @@ cpupolicy_status cpupolicy_featureset_compare(const cpupolicy_featureset *a,
 // `out` valid for a pointer write.
 cpupolicy_status cpupolicy_static_mask(cpupolicy_mask mask, cpupolicy_featureset **out);
 
-// The static name of a status, e.g. `"buffer too small"`. Never NULL; the string is static.
-// Thread-safe.
-const char *cpupolicy_strerror(cpupolicy_status status);
+// The static name of a status, e.g. `"buffer too small"`; a number that is no status (the
+// parameter is an `int` so that any value is safe to pass) gets `"unknown status"`. Never
+// NULL; the string is static. Thread-safe.
+const char *cpupolicy_strerror(int status);
 
 // The library version as a static NUL-terminated string, e.g. `"0.1.0"`. Thread-safe.
 const char *cpupolicy_version(void);
@@ -224,6 +589,595 @@ const char *cpupolicy_version(void);
 // # Safety
 // `buffer` must be NULL or valid for `capacity` bytes; `needed` NULL or valid.
 cpupolicy_status cpupolicy_last_error(char *buffer, size_t capacity, size_t *needed);
+
+// Reads a host's system policies from text, telling the format from its first bytes: a JSON
+// host bundle (`"format": "cpupolicy-host"`) or `xen-cpuid -p` output of the system policies
+// (a policy Xen printed as not supported is absent). One policy (a JSON policy, `xen-cpuid -p
+// DOMID` output, a libvirt CPU dump) gets `CPUPOLICY_WRONG_DOCUMENT`: read it with
+// `cpupolicy_policy_parse` (and predict a host's policies from a CPU dump with
+// `cpupolicy_derive`). Malformed input gets `CPUPOLICY_PARSE_ERROR` naming the line or entry.
+// `text` and `out` must not be NULL; the caller owns `*out`. Thread-safe.
+//
+// # Safety
+// `text` a NUL-terminated string; `out` valid for a pointer write.
+cpupolicy_status cpupolicy_host_parse(const char *text, cpupolicy_host **out);
+
+// Reads a host's system policies from the file at `path`, as `cpupolicy_host_parse` reads
+// text; every message starts with the path. A file that cannot be read gets
+// `CPUPOLICY_IO_ERROR`. `path` and `out` must not be NULL; the caller owns `*out`. Thread-safe.
+//
+// # Safety
+// `path` a NUL-terminated string; `out` valid for a pointer write.
+cpupolicy_status cpupolicy_host_read(const char *path, cpupolicy_host **out);
+
+// A new host with no policies and no versions in `*out`, owned by the caller; fill it with
+// `cpupolicy_host_set_policy`. Thread-safe.
+//
+// # Safety
+// `out` valid for a pointer write.
+cpupolicy_status cpupolicy_host_new(cpupolicy_host **out);
+
+// Releases a host. NULL is a no-op. Not to be called concurrently with other use of it.
+//
+// # Safety
+// `host` NULL or a host handle from this library, not used afterwards.
+cpupolicy_status cpupolicy_host_free(cpupolicy_host *host);
+
+// The host as this project's JSON host bundle (`"format": "cpupolicy-host"`), NUL-terminated,
+// size-query convention. Thread-safe for readers.
+//
+// # Safety
+// `host` a host handle; `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid.
+cpupolicy_status cpupolicy_host_to_json(const cpupolicy_host *host,
+                                        char *buffer,
+                                        size_t capacity,
+                                        size_t *needed);
+
+// The host's policies exactly as `xen-cpuid -p` prints them on that host (the maxima line,
+// then all six policies, absent ones as `… policy not supported by Xen`), in the format of
+// the Xen the bundle came from (the newest when unknown). NUL-terminated, size-query
+// convention. Thread-safe for readers.
+//
+// # Safety
+// `host` a host handle; `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid.
+cpupolicy_status cpupolicy_host_to_xen_cpuid(const cpupolicy_host *host,
+                                             char *buffer,
+                                             size_t capacity,
+                                             size_t *needed);
+
+// A copy of one system policy (`CPUPOLICY_SYSTEM_*`) of the host in `*out`, owned by the
+// caller; `CPUPOLICY_NOT_AVAILABLE` when the host has none (e.g. HVM policies of a host
+// without HVM support). Thread-safe for readers.
+//
+// # Safety
+// `host` a host handle; `out` valid for a pointer write.
+cpupolicy_status cpupolicy_host_policy(const cpupolicy_host *host,
+                                       cpupolicy_system_policy which,
+                                       cpupolicy_policy **out);
+
+// Sets (a copy of `policy`) or, with `policy` NULL, removes one system policy of the host.
+// Not thread-safe on the same host.
+//
+// # Safety
+// `host` a host handle; `policy` NULL or a policy handle.
+cpupolicy_status cpupolicy_host_set_policy(cpupolicy_host *host,
+                                           cpupolicy_system_policy which,
+                                           const cpupolicy_policy *policy);
+
+// The Xen version the host's policies came from (`4.20.3`), NUL-terminated, size-query
+// convention; `CPUPOLICY_NOT_AVAILABLE` when the bundle does not record it (`xen-cpuid -p`
+// text does not). Thread-safe for readers.
+//
+// # Safety
+// `host` a host handle; `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid.
+cpupolicy_status cpupolicy_host_xen_version(const cpupolicy_host *host,
+                                            char *buffer,
+                                            size_t capacity,
+                                            size_t *needed);
+
+// Predicts the system policies Xen 4.20 builds at boot on the CPU whose raw policy is `raw`
+// (a libvirt CPU dump, the machine's own `cpuid`, or Xen's Raw policy), as a new host in
+// `*out` owned by the caller: Raw (`raw` itself), Host, PV Max/Default and, unless `hvm` is
+// `CPUPOLICY_HVM_NONE` (or detection finds no VMX/SVM), HVM Max/Default. CPUID faulting is read
+// from the raw policy's MSR 0xce and current microcode is assumed. A CPU that Xen 4.20 could
+// not boot on, or a mode it contradicts (HAP without NPT), gets `CPUPOLICY_UNSUPPORTED_CPU`.
+// Thread-safe for readers of `raw`.
+//
+// # Safety
+// `raw` a policy handle; `out` valid for a pointer write.
+cpupolicy_status cpupolicy_derive(const cpupolicy_policy *raw,
+                                  cpupolicy_hvm_mode hvm,
+                                  cpupolicy_host **out);
+
+// A new empty policy (no leaves, no MSRs) in `*out`, owned by the caller. Thread-safe.
+//
+// # Safety
+// `out` valid for a pointer write.
+cpupolicy_status cpupolicy_policy_new(cpupolicy_policy **out);
+
+// A copy of `policy` in `*out`, owned by the caller. Thread-safe for readers of `policy`.
+//
+// # Safety
+// `policy` a policy handle; `out` valid for a pointer write.
+cpupolicy_status cpupolicy_policy_clone(const cpupolicy_policy *policy, cpupolicy_policy **out);
+
+// Releases a policy. NULL is a no-op. Not to be called concurrently with other use of it.
+//
+// # Safety
+// `policy` NULL or a policy handle from this library, not used afterwards.
+cpupolicy_status cpupolicy_policy_free(cpupolicy_policy *policy);
+
+// Reads one policy from text, telling the format from its first bytes: a JSON policy
+// document, `xen-cpuid -p DOMID` output (one `Domain N` section), or a libvirt `<cpudata>`
+// CPU dump (the raw policy of that CPU). A host's policies (a JSON host bundle or
+// `xen-cpuid -p` system output) get `CPUPOLICY_WRONG_DOCUMENT`: read those with
+// `cpupolicy_host_parse`. Malformed input gets `CPUPOLICY_PARSE_ERROR`, the message naming
+// the line or entry. `text` and `out` must not be NULL; the caller owns `*out`. Thread-safe.
+//
+// # Safety
+// `text` a NUL-terminated string; `out` valid for a pointer write.
+cpupolicy_status cpupolicy_policy_parse(const char *text, cpupolicy_policy **out);
+
+// Reads one policy from the file at `path`, as `cpupolicy_policy_parse` reads text; every
+// message starts with the path. A file that cannot be read gets `CPUPOLICY_IO_ERROR`. `path`
+// and `out` must not be NULL; the caller owns `*out`. Thread-safe.
+//
+// # Safety
+// `path` a NUL-terminated string; `out` valid for a pointer write.
+cpupolicy_status cpupolicy_policy_read(const char *path, cpupolicy_policy **out);
+
+// The policy as this project's JSON policy document (`"format": "cpupolicy-policy"`),
+// NUL-terminated, with the size-query convention. Thread-safe for readers.
+//
+// # Safety
+// `policy` a policy handle; `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid.
+cpupolicy_status cpupolicy_policy_to_json(const cpupolicy_policy *policy,
+                                          char *buffer,
+                                          size_t capacity,
+                                          size_t *needed);
+
+// The policy as `xen-cpuid -p DOMID` prints a domain's (`Domain <domid> policy: …`), as the
+// Xen release `xen_version` (NULL: the newest format) serialises it; entries that format
+// cannot carry are left out (list them with `cpupolicy_policy_xen_dropped`). NUL-terminated,
+// size-query convention. Thread-safe for readers.
+//
+// # Safety
+// `policy` a policy handle; `xen_version` NULL or a NUL-terminated string; `buffer` NULL or
+// valid for `capacity` bytes; `needed` NULL or valid.
+cpupolicy_status cpupolicy_policy_to_xen_cpuid(const cpupolicy_policy *policy,
+                                               uint32_t domid,
+                                               const char *xen_version,
+                                               char *buffer,
+                                               size_t capacity,
+                                               size_t *needed);
+
+// A new policy from Xen's arrays (as `XEN_DOMCTL_get_cpu_policy` or a migration stream
+// returns them), checked as the Xen release `xen_version` (NULL: the newest format) checks
+// them: too many entries, a leaf or MSR outside Xen's policy, non-zero MSR flags or a value
+// too wide get `CPUPOLICY_POLICY_REJECTED`, the message naming the entry. `leaves` may be
+// NULL when `nr_leaves` is 0, `msrs` when `nr_msrs` is 0. The caller owns `*out`. Thread-safe.
+//
+// # Safety
+// `leaves` valid for `nr_leaves` reads, `msrs` for `nr_msrs`; `xen_version` NULL or a
+// NUL-terminated string; `out` valid for a pointer write.
+cpupolicy_status cpupolicy_policy_from_xen(const cpupolicy_cpuid_leaf *leaves,
+                                           size_t nr_leaves,
+                                           const cpupolicy_msr_entry *msrs,
+                                           size_t nr_msrs,
+                                           const char *xen_version,
+                                           cpupolicy_policy **out);
+
+// The policy's CPUID leaves as the Xen release `xen_version` (NULL: the newest format)
+// serialises them (`xen_cpuid_leaf_t` order, zero leaves included, as
+// `XEN_DOMCTL_set_cpu_policy` takes them), into `leaves` (capacity `capacity` entries) with
+// the size-query convention: `*needed` receives the count. Thread-safe for readers.
+//
+// # Safety
+// `policy` a policy handle; `xen_version` NULL or a NUL-terminated string; `leaves` NULL or
+// valid for `capacity` writes; `needed` NULL or valid.
+cpupolicy_status cpupolicy_policy_to_xen_leaves(const cpupolicy_policy *policy,
+                                                const char *xen_version,
+                                                cpupolicy_cpuid_leaf *leaves,
+                                                size_t capacity,
+                                                size_t *needed);
+
+// The policy's MSRs as the Xen release `xen_version` (NULL: the newest format) serialises
+// them (`xen_msr_entry_t`), with the size-query convention. Thread-safe for readers.
+//
+// # Safety
+// As for `cpupolicy_policy_to_xen_leaves`, with `msrs` for `leaves`.
+cpupolicy_status cpupolicy_policy_to_xen_msrs(const cpupolicy_policy *policy,
+                                              const char *xen_version,
+                                              cpupolicy_msr_entry *msrs,
+                                              size_t capacity,
+                                              size_t *needed);
+
+// What Xen's format of release `xen_version` (NULL: the newest) cannot carry of the policy,
+// one line per entry with the reason (`leaf 0x0000001f:0x0 (…): Xen's policy has no room for
+// it`); the empty string when it carries everything. NUL-terminated, size-query convention.
+// Thread-safe for readers.
+//
+// # Safety
+// As for `cpupolicy_policy_to_xen_cpuid`.
+cpupolicy_status cpupolicy_policy_xen_dropped(const cpupolicy_policy *policy,
+                                              const char *xen_version,
+                                              char *buffer,
+                                              size_t capacity,
+                                              size_t *needed);
+
+// The policy's featureset (the words its leaves and MSRs mirror) as a new featureset in
+// `*out`, owned by the caller. Thread-safe for readers.
+//
+// # Safety
+// `policy` a policy handle; `out` valid for a pointer write.
+cpupolicy_status cpupolicy_policy_featureset(const cpupolicy_policy *policy,
+                                             cpupolicy_featureset **out);
+
+// Writes a featureset into the leaves and MSRs its words mirror (Xen's
+// `x86_cpu_featureset_to_policy`). A featureset with bits beyond the words a policy holds gets
+// `CPUPOLICY_DOES_NOT_FIT` and changes nothing. Not thread-safe on the same policy.
+//
+// # Safety
+// `policy` a policy handle; `set` a featureset handle.
+cpupolicy_status cpupolicy_policy_set_featureset(cpupolicy_policy *policy,
+                                                 const cpupolicy_featureset *set);
+
+// Reads one typed field (`CPUPOLICY_FIELD_*`) into `*value`. Thread-safe for readers.
+//
+// # Safety
+// `policy` a policy handle; `value` valid for a write.
+cpupolicy_status cpupolicy_policy_field(const cpupolicy_policy *policy,
+                                        cpupolicy_field field,
+                                        uint64_t *value);
+
+// Sets one writable typed field: the max leaves (up to 0xffffffff), the address widths (up to
+// 255) or CPUID faulting (0 or 1); the read-only fields and out-of-range values get
+// `CPUPOLICY_INVALID_ARGUMENT` and change nothing. Not thread-safe on the same policy.
+//
+// # Safety
+// `policy` a policy handle.
+cpupolicy_status cpupolicy_policy_set_field(cpupolicy_policy *policy,
+                                            cpupolicy_field field,
+                                            uint64_t value);
+
+// The vendor's name as Xen prints it (`Intel`, `AMD`, `Hygon`, `Centaur`, `Shanghai`, or the
+// leaf 0 string of another), NUL-terminated, size-query convention. Thread-safe for readers.
+//
+// # Safety
+// `policy` a policy handle; `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid.
+cpupolicy_status cpupolicy_policy_vendor(const cpupolicy_policy *policy,
+                                         char *buffer,
+                                         size_t capacity,
+                                         size_t *needed);
+
+// The registers of one leaf (`subleaf` `CPUPOLICY_NO_SUBLEAF` for leaves without) into
+// `*entry`, all zero when the policy holds nothing for it. Thread-safe for readers.
+//
+// # Safety
+// `policy` a policy handle; `entry` valid for a write.
+cpupolicy_status cpupolicy_policy_cpuid(const cpupolicy_policy *policy,
+                                        uint32_t leaf,
+                                        uint32_t subleaf,
+                                        cpupolicy_cpuid_leaf *entry);
+
+// Sets one leaf from `*entry` (its `subleaf` `CPUPOLICY_NO_SUBLEAF` for leaves without);
+// all-zero registers remove it. Any leaf may be held; Xen's format may not carry it (see
+// `cpupolicy_policy_xen_dropped`). Not thread-safe on the same policy.
+//
+// # Safety
+// `policy` a policy handle; `entry` valid for a read.
+cpupolicy_status cpupolicy_policy_set_cpuid(cpupolicy_policy *policy,
+                                            const cpupolicy_cpuid_leaf *entry);
+
+// An MSR's value into `*value` (zero when the policy holds none). Thread-safe for readers.
+//
+// # Safety
+// `policy` a policy handle; `value` valid for a write.
+cpupolicy_status cpupolicy_policy_msr(const cpupolicy_policy *policy,
+                                      uint32_t index,
+                                      uint64_t *value);
+
+// Sets an MSR; zero removes it. Not thread-safe on the same policy.
+//
+// # Safety
+// `policy` a policy handle.
+cpupolicy_status cpupolicy_policy_set_msr(cpupolicy_policy *policy, uint32_t index, uint64_t value);
+
+// Every (non-zero) leaf the policy holds, in key order, whether or not Xen's format carries
+// it, with the size-query convention. Thread-safe for readers.
+//
+// # Safety
+// `policy` a policy handle; `leaves` NULL or valid for `capacity` writes; `needed` NULL or valid.
+cpupolicy_status cpupolicy_policy_cpuid_entries(const cpupolicy_policy *policy,
+                                                cpupolicy_cpuid_leaf *leaves,
+                                                size_t capacity,
+                                                size_t *needed);
+
+// Every (non-zero) MSR the policy holds, by index, with the size-query convention.
+// Thread-safe for readers.
+//
+// # Safety
+// `policy` a policy handle; `msrs` NULL or valid for `capacity` writes; `needed` NULL or valid.
+cpupolicy_status cpupolicy_policy_msr_entries(const cpupolicy_policy *policy,
+                                              cpupolicy_msr_entry *msrs,
+                                              size_t capacity,
+                                              size_t *needed);
+
+// Whether two policies hold the same leaves and MSRs (an absent leaf equals an all-zero one).
+// Thread-safe for readers.
+//
+// # Safety
+// `a`, `b` policy handles; `equal` valid for a write.
+cpupolicy_status cpupolicy_policy_equal(const cpupolicy_policy *a,
+                                        const cpupolicy_policy *b,
+                                        bool *equal);
+
+// What differs from `a` to `b`: one line per differing register (`leaf 0x00000001 ecx:
+// 80000000 -> 10000000`) and MSR, then `features only in A: …` / `features only in B: …`;
+// the empty string when they are equal. NUL-terminated, size-query convention. Thread-safe
+// for readers.
+//
+// # Safety
+// `a`, `b` policy handles; `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid.
+cpupolicy_status cpupolicy_policy_diff(const cpupolicy_policy *a,
+                                       const cpupolicy_policy *b,
+                                       char *buffer,
+                                       size_t capacity,
+                                       size_t *needed);
+
+// Levels a pool of `nr_hosts` hosts for one kind of guest (`CPUPOLICY_GUEST_*`): the default
+// policy new VMs boot with and the acceptance policy every host takes from a migration, in a
+// new pool in `*out` owned by the caller. `names[i]` names host `i` in the explanation and in
+// errors; `names` may be NULL (the hosts are then `host1`, `host2`, …). `flags` is an OR of
+// `CPUPOLICY_LEVEL_*`. No hosts gets `CPUPOLICY_INVALID_ARGUMENT`; hosts of different vendors
+// `CPUPOLICY_MIXED_VENDORS` (naming them); a host without the kind's default and max policies
+// `CPUPOLICY_NOT_AVAILABLE`. Thread-safe for readers of the hosts.
+//
+// # Safety
+// `hosts` valid for `nr_hosts` reads of host handles (NULL when `nr_hosts` is 0); `names`
+// NULL or valid for `nr_hosts` reads of NUL-terminated strings; `out` valid for a pointer write.
+cpupolicy_status cpupolicy_level(const cpupolicy_host *const *hosts,
+                                 const char *const *names,
+                                 size_t nr_hosts,
+                                 cpupolicy_guest_kind kind,
+                                 cpupolicy_level_flags flags,
+                                 cpupolicy_pool **out);
+
+// Releases a pool. NULL is a no-op. Not to be called concurrently with other use of it.
+//
+// # Safety
+// `pool` NULL or a pool handle from this library, not used afterwards.
+cpupolicy_status cpupolicy_pool_free(cpupolicy_pool *pool);
+
+// A copy of the pool's default or acceptance policy (`CPUPOLICY_POOL_*`) in `*out`, owned by
+// the caller. Thread-safe for readers.
+//
+// # Safety
+// `pool` a pool handle; `out` valid for a pointer write.
+cpupolicy_status cpupolicy_pool_policy(const cpupolicy_pool *pool,
+                                       cpupolicy_pool_role role,
+                                       cpupolicy_policy **out);
+
+// What levelling cost, as `cpupolicy level --explain` prints it: per policy (`default`,
+// `acceptance`) `nothing lost`, or `lost` and one indented line per feature (`  svm: lacked
+// by host2`) and per limit (`  leaf7-max-subleaf: 0x2 -> 0x0, held down by host1`); one line
+// per host-reflected bit the hosts differ on; and, for PV guests, one line per host on what
+// leaks through to PV user space despite the policy (`host1: nothing leaks to PV guests
+// (…)`, `host2: leaks to PV guests' user space (…): avx2 …`, or that the host's levelling
+// capabilities are not known). `CPUPOLICY_NOT_AVAILABLE` unless the pool was levelled with
+// `CPUPOLICY_LEVEL_EXPLAIN`. NUL-terminated, size-query convention. Thread-safe for readers.
+//
+// # Safety
+// `pool` a pool handle; `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid.
+cpupolicy_status cpupolicy_pool_explain(const cpupolicy_pool *pool,
+                                        char *buffer,
+                                        size_t capacity,
+                                        size_t *needed);
+
+// The pool as JSON, as `cpupolicy level --format json` prints it: `kind`, `hosts`, `default`
+// and `acceptance` (each with `featureset`, `policy` and, when explained, `lost` and
+// `limits`), `host_reflected`, and `hazards` (what levelling cannot hide: host-reflected
+// differences and, for PV guests, leak-through per host). NUL-terminated, size-query
+// convention. Thread-safe for readers.
+//
+// # Safety
+// `pool` a pool handle; `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid.
+cpupolicy_status cpupolicy_pool_to_json(const cpupolicy_pool *pool,
+                                        char *buffer,
+                                        size_t capacity,
+                                        size_t *needed);
+
+// Levels `nr_policies` single policies into one (libvirt's baseline): each stands for a host
+// offering it as both default and max, and the pool's default policy is returned in a new
+// policy in `*out`, owned by the caller. Each feature follows its levelling rule (most are
+// ANDed; vulnerability and accumulate bits are ORed, as Xen does), numeric limits take the
+// minimum. No policies gets `CPUPOLICY_INVALID_ARGUMENT`, policies of different vendors
+// `CPUPOLICY_MIXED_VENDORS`. Thread-safe for readers of the policies.
+//
+// # Safety
+// `policies` valid for `nr_policies` reads of policy handles (NULL when 0); `out` valid for a
+// pointer write.
+cpupolicy_status cpupolicy_baseline(const cpupolicy_policy *const *policies,
+                                    size_t nr_policies,
+                                    cpupolicy_policy **out);
+
+// The policy a VM that arrives without one (a migration stream from Xen 4.13 or older) is
+// given on restore, as the libxl of Xen `xen_version` does: the host's default policy for the
+// guest kind, with RDRAND (and, from 4.16, HLE and RTM; MPX for HVM) put back from the host
+// policy's featureset (the max policy's when the host policy is absent), and the max leaves
+// clamped as that release clamps them. `xen_version` (e.g. `"4.20"`) may be NULL when the host
+// records its own version. A new policy in `*out`, owned by the caller. Thread-safe for readers.
+//
+// # Safety
+// `host` a host handle; `xen_version` NULL or a NUL-terminated string; `out` valid for a
+// pointer write.
+cpupolicy_status cpupolicy_synthesise_legacy(const cpupolicy_host *host,
+                                             cpupolicy_guest_kind kind,
+                                             const char *xen_version,
+                                             cpupolicy_policy **out);
+
+// Checks a shape and builds a topology for `vendor` (`CPUPOLICY_VENDOR_*`) and `scheme`
+// (`CPUPOLICY_SCHEME_*`), with VP index = vCPU index, in a new topology in `*out` owned by the
+// caller. `x2apic_available` says whether the guest is offered x2APIC. A shape that cannot be
+// built (a zero count, too many vCPUs, APIC IDs needing x2APIC without it, a level the
+// vendor's leaves cannot express) gets `CPUPOLICY_INVALID_TOPOLOGY`, the message naming the
+// level or field. Thread-safe.
+//
+// # Safety
+// `shape` valid for a read; `out` valid for a pointer write.
+cpupolicy_status cpupolicy_topology_new(const cpupolicy_shape *shape,
+                                        cpupolicy_vendor vendor,
+                                        cpupolicy_scheme scheme,
+                                        bool x2apic_available,
+                                        cpupolicy_topology **out);
+
+// Releases a topology. NULL is a no-op. Not to be called concurrently with other use of it.
+//
+// # Safety
+// `topology` NULL or a topology handle from this library, not used afterwards.
+cpupolicy_status cpupolicy_topology_free(cpupolicy_topology *topology);
+
+// Gives the vCPUs explicit Hyper-V VP indices, one per vCPU, all distinct (a VM must keep
+// them across migration); a wrong count or a repeated index gets `CPUPOLICY_INVALID_TOPOLOGY`
+// and changes nothing. Not thread-safe on the same topology.
+//
+// # Safety
+// `topology` a topology handle; `indices` valid for `count` reads.
+cpupolicy_status cpupolicy_topology_set_vp_indices(cpupolicy_topology *topology,
+                                                   const uint32_t *indices,
+                                                   size_t count);
+
+// The number of vCPUs into `*count`. Thread-safe for readers.
+//
+// # Safety
+// `topology` a topology handle; `count` valid for a write.
+cpupolicy_status cpupolicy_topology_vcpu_count(const cpupolicy_topology *topology, uint32_t *count);
+
+// Every vCPU's APIC ID, by vCPU, into `ids` (capacity `capacity`) with the size-query
+// convention (`*needed` receives the vCPU count). Thread-safe for readers.
+//
+// # Safety
+// `topology` a topology handle; `ids` NULL or valid for `capacity` writes; `needed` NULL or valid.
+cpupolicy_status cpupolicy_topology_apic_ids(const cpupolicy_topology *topology,
+                                             uint32_t *ids,
+                                             size_t capacity,
+                                             size_t *needed);
+
+// One vCPU's IDs, APIC ID and VP index into `*info`; a vCPU beyond the shape gets
+// `CPUPOLICY_INVALID_ARGUMENT`. Thread-safe for readers.
+//
+// # Safety
+// `topology` a topology handle; `info` valid for a write.
+cpupolicy_status cpupolicy_topology_vcpu(const cpupolicy_topology *topology,
+                                         uint32_t vcpu,
+                                         cpupolicy_vcpu_info *info);
+
+// Whether any vCPU's APIC ID is 0xFF or more (the guest then needs x2APIC) into `*required`.
+// Thread-safe for readers.
+//
+// # Safety
+// `topology` a topology handle; `required` valid for a write.
+cpupolicy_status cpupolicy_topology_x2apic_required(const cpupolicy_topology *topology,
+                                                    bool *required);
+
+// The topology leaves vCPU `vcpu` reads, given the domain's `base` policy (fields the topology
+// does not own, such as family or cache sizes, are copied from it), in `(leaf, sub-leaf)`
+// order into `leaves` with the size-query convention. `base` may be NULL: the leaves are then
+// computed against a policy that only names the vendor (leaf 0, max leaf 0x1f), as
+// `cpupolicy topology --leaves` prints them. A vCPU beyond the shape gets
+// `CPUPOLICY_INVALID_ARGUMENT`. Thread-safe for readers.
+//
+// # Safety
+// `topology` a topology handle; `base` NULL or a policy handle; `leaves` NULL or valid for
+// `capacity` writes; `needed` NULL or valid.
+cpupolicy_status cpupolicy_topology_vcpu_leaves(const cpupolicy_topology *topology,
+                                                const cpupolicy_policy *base,
+                                                uint32_t vcpu,
+                                                cpupolicy_cpuid_leaf *leaves,
+                                                size_t capacity,
+                                                size_t *needed);
+
+// Writes the topology into a domain's policy: vCPU 0's view of every topology leaf (Xen fills
+// the per-vCPU IDs when each vCPU executes CPUID). With `xen_version` NULL any leaf is
+// written; with a Xen version (`"4.20"`), a leaf that release's policy format cannot carry
+// (leaf 0x1f, leaf 0xb sub-leaves past 1, …) gets `CPUPOLICY_INVALID_TOPOLOGY` naming it, and
+// then nothing is written. The policy's max leaves are not raised: check them against the
+// topology (leaf 0xb, 0x1f for Intel shapes with modules or tiles, 0x8000001e for AMD).
+// Not thread-safe on the same policy.
+//
+// # Safety
+// `topology` a topology handle; `policy` a policy handle; `xen_version` NULL or a
+// NUL-terminated string.
+cpupolicy_status cpupolicy_topology_apply(const cpupolicy_topology *topology,
+                                          cpupolicy_policy *policy,
+                                          const char *xen_version);
+
+// Opens `/dev/xen/privcmd` (or `/proc/xen/privcmd`) into a new handle in `*out`, owned by the
+// caller. Outside a Xen domain, or without the privcmd driver, `CPUPOLICY_NO_PRIVCMD` (the
+// message says which devices were tried and what to load); without the right to open it,
+// `CPUPOLICY_PERMISSION_DENIED`. Nothing is sent to Xen yet. Thread-safe.
+//
+// # Safety
+// `out` valid for a pointer write.
+cpupolicy_status cpupolicy_xen_open(cpupolicy_xen **out);
+
+// Closes a Xen handle. NULL is a no-op. Not to be called concurrently with other use of it.
+//
+// # Safety
+// `xen` NULL or a Xen handle from this library, not used afterwards.
+cpupolicy_status cpupolicy_xen_free(cpupolicy_xen *xen);
+
+// The hypervisor's version (`4.20.3`, `4.21-unstable`), NUL-terminated, size-query convention.
+// Thread-safe.
+//
+// # Safety
+// `xen` a Xen handle; `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid.
+cpupolicy_status cpupolicy_xen_version(const cpupolicy_xen *xen,
+                                       char *buffer,
+                                       size_t capacity,
+                                       size_t *needed);
+
+// All six system policies of this host (those Xen does not have, such as HVM ones without HVM
+// support, absent), with the Xen and interface versions and the levelling capabilities (what
+// leaks through to PV guests), in a new host in `*out` owned by the caller. Thread-safe.
+//
+// # Safety
+// `xen` a Xen handle; `out` valid for a pointer write.
+cpupolicy_status cpupolicy_xen_host(const cpupolicy_xen *xen, cpupolicy_host **out);
+
+// One system featureset (`CPUPOLICY_SYSTEM_*`, mapped to the featureset sysctl's own
+// numbering) as Xen reports it, in a new featureset in `*out` owned by the caller;
+// `CPUPOLICY_NOT_AVAILABLE` where this Xen has none (PV/HVM max before Xen 4.18 without the
+// backports, HVM ones without HVM support). Thread-safe.
+//
+// # Safety
+// `xen` a Xen handle; `out` valid for a pointer write.
+cpupolicy_status cpupolicy_xen_featureset(const cpupolicy_xen *xen,
+                                          cpupolicy_system_policy which,
+                                          cpupolicy_featureset **out);
+
+// The CPU policy of domain `domid`, in a new policy in `*out` owned by the caller;
+// `CPUPOLICY_NO_SUCH_DOMAIN` when there is no such domain. Thread-safe.
+//
+// # Safety
+// `xen` a Xen handle; `out` valid for a pointer write.
+cpupolicy_status cpupolicy_xen_domain_policy(const cpupolicy_xen *xen,
+                                             uint16_t domid,
+                                             cpupolicy_policy **out);
+
+// Sets the CPU policy of domain `domid`, which must not have run yet, serialised in the running
+// Xen's format. Entries that format cannot carry are not sent: their count goes to
+// `*nr_dropped` (which may be NULL; `cpupolicy_policy_xen_dropped` lists them). A refusal gets
+// `CPUPOLICY_POLICY_REJECTED`, the message naming the leaf, sub-leaf or MSR Xen objected to.
+// Xen silently clears features the host cannot give: read the policy back to see what was
+// applied. Thread-safe.
+//
+// # Safety
+// `xen` a Xen handle; `policy` a policy handle; `nr_dropped` NULL or valid for a write.
+cpupolicy_status cpupolicy_xen_set_domain_policy(const cpupolicy_xen *xen,
+                                                 uint16_t domid,
+                                                 const cpupolicy_policy *policy,
+                                                 size_t *nr_dropped);
 
 #ifdef __cplusplus
 }  // extern "C"

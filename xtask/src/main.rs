@@ -252,6 +252,12 @@ compare "cpupolicy host --source xen --format xen-cpuid = xen-cpuid -p" /tmp/ref
 xen-cpuid | sed -n '/^Dynamic sets:/,$p' | sed 1d > /tmp/ref-featuresets
 cpupolicy featuresets --format xen-cpuid > /tmp/our-featuresets 2> /tmp/stderr
 compare "cpupolicy featuresets = xen-cpuid Dynamic sets" /tmp/ref-featuresets /tmp/our-featuresets
+for fetch in xen_fetch xen_fetch-shared; do
+    $fetch > /tmp/c-policy 2> /tmp/stderr
+    compare "C examples/xen_fetch.c ($fetch) = xen-cpuid -p" /tmp/ref-policy /tmp/c-policy
+    $fetch featuresets > /tmp/c-featuresets 2> /tmp/stderr
+    compare "C examples/xen_fetch.c featuresets ($fetch) = xen-cpuid Dynamic sets" /tmp/ref-featuresets /tmp/c-featuresets
+done
 cpupolicy host --source auto --format json > /tmp/bundle.json 2> /tmp/stderr
 grep -q 'source: xen' /tmp/stderr && echo "PASS host --source auto chose xen" || echo "FAIL host --source auto did not choose xen"
 if grep -q '^cpupolicy: levelling: ' /tmp/stderr && ! grep -q 'disagree' /tmp/stderr; then
@@ -264,6 +270,16 @@ for kind in pv hvm-shadow; do
         xen-cpuid -p $domid > /tmp/ref-domain 2>&1
         cpupolicy domain get $domid --format xen-cpuid > /tmp/our-domain 2> /tmp/stderr
         compare "cpupolicy domain get = xen-cpuid -p DOMID ($kind domain $domid)" /tmp/ref-domain /tmp/our-domain
+        xen_fetch domain $domid > /tmp/c-domain 2> /tmp/stderr
+        compare "C examples/xen_fetch.c domain = xen-cpuid -p DOMID ($kind domain $domid)" /tmp/ref-domain /tmp/c-domain
+        # Set the policy read back (a new domain may be given one) and read it again.
+        cpupolicy domain get $domid --format json > /tmp/domain.json 2> /tmp/stderr
+        if xen_fetch set $domid /tmp/domain.json > /tmp/set 2> /tmp/stderr; then
+            xen-cpuid -p $domid > /tmp/ref-domain-after 2>&1
+            compare "C examples/xen_fetch.c set (the domain's own policy) leaves xen-cpuid -p DOMID unchanged ($kind domain $domid)" /tmp/ref-domain /tmp/ref-domain-after
+        else
+            echo "FAIL C examples/xen_fetch.c set $domid"; cat /tmp/set /tmp/stderr
+        fi
         if cpupolicy check --kind $kind --vm /tmp/our-domain --host /tmp/bundle.json > /tmp/check 2>&1; then
             echo "PASS cpupolicy check: the new $kind domain fits its own host"
         else
@@ -408,6 +424,7 @@ fn real_xen_pools(cpupolicy: &Path, dir: &Path) -> Result<(), String> {
 fn real_xen(root: &Path) -> Result<(), String> {
     cargo(root, &["build", "--release", "-p", "cpupolicy-hypercall", "--example", "xen-selftest"])?;
     cargo(root, &["build", "--release", "--bin", "cpupolicy"])?;
+    let [xen_fetch_static, xen_fetch_shared] = capi::build_xen_fetch(root)?;
     let release_dir = target_dir(root).join("release");
     let bundles_dir = target_dir(root).join("real-xen");
     std::fs::create_dir_all(&bundles_dir).map_err(|e| format!("{}: {e}", bundles_dir.display()))?;
@@ -418,18 +435,18 @@ fn real_xen(root: &Path) -> Result<(), String> {
         boot.cpu_model = cpu.into();
         boot.files.push((release_dir.join("examples/xen-selftest"), "/usr/bin/xen-selftest".into()));
         boot.files.push((release_dir.join("cpupolicy"), "/usr/bin/cpupolicy".into()));
+        boot.files.push((xen_fetch_static.clone(), "/usr/bin/xen_fetch".into()));
+        boot.files.push((xen_fetch_shared.clone(), "/usr/bin/xen_fetch-shared".into()));
         let out = sandbox::boot(root, &boot)?;
         let failed: Vec<&str> = out.output.lines().filter(|l| l.starts_with("FAIL")).collect();
         let passed = out.output.lines().filter(|l| l.starts_with("PASS")).count();
         println!("real {release} ({cpu}): {passed} passed, {} failed, exit {}", failed.len(), out.exit_status);
-        for line in out
-            .output
-            .lines()
-            .filter(|l| l.starts_with("PASS cpupolicy") || l.starts_with("PASS host") || l.starts_with("NOTE no"))
-        {
+        for line in out.output.lines().filter(|l| {
+            ["PASS cpupolicy", "PASS host", "PASS C ", "NOTE no"].iter().any(|prefix| l.starts_with(prefix))
+        }) {
             println!("    {line}");
         }
-        if out.exit_status != 0 || !failed.is_empty() || passed < 44 {
+        if out.exit_status != 0 || !failed.is_empty() || passed < 48 {
             failures.push(format!("{release} ({cpu}): exit {}\n{}", out.exit_status, out.output));
         }
         match between(&out.output, "BEGIN-HOST-BUNDLE\n", "END-HOST-BUNDLE\n") {

@@ -653,15 +653,18 @@ fn boot_in(dir: &Path, base: &Path, xen: Option<&(XenRelease, PathBuf)>, boot: &
         )
     };
     let reached_init = run.first_marker_at.is_some();
-    let output = between(&console, &markers.begin, &markers.end);
-    let rc = console
+    // Xen writes its log to the same serial line as dom0's console, and a line of it can land
+    // in the middle of a line of the script's output: the output is read without them.
+    let script_console = without_xen_log(&console);
+    let output = between(&script_console, &markers.begin, &markers.end);
+    let rc = script_console
         .find(&markers.end)
         .and_then(|i| console[i + markers.end.len()..].split("@@").next())
         .and_then(|s| s.trim().parse::<i32>().ok());
     let (Some(output), Some(rc)) = (output, rc) else {
         let stage = if !reached_init {
             "the guest never reached /init"
-        } else if !console.contains(&markers.begin) {
+        } else if !script_console.contains(&markers.begin) {
             "/init started but did not reach the script"
         } else {
             "the script did not finish"
@@ -673,7 +676,7 @@ fn boot_in(dir: &Path, base: &Path, xen: Option<&(XenRelease, PathBuf)>, boot: &
         };
         return Err(fail(&format!("{stage}: {why}")));
     };
-    let stderr = between(&console, &markers.stderr, &markers.stderr_end).unwrap_or_default().to_string();
+    let stderr = between(&script_console, &markers.stderr, &markers.stderr_end).unwrap_or_default().to_string();
     if let Some(s) = &run.stopped {
         // The script finished; only powering off went wrong. Say so but keep the result.
         eprintln!("sandbox: warning: {s}");
@@ -687,6 +690,22 @@ fn boot_in(dir: &Path, base: &Path, xen: Option<&(XenRelease, PathBuf)>, boot: &
         qemu_stderr: run.stderr,
         console,
     })
+}
+
+/// `text` without Xen's log lines: each `(XEN) ` through the end of its line, wherever it
+/// starts (Xen's lines can interrupt a line of dom0's output).
+fn without_xen_log(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("(XEN) ") {
+        out.push_str(&rest[..start]);
+        rest = match rest[start..].find('\n') {
+            Some(end) => &rest[start + end + 1..],
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    out
 }
 
 const USAGE: &str = "\
@@ -952,6 +971,12 @@ mod tests {
         assert_eq!(Hypervisor::parse("4.15"), None);
         assert_eq!(XenRelease::V4_17.suite(), Suite::Bookworm);
         assert_eq!(XenRelease::V4_20.hypervisor_package(), "xen-hypervisor-4.20-amd64");
+    }
+
+    #[test]
+    fn xen_log_lines_are_cut_out_even_mid_line() {
+        let console = "(XEN) boot\n{\"eax\": \"0x1\"(XEN) uart interrupt taking more than 4ms, switched to polling\n, \"ebx\": 2}\nend";
+        assert_eq!(without_xen_log(console), "{\"eax\": \"0x1\", \"ebx\": 2}\nend");
     }
 
     #[test]

@@ -49,14 +49,7 @@ pub const CPUPOLICY_SET_INTERSECTION: cpupolicy_set_op = 1;
 /// Features in the first but not the second.
 pub const CPUPOLICY_SET_DIFFERENCE: cpupolicy_set_op = 2;
 
-fn out_of_range(what: &str, value: u32) -> Failure {
-    Failure::new(
-        cpupolicy_status::CPUPOLICY_INVALID_ARGUMENT,
-        format!("{what} {value} is not one of the defined values"),
-    )
-}
-
-fn parse_failure(error: featureset::Error) -> Failure {
+pub(crate) fn parse_failure(error: featureset::Error) -> Failure {
     use featureset::Error::*;
     let status = match error {
         UnknownFeature { .. } => cpupolicy_status::CPUPOLICY_UNKNOWN_FEATURE,
@@ -66,8 +59,7 @@ fn parse_failure(error: featureset::Error) -> Failure {
     Failure::new(status, error.to_string())
 }
 
-/// The body of every function that renders a featureset as text for C: checks the handle,
-/// renders, and copies the NUL-terminated text with the size-query convention.
+/// The body of every function that renders a featureset as text for C.
 ///
 /// # Safety
 /// `set` a featureset handle; `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid.
@@ -78,13 +70,8 @@ unsafe fn text_output(
     needed: *mut usize,
     render: impl FnOnce(&Featureset) -> Result<String, Failure>,
 ) -> cpupolicy_status {
-    guard(|| {
-        // SAFETY: per this function's contract.
-        let set = unsafe { borrow(set, "set")? };
-        let text = render(set)?;
-        // SAFETY: per this function's contract.
-        unsafe { output(text.as_bytes(), true, buffer.cast(), capacity, needed) }
-    })
+    // SAFETY: per this function's contract.
+    unsafe { text_of(set, "set", buffer, capacity, needed, render) }
 }
 
 /// Parses `xen-cpuid`'s form (`178bfbfd:80002001:…`) or xapi's (`-`-separated) into a new

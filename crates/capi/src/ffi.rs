@@ -26,16 +26,67 @@ pub enum cpupolicy_status {
     CPUPOLICY_DOES_NOT_FIT = 6,
     /// A string argument is not valid UTF-8.
     CPUPOLICY_INVALID_UTF8 = 7,
+    /// The input is a valid document of another kind: a host's policies where one policy was
+    /// expected, or the reverse.
+    CPUPOLICY_WRONG_DOCUMENT = 8,
+    /// The host, bundle or hypervisor has no such policy or featureset (e.g. no HVM support).
+    CPUPOLICY_NOT_AVAILABLE = 9,
+    /// No Xen privcmd device: not running in a Xen domain, or the driver is not loaded.
+    CPUPOLICY_NO_PRIVCMD = 10,
+    /// The operating system or Xen refused the operation to this caller (run as root in dom0).
+    CPUPOLICY_PERMISSION_DENIED = 11,
+    /// The domain does not exist.
+    CPUPOLICY_NO_SUCH_DOMAIN = 12,
+    /// Xen (or Xen's policy format) refused a policy; the message names the leaf, sub-leaf or MSR.
+    CPUPOLICY_POLICY_REJECTED = 13,
+    /// Another failure talking to Xen (the message has the operation and errno).
+    CPUPOLICY_XEN_ERROR = 14,
+    /// Hosts or policies of different CPU vendors cannot be levelled together.
+    CPUPOLICY_MIXED_VENDORS = 15,
+    /// A topology shape cannot be built, or its leaves cannot be written to the policy.
+    CPUPOLICY_INVALID_TOPOLOGY = 16,
+    /// A raw policy describes a CPU the modelled Xen could not boot on, or contradicts the options.
+    CPUPOLICY_UNSUPPORTED_CPU = 17,
+    /// A file could not be read (the message has the path and the operating system's error).
+    CPUPOLICY_IO_ERROR = 18,
     /// A bug in the library (a caught panic); the message says where.
     CPUPOLICY_INTERNAL_ERROR = 99,
 }
 
 use cpupolicy_status::*;
 
-/// The static name of a status, e.g. `"buffer too small"`. Never NULL; the string is static.
-/// Thread-safe.
+/// Every status, for turning a number from C back into one.
+const STATUSES: [cpupolicy_status; 20] = [
+    CPUPOLICY_OK,
+    CPUPOLICY_INVALID_ARGUMENT,
+    CPUPOLICY_BUFFER_TOO_SMALL,
+    CPUPOLICY_WRONG_HANDLE,
+    CPUPOLICY_PARSE_ERROR,
+    CPUPOLICY_UNKNOWN_FEATURE,
+    CPUPOLICY_DOES_NOT_FIT,
+    CPUPOLICY_INVALID_UTF8,
+    CPUPOLICY_WRONG_DOCUMENT,
+    CPUPOLICY_NOT_AVAILABLE,
+    CPUPOLICY_NO_PRIVCMD,
+    CPUPOLICY_PERMISSION_DENIED,
+    CPUPOLICY_NO_SUCH_DOMAIN,
+    CPUPOLICY_POLICY_REJECTED,
+    CPUPOLICY_XEN_ERROR,
+    CPUPOLICY_MIXED_VENDORS,
+    CPUPOLICY_INVALID_TOPOLOGY,
+    CPUPOLICY_UNSUPPORTED_CPU,
+    CPUPOLICY_IO_ERROR,
+    CPUPOLICY_INTERNAL_ERROR,
+];
+
+/// The static name of a status, e.g. `"buffer too small"`; a number that is no status (the
+/// parameter is an `int` so that any value is safe to pass) gets `"unknown status"`. Never
+/// NULL; the string is static. Thread-safe.
 #[no_mangle]
-pub extern "C" fn cpupolicy_strerror(status: cpupolicy_status) -> *const c_char {
+pub extern "C" fn cpupolicy_strerror(status: std::ffi::c_int) -> *const c_char {
+    let Some(status) = STATUSES.into_iter().find(|s| *s as std::ffi::c_int == status) else {
+        return c"unknown status".as_ptr();
+    };
     let text: &'static CStr = match status {
         CPUPOLICY_OK => c"success",
         CPUPOLICY_INVALID_ARGUMENT => c"invalid argument (NULL pointer or value out of range)",
@@ -45,6 +96,17 @@ pub extern "C" fn cpupolicy_strerror(status: cpupolicy_status) -> *const c_char 
         CPUPOLICY_UNKNOWN_FEATURE => c"unknown feature name",
         CPUPOLICY_DOES_NOT_FIT => c"value does not fit",
         CPUPOLICY_INVALID_UTF8 => c"string is not valid UTF-8",
+        CPUPOLICY_WRONG_DOCUMENT => c"document of another kind",
+        CPUPOLICY_NOT_AVAILABLE => c"not available on this host",
+        CPUPOLICY_NO_PRIVCMD => c"no Xen privcmd device (not in a Xen domain, or the driver is not loaded)",
+        CPUPOLICY_PERMISSION_DENIED => c"permission denied",
+        CPUPOLICY_NO_SUCH_DOMAIN => c"no such domain",
+        CPUPOLICY_POLICY_REJECTED => c"policy rejected",
+        CPUPOLICY_XEN_ERROR => c"Xen operation failed",
+        CPUPOLICY_MIXED_VENDORS => c"CPU vendors differ",
+        CPUPOLICY_INVALID_TOPOLOGY => c"invalid topology",
+        CPUPOLICY_UNSUPPORTED_CPU => c"unsupported CPU",
+        CPUPOLICY_IO_ERROR => c"file could not be read",
         CPUPOLICY_INTERNAL_ERROR => c"internal error",
     };
     text.as_ptr()
@@ -95,6 +157,28 @@ impl Failure {
     }
 }
 
+/// The text of the file at the C string `path` (named in the message of any failure): a
+/// `CPUPOLICY_IO_ERROR` when it cannot be read, a `CPUPOLICY_PARSE_ERROR` when it is not UTF-8.
+///
+/// # Safety
+/// `path` NULL (reported) or a NUL-terminated string.
+pub(crate) unsafe fn read_c_path(path: *const c_char) -> Result<(String, String), Failure> {
+    // SAFETY: per this function's contract.
+    let path = unsafe { c_str(path, "path")? }.to_string();
+    let bytes = std::fs::read(&path).map_err(|e| Failure::new(CPUPOLICY_IO_ERROR, format!("{path}: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Failure::new(CPUPOLICY_PARSE_ERROR, format!("{path}: not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
+    })?;
+    Ok((path, text))
+}
+
+impl Failure {
+    /// The same failure, its message prefixed with where the input came from.
+    pub fn in_file(self, path: &str) -> Failure {
+        Failure { status: self.status, message: format!("{path}: {}", self.message) }
+    }
+}
+
 /// Runs an exported function's body: catches panics, records the message, returns the status.
 /// Out-pointers must only be written by `body` after everything that can fail has succeeded.
 pub(crate) fn guard(body: impl FnOnce() -> Result<(), Failure>) -> cpupolicy_status {
@@ -119,6 +203,12 @@ pub(crate) fn guard(body: impl FnOnce() -> Result<(), Failure>) -> cpupolicy_sta
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Tag {
     Featureset = 0x4653_4554, // "FSET"
+    Policy = 0x504f_4c49,     // "POLI"
+    Host = 0x484f_5354,       // "HOST"
+    Pool = 0x504f_4f4c,       // "POOL"
+    Check = 0x4348_434b,      // "CHCK"
+    Xen = 0x5845_4e5f,        // "XEN_"
+    Topology = 0x544f_504f,   // "TOPO"
     Freed = 0xdead_f00d,
 }
 
@@ -162,6 +252,18 @@ pub(crate) unsafe fn borrow<'a, T: Tagged>(ptr: *const Handle<T>, what: &str) ->
     }
     // SAFETY: the tag matches, so this is a live `Handle<T>` created by `into_handle`.
     Ok(unsafe { &(*ptr).value })
+}
+
+/// Borrows the value behind a handle mutably, checking it is non-NULL and of the right type.
+///
+/// # Safety
+/// As for [`borrow`]; in addition the caller must not use the handle elsewhere during the call
+/// (the C contract: one handle is not written concurrently).
+pub(crate) unsafe fn borrow_mut<'a, T: Tagged>(ptr: *mut Handle<T>, what: &str) -> Result<&'a mut T, Failure> {
+    // SAFETY: as for `borrow`, which checks the tag.
+    unsafe { borrow(ptr.cast_const(), what)? };
+    // SAFETY: a live handle of this type, and the caller does not share it during the call.
+    Ok(unsafe { &mut (*ptr).value })
 }
 
 /// Frees a handle created by `into_handle`; NULL is a no-op.
@@ -222,6 +324,61 @@ pub(crate) unsafe fn c_str<'a>(ptr: *const c_char, what: &str) -> Result<&'a str
     bytes
         .to_str()
         .map_err(|_| Failure::new(cpupolicy_status::CPUPOLICY_INVALID_UTF8, format!("{what} is not valid UTF-8")))
+}
+
+/// Borrows an optional NUL-terminated UTF-8 string argument: NULL is `None`.
+///
+/// # Safety
+/// As for [`c_str`].
+pub(crate) unsafe fn opt_c_str<'a>(ptr: *const c_char, what: &str) -> Result<Option<&'a str>, Failure> {
+    if ptr.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: forwarded contract.
+    unsafe { c_str(ptr, what) }.map(Some)
+}
+
+/// Borrows an array argument of `len` elements; `ptr` may be NULL only when `len` is 0.
+///
+/// # Safety
+/// `ptr` NULL or valid for `len` reads of `T`, not written during the call.
+pub(crate) unsafe fn c_slice<'a, T>(ptr: *const T, len: usize, what: &str) -> Result<&'a [T], Failure> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err(Failure::null(what));
+    }
+    // SAFETY: non-NULL and valid for `len` reads per the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// The body of every function that renders a handle's value as text for C: checks the handle,
+/// renders, and copies the NUL-terminated text with the size-query convention.
+///
+/// # Safety
+/// `handle` NULL or a handle from this library; `buffer` NULL or valid for `capacity` bytes;
+/// `needed` NULL or valid for a write.
+pub(crate) unsafe fn text_of<T: Tagged>(
+    handle: *const Handle<T>,
+    what: &str,
+    buffer: *mut c_char,
+    capacity: usize,
+    needed: *mut usize,
+    render: impl FnOnce(&T) -> Result<String, Failure>,
+) -> cpupolicy_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let value = unsafe { borrow(handle, what)? };
+        let text = render(value)?;
+        // SAFETY: per this function's contract.
+        unsafe { output(text.as_bytes(), true, buffer.cast(), capacity, needed) }
+    })
+}
+
+/// An out-of-range value of one of the `u32` enumerations.
+pub(crate) fn out_of_range(what: &str, value: u32) -> Failure {
+    Failure::new(CPUPOLICY_INVALID_ARGUMENT, format!("{what} {value} is not one of the defined values"))
 }
 
 /// Copies `text` plus a NUL into a caller buffer with the size-query convention.
@@ -293,5 +450,41 @@ pub(crate) unsafe fn output<T: Copy + Default>(
             format!("buffer of {capacity} too small: {} needed", items.len() + usize::from(nul)),
         )),
         status => Err(Failure::new(status, "buffer is NULL but capacity is not 0")),
+    }
+}
+
+/// Helpers for the unit tests: the last error as a `String`, and text outputs.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::ffi::{c_char, CStr};
+    use std::ptr::null_mut;
+
+    use super::cpupolicy_status::*;
+    use super::{cpupolicy_last_error, cpupolicy_status};
+
+    /// The calling thread's last error message.
+    pub fn last_error() -> String {
+        let mut buffer = vec![0 as c_char; 4096];
+        // SAFETY: the buffer holds `buffer.len()` bytes; `needed` may be NULL.
+        let status = unsafe { cpupolicy_last_error(buffer.as_mut_ptr(), buffer.len(), null_mut()) };
+        assert_eq!(status, CPUPOLICY_OK);
+        // SAFETY: on success the function wrote a NUL-terminated string into the buffer.
+        unsafe { CStr::from_ptr(buffer.as_ptr()) }.to_string_lossy().into_owned()
+    }
+
+    /// Calls a text function with the size-query convention: size, then text.
+    pub fn text(call: impl Fn(*mut c_char, usize, *mut usize) -> cpupolicy_status) -> Result<String, cpupolicy_status> {
+        let mut needed = 0;
+        match call(null_mut(), 0, &mut needed) {
+            CPUPOLICY_OK => {}
+            status => return Err(status),
+        }
+        let mut buffer = vec![0 as c_char; needed];
+        match call(buffer.as_mut_ptr(), needed, null_mut()) {
+            CPUPOLICY_OK => {}
+            status => return Err(status),
+        }
+        // SAFETY: on success the function wrote a NUL-terminated string into the buffer.
+        Ok(unsafe { CStr::from_ptr(buffer.as_ptr()) }.to_string_lossy().into_owned())
     }
 }

@@ -17,10 +17,40 @@
 //!   panic becomes `CPUPOLICY_INTERNAL_ERROR`.
 //! - Thread safety: distinct handles may be used from different threads at once; one handle may
 //!   be read from several threads at once but not written concurrently (like a C `const`).
+//! - A pointer argument may be NULL only where its function says so; elsewhere NULL gets
+//!   `CPUPOLICY_INVALID_ARGUMENT`, naming the argument. Enumerations are `uint32_t` typedefs
+//!   with `#define`d values, so an out-of-range value is a status too.
+//!
+//! What it covers, one handle type per kind of object:
+//!
+//! - `cpupolicy_featureset`: parse, format, decode, names, set operations, static masks.
+//! - `cpupolicy_policy`: one CPU policy; import from JSON, `xen-cpuid -p DOMID` text, libvirt
+//!   dumps or Xen's `xen_cpuid_leaf_t`/`xen_msr_entry_t` arrays (`cpupolicy_cpuid_leaf`,
+//!   `cpupolicy_msr_entry`, same layout); export to each; typed fields, raw leaves and MSRs,
+//!   the featureset view, differences, and the libvirt-style `cpupolicy_compare` and
+//!   `cpupolicy_baseline`.
+//! - `cpupolicy_host`: a host's six system policies (JSON host bundle, `xen-cpuid -p`, Xen, or
+//!   predicted from a raw policy by `cpupolicy_derive`).
+//! - `cpupolicy_pool`: a levelled pool (`cpupolicy_level`) with its explanation.
+//! - `cpupolicy_check`: a migration check, every mismatch and warning by name.
+//! - `cpupolicy_xen`: the running Xen: system featuresets and policies, domain policies.
+//! - `cpupolicy_topology`: vCPU APIC IDs and topology leaves, applied to a policy.
 
+mod check;
 mod featureset;
 mod ffi;
+mod host;
+mod policy;
+mod pool;
+mod topology;
+mod xen;
 
+pub use check::*;
 pub use featureset::*;
+pub use host::*;
+pub use policy::*;
+pub use pool::*;
+pub use topology::*;
+pub use xen::*;
 
 pub use ffi::{cpupolicy_last_error, cpupolicy_status, cpupolicy_strerror, cpupolicy_version};

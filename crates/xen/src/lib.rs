@@ -1,9 +1,10 @@
-//! Fetching from Xen into the policy model: the glue between [`crate::hypercall`], which speaks
-//! Xen's ABI, and [`crate::policy`], which models what it carries.
+//! Fetching from Xen into the policy model: the glue between `cpupolicy-hypercall`, which speaks
+//! Xen's ABI, and `cpupolicy-policy`, which models what it carries. The `cpupolicy` facade
+//! re-exports it as `cpupolicy::xen`; the C API uses it too.
 
-use crate::featureset::Featureset;
-use crate::hypercall::{self, SystemFeatureset, XenHandle};
-use crate::policy::{
+use cpupolicy_featureset::Featureset;
+use cpupolicy_hypercall::{self as hypercall, SystemFeatureset, XenHandle};
+use cpupolicy_policy::{
     CpuPolicy, HostBundle, LevellingCaps, SystemPolicies, SystemPolicy, WireLimits, XenCpuidLeaf, XenMsrEntry,
     XenVersion,
 };
@@ -20,7 +21,7 @@ pub enum XenError {
         /// Which policy.
         which: SystemPolicy,
         /// What was wrong with it.
-        error: crate::policy::WireError,
+        error: cpupolicy_policy::WireError,
     },
     /// Xen returned a domain policy this library cannot read.
     #[error("policy of domain {domid} from Xen: {error}")]
@@ -28,7 +29,7 @@ pub enum XenError {
         /// The domain.
         domid: hypercall::DomainId,
         /// What was wrong with it.
-        error: crate::policy::WireError,
+        error: cpupolicy_policy::WireError,
     },
 }
 
@@ -110,7 +111,7 @@ pub fn set_domain_policy(
     handle: &XenHandle,
     domid: hypercall::DomainId,
     policy: &CpuPolicy,
-) -> Result<Vec<crate::policy::Dropped>, XenError> {
+) -> Result<Vec<cpupolicy_policy::Dropped>, XenError> {
     let xen_version = xen_version(handle)?;
     let limits = WireLimits::for_xen(&xen_version).unwrap_or(WireLimits::LATEST);
     let wire = policy.to_wire(&limits);
@@ -129,7 +130,7 @@ pub fn set_domain_policy(
 pub fn policy_from_xen(
     serialised: &hypercall::SerialisedPolicy,
     limits: &WireLimits,
-) -> Result<CpuPolicy, crate::policy::WireError> {
+) -> Result<CpuPolicy, cpupolicy_policy::WireError> {
     let leaves: Vec<XenCpuidLeaf> = serialised
         .leaves
         .iter()
@@ -138,6 +139,18 @@ pub fn policy_from_xen(
     let msrs: Vec<XenMsrEntry> =
         serialised.msrs.iter().map(|m| XenMsrEntry { idx: m.index, flags: m.flags, val: m.value }).collect();
     CpuPolicy::from_wire(&leaves, &msrs, limits)
+}
+
+/// The featureset sysctl's name for a system policy.
+pub fn featureset_index(which: SystemPolicy) -> SystemFeatureset {
+    match which {
+        SystemPolicy::Raw => SystemFeatureset::Raw,
+        SystemPolicy::Host => SystemFeatureset::Host,
+        SystemPolicy::PvMax => SystemFeatureset::PvMax,
+        SystemPolicy::HvmMax => SystemFeatureset::HvmMax,
+        SystemPolicy::PvDefault => SystemFeatureset::PvDefault,
+        SystemPolicy::HvmDefault => SystemFeatureset::HvmDefault,
+    }
 }
 
 /// The hypercall crate's name for a system policy (its own index numbering).

@@ -1,0 +1,849 @@
+//! CPU policies: import and export in every format (JSON, `xen-cpuid -p` text, Xen's
+//! `xen_cpuid_leaf_t`/`xen_msr_entry_t` arrays), typed fields, raw leaves and MSRs, the
+//! featureset view, and differences.
+
+use std::ffi::c_char;
+use std::mem::size_of;
+
+use featureset::Featureset;
+use policy::{
+    CpuPolicy, CpuidKey, Document, ImportError, PolicyDiff, Registers, ReportSection, SectionName, WireError,
+    WireLimits, XenCpuidLeaf, XenCpuidReport, XenMsrEntry, XenVersion, XEN_CPUID_NO_SUBLEAF,
+};
+
+use crate::featureset::{cpupolicy_featureset, parse_failure};
+use crate::ffi::cpupolicy_status::*;
+use crate::ffi::*;
+
+/// An opaque CPU policy handle: every CPUID leaf and MSR of one policy. Create with
+/// `cpupolicy_policy_parse`, `_new`, `_from_xen`, `_clone` or an operation; release with
+/// `cpupolicy_policy_free`.
+#[allow(non_camel_case_types)]
+pub type cpupolicy_policy = Handle<CpuPolicy>;
+
+impl Tagged for CpuPolicy {
+    const TAG: Tag = Tag::Policy;
+    const NAME: &'static str = "policy";
+}
+
+/// The sub-leaf of a leaf that has none (Xen's `XEN_CPUID_NO_SUBLEAF`).
+pub const CPUPOLICY_NO_SUBLEAF: u32 = u32::MAX;
+
+/// One CPUID leaf, laid out exactly as Xen's `xen_cpuid_leaf_t` (24 bytes), so arrays of it
+/// can be passed to and from libxc/libxl or a migration stream as they are.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub struct cpupolicy_cpuid_leaf {
+    /// The leaf (EAX input).
+    pub leaf: u32,
+    /// The sub-leaf (ECX input), or `CPUPOLICY_NO_SUBLEAF`.
+    pub subleaf: u32,
+    /// EAX output.
+    pub a: u32,
+    /// EBX output.
+    pub b: u32,
+    /// ECX output.
+    pub c: u32,
+    /// EDX output.
+    pub d: u32,
+}
+
+/// One MSR, laid out exactly as Xen's `xen_msr_entry_t` (16 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub struct cpupolicy_msr_entry {
+    /// The MSR index.
+    pub idx: u32,
+    /// Reserved: must be zero.
+    pub flags: u32,
+    /// The value.
+    pub val: u64,
+}
+
+// The layouts are Xen's ABI: checked at compile time.
+const _: () = assert!(size_of::<cpupolicy_cpuid_leaf>() == XenCpuidLeaf::SIZE);
+const _: () = assert!(size_of::<cpupolicy_msr_entry>() == XenMsrEntry::SIZE);
+const _: () = assert!(CPUPOLICY_NO_SUBLEAF == XEN_CPUID_NO_SUBLEAF);
+
+impl From<XenCpuidLeaf> for cpupolicy_cpuid_leaf {
+    fn from(l: XenCpuidLeaf) -> Self {
+        cpupolicy_cpuid_leaf { leaf: l.leaf, subleaf: l.subleaf, a: l.a, b: l.b, c: l.c, d: l.d }
+    }
+}
+
+impl From<cpupolicy_cpuid_leaf> for XenCpuidLeaf {
+    fn from(l: cpupolicy_cpuid_leaf) -> Self {
+        XenCpuidLeaf { leaf: l.leaf, subleaf: l.subleaf, a: l.a, b: l.b, c: l.c, d: l.d }
+    }
+}
+
+impl From<XenMsrEntry> for cpupolicy_msr_entry {
+    fn from(m: XenMsrEntry) -> Self {
+        cpupolicy_msr_entry { idx: m.idx, flags: m.flags, val: m.val }
+    }
+}
+
+impl From<cpupolicy_msr_entry> for XenMsrEntry {
+    fn from(m: cpupolicy_msr_entry) -> Self {
+        XenMsrEntry { idx: m.idx, flags: m.flags, val: m.val }
+    }
+}
+
+/// The typed fields of a policy, for `cpupolicy_policy_field` and `cpupolicy_policy_set_field`:
+/// one of the `CPUPOLICY_FIELD_*` values.
+#[allow(non_camel_case_types)]
+pub type cpupolicy_field = u32;
+/// Display family (base family, plus the extended family when the base is 0xf). Read-only.
+pub const CPUPOLICY_FIELD_FAMILY: cpupolicy_field = 0;
+/// Display model (with the extended model from family 6 on). Read-only.
+pub const CPUPOLICY_FIELD_MODEL: cpupolicy_field = 1;
+/// Stepping (leaf 1 `EAX[3:0]`). Read-only.
+pub const CPUPOLICY_FIELD_STEPPING: cpupolicy_field = 2;
+/// Highest basic leaf (leaf 0 EAX).
+pub const CPUPOLICY_FIELD_MAX_BASIC_LEAF: cpupolicy_field = 3;
+/// Highest extended leaf (leaf 0x80000000 EAX).
+pub const CPUPOLICY_FIELD_MAX_EXTENDED_LEAF: cpupolicy_field = 4;
+/// Highest sub-leaf of leaf 7 (leaf 7:0 EAX).
+pub const CPUPOLICY_FIELD_LEAF7_MAX_SUBLEAF: cpupolicy_field = 5;
+/// Physical address bits (leaf 0x80000008 `EAX[7:0]`), at most 255.
+pub const CPUPOLICY_FIELD_MAX_PHYS_ADDR_BITS: cpupolicy_field = 6;
+/// Linear address bits (leaf 0x80000008 `EAX[15:8]`), at most 255.
+pub const CPUPOLICY_FIELD_MAX_LIN_ADDR_BITS: cpupolicy_field = 7;
+/// CPUID faulting (MSR 0xce bit 31): 0 or 1.
+pub const CPUPOLICY_FIELD_CPUID_FAULTING: cpupolicy_field = 8;
+/// MSR_ARCH_CAPABILITIES (0x10a). Read-only here (set it with `cpupolicy_policy_set_msr`).
+pub const CPUPOLICY_FIELD_ARCH_CAPABILITIES: cpupolicy_field = 9;
+/// The xstate components enumerated (leaf 0xd:0 EDX:EAX | leaf 0xd:1 EDX:ECX). Read-only.
+pub const CPUPOLICY_FIELD_XSTATES: cpupolicy_field = 10;
+/// The processor signature (leaf 1 EAX). Read-only.
+pub const CPUPOLICY_FIELD_SIGNATURE: cpupolicy_field = 11;
+
+/// The Xen release whose policy format applies: `NULL` for the newest (4.17 to 4.22), else a
+/// version such as `"4.20.3"` (a version without point release is taken at `.0`).
+pub(crate) fn wire_limits(version: Option<&str>) -> Result<WireLimits, Failure> {
+    let Some(text) = version else { return Ok(WireLimits::LATEST) };
+    let parsed = XenVersion::parse(text).ok_or_else(|| {
+        Failure::new(CPUPOLICY_INVALID_ARGUMENT, format!("xen_version '{text}' is not a Xen version such as 4.20.3"))
+    })?;
+    WireLimits::for_xen(&parsed).ok_or_else(|| {
+        Failure::new(CPUPOLICY_INVALID_ARGUMENT, format!("Xen {parsed} predates 4.14: no CPU policy format is known"))
+    })
+}
+
+pub(crate) fn import_failure(error: ImportError) -> Failure {
+    Failure::new(CPUPOLICY_PARSE_ERROR, error.to_string())
+}
+
+pub(crate) fn wire_failure(error: WireError) -> Failure {
+    Failure::new(CPUPOLICY_POLICY_REJECTED, error.to_string())
+}
+
+/// The leaf and sub-leaf a `cpupolicy_cpuid_leaf` names.
+fn key_of(entry: &cpupolicy_cpuid_leaf) -> CpuidKey {
+    XenCpuidLeaf::from(*entry).key()
+}
+
+/// A new empty policy (no leaves, no MSRs) in `*out`, owned by the caller. Thread-safe.
+///
+/// # Safety
+/// `out` valid for a pointer write.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_new(out: *mut *mut cpupolicy_policy) -> cpupolicy_status {
+    // SAFETY: per this function's contract.
+    guard(|| unsafe { put(out, CpuPolicy::new()) })
+}
+
+/// A copy of `policy` in `*out`, owned by the caller. Thread-safe for readers of `policy`.
+///
+/// # Safety
+/// `policy` a policy handle; `out` valid for a pointer write.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_clone(
+    policy: *const cpupolicy_policy,
+    out: *mut *mut cpupolicy_policy,
+) -> cpupolicy_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let policy = unsafe { borrow(policy, "policy")? };
+        // SAFETY: per this function's contract.
+        unsafe { put(out, policy.clone()) }
+    })
+}
+
+/// Releases a policy. NULL is a no-op. Not to be called concurrently with other use of it.
+///
+/// # Safety
+/// `policy` NULL or a policy handle from this library, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_free(policy: *mut cpupolicy_policy) -> cpupolicy_status {
+    // SAFETY: per this function's contract.
+    guard(|| unsafe { free(policy, "policy") })
+}
+
+/// Reads one policy from text, telling the format from its first bytes: a JSON policy
+/// document, `xen-cpuid -p DOMID` output (one `Domain N` section), or a libvirt `<cpudata>`
+/// CPU dump (the raw policy of that CPU). A host's policies (a JSON host bundle or
+/// `xen-cpuid -p` system output) get `CPUPOLICY_WRONG_DOCUMENT`: read those with
+/// `cpupolicy_host_parse`. Malformed input gets `CPUPOLICY_PARSE_ERROR`, the message naming
+/// the line or entry. `text` and `out` must not be NULL; the caller owns `*out`. Thread-safe.
+///
+/// # Safety
+/// `text` a NUL-terminated string; `out` valid for a pointer write.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_parse(
+    text: *const c_char,
+    out: *mut *mut cpupolicy_policy,
+) -> cpupolicy_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let text = unsafe { c_str(text, "text")? };
+        let policy = single_policy(Document::parse(text).map_err(import_failure)?)?;
+        // SAFETY: per this function's contract.
+        unsafe { put(out, policy) }
+    })
+}
+
+/// Reads one policy from the file at `path`, as `cpupolicy_policy_parse` reads text; every
+/// message starts with the path. A file that cannot be read gets `CPUPOLICY_IO_ERROR`. `path`
+/// and `out` must not be NULL; the caller owns `*out`. Thread-safe.
+///
+/// # Safety
+/// `path` a NUL-terminated string; `out` valid for a pointer write.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_read(
+    path: *const c_char,
+    out: *mut *mut cpupolicy_policy,
+) -> cpupolicy_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(Failure::null("out"));
+        }
+        // SAFETY: per this function's contract.
+        let (path, text) = unsafe { read_c_path(path)? };
+        let policy = Document::parse(&text).map_err(import_failure).and_then(single_policy);
+        // SAFETY: per this function's contract.
+        unsafe { put(out, policy.map_err(|f| f.in_file(&path))?) }
+    })
+}
+
+/// The one policy a document holds, or `CPUPOLICY_WRONG_DOCUMENT`.
+fn single_policy(document: Document) -> Result<CpuPolicy, Failure> {
+    let format = document.format();
+    match document {
+        Document::Policy { policy, .. } => Ok(policy),
+        Document::XenCpuid(report) => match report.sections.as_slice() {
+            [ReportSection { name: SectionName::Domain(_), content: Some(printed) }] => Ok(printed.policy().clone()),
+            _ => Err(Failure::new(
+                CPUPOLICY_WRONG_DOCUMENT,
+                format!(
+                    "{format} of the system policies is a host's policies, not one policy: use cpupolicy_host_parse"
+                ),
+            )),
+        },
+        Document::Bundle(_) => Err(Failure::new(
+            CPUPOLICY_WRONG_DOCUMENT,
+            format!("a {format} holds a host's policies, not one policy: use cpupolicy_host_parse"),
+        )),
+    }
+}
+
+/// The policy as this project's JSON policy document (`"format": "cpupolicy-policy"`),
+/// NUL-terminated, with the size-query convention. Thread-safe for readers.
+///
+/// # Safety
+/// `policy` a policy handle; `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_to_json(
+    policy: *const cpupolicy_policy,
+    buffer: *mut c_char,
+    capacity: usize,
+    needed: *mut usize,
+) -> cpupolicy_status {
+    // SAFETY: per this function's contract.
+    unsafe { text_of(policy, "policy", buffer, capacity, needed, |p| Ok(p.to_json())) }
+}
+
+/// The policy as `xen-cpuid -p DOMID` prints a domain's (`Domain <domid> policy: …`), as the
+/// Xen release `xen_version` (NULL: the newest format) serialises it; entries that format
+/// cannot carry are left out (list them with `cpupolicy_policy_xen_dropped`). NUL-terminated,
+/// size-query convention. Thread-safe for readers.
+///
+/// # Safety
+/// `policy` a policy handle; `xen_version` NULL or a NUL-terminated string; `buffer` NULL or
+/// valid for `capacity` bytes; `needed` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_to_xen_cpuid(
+    policy: *const cpupolicy_policy,
+    domid: u32,
+    xen_version: *const c_char,
+    buffer: *mut c_char,
+    capacity: usize,
+    needed: *mut usize,
+) -> cpupolicy_status {
+    let render = |p: &CpuPolicy| {
+        // SAFETY: per this function's contract.
+        let limits = wire_limits(unsafe { opt_c_str(xen_version, "xen_version")? })?;
+        Ok(XenCpuidReport::single(SectionName::Domain(domid), p, &limits).0.to_string())
+    };
+    // SAFETY: per this function's contract.
+    unsafe { text_of(policy, "policy", buffer, capacity, needed, render) }
+}
+
+/// A new policy from Xen's arrays (as `XEN_DOMCTL_get_cpu_policy` or a migration stream
+/// returns them), checked as the Xen release `xen_version` (NULL: the newest format) checks
+/// them: too many entries, a leaf or MSR outside Xen's policy, non-zero MSR flags or a value
+/// too wide get `CPUPOLICY_POLICY_REJECTED`, the message naming the entry. `leaves` may be
+/// NULL when `nr_leaves` is 0, `msrs` when `nr_msrs` is 0. The caller owns `*out`. Thread-safe.
+///
+/// # Safety
+/// `leaves` valid for `nr_leaves` reads, `msrs` for `nr_msrs`; `xen_version` NULL or a
+/// NUL-terminated string; `out` valid for a pointer write.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_from_xen(
+    leaves: *const cpupolicy_cpuid_leaf,
+    nr_leaves: usize,
+    msrs: *const cpupolicy_msr_entry,
+    nr_msrs: usize,
+    xen_version: *const c_char,
+    out: *mut *mut cpupolicy_policy,
+) -> cpupolicy_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let (leaves, msrs, version) = unsafe {
+            (
+                c_slice(leaves, nr_leaves, "leaves")?,
+                c_slice(msrs, nr_msrs, "msrs")?,
+                opt_c_str(xen_version, "xen_version")?,
+            )
+        };
+        let limits = wire_limits(version)?;
+        let leaves: Vec<XenCpuidLeaf> = leaves.iter().map(|&l| l.into()).collect();
+        let msrs: Vec<XenMsrEntry> = msrs.iter().map(|&m| m.into()).collect();
+        let policy = CpuPolicy::from_wire(&leaves, &msrs, &limits).map_err(wire_failure)?;
+        // SAFETY: per this function's contract.
+        unsafe { put(out, policy) }
+    })
+}
+
+/// The policy's CPUID leaves as the Xen release `xen_version` (NULL: the newest format)
+/// serialises them (`xen_cpuid_leaf_t` order, zero leaves included, as
+/// `XEN_DOMCTL_set_cpu_policy` takes them), into `leaves` (capacity `capacity` entries) with
+/// the size-query convention: `*needed` receives the count. Thread-safe for readers.
+///
+/// # Safety
+/// `policy` a policy handle; `xen_version` NULL or a NUL-terminated string; `leaves` NULL or
+/// valid for `capacity` writes; `needed` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_to_xen_leaves(
+    policy: *const cpupolicy_policy,
+    xen_version: *const c_char,
+    leaves: *mut cpupolicy_cpuid_leaf,
+    capacity: usize,
+    needed: *mut usize,
+) -> cpupolicy_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let (policy, version) = unsafe { (borrow(policy, "policy")?, opt_c_str(xen_version, "xen_version")?) };
+        let wire = policy.to_wire(&wire_limits(version)?);
+        let entries: Vec<cpupolicy_cpuid_leaf> = wire.leaves.into_iter().map(Into::into).collect();
+        // SAFETY: per this function's contract.
+        unsafe { output(&entries, false, leaves, capacity, needed) }
+    })
+}
+
+/// The policy's MSRs as the Xen release `xen_version` (NULL: the newest format) serialises
+/// them (`xen_msr_entry_t`), with the size-query convention. Thread-safe for readers.
+///
+/// # Safety
+/// As for `cpupolicy_policy_to_xen_leaves`, with `msrs` for `leaves`.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_to_xen_msrs(
+    policy: *const cpupolicy_policy,
+    xen_version: *const c_char,
+    msrs: *mut cpupolicy_msr_entry,
+    capacity: usize,
+    needed: *mut usize,
+) -> cpupolicy_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let (policy, version) = unsafe { (borrow(policy, "policy")?, opt_c_str(xen_version, "xen_version")?) };
+        let wire = policy.to_wire(&wire_limits(version)?);
+        let entries: Vec<cpupolicy_msr_entry> = wire.msrs.into_iter().map(Into::into).collect();
+        // SAFETY: per this function's contract.
+        unsafe { output(&entries, false, msrs, capacity, needed) }
+    })
+}
+
+/// What Xen's format of release `xen_version` (NULL: the newest) cannot carry of the policy,
+/// one line per entry with the reason (`leaf 0x0000001f:0x0 (…): Xen's policy has no room for
+/// it`); the empty string when it carries everything. NUL-terminated, size-query convention.
+/// Thread-safe for readers.
+///
+/// # Safety
+/// As for `cpupolicy_policy_to_xen_cpuid`.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_xen_dropped(
+    policy: *const cpupolicy_policy,
+    xen_version: *const c_char,
+    buffer: *mut c_char,
+    capacity: usize,
+    needed: *mut usize,
+) -> cpupolicy_status {
+    let render = |p: &CpuPolicy| {
+        // SAFETY: per this function's contract.
+        let wire = p.to_wire(&wire_limits(unsafe { opt_c_str(xen_version, "xen_version")? })?);
+        Ok(wire.dropped.iter().map(|d| format!("{d}\n")).collect())
+    };
+    // SAFETY: per this function's contract.
+    unsafe { text_of(policy, "policy", buffer, capacity, needed, render) }
+}
+
+/// The policy's featureset (the words its leaves and MSRs mirror) as a new featureset in
+/// `*out`, owned by the caller. Thread-safe for readers.
+///
+/// # Safety
+/// `policy` a policy handle; `out` valid for a pointer write.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_featureset(
+    policy: *const cpupolicy_policy,
+    out: *mut *mut cpupolicy_featureset,
+) -> cpupolicy_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let policy = unsafe { borrow(policy, "policy")? };
+        // SAFETY: per this function's contract.
+        unsafe { put(out, policy.featureset()) }
+    })
+}
+
+/// Writes a featureset into the leaves and MSRs its words mirror (Xen's
+/// `x86_cpu_featureset_to_policy`). A featureset with bits beyond the words a policy holds gets
+/// `CPUPOLICY_DOES_NOT_FIT` and changes nothing. Not thread-safe on the same policy.
+///
+/// # Safety
+/// `policy` a policy handle; `set` a featureset handle.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_set_featureset(
+    policy: *mut cpupolicy_policy,
+    set: *const cpupolicy_featureset,
+) -> cpupolicy_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let set: &Featureset = unsafe { borrow(set, "set")? };
+        // SAFETY: per this function's contract; a policy and a featureset cannot be one handle.
+        let policy = unsafe { borrow_mut(policy, "policy")? };
+        policy.set_featureset(set).map_err(|e| match e {
+            policy::PolicyError::FeaturesetDoesNotFit { source } => parse_failure(source),
+        })
+    })
+}
+
+/// Reads one typed field (`CPUPOLICY_FIELD_*`) into `*value`. Thread-safe for readers.
+///
+/// # Safety
+/// `policy` a policy handle; `value` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_field(
+    policy: *const cpupolicy_policy,
+    field: cpupolicy_field,
+    value: *mut u64,
+) -> cpupolicy_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let p = unsafe { borrow(policy, "policy")? };
+        let read = match field {
+            CPUPOLICY_FIELD_FAMILY => p.family().into(),
+            CPUPOLICY_FIELD_MODEL => p.model().into(),
+            CPUPOLICY_FIELD_STEPPING => p.stepping().into(),
+            CPUPOLICY_FIELD_MAX_BASIC_LEAF => p.max_basic_leaf().into(),
+            CPUPOLICY_FIELD_MAX_EXTENDED_LEAF => p.max_extended_leaf().into(),
+            CPUPOLICY_FIELD_LEAF7_MAX_SUBLEAF => p.leaf7_max_subleaf().into(),
+            CPUPOLICY_FIELD_MAX_PHYS_ADDR_BITS => p.max_phys_addr_bits().into(),
+            CPUPOLICY_FIELD_MAX_LIN_ADDR_BITS => p.max_lin_addr_bits().into(),
+            CPUPOLICY_FIELD_CPUID_FAULTING => p.cpuid_faulting().into(),
+            CPUPOLICY_FIELD_ARCH_CAPABILITIES => p.arch_capabilities(),
+            CPUPOLICY_FIELD_XSTATES => p.xstates(),
+            CPUPOLICY_FIELD_SIGNATURE => p.signature().into(),
+            other => return Err(out_of_range("field", other)),
+        };
+        // SAFETY: per this function's contract.
+        unsafe { put_value(value, read, "value") }
+    })
+}
+
+/// Sets one writable typed field: the max leaves (up to 0xffffffff), the address widths (up to
+/// 255) or CPUID faulting (0 or 1); the read-only fields and out-of-range values get
+/// `CPUPOLICY_INVALID_ARGUMENT` and change nothing. Not thread-safe on the same policy.
+///
+/// # Safety
+/// `policy` a policy handle.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_set_field(
+    policy: *mut cpupolicy_policy,
+    field: cpupolicy_field,
+    value: u64,
+) -> cpupolicy_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let p = unsafe { borrow_mut(policy, "policy")? };
+        let too_big = |max: u64| {
+            Failure::new(
+                CPUPOLICY_INVALID_ARGUMENT,
+                format!("value {value:#x} is above field {field}'s maximum {max:#x}"),
+            )
+        };
+        let leaf = || u32::try_from(value).map_err(|_| too_big(u32::MAX.into()));
+        let bits = || u8::try_from(value).map_err(|_| too_big(u8::MAX.into()));
+        match field {
+            CPUPOLICY_FIELD_MAX_BASIC_LEAF => p.set_max_basic_leaf(leaf()?),
+            CPUPOLICY_FIELD_MAX_EXTENDED_LEAF => p.set_max_extended_leaf(leaf()?),
+            CPUPOLICY_FIELD_LEAF7_MAX_SUBLEAF => p.set_leaf7_max_subleaf(leaf()?),
+            CPUPOLICY_FIELD_MAX_PHYS_ADDR_BITS => p.set_max_phys_addr_bits(bits()?),
+            CPUPOLICY_FIELD_MAX_LIN_ADDR_BITS => p.set_max_lin_addr_bits(bits()?),
+            CPUPOLICY_FIELD_CPUID_FAULTING if value <= 1 => p.set_cpuid_faulting(value == 1),
+            CPUPOLICY_FIELD_CPUID_FAULTING => return Err(too_big(1)),
+            CPUPOLICY_FIELD_FAMILY..=CPUPOLICY_FIELD_SIGNATURE => {
+                return Err(Failure::new(CPUPOLICY_INVALID_ARGUMENT, format!("field {field} is read-only")))
+            }
+            other => return Err(out_of_range("field", other)),
+        }
+        Ok(())
+    })
+}
+
+/// The vendor's name as Xen prints it (`Intel`, `AMD`, `Hygon`, `Centaur`, `Shanghai`, or the
+/// leaf 0 string of another), NUL-terminated, size-query convention. Thread-safe for readers.
+///
+/// # Safety
+/// `policy` a policy handle; `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_vendor(
+    policy: *const cpupolicy_policy,
+    buffer: *mut c_char,
+    capacity: usize,
+    needed: *mut usize,
+) -> cpupolicy_status {
+    // SAFETY: per this function's contract.
+    unsafe { text_of(policy, "policy", buffer, capacity, needed, |p| Ok(p.vendor().to_string())) }
+}
+
+/// The registers of one leaf (`subleaf` `CPUPOLICY_NO_SUBLEAF` for leaves without) into
+/// `*entry`, all zero when the policy holds nothing for it. Thread-safe for readers.
+///
+/// # Safety
+/// `policy` a policy handle; `entry` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_cpuid(
+    policy: *const cpupolicy_policy,
+    leaf: u32,
+    subleaf: u32,
+    entry: *mut cpupolicy_cpuid_leaf,
+) -> cpupolicy_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let p = unsafe { borrow(policy, "policy")? };
+        let key = key_of(&cpupolicy_cpuid_leaf { leaf, subleaf, ..Default::default() });
+        let registers = p.cpuid(key);
+        // SAFETY: per this function's contract.
+        unsafe { put_value(entry, XenCpuidLeaf::new(key, registers).into(), "entry") }
+    })
+}
+
+/// Sets one leaf from `*entry` (its `subleaf` `CPUPOLICY_NO_SUBLEAF` for leaves without);
+/// all-zero registers remove it. Any leaf may be held; Xen's format may not carry it (see
+/// `cpupolicy_policy_xen_dropped`). Not thread-safe on the same policy.
+///
+/// # Safety
+/// `policy` a policy handle; `entry` valid for a read.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_set_cpuid(
+    policy: *mut cpupolicy_policy,
+    entry: *const cpupolicy_cpuid_leaf,
+) -> cpupolicy_status {
+    guard(|| {
+        if entry.is_null() {
+            return Err(Failure::null("entry"));
+        }
+        // SAFETY: non-NULL and valid for a read per the contract.
+        let entry = unsafe { entry.read() };
+        // SAFETY: per this function's contract.
+        let p = unsafe { borrow_mut(policy, "policy")? };
+        p.set_cpuid(key_of(&entry), Registers::new(entry.a, entry.b, entry.c, entry.d));
+        Ok(())
+    })
+}
+
+/// An MSR's value into `*value` (zero when the policy holds none). Thread-safe for readers.
+///
+/// # Safety
+/// `policy` a policy handle; `value` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_msr(
+    policy: *const cpupolicy_policy,
+    index: u32,
+    value: *mut u64,
+) -> cpupolicy_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let p = unsafe { borrow(policy, "policy")? };
+        // SAFETY: per this function's contract.
+        unsafe { put_value(value, p.msr(index), "value") }
+    })
+}
+
+/// Sets an MSR; zero removes it. Not thread-safe on the same policy.
+///
+/// # Safety
+/// `policy` a policy handle.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_set_msr(
+    policy: *mut cpupolicy_policy,
+    index: u32,
+    value: u64,
+) -> cpupolicy_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        unsafe { borrow_mut(policy, "policy")? }.set_msr(index, value);
+        Ok(())
+    })
+}
+
+/// Every (non-zero) leaf the policy holds, in key order, whether or not Xen's format carries
+/// it, with the size-query convention. Thread-safe for readers.
+///
+/// # Safety
+/// `policy` a policy handle; `leaves` NULL or valid for `capacity` writes; `needed` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_cpuid_entries(
+    policy: *const cpupolicy_policy,
+    leaves: *mut cpupolicy_cpuid_leaf,
+    capacity: usize,
+    needed: *mut usize,
+) -> cpupolicy_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let p = unsafe { borrow(policy, "policy")? };
+        let entries: Vec<cpupolicy_cpuid_leaf> =
+            p.cpuid_entries().map(|(k, r)| XenCpuidLeaf::new(k, r).into()).collect();
+        // SAFETY: per this function's contract.
+        unsafe { output(&entries, false, leaves, capacity, needed) }
+    })
+}
+
+/// Every (non-zero) MSR the policy holds, by index, with the size-query convention.
+/// Thread-safe for readers.
+///
+/// # Safety
+/// `policy` a policy handle; `msrs` NULL or valid for `capacity` writes; `needed` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_msr_entries(
+    policy: *const cpupolicy_policy,
+    msrs: *mut cpupolicy_msr_entry,
+    capacity: usize,
+    needed: *mut usize,
+) -> cpupolicy_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let p = unsafe { borrow(policy, "policy")? };
+        let entries: Vec<cpupolicy_msr_entry> = p.msrs().map(|(i, v)| XenMsrEntry::new(i, v).into()).collect();
+        // SAFETY: per this function's contract.
+        unsafe { output(&entries, false, msrs, capacity, needed) }
+    })
+}
+
+/// Whether two policies hold the same leaves and MSRs (an absent leaf equals an all-zero one).
+/// Thread-safe for readers.
+///
+/// # Safety
+/// `a`, `b` policy handles; `equal` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_equal(
+    a: *const cpupolicy_policy,
+    b: *const cpupolicy_policy,
+    equal: *mut bool,
+) -> cpupolicy_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let (a, b) = unsafe { (borrow(a, "a")?, borrow(b, "b")?) };
+        // SAFETY: per this function's contract.
+        unsafe { put_value(equal, a == b, "equal") }
+    })
+}
+
+/// What differs from `a` to `b`: one line per differing register (`leaf 0x00000001 ecx:
+/// 80000000 -> 10000000`) and MSR, then `features only in A: …` / `features only in B: …`;
+/// the empty string when they are equal. NUL-terminated, size-query convention. Thread-safe
+/// for readers.
+///
+/// # Safety
+/// `a`, `b` policy handles; `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_diff(
+    a: *const cpupolicy_policy,
+    b: *const cpupolicy_policy,
+    buffer: *mut c_char,
+    capacity: usize,
+    needed: *mut usize,
+) -> cpupolicy_status {
+    let render = |a: &CpuPolicy| {
+        // SAFETY: per this function's contract.
+        let b = unsafe { borrow(b, "b")? };
+        Ok(PolicyDiff::between(a, b).to_string())
+    };
+    // SAFETY: per this function's contract.
+    unsafe { text_of(a, "a", buffer, capacity, needed, render) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ptr::{null, null_mut};
+
+    use super::*;
+    use crate::ffi::testing::{last_error, text};
+
+    /// An Intel policy with leaf 0, leaf 1 and the max extended leaf, as a handle.
+    fn intel() -> *mut cpupolicy_policy {
+        let mut p = CpuPolicy::new();
+        p.set_cpuid(CpuidKey::plain(0), Registers::new(0xd, 0x756e_6547, 0x6c65_746e, 0x4965_6e69));
+        p.set_cpuid(CpuidKey::plain(1), Registers::new(0x306c3, 0x800, 0x9600_2201, 0x178b_fbfd));
+        p.set_cpuid(CpuidKey::plain(0x8000_0000), Registers::new(0x8000_0008, 0, 0, 0));
+        p.into_handle()
+    }
+
+    #[test]
+    fn parse_reports_null_malformed_and_other_documents() {
+        let mut out = std::ptr::dangling_mut::<cpupolicy_policy>();
+        // SAFETY: NULL text is reported; `out` is a valid place.
+        assert_eq!(unsafe { cpupolicy_policy_parse(null(), &mut out) }, CPUPOLICY_INVALID_ARGUMENT);
+        assert_eq!(last_error(), "text is NULL");
+        // SAFETY: a NUL-terminated literal; `out` is a valid place.
+        assert_eq!(unsafe { cpupolicy_policy_parse(c"{\"format\": 1}".as_ptr(), &mut out) }, CPUPOLICY_PARSE_ERROR);
+        let bundle = std::ffi::CString::new(policy::HostBundle::default().to_json()).unwrap();
+        // SAFETY: a NUL-terminated string; `out` is a valid place.
+        assert_eq!(unsafe { cpupolicy_policy_parse(bundle.as_ptr(), &mut out) }, CPUPOLICY_WRONG_DOCUMENT);
+        assert!(last_error().contains("cpupolicy_host_parse"), "{}", last_error());
+        assert_eq!(out, std::ptr::dangling_mut::<cpupolicy_policy>(), "untouched on failure");
+    }
+
+    #[test]
+    fn json_round_trips_and_short_buffers_are_not_written() {
+        let p = intel();
+        // SAFETY: `p` is a live policy handle; the closure passes the harness's buffers.
+        let json = text(|b, c, n| unsafe { cpupolicy_policy_to_json(p, b, c, n) }).unwrap();
+        let mut small = [b'X' as c_char; 8];
+        let mut needed = 0;
+        // SAFETY: `small` holds 8 bytes.
+        let status = unsafe { cpupolicy_policy_to_json(p, small.as_mut_ptr(), small.len(), &mut needed) };
+        assert_eq!((status, needed), (CPUPOLICY_BUFFER_TOO_SMALL, json.len() + 1));
+        assert!(small.iter().all(|&c| c == b'X' as c_char));
+        let json = std::ffi::CString::new(json).unwrap();
+        let mut back = null_mut();
+        // SAFETY: a NUL-terminated string; `back` is a valid place.
+        assert_eq!(unsafe { cpupolicy_policy_parse(json.as_ptr(), &mut back) }, CPUPOLICY_OK);
+        let mut equal = false;
+        // SAFETY: two live policy handles.
+        assert_eq!(unsafe { cpupolicy_policy_equal(p, back, &mut equal) }, CPUPOLICY_OK);
+        assert!(equal);
+        // SAFETY: live handles, not used afterwards.
+        unsafe { (cpupolicy_policy_free(p), cpupolicy_policy_free(back)) };
+    }
+
+    #[test]
+    fn xen_arrays_round_trip_and_rejections_name_the_entry() {
+        let p = intel();
+        let mut leaves = vec![cpupolicy_cpuid_leaf::default(); 64];
+        let mut msrs = [cpupolicy_msr_entry::default(); 2];
+        let (mut nr_leaves, mut nr_msrs) = (0, 0);
+        // SAFETY: the buffers hold 64 and 2 entries.
+        unsafe {
+            assert_eq!(
+                cpupolicy_policy_to_xen_leaves(p, null(), leaves.as_mut_ptr(), 64, &mut nr_leaves),
+                CPUPOLICY_OK
+            );
+            assert_eq!(cpupolicy_policy_to_xen_msrs(p, null(), msrs.as_mut_ptr(), 2, &mut nr_msrs), CPUPOLICY_OK);
+        }
+        let mut back = null_mut();
+        // SAFETY: the arrays hold the counts given; `back` is a valid place.
+        let status = unsafe {
+            cpupolicy_policy_from_xen(leaves.as_ptr(), nr_leaves, msrs.as_ptr(), nr_msrs, c"4.20.3".as_ptr(), &mut back)
+        };
+        assert_eq!(status, CPUPOLICY_OK);
+        msrs[0].flags = 4;
+        let mut refused = std::ptr::dangling_mut::<cpupolicy_policy>();
+        // SAFETY: as above.
+        let status = unsafe {
+            cpupolicy_policy_from_xen(leaves.as_ptr(), nr_leaves, msrs.as_ptr(), nr_msrs, null(), &mut refused)
+        };
+        assert_eq!(status, CPUPOLICY_POLICY_REJECTED);
+        assert!(last_error().contains("MSR 0xce has flags 0x4"), "{}", last_error());
+        // SAFETY: as above, with a version before any policy format.
+        let status = unsafe {
+            cpupolicy_policy_from_xen(leaves.as_ptr(), nr_leaves, msrs.as_ptr(), 0, c"4.13".as_ptr(), &mut refused)
+        };
+        assert_eq!(status, CPUPOLICY_INVALID_ARGUMENT);
+        // SAFETY: a NULL array with a non-zero count is reported.
+        let status = unsafe { cpupolicy_policy_from_xen(null(), 2, null(), 0, null(), &mut refused) };
+        assert_eq!((status, last_error().as_str()), (CPUPOLICY_INVALID_ARGUMENT, "leaves is NULL"));
+        assert_eq!(refused, std::ptr::dangling_mut::<cpupolicy_policy>());
+        // SAFETY: live handles, not used afterwards.
+        unsafe { (cpupolicy_policy_free(p), cpupolicy_policy_free(back)) };
+    }
+
+    #[test]
+    fn fields_refuse_read_only_and_out_of_range() {
+        let p = intel();
+        let mut value = 0;
+        // SAFETY: `p` is a live policy handle; `value` a valid place.
+        unsafe {
+            assert_eq!(cpupolicy_policy_field(p, CPUPOLICY_FIELD_MODEL, &mut value), CPUPOLICY_OK);
+            assert_eq!(value, 0x3c);
+            assert_eq!(cpupolicy_policy_field(p, 99, &mut value), CPUPOLICY_INVALID_ARGUMENT);
+            assert_eq!(cpupolicy_policy_set_field(p, CPUPOLICY_FIELD_SIGNATURE, 1), CPUPOLICY_INVALID_ARGUMENT);
+            assert!(last_error().contains("read-only"));
+            assert_eq!(
+                cpupolicy_policy_set_field(p, CPUPOLICY_FIELD_MAX_LIN_ADDR_BITS, 300),
+                CPUPOLICY_INVALID_ARGUMENT
+            );
+            assert_eq!(cpupolicy_policy_set_field(p, CPUPOLICY_FIELD_MAX_LIN_ADDR_BITS, 48), CPUPOLICY_OK);
+            assert_eq!(cpupolicy_policy_field(p, CPUPOLICY_FIELD_MAX_LIN_ADDR_BITS, &mut value), CPUPOLICY_OK);
+            assert_eq!(value, 48);
+            assert_eq!(
+                cpupolicy_policy_set_field(null_mut(), CPUPOLICY_FIELD_MAX_LIN_ADDR_BITS, 48),
+                CPUPOLICY_INVALID_ARGUMENT
+            );
+            cpupolicy_policy_free(p);
+        }
+    }
+
+    #[test]
+    fn other_handles_are_refused() {
+        let set = Featureset::new().into_handle();
+        let mut needed = 0;
+        // SAFETY: a live featureset handle passed where a policy is expected: the tag tells.
+        let status = unsafe { cpupolicy_policy_to_json(set.cast(), null_mut(), 0, &mut needed) };
+        assert_eq!(status, CPUPOLICY_WRONG_HANDLE);
+        assert_eq!(last_error(), "policy: expected a policy, got a handle of another type");
+        // SAFETY: as above, for the free function: nothing is freed.
+        assert_eq!(unsafe { cpupolicy_policy_free(set.cast()) }, CPUPOLICY_WRONG_HANDLE);
+        // SAFETY: the live featureset handle, not used afterwards.
+        unsafe { crate::featureset::cpupolicy_featureset_free(set) };
+    }
+
+    #[test]
+    fn dropped_entries_are_listed_and_versions_checked() {
+        let p = intel();
+        let entry = cpupolicy_cpuid_leaf { leaf: 0x1f, subleaf: 0, a: 1, b: 2, c: 0x100, d: 0 };
+        // SAFETY: `p` is a live policy handle; `entry` a valid place.
+        assert_eq!(unsafe { cpupolicy_policy_set_cpuid(p, &entry) }, CPUPOLICY_OK);
+        // SAFETY: `p` is live; the closure passes the harness's buffers.
+        let dropped = text(|b, c, n| unsafe { cpupolicy_policy_xen_dropped(p, null(), b, c, n) }).unwrap();
+        assert!(dropped.starts_with("leaf 0x0000001f:0x0 "), "{dropped}");
+        // SAFETY: as above.
+        let bad = text(|b, c, n| unsafe { cpupolicy_policy_xen_dropped(p, c"4".as_ptr(), b, c, n) });
+        assert_eq!(bad, Err(CPUPOLICY_INVALID_ARGUMENT));
+        // SAFETY: the live handle, not used afterwards.
+        unsafe { cpupolicy_policy_free(p) };
+    }
+}
