@@ -659,7 +659,7 @@ fn boot_in(dir: &Path, base: &Path, xen: Option<&(XenRelease, PathBuf)>, boot: &
     let output = between(&script_console, &markers.begin, &markers.end);
     let rc = script_console
         .find(&markers.end)
-        .and_then(|i| console[i + markers.end.len()..].split("@@").next())
+        .and_then(|i| script_console[i + markers.end.len()..].split("@@").next())
         .and_then(|s| s.trim().parse::<i32>().ok());
     let (Some(output), Some(rc)) = (output, rc) else {
         let stage = if !reached_init {
