@@ -170,12 +170,18 @@ pub fn host(args: HostArgs) -> Outcome {
                     );
                 }
             }
+            if let Some(mask) = bundle.mxcsr_mask {
+                eprintln!("cpupolicy: mxcsr mask: {mask:#x} (FXSAVE; recorded in the bundle)");
+            }
             print_bundle(&bundle, args.format)?;
         }
         None => {
             let native = CpuPolicy::read_native()?;
             for note in &native.notes {
                 eprintln!("cpupolicy: note: {note}");
+            }
+            if let Some(mask) = cpupolicy::xen::mxcsr_mask() {
+                eprintln!("cpupolicy: mxcsr mask: {mask:#x} (FXSAVE)");
             }
             print_policy(&native.policy, args.format, SectionName::System(SystemPolicy::Raw))?;
         }

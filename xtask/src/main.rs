@@ -265,6 +265,15 @@ if grep -q '^cpupolicy: levelling: ' /tmp/stderr && ! grep -q 'disagree' /tmp/st
 else
     echo "FAIL host levelling caps"; cat /tmp/stderr
 fi
+# The MXCSR mask in the bundle is FXSAVE's in dom0 (what `host --source native` reads too).
+bundle_mask=$(sed -n 's/^  "mxcsr_mask": "\(0x[0-9a-f]*\)",$/\1/p' /tmp/bundle.json)
+cpupolicy host --source native > /dev/null 2> /tmp/stderr
+native_mask=$(sed -n 's/^cpupolicy: mxcsr mask: \(0x[0-9a-f]*\) .*/\1/p' /tmp/stderr)
+if [ -n "$bundle_mask" ] && [ "$bundle_mask" = "$native_mask" ]; then
+    echo "PASS host bundle records the MXCSR mask FXSAVE gives in dom0: $bundle_mask"
+else
+    echo "FAIL host bundle MXCSR mask '$bundle_mask' vs FXSAVE '$native_mask'"; cat /tmp/stderr
+fi
 for kind in pv hvm-shadow; do
     if domid=$(xen-selftest create-domain $kind 2> /tmp/stderr); then
         xen-cpuid -p $domid > /tmp/ref-domain 2>&1
@@ -446,7 +455,7 @@ fn real_xen(root: &Path) -> Result<(), String> {
         }) {
             println!("    {line}");
         }
-        if out.exit_status != 0 || !failed.is_empty() || passed < 48 {
+        if out.exit_status != 0 || !failed.is_empty() || passed < 49 {
             failures.push(format!("{release} ({cpu}): exit {}\n{}", out.exit_status, out.output));
         }
         match between(&out.output, "BEGIN-HOST-BUNDLE\n", "END-HOST-BUNDLE\n") {

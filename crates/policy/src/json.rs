@@ -79,6 +79,10 @@ pub struct HostBundle {
     pub policies: SystemPolicies,
     /// What `XEN_SYSCTL_get_cpu_levelling_caps` said; `None` when not recorded.
     pub levelling_caps: Option<LevellingCaps>,
+    /// The MXCSR mask FXSAVE reports on the host (which MXCSR bits `LDMXCSR` accepts, e.g.
+    /// DAZ, AMD's MM); `None` when not recorded. No CPUID bit describes it, so no policy can
+    /// level it: hosts that differ are a hazard for migrating guests.
+    pub mxcsr_mask: Option<u32>,
 }
 
 impl HostBundle {
@@ -132,6 +136,9 @@ impl HostBundle {
                 let _ = writeln!(out, "  \"levelling_caps\": \"absent\",");
             }
             None => {}
+        }
+        if let Some(mask) = self.mxcsr_mask {
+            let _ = writeln!(out, "  \"mxcsr_mask\": \"{mask:#x}\",");
         }
         out.push_str("  \"policies\": {");
         let mut first = true;
@@ -288,6 +295,8 @@ struct HostBundleJson {
     max_msrs: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     levelling_caps: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mxcsr_mask: Option<String>,
     policies: SystemPoliciesJson,
 }
 
@@ -353,6 +362,7 @@ impl From<HostBundle> for HostBundleJson {
                 LevellingCaps::Sysctl(bits) => format!("{bits:#x}"),
                 LevellingCaps::NoSysctl => "absent".into(),
             }),
+            mxcsr_mask: bundle.mxcsr_mask.map(|mask| format!("{mask:#x}")),
             policies,
         }
     }
@@ -382,6 +392,7 @@ impl TryFrom<HostBundleJson> for HostBundle {
                     parse_hex(text, 8).map_err(|problem| entry_error("levelling_caps", problem))? as u32,
                 )),
             },
+            mxcsr_mask: interface("mxcsr_mask", &raw.mxcsr_mask)?,
         };
         for which in SystemPolicy::ALL {
             if let Some(body) = raw.policies.slot(which).take() {

@@ -47,12 +47,23 @@ pub struct PoolHost {
     pub raw: Option<CpuPolicy>,
     /// The levelling capabilities, when known.
     pub levelling: Option<Levelling>,
+    /// The MXCSR mask FXSAVE reports on the host, when known (see [`HostBundle::mxcsr_mask`]).
+    pub mxcsr_mask: Option<u32>,
 }
 
 impl PoolHost {
     /// A host from its default and max policies.
     pub fn new(name: impl Into<String>, default: CpuPolicy, max: CpuPolicy) -> PoolHost {
-        PoolHost { name: name.into(), host: None, default, max, kind: None, raw: None, levelling: None }
+        PoolHost {
+            name: name.into(),
+            host: None,
+            default,
+            max,
+            kind: None,
+            raw: None,
+            levelling: None,
+            mxcsr_mask: None,
+        }
     }
 
     /// A host from a single policy used as both default and max (e.g. a hand-written JSON
@@ -92,7 +103,7 @@ impl PoolHost {
         }
         let host = policies.get(SystemPolicy::Host).cloned();
         let raw = policies.get(SystemPolicy::Raw).filter(|p| !p.is_empty()).cloned();
-        Ok(PoolHost { name, host, default, max, kind: Some(kind), raw, levelling: None })
+        Ok(PoolHost { name, host, default, max, kind: Some(kind), raw, levelling: None, mxcsr_mask: None })
     }
 
     /// A host from a host bundle: its system policies and, when recorded, its levelling
@@ -100,6 +111,7 @@ impl PoolHost {
     pub fn from_bundle(name: impl Into<String>, bundle: &HostBundle, kind: GuestKind) -> Result<PoolHost, LevelError> {
         let mut host = PoolHost::from_system(name, &bundle.policies, kind)?;
         host.levelling = bundle.levelling();
+        host.mxcsr_mask = bundle.mxcsr_mask;
         Ok(host)
     }
 

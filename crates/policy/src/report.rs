@@ -26,6 +26,13 @@ pub enum Hazard {
         /// The host's name.
         host: String,
     },
+    /// Hosts whose FXSAVE MXCSR masks differ: a guest may set an MXCSR bit (DAZ, AMD's MM)
+    /// one host accepts and another faults on (`#GP` in `LDMXCSR`/`FXRSTOR`/`XRSTOR`); no
+    /// CPUID bit describes it, so no policy can hide it.
+    MxcsrMask {
+        /// Each known mask and the hosts that report it, widest mask first.
+        masks: Vec<(u32, Vec<String>)>,
+    },
     /// A host-reflected bit on which hosts differ: guests see it change on migration.
     Reflected {
         /// The bit.
@@ -44,7 +51,7 @@ impl Hazard {
         match self {
             Hazard::LeakThrough { features, .. } => !features.is_empty(),
             Hazard::UnknownLevelling { .. } => false,
-            Hazard::Reflected { .. } => true,
+            Hazard::MxcsrMask { .. } | Hazard::Reflected { .. } => true,
         }
     }
 
@@ -57,6 +64,11 @@ impl Hazard {
                 "features": names(features),
             }),
             Hazard::UnknownLevelling { host } => json!({"kind": "levelling-unknown", "host": host}),
+            Hazard::MxcsrMask { masks } => json!({
+                "kind": "mxcsr-mask",
+                "masks": masks.iter().map(|(mask, hosts)| json!({"mask": format!("{mask:#x}"), "hosts": hosts}))
+                    .collect::<Vec<_>>(),
+            }),
             Hazard::Reflected { feature, with, without } => json!({
                 "kind": "host-reflected", "feature": feature_name(*feature), "with": with, "without": without,
             }),
@@ -77,6 +89,15 @@ impl std::fmt::Display for Hazard {
             Hazard::UnknownLevelling { host } => {
                 write!(f, "{host}: levelling capabilities unknown (not in the input); leak-through not judged")
             }
+            Hazard::MxcsrMask { masks } => {
+                let listed: Vec<String> =
+                    masks.iter().map(|(mask, hosts)| format!("{mask:#x} on {}", hosts.join(", "))).collect();
+                write!(
+                    f,
+                    "MXCSR mask differs: {} (MXCSR bits one host accepts fault on another; no policy can hide it)",
+                    listed.join("; ")
+                )
+            }
             Hazard::Reflected { feature, with, without } => write!(
                 f,
                 "host-reflected {}: set on {}, not on {} (no policy can hide it)",
@@ -93,8 +114,8 @@ fn names(features: &[FeatureId]) -> Vec<String> {
 }
 
 /// The hazards of a pool levelled from `hosts` for `kind`: for PV, one entry per host on
-/// leak-through (judged against the pool's default policy); then one per host-reflected
-/// difference.
+/// leak-through (judged against the pool's default policy); one when the hosts' known MXCSR
+/// masks differ; then one per host-reflected difference.
 pub fn pool_hazards(pool: &LevelledPool, hosts: &[PoolHost], kind: GuestKind) -> Vec<Hazard> {
     let mut hazards = Vec::new();
     if kind == GuestKind::Pv {
@@ -106,6 +127,18 @@ pub fn pool_hazards(pool: &LevelledPool, hosts: &[PoolHost], kind: GuestKind) ->
                 _ => Hazard::UnknownLevelling { host: host.name.clone() },
             });
         }
+    }
+    let mut masks: Vec<(u32, Vec<String>)> = Vec::new();
+    for host in hosts {
+        let Some(mask) = host.mxcsr_mask else { continue };
+        match masks.iter_mut().find(|(m, _)| *m == mask) {
+            Some((_, names)) => names.push(host.name.clone()),
+            None => masks.push((mask, vec![host.name.clone()])),
+        }
+    }
+    if masks.len() > 1 {
+        masks.sort_by_key(|(mask, _)| std::cmp::Reverse(mask.count_ones()));
+        hazards.push(Hazard::MxcsrMask { masks });
     }
     for d in &pool.reflected {
         hazards.push(Hazard::Reflected { feature: d.feature, with: d.with.clone(), without: d.without.clone() });

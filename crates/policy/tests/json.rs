@@ -103,6 +103,7 @@ fn host_bundles_round_trip_with_their_metadata() {
         max_leaves: Some(120),
         max_msrs: Some(2),
         levelling_caps: Some(LevellingCaps::Sysctl(0x1fe)),
+        mxcsr_mask: Some(0x2ffff),
         ..HostBundle::default()
     };
     bundle.policies.set(SystemPolicy::Raw, Some(sample()));
@@ -110,6 +111,10 @@ fn host_bundles_round_trip_with_their_metadata() {
     let text = bundle.to_json();
     assert!(text.contains("\"sysctl_interface_version\": \"0x15\""), "{text}");
     assert!(text.contains("\"levelling_caps\": \"0x1fe\""), "{text}");
+    assert!(text.contains("\"mxcsr_mask\": \"0x2ffff\""), "{text}");
+    let bad_mask = text.replace("\"0x2ffff\"", "\"ffff\"");
+    let error = HostBundle::from_json(&bad_mask).unwrap_err().to_string();
+    assert!(error.contains("mxcsr_mask"), "{error}");
     let mut without_sysctl = bundle.clone();
     without_sysctl.levelling_caps = Some(LevellingCaps::NoSysctl);
     assert_eq!(HostBundle::from_json(&without_sysctl.to_json()).unwrap(), without_sysctl);

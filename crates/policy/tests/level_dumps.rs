@@ -4,7 +4,7 @@
 
 mod common;
 
-use cpupolicy_featureset::{Featureset, GuestKind};
+use cpupolicy_featureset::{FeatureId, Featureset, GuestKind};
 use cpupolicy_policy::{
     check_migration, derive_system_policies, level_pool, level_rule, CpuPolicy, DeriveOptions, LevelError,
     LevelOptions, LevelRule, LossCause, PoolHost, Vendor,
@@ -220,4 +220,74 @@ fn pv_leak_through_on_real_parts() {
         leaking += usize::from(!leaks.is_empty());
     }
     assert_eq!(leaking, hosts.len(), "every real part leaks something to PV guests without faulting");
+}
+
+/// The hazard report on real parts: whole-vendor pools and pairs of neighbouring dumps, PV, every
+/// host without faulting or masking. Each host's leak-through entry is what its raw policy shows
+/// and the pool's default hides; a host-reflected entry appears exactly for the host-reflected
+/// bits whose host policies differ, naming each host on the right side; known MXCSR masks that
+/// differ make one entry, equal or unknown ones none.
+#[test]
+fn hazard_reports_on_real_parts() {
+    use cpupolicy_policy::{level_rule, pool_hazards, Hazard, LevelRule, Levelling, LevellingCaps};
+    let Some(hosts) = hosts() else { return };
+    let reflected: Vec<FeatureId> = cpupolicy_featureset::FEATURES
+        .iter()
+        .map(|f| f.id)
+        .filter(|id| level_rule(*id) == LevelRule::HostReflected)
+        .collect();
+    assert!(reflected.len() >= 2, "no-fpu-sel and fdp-excp-only at least: {reflected:?}");
+    let mut pools: Vec<Vec<PoolHost>> = Vec::new();
+    for vendor in [Vendor::Intel, Vendor::Amd] {
+        let of_vendor: Vec<PoolHost> = hosts.iter().filter(|h| h.vendor == vendor).map(|h| h.pv.clone()).collect();
+        pools.extend(of_vendor.windows(2).map(|pair| pair.to_vec()));
+        pools.push(of_vendor);
+    }
+    let nothing = Levelling { caps: LevellingCaps::NoSysctl, platform_info_faulting: false };
+    let mut seen_reflected = 0;
+    for mut pool_hosts in pools {
+        for host in &mut pool_hosts {
+            host.levelling = Some(nothing);
+        }
+        let pool = level_pool(&pool_hosts, LevelOptions::default()).unwrap();
+        let hazards = pool_hazards(&pool, &pool_hosts, GuestKind::Pv);
+        let names: Vec<String> = pool_hosts.iter().map(|h| h.name.clone()).collect();
+        for host in &pool_hosts {
+            let expected: Vec<FeatureId> =
+                host.raw.as_ref().unwrap().featureset().difference(&pool.default.policy.featureset()).iter().collect();
+            let reported = hazards.iter().find_map(|h| match h {
+                Hazard::LeakThrough { host: name, features, .. } if *name == host.name => Some(features),
+                _ => None,
+            });
+            assert_eq!(reported, Some(&expected), "{names:?}: leak-through of {}", host.name);
+        }
+        for id in &reflected {
+            let with: Vec<String> =
+                pool_hosts.iter().filter(|h| h.reflected_source().has_feature(*id)).map(|h| h.name.clone()).collect();
+            let without: Vec<String> =
+                pool_hosts.iter().filter(|h| !h.reflected_source().has_feature(*id)).map(|h| h.name.clone()).collect();
+            let reported = hazards.iter().find(|h| matches!(h, Hazard::Reflected { feature, .. } if feature == id));
+            if with.is_empty() || without.is_empty() {
+                assert_eq!(reported, None, "{names:?}: {id:?} does not differ");
+            } else {
+                seen_reflected += 1;
+                assert_eq!(reported, Some(&Hazard::Reflected { feature: *id, with, without }), "{names:?}");
+            }
+        }
+        assert!(!hazards.iter().any(|h| matches!(h, Hazard::MxcsrMask { .. })), "no masks known: {names:?}");
+        // Masks recorded on two hosts that differ (the values of a CPU with AMD's misaligned-SSE
+        // mode bit and one without): one entry, widest first. Equal masks: none.
+        if pool_hosts.len() == 2 {
+            pool_hosts[0].mxcsr_mask = Some(0xffff);
+            pool_hosts[1].mxcsr_mask = Some(0x2ffff);
+            let hazards = pool_hazards(&pool, &pool_hosts, GuestKind::Pv);
+            let masks = vec![(0x2ffff, vec![names[1].clone()]), (0xffff, vec![names[0].clone()])];
+            assert!(hazards.contains(&Hazard::MxcsrMask { masks }), "{hazards:?}");
+            pool_hosts[1].mxcsr_mask = Some(0xffff);
+            let hazards = pool_hazards(&pool, &pool_hosts, GuestKind::Pv);
+            assert!(!hazards.iter().any(|h| matches!(h, Hazard::MxcsrMask { .. })));
+        }
+    }
+    // The dumps include hosts on both sides of a host-reflected bit, so the report is exercised.
+    assert!(seen_reflected > 0, "no pool of real parts differs in a host-reflected bit");
 }

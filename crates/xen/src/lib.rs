@@ -85,7 +85,29 @@ pub fn host_bundle(handle: &XenHandle) -> Result<HostBundle, XenError> {
         max_msrs: None,
         policies,
         levelling_caps: Some(levelling_caps(handle)?),
+        mxcsr_mask: mxcsr_mask(),
     })
+}
+
+/// The MXCSR mask of the CPU this runs on, as `FXSAVE` stores it (bytes 28–31 of the save
+/// area; 0 there means a CPU from before the field, whose mask is 0xffbf). In dom0 this is the
+/// hardware's: `FXSAVE` is not intercepted. `None` off x86-64.
+pub fn mxcsr_mask() -> Option<u32> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[repr(C, align(16))]
+        struct SaveArea([u8; 512]);
+        let mut area = SaveArea([0; 512]);
+        // SAFETY: FXSAVE writes exactly 512 bytes at a 16-byte-aligned address, which `area`
+        // is; FXSR is part of the x86-64 baseline, and FXSAVE only reads the FPU/SSE state.
+        unsafe { core::arch::x86_64::_fxsave(area.0.as_mut_ptr()) };
+        let stored = u32::from_le_bytes([area.0[28], area.0[29], area.0[30], area.0[31]]);
+        Some(if stored == 0 { 0xffbf } else { stored })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
 }
 
 /// What the levelling-capabilities sysctl says; its absence (Xen 4.22+) is an answer too.
@@ -162,5 +184,18 @@ fn hypercall_policy(which: SystemPolicy) -> hypercall::SystemPolicy {
         SystemPolicy::HvmMax => hypercall::SystemPolicy::HvmMax,
         SystemPolicy::PvDefault => hypercall::SystemPolicy::PvDefault,
         SystemPolicy::HvmDefault => hypercall::SystemPolicy::HvmDefault,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every CPU with SSE accepts at least the MXCSR bits of the architectural default mask
+    /// (0xffbf: all of bits 0-15 but DAZ; Intel SDM vol. 1, 11.6.6), and none above bit 17.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_mxcsr_mask_holds_the_architectural_bits() {
+        let mask = super::mxcsr_mask().expect("x86-64 has FXSAVE");
+        assert_eq!(mask & 0xffbf, 0xffbf, "{mask:#x}");
+        assert_eq!(mask >> 18, 0, "{mask:#x}");
     }
 }
