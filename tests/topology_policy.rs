@@ -79,3 +79,35 @@ fn xen_target_refuses_leaf_0x1f() {
     t.apply(&mut XenPolicyTarget { policy: &mut policy, limits: WireLimits::LATEST }).unwrap();
     assert_eq!(parse_vcpu(&policy, Vendor::Intel).threads_per_core(), 2);
 }
+
+/// A topology without dies goes into a Xen-bound policy made from every dump, including dumps
+/// whose leaf 0xB holds more sub-leaves than Xen's format (0 and 1): the terminating level is
+/// then dropped from the policy instead of refused, since Xen reads an absent sub-leaf as zeros,
+/// which ends the enumeration the same way. What Xen will hold reads back as the topology.
+#[test]
+fn xen_target_takes_every_dump_and_drops_uncarriable_terminators() {
+    use cpupolicy::policy::{CpuidKey, XEN_TOPOLOGY_SUBLEAVES};
+    let Some(dumps) = dumps() else { return };
+    let shape = Shape::new(2, 1, 3, 2);
+    let mut with_extra_subleaves = 0;
+    for (name, mut policy) in dumps {
+        let Some(vendor) = vendor_of(&policy) else { continue };
+        let t = Topology::new(shape, vendor, Scheme::Modern, true).unwrap();
+        policy.set_max_basic_leaf(policy.max_basic_leaf().clamp(t.min_basic_leaf(), 0x1e));
+        policy.set_max_extended_leaf(policy.max_extended_leaf().max(t.min_extended_leaf()));
+        let extra = (XEN_TOPOLOGY_SUBLEAVES..8).filter(|s| policy.contains(CpuidKey::indexed(0xb, *s))).count();
+        with_extra_subleaves += usize::from(extra > 0);
+        t.apply(&mut XenPolicyTarget { policy: &mut policy, limits: WireLimits::LATEST })
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        for s in XEN_TOPOLOGY_SUBLEAVES..8 {
+            if let Some(r) = policy.contains(CpuidKey::indexed(0xb, s)).then(|| policy.cpuid(CpuidKey::indexed(0xb, s)))
+            {
+                assert_ne!((r.ecx >> 8) & 0xff, 0, "{name}: 0xb:{s} left as a terminator Xen cannot carry");
+            }
+        }
+        let parsed = parse_vcpu(&policy, vendor);
+        assert_eq!(parsed.threads_per_core(), 2, "{name}: {parsed:?}");
+        assert_eq!(parsed.counts.core, 6, "{name}: {parsed:?}");
+    }
+    assert!(with_extra_subleaves > 0, "no dump holds 0xb sub-leaves beyond Xen's two: the case is not exercised");
+}

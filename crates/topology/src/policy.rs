@@ -67,7 +67,14 @@ impl CpuidAccess for XenPolicyTarget<'_> {
         read(self.policy, leaf, subleaf)
     }
 
+    /// An entry Xen's format cannot carry is refused, unless the write ends an enumeration
+    /// (all zeros, or a 0xB/0x1F level of type 0): then the entry is removed, which is what
+    /// Xen will see (an absent sub-leaf reads as zeros and ends the enumeration too).
     fn set_cpuid(&mut self, leaf: u32, subleaf: Option<u32>, registers: Registers) -> Result<(), UnstorableLeaf> {
+        if !self.carries(leaf, subleaf) && crate::generate::ends_enumeration(leaf, registers) {
+            self.policy.remove_cpuid(CpuidKey::new(leaf, subleaf));
+            return Ok(());
+        }
         self.check_storable(leaf, subleaf)?;
         write(self.policy, leaf, subleaf, registers);
         Ok(())

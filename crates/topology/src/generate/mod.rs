@@ -53,10 +53,14 @@ impl Topology {
         let leaves = self.cpuid_for_vcpu(policy, 0)?;
         let writes: Vec<(u32, Option<u32>, Registers)> = leaves
             .iter()
-            .filter(|&(l, s, regs)| !(policy.cpuid(l, s).is_none() && (regs == [0; 4] || is_level_terminator(l, regs))))
+            .filter(|&(l, s, regs)| !(policy.cpuid(l, s).is_none() && ends_enumeration(l, regs)))
             .collect();
-        for &(l, s, _) in &writes {
-            policy.check_storable(l, s)?;
+        // A write that ends an enumeration is storable anywhere: a model that cannot hold the
+        // entry drops it, which reads the same.
+        for &(l, s, regs) in &writes {
+            if !ends_enumeration(l, regs) {
+                policy.check_storable(l, s)?;
+            }
         }
         for (l, s, regs) in writes {
             policy.set_cpuid(l, s, regs)?;
@@ -83,6 +87,11 @@ impl Topology {
             leaf::ADDRESS_SIZES
         }
     }
+}
+
+/// Whether writing `regs` to `l` ends an enumeration: all zeros, or the invalid level of 0xB/0x1F.
+pub(crate) fn ends_enumeration(l: u32, regs: Registers) -> bool {
+    regs == [0; 4] || is_level_terminator(l, regs)
 }
 
 /// Whether a leaf 0xB/0x1F sub-leaf is the invalid-level one that ends the enumeration.
