@@ -171,6 +171,12 @@ pub(crate) fn prerequisites() -> impl Iterator<Item = FeatureId> {
     DEPENDENCIES.iter().filter_map(|d| feature_by_name(d.feature)).map(|f| f.id)
 }
 
+/// Every feature `feature` depends on, directly or not, in table order: those whose absence
+/// clears it.
+pub fn prerequisites_of(feature: FeatureId) -> Vec<FeatureId> {
+    prerequisites().filter(|&p| dependents_of(p).contains(feature)).collect()
+}
+
 impl Featureset {
     /// Removes a feature and everything that depends on it, transitively.
     pub fn remove_with_dependents(&mut self, id: FeatureId) {

@@ -34,7 +34,7 @@ mod table;
 mod text;
 mod word;
 
-pub use deps::{dependents_of, Dependency, Dependents, DEPENDENCIES};
+pub use deps::{dependents_of, prerequisites_of, Dependency, Dependents, DEPENDENCIES};
 pub use error::Error;
 pub use feature::{Attributes, Feature, FeatureId, GuestKind, XenRelease};
 pub use lookup::feature_by_name;

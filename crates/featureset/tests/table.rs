@@ -164,3 +164,24 @@ fn clearing_a_prerequisite_clears_its_dependents() {
     set.remove_with_dependents(known("arch-caps"));
     assert_eq!(set, Featureset::from_names(["ibrsb"]).unwrap());
 }
+
+#[test]
+fn prerequisites_are_the_inverse_of_dependents() {
+    let avx2 = prerequisites_of(known("avx2"));
+    for name in ["xsave", "avx"] {
+        assert!(avx2.contains(&known(name)), "avx2 needs {name}: {avx2:?}");
+    }
+    assert!(prerequisites_of(known("fpu")).is_empty());
+    // p is a prerequisite of f exactly when f is among p's dependents.
+    for feature in FEATURES {
+        for p in prerequisites_of(feature.id) {
+            assert!(dependents_of(p).contains(feature.id), "{}", feature.name);
+        }
+    }
+    for dependency in DEPENDENCIES {
+        let p = known(dependency.feature);
+        for id in dependents_of(p).iter() {
+            assert!(prerequisites_of(id).contains(&p), "{} -> {id:?}", dependency.feature);
+        }
+    }
+}

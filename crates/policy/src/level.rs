@@ -18,10 +18,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use cpupolicy_featureset::feature_by_name;
-use cpupolicy_featureset::{
-    dependents_of, static_mask, FeatureId, Featureset, GuestKind, StaticMask, DEPENDENCIES, NR_WORDS,
-};
+use cpupolicy_featureset::{prerequisites_of, static_mask, FeatureId, Featureset, GuestKind, StaticMask, NR_WORDS};
 
 use crate::rules::{each_bit, masks, LevelRule};
 use crate::{
@@ -637,12 +634,7 @@ fn explain_features(
 
 /// The prerequisites of `feature` (direct or not) that `result` lacks.
 fn missing_prerequisites(feature: FeatureId, result: &Featureset) -> Vec<FeatureId> {
-    DEPENDENCIES
-        .iter()
-        .filter_map(|d| feature_by_name(d.feature))
-        .map(|f| f.id)
-        .filter(|&p| !result.contains(p) && dependents_of(p).contains(feature))
-        .collect()
+    prerequisites_of(feature).into_iter().filter(|&p| !result.contains(p)).collect()
 }
 
 /// Whether the leaf holding `feature`'s word is within the policy's max leaves.
