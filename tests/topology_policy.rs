@@ -111,3 +111,27 @@ fn xen_target_takes_every_dump_and_drops_uncarriable_terminators() {
     }
     assert!(with_extra_subleaves > 0, "no dump holds 0xb sub-leaves beyond Xen's two: the case is not exercised");
 }
+
+/// A topology whose APIC IDs need x2APIC is refused by a policy that does not offer x2APIC
+/// (leaf 1 ECX[21]), nothing written, even when the topology was built with x2APIC allowed;
+/// with the bit set it applies.
+#[test]
+fn x2apic_topologies_need_a_policy_that_offers_x2apic() {
+    use cpupolicy::policy::{CpuidKey, Registers};
+    use cpupolicy::topology::TopologyError;
+    let Some(dumps) = dumps() else { return };
+    let (name, mut policy) = dumps
+        .into_iter()
+        .find(|(_, p)| p.vendor() == cpupolicy::policy::Vendor::Intel && p.max_basic_leaf() >= 0xb)
+        .unwrap();
+    let big = Topology::new(Shape::new(64, 1, 3, 2), Vendor::Intel, Scheme::Modern, true).unwrap();
+    assert!(big.x2apic_required());
+    let leaf1 = policy.cpuid(CpuidKey::plain(1));
+    policy.set_cpuid(CpuidKey::plain(1), Registers::new(leaf1.eax, leaf1.ebx, leaf1.ecx & !(1 << 21), leaf1.edx));
+    let before = policy.clone();
+    let error = big.apply(&mut policy).unwrap_err();
+    assert!(matches!(error, TopologyError::X2apicRequired { apic_id: 0x100, .. }), "{name}: {error}");
+    assert_eq!(policy, before, "{name}: nothing written");
+    policy.set_cpuid(CpuidKey::plain(1), Registers::new(leaf1.eax, leaf1.ebx, leaf1.ecx | (1 << 21), leaf1.edx));
+    big.apply(&mut policy).unwrap_or_else(|e| panic!("{name}: {e}"));
+}

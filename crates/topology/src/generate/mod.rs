@@ -9,7 +9,7 @@ pub mod amd;
 pub mod intel;
 pub mod xen_legacy;
 
-use crate::cpuid::{leaf, CpuidAccess, CpuidLeaves, Registers, EBX, ECX};
+use crate::cpuid::{bit, leaf, CpuidAccess, CpuidLeaves, Registers, EBX, ECX};
 use crate::error::TopologyError;
 use crate::shape::{Scheme, Topology, Vendor};
 
@@ -49,7 +49,17 @@ impl Topology {
     /// the enumeration.
     ///
     /// All or nothing: when the policy cannot hold one of the leaves, nothing is written.
+    ///
+    /// A topology that needs x2APIC (an APIC ID of 0xFF or more) is refused for a policy that
+    /// does not offer it (leaf 1 `ECX[21]` clear), whatever [`Topology::new`] was told.
     pub fn apply(&self, policy: &mut impl CpuidAccess) -> Result<(), TopologyError> {
+        let (register, x2apic) = bit::X2APIC;
+        let offers_x2apic = policy.cpuid(leaf::FEATURES, None).is_some_and(|r| r[register] & x2apic != 0);
+        if !offers_x2apic {
+            if let Some((vcpu, apic_id)) = self.apic_ids().enumerate().find(|&(_, id)| id >= 0xff) {
+                return Err(TopologyError::X2apicRequired { vcpu: vcpu as u32, apic_id });
+            }
+        }
         let leaves = self.cpuid_for_vcpu(policy, 0)?;
         let writes: Vec<(u32, Option<u32>, Registers)> = leaves
             .iter()
