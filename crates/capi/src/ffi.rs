@@ -488,3 +488,35 @@ pub(crate) mod testing {
         Ok(unsafe { CStr::from_ptr(buffer.as_ptr()) }.to_string_lossy().into_owned())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic inside an exported function's body becomes a status and a message, never an
+    /// unwind into C; the next success clears the message.
+    #[test]
+    fn a_panic_becomes_an_internal_error() {
+        let status = guard(|| -> Result<(), Failure> { panic!("deliberate failure in a test") });
+        assert_eq!(status, CPUPOLICY_INTERNAL_ERROR);
+        let message = testing::last_error();
+        assert!(message.contains("deliberate failure in a test"), "{message}");
+        assert_eq!(guard(|| Ok(())), CPUPOLICY_OK);
+        assert_eq!(testing::last_error(), "");
+    }
+
+    /// Every status number names itself; numbers that are no status are said to be unknown.
+    #[test]
+    fn strerror_takes_any_number() {
+        for status in STATUSES {
+            // SAFETY: cpupolicy_strerror returns a static NUL-terminated string.
+            let text = unsafe { CStr::from_ptr(cpupolicy_strerror(status as std::ffi::c_int)) };
+            assert_ne!(text.to_str().unwrap(), "unknown status", "{status:?}");
+        }
+        for number in [-1, 19, 98, 100, i32::MAX] {
+            // SAFETY: as above.
+            let text = unsafe { CStr::from_ptr(cpupolicy_strerror(number)) };
+            assert_eq!(text.to_str().unwrap(), "unknown status", "{number}");
+        }
+    }
+}
