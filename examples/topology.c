@@ -108,7 +108,26 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < nr_ids; i++)
         printf(" %u", ids[i]);
     printf("\n");
+
+    /* The record the VM's migration stream carries, read back as the destination does. */
+    size_t record_size;
+    if ((status = cpupolicy_topology_record(t, NULL, 0, &record_size)) != CPUPOLICY_OK)
+        fail("record", status);
+    uint8_t *record = malloc(record_size);
+    if (!record || (status = cpupolicy_topology_record(t, record, record_size, NULL)) != CPUPOLICY_OK)
+        fail("record", status);
+    cpupolicy_topology *arrived;
+    if ((status = cpupolicy_topology_from_record(record, record_size, vendor, vcpus, true, &arrived)) != CPUPOLICY_OK)
+        fail("record read back", status);
+    uint32_t *arrived_ids = calloc(nr_ids ? nr_ids : 1, sizeof(*arrived_ids));
+    if (!arrived_ids || (status = cpupolicy_topology_apic_ids(arrived, arrived_ids, nr_ids, NULL)) != CPUPOLICY_OK)
+        fail("apic ids", status);
+    printf("migration record: %zu bytes, read back with %s APIC IDs\n", record_size,
+           memcmp(ids, arrived_ids, nr_ids * sizeof(*ids)) == 0 ? "the same" : "DIFFERENT");
+    free(arrived_ids);
+    free(record);
     free(ids);
+    cpupolicy_topology_free(arrived);
 
     if (argc == 7) {
         cpupolicy_host *host;

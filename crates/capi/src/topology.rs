@@ -3,7 +3,10 @@
 
 use std::ffi::c_char;
 
-use topology::{CpuidAccess, CpuidLeaves, Scheme, Shape, Topology, TopologyError, Vendor, XenPolicyTarget};
+use topology::{
+    parse_vcpu, CpuidAccess, CpuidLeaves, RecordError, Scheme, Shape, Topology, TopologyError, TopologyRecord, Vendor,
+    XenPolicyTarget,
+};
 
 use crate::ffi::cpupolicy_status::*;
 use crate::ffi::*;
@@ -82,6 +85,42 @@ pub const CPUPOLICY_SCHEME_MODERN: cpupolicy_scheme = 0;
 /// booted with it must keep it.
 pub const CPUPOLICY_SCHEME_XEN_LEGACY: cpupolicy_scheme = 1;
 
+impl From<Shape> for cpupolicy_shape {
+    fn from(s: Shape) -> cpupolicy_shape {
+        cpupolicy_shape {
+            packages: s.packages,
+            dies_per_package: s.dies_per_package,
+            tiles_per_die: s.tiles_per_die,
+            modules_per_tile: s.modules_per_tile,
+            cores_per_module: s.cores_per_module,
+            threads_per_core: s.threads_per_core,
+        }
+    }
+}
+
+fn vendor_of(vendor: cpupolicy_vendor) -> Result<Vendor, Failure> {
+    match vendor {
+        CPUPOLICY_VENDOR_INTEL => Ok(Vendor::Intel),
+        CPUPOLICY_VENDOR_AMD => Ok(Vendor::Amd),
+        CPUPOLICY_VENDOR_HYGON => Ok(Vendor::Hygon),
+        other => Err(out_of_range("vendor", other)),
+    }
+}
+
+fn record_failure(error: RecordError) -> Failure {
+    let status = match error {
+        RecordError::Truncated { .. }
+        | RecordError::TrailingBytes { .. }
+        | RecordError::BadMagic { .. }
+        | RecordError::UnsupportedVersion { .. }
+        | RecordError::ReservedNotZero { .. }
+        | RecordError::UnknownScheme { .. }
+        | RecordError::UnknownVendor { .. } => CPUPOLICY_PARSE_ERROR,
+        _ => CPUPOLICY_INVALID_TOPOLOGY,
+    };
+    Failure::new(status, error.to_string())
+}
+
 fn topology_failure(error: TopologyError) -> Failure {
     let status = match error {
         TopologyError::NoSuchVcpu { .. } => CPUPOLICY_INVALID_ARGUMENT,
@@ -113,12 +152,7 @@ pub unsafe extern "C" fn cpupolicy_topology_new(
         }
         // SAFETY: non-NULL and valid for a read per the contract.
         let s = unsafe { shape.read() };
-        let vendor = match vendor {
-            CPUPOLICY_VENDOR_INTEL => Vendor::Intel,
-            CPUPOLICY_VENDOR_AMD => Vendor::Amd,
-            CPUPOLICY_VENDOR_HYGON => Vendor::Hygon,
-            other => return Err(out_of_range("vendor", other)),
-        };
+        let vendor = vendor_of(vendor)?;
         let scheme = match scheme {
             CPUPOLICY_SCHEME_MODERN => Scheme::Modern,
             CPUPOLICY_SCHEME_XEN_LEGACY => Scheme::XenLegacy,
@@ -338,6 +372,122 @@ fn apply(topology: &Topology, target: &mut impl CpuidAccess) -> Result<(), Failu
     topology.apply(target).map_err(topology_failure)
 }
 
+/// The topology's record for the VM's migration stream (binary, version 1, little-endian: magic
+/// `TOPO`, version, scheme, vendor, the six shape counts, then every vCPU's APIC ID and VP
+/// index; 40 + 8 × vCPUs bytes) into `record` with the size-query convention (bytes, no NUL).
+/// Carry it with the VM; `cpupolicy_topology_from_record` reads it on the destination.
+/// Thread-safe for readers.
+///
+/// # Safety
+/// `topology` a topology handle; `record` NULL or valid for `capacity` bytes; `needed` NULL or
+/// valid.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_topology_record(
+    topology: *const cpupolicy_topology,
+    record: *mut u8,
+    capacity: usize,
+    needed: *mut usize,
+) -> cpupolicy_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let topology = unsafe { borrow(topology, "topology")? };
+        let bytes = TopologyRecord::from_topology(topology).to_bytes();
+        // SAFETY: per this function's contract.
+        unsafe { output(&bytes, false, record, capacity, needed) }
+    })
+}
+
+/// The topology an incoming VM must keep, from the record its migration stream carried, in a
+/// new topology in `*out` owned by the caller. `record` NULL (with `length` 0) means the stream
+/// had no record: the VM booted with Xen's legacy scheme (APIC ID = 2 × vCPU), which is then
+/// what it gets, for `nr_vcpus` vCPUs of `vendor`. A record that cannot be read (truncated, not
+/// a record, an unknown version) gets `CPUPOLICY_PARSE_ERROR`; one whose vendor or vCPU count
+/// disagrees with `vendor` and `nr_vcpus`, or whose APIC IDs do not follow from its shape, gets
+/// `CPUPOLICY_INVALID_TOPOLOGY`; the message says which. Thread-safe.
+///
+/// # Safety
+/// `record` NULL or valid for `length` bytes; `out` valid for a pointer write.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_topology_from_record(
+    record: *const u8,
+    length: usize,
+    vendor_id: cpupolicy_vendor,
+    nr_vcpus: u32,
+    x2apic_available: bool,
+    out: *mut *mut cpupolicy_topology,
+) -> cpupolicy_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(Failure::null("out"));
+        }
+        let bytes = if record.is_null() {
+            if length != 0 {
+                return Err(Failure::new(CPUPOLICY_INVALID_ARGUMENT, "record is NULL but length is not 0"));
+            }
+            None
+        } else {
+            // SAFETY: non-NULL and valid for `length` bytes per the contract.
+            Some(unsafe { c_slice(record, length, "record")? })
+        };
+        let stream = TopologyRecord::from_stream(bytes).map_err(record_failure)?;
+        let topology =
+            stream.into_topology(vendor_of(vendor_id)?, nr_vcpus, x2apic_available).map_err(record_failure)?;
+        // SAFETY: per this function's contract.
+        unsafe { put(out, topology) }
+    })
+}
+
+/// The topology a policy (a CPU dump, or a domain's policy) describes, read the way Linux
+/// reads it (leaf 0x1f, else 0xb, else leaves 4 and 1 on Intel; 0x8000001e and 0x80000008 on
+/// AMD): the shape of one package into `*shape` (`packages` is 1), and what the leaves
+/// disagree on, one line each (empty when consistent), into `findings`, NUL-terminated, with
+/// the size-query convention (`*shape` is written when the status is OK, including the
+/// NULL/0 size query). A policy of a vendor with no topology convention here (not Intel, AMD
+/// or Hygon) gets `CPUPOLICY_INVALID_ARGUMENT`. Thread-safe for readers.
+///
+/// # Safety
+/// `policy` a policy handle; `shape` valid for a write; `findings` NULL or valid for
+/// `capacity` bytes; `needed` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_topology(
+    policy: *const cpupolicy_policy,
+    shape: *mut cpupolicy_shape,
+    findings: *mut c_char,
+    capacity: usize,
+    needed: *mut usize,
+) -> cpupolicy_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let policy = unsafe { borrow(policy, "policy")? };
+        if shape.is_null() {
+            return Err(Failure::null("shape"));
+        }
+        let vendor = match policy.vendor() {
+            policy::Vendor::Intel => Vendor::Intel,
+            policy::Vendor::Amd => Vendor::Amd,
+            policy::Vendor::Hygon => Vendor::Hygon,
+            other => {
+                return Err(Failure::new(
+                    CPUPOLICY_INVALID_ARGUMENT,
+                    format!("the policy's vendor ({other}) has no topology convention here"),
+                ))
+            }
+        };
+        let parsed = parse_vcpu(policy, vendor);
+        let (package, uneven) = parsed.package_shape();
+        let text: String = parsed.findings.iter().chain(&uneven).map(|f| format!("{f}\n")).collect();
+        // SAFETY: per this function's contract.
+        match unsafe { write_c_string(&text, findings, capacity, needed) } {
+            CPUPOLICY_OK => {
+                // SAFETY: non-NULL and valid for a write per the contract.
+                unsafe { shape.write(package.into()) };
+                Ok(())
+            }
+            status => Err(Failure::new(status, "findings: the buffer is too small")),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::ptr::{null, null_mut};
@@ -414,6 +564,105 @@ mod tests {
             assert_eq!(cpupolicy_topology_apply(t, p, null()), CPUPOLICY_OK);
             assert!((*p).value.contains(CpuidKey::indexed(0x1f, 0)));
             assert_eq!(cpupolicy_topology_apply(p.cast_const().cast(), p, null()), CPUPOLICY_WRONG_HANDLE);
+            cpupolicy_policy_free(p);
+            cpupolicy_topology_free(t);
+        }
+    }
+
+    /// Record, then read back on the "destination": the same APIC IDs and VP indices. No record
+    /// is the legacy scheme; a damaged record or one for another VM is refused with a reason.
+    #[test]
+    fn records_carry_the_topology_across_a_migration() {
+        let t = new(&shape(2, 1, 3, 2), CPUPOLICY_VENDOR_AMD).unwrap();
+        let indices: Vec<u32> = (0..12).rev().collect();
+        let mut needed = 0;
+        let mut record = vec![0u8; 200];
+        // SAFETY: live handle; `indices` holds 12 entries; `record` holds 200 bytes.
+        unsafe {
+            assert_eq!(cpupolicy_topology_set_vp_indices(t, indices.as_ptr(), 12), CPUPOLICY_OK);
+            assert_eq!(cpupolicy_topology_record(t, null_mut(), 0, &mut needed), CPUPOLICY_OK);
+            assert_eq!(needed, 40 + 8 * 12);
+            assert_eq!(cpupolicy_topology_record(t, record.as_mut_ptr(), 200, &mut needed), CPUPOLICY_OK);
+        }
+        record.truncate(needed);
+        let mut back = null_mut();
+        // SAFETY: `record` valid for its length; `back` a valid place.
+        unsafe {
+            let status = cpupolicy_topology_from_record(
+                record.as_ptr(),
+                record.len(),
+                CPUPOLICY_VENDOR_AMD,
+                12,
+                false,
+                &mut back,
+            );
+            assert_eq!(status, CPUPOLICY_OK, "{}", last_error());
+            assert_eq!((*back).value.apic_ids().collect::<Vec<_>>(), (*t).value.apic_ids().collect::<Vec<_>>());
+            assert_eq!((*back).value.shape(), (*t).value.shape());
+            assert_eq!((*back).value.vp_indices(), indices.as_slice());
+            cpupolicy_topology_free(back);
+            // Another VM (13 vCPUs), another vendor, a damaged record.
+            assert_eq!(
+                cpupolicy_topology_from_record(
+                    record.as_ptr(),
+                    record.len(),
+                    CPUPOLICY_VENDOR_AMD,
+                    13,
+                    false,
+                    &mut back
+                ),
+                CPUPOLICY_INVALID_TOPOLOGY
+            );
+            assert!(last_error().contains("12 vCPUs, expected 13"), "{}", last_error());
+            assert_eq!(
+                cpupolicy_topology_from_record(
+                    record.as_ptr(),
+                    record.len(),
+                    CPUPOLICY_VENDOR_INTEL,
+                    12,
+                    false,
+                    &mut back
+                ),
+                CPUPOLICY_INVALID_TOPOLOGY
+            );
+            assert_eq!(
+                cpupolicy_topology_from_record(record.as_ptr(), 30, CPUPOLICY_VENDOR_AMD, 12, false, &mut back),
+                CPUPOLICY_PARSE_ERROR
+            );
+            assert!(last_error().contains("truncated"), "{}", last_error());
+            assert_eq!(
+                cpupolicy_topology_from_record(null(), 3, CPUPOLICY_VENDOR_AMD, 12, false, &mut back),
+                CPUPOLICY_INVALID_ARGUMENT
+            );
+            // No record: the VM booted with Xen's legacy scheme.
+            assert_eq!(
+                cpupolicy_topology_from_record(null(), 0, CPUPOLICY_VENDOR_AMD, 4, false, &mut back),
+                CPUPOLICY_OK
+            );
+            assert_eq!((*back).value.apic_ids().collect::<Vec<_>>(), [0, 2, 4, 6]);
+            assert_eq!((*back).value.scheme(), Scheme::XenLegacy);
+            cpupolicy_topology_free(back);
+            cpupolicy_topology_free(t);
+        }
+    }
+
+    /// A topology written into a policy reads back as its shape, with no findings.
+    #[test]
+    fn a_policy_topology_reads_back() {
+        let t = new(&shape(1, 1, 4, 2), CPUPOLICY_VENDOR_INTEL).unwrap();
+        let mut base = CpuPolicy::new();
+        base.set_cpuid(CpuidKey::plain(0), Registers::new(0xb, 0x756e_6547, 0x6c65_746e, 0x4965_6e69));
+        base.set_cpuid(CpuidKey::plain(1), Registers::new(0x506e3, 0, 0x0020_0000, 0x1000_0000));
+        let p = base.into_handle();
+        let mut read = cpupolicy_shape::default();
+        let mut needed = 0;
+        // SAFETY: live handles; `read` and `needed` valid places.
+        unsafe {
+            assert_eq!(cpupolicy_topology_apply(t, p, null()), CPUPOLICY_OK, "{}", last_error());
+            assert_eq!(cpupolicy_policy_topology(p, &mut read, null_mut(), 0, &mut needed), CPUPOLICY_OK);
+            assert_eq!(read, cpupolicy_shape { packages: 1, ..shape(1, 1, 4, 2) });
+            assert_eq!(needed, 1, "no findings: the empty string");
+            assert_eq!(cpupolicy_policy_topology(p, null_mut(), null_mut(), 0, null_mut()), CPUPOLICY_INVALID_ARGUMENT);
             cpupolicy_policy_free(p);
             cpupolicy_topology_free(t);
         }
