@@ -150,27 +150,32 @@ pub struct CheckArgs {
 }
 
 pub fn check(args: CheckArgs) -> Outcome {
-    let vm = match &args.legacy {
+    let (vm, vm_mxcsr) = match &args.legacy {
         None => load_vm(&args.vm, args.kind)?,
         Some(version) => {
             let version = XenVersion::parse(version)
                 .ok_or_else(|| CliError(format!("--legacy: '{version}' is not a Xen version such as 4.20")))?;
             let source = load_host(&args.vm, args.kind)?;
             let host = source.host.as_ref().map(CpuPolicy::featureset).unwrap_or_else(|| source.max.featureset());
-            synthesise_legacy(&source.default, &host, args.kind.guest_kind(), LegacyRules::for_xen(&version))
+            let policy =
+                synthesise_legacy(&source.default, &host, args.kind.guest_kind(), LegacyRules::for_xen(&version));
+            (policy, source.mxcsr_mask)
         }
     };
     let hosts = args.hosts.iter().map(|path| load_host(path, args.kind)).collect::<Result<Vec<_>, _>>()?;
-    let checks: Vec<(&PoolHost, MigrationCheck)> = hosts.iter().map(|h| (h, check_migration(&vm, h))).collect();
-    let strict_failure = |c: &MigrationCheck| {
-        args.strict && c.warnings.iter().any(|w| matches!(w, Warning::HostReflected { .. } | Warning::LeakThrough(_)))
+    let checks: Vec<(&PoolHost, MigrationCheck, Option<String>)> =
+        hosts.iter().map(|h| (h, check_migration(&vm, h), mxcsr_warning(vm_mxcsr, h))).collect();
+    let strict_failure = |c: &MigrationCheck, mxcsr: &Option<String>| {
+        args.strict
+            && (mxcsr.is_some()
+                || c.warnings.iter().any(|w| matches!(w, Warning::HostReflected { .. } | Warning::LeakThrough(_))))
     };
-    let compatible = checks.iter().all(|(_, c)| c.is_compatible() && !strict_failure(c));
+    let compatible = checks.iter().all(|(_, c, mxcsr)| c.is_compatible() && !strict_failure(c, mxcsr));
     match args.format {
         super::TextOrJson::Text => {
             let mut out = String::new();
-            for (host, check) in &checks {
-                let verdict = match (check.is_compatible(), strict_failure(check)) {
+            for (host, check, mxcsr) in &checks {
+                let verdict = match (check.is_compatible(), strict_failure(check, mxcsr)) {
                     (true, false) => "compatible",
                     (true, true) => "incompatible (--strict: what the guest sees would change or leak)",
                     (false, _) => "incompatible",
@@ -182,13 +187,16 @@ pub fn check(args: CheckArgs) -> Outcome {
                 for warning in &check.warnings {
                     out += &format!("  warning: {warning}\n");
                 }
+                if let Some(mxcsr) = mxcsr {
+                    out += &format!("  warning: {mxcsr}\n");
+                }
             }
             emit(&out)?;
         }
         super::TextOrJson::Json => {
             let mut mismatches = Vec::new();
             let mut warnings = Vec::new();
-            for (host, check) in &checks {
+            for (host, check, mxcsr) in &checks {
                 for m in &check.mismatches {
                     let mut value = json!({"host": host.name, "kind": m.kind(), "message": m.to_string()});
                     match m {
@@ -207,6 +215,9 @@ pub fn check(args: CheckArgs) -> Outcome {
                 for w in &check.warnings {
                     warnings.push(json!({"host": host.name, "kind": w.kind(), "feature": feature_name(w.feature()),
                                          "message": w.to_string()}));
+                }
+                if let Some(mxcsr) = mxcsr {
+                    warnings.push(json!({"host": host.name, "kind": "mxcsr-mask", "message": mxcsr}));
                 }
             }
             let value = json!({"compatible": compatible, "mismatches": mismatches, "warnings": warnings});
@@ -269,18 +280,31 @@ fn single_policy(document: Document) -> Result<CpuPolicy, Box<Document>> {
 }
 
 /// A VM's policy: a single policy as is, or a host's default policy for the kind.
-fn load_vm(path: &Path, kind: Kind) -> Result<CpuPolicy, CliError> {
+/// The VM's policy, and the MXCSR mask of the host it runs on when the file is that host's bundle.
+fn load_vm(path: &Path, kind: Kind) -> Result<(CpuPolicy, Option<u32>), CliError> {
     match single_policy(read_document(path)?) {
-        Ok(policy) => Ok(policy),
+        Ok(policy) => Ok((policy, None)),
         Err(document) => {
             let host = host_from_document(path, *document, kind)?;
             eprintln!(
                 "cpupolicy: note: {} holds a host's policies; checking a VM booted there with its default policy",
                 path.display()
             );
-            Ok(host.default)
+            Ok((host.default, host.mxcsr_mask))
         }
     }
+}
+
+/// When the VM's host accepts MXCSR bits the destination does not (both masks known): a
+/// guest that set them faults on the destination, whatever its CPUID policy says.
+fn mxcsr_warning(vm_mask: Option<u32>, host: &PoolHost) -> Option<String> {
+    let (from, to) = (vm_mask?, host.mxcsr_mask?);
+    (from & !to != 0).then(|| {
+        format!(
+            "MXCSR mask {from:#x} where the VM runs, {to:#x} here: MXCSR bits {:#x} fault here (LDMXCSR/FXRSTOR/XRSTOR #GP); no policy can hide it",
+            from & !to
+        )
+    })
 }
 
 /// Xen 4.20's system policies predicted from a raw policy, with the options the raw policy
