@@ -74,8 +74,8 @@ grep -E '^(processor|apicid)' /proc/cpuinfo
 echo END-OBSERVE
 ";
 
-/// Wall-clock limit of one boot (the 255-vCPU boot takes about 70 s alone).
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Wall-clock limit of one boot (the 255-vCPU boot takes about 70 s alone, the others 10-20 s).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(200);
 
 /// Boots with more vCPUs than this run alone: 255 TCG vCPU threads on a shared 2-core host
 /// stall in the guest's `stop_machine()` (soft lockups, then the boot's time limit), while
@@ -132,6 +132,11 @@ fn run_boots(root: &Path, cpupolicy: &Path, out_dir: &Path, shapes: &[&Shape], w
     failures.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Whether a sandbox failure is the guest hanging before it ran the script (not a wrong answer).
+fn is_boot_hang(error: &str) -> bool {
+    error.contains("the guest never reached /init") || error.contains("/init started but did not reach the script")
+}
+
 /// The text between a marker line and the next marker line.
 fn section<'a>(output: &'a str, begin: &str, end: &str) -> Option<&'a str> {
     let start = output.find(&format!("{begin}\n"))? + begin.len() + 1;
@@ -149,7 +154,18 @@ fn boot_and_compare(root: &Path, cpupolicy: &Path, out_dir: &Path, shape: &Shape
     boot.smp = shape.smp.into();
     boot.timeout = BOOT_TIMEOUT;
     boot.files.push((cpupolicy.to_path_buf(), "/usr/bin/cpupolicy".into()));
-    let out = sandbox::boot(root, &boot).map_err(|e| format!("{what}: {e}"))?;
+    // A guest with hundreds of TCG vCPUs on two host cores now and then stalls in early boot
+    // (seen once in several runs of the 255-vCPU boot: no output after driver init until the
+    // time limit). Such a hang says nothing about topology, so it gets one more boot, and the
+    // report says so; any other failure, or a second hang, fails the step.
+    let mut retried = None;
+    let out = match sandbox::boot(root, &boot) {
+        Err(error) if is_boot_hang(&error) => {
+            retried = Some(error.lines().next().unwrap_or_default().to_string());
+            sandbox::boot(root, &boot).map_err(|e| format!("{what}: hung in early boot twice: {e}"))?
+        }
+        other => other.map_err(|e| format!("{what}: {e}"))?,
+    };
     if out.exit_status != 0 {
         return Err(format!("{what}: the guest script exited with {}:\n{}{}", out.exit_status, out.output, out.stderr));
     }
@@ -175,6 +191,9 @@ fn boot_and_compare(root: &Path, cpupolicy: &Path, out_dir: &Path, shape: &Shape
     let mut lines = stdout.lines();
     let summary = lines.next().unwrap_or("(no summary)");
     let mut report = format!("{what} ({}, {:.1} s): {summary}\n", shape.covers, out.elapsed.as_secs_f64());
+    if let Some(first) = retried {
+        report.push_str(&format!("    booted a second time: the first boot hung ({first})\n"));
+    }
     for line in lines {
         report.push_str(&format!("    {}\n", line.trim_start()));
     }
@@ -188,5 +207,20 @@ fn boot_and_compare(root: &Path, cpupolicy: &Path, out_dir: &Path, shape: &Shape
             dump_path.display(),
             String::from_utf8_lossy(&compared.stderr)
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_boot_hang;
+
+    #[test]
+    fn a_hang_before_the_script_is_told_from_other_failures() {
+        // The first line of a real failure of the 255-vCPU boot.
+        let hang = "sandbox boot of plain Linux on -cpu Skylake-Server -smp 255,sockets=1,cores=255,threads=1 \
+                    failed: the guest never reached /init: timed out after 300 s";
+        assert!(is_boot_hang(hang));
+        assert!(!is_boot_hang("sandbox boot of plain Linux failed: the script did not finish: QEMU exited"));
+        assert!(!is_boot_hang("cannot start qemu-system-x86_64: No such file or directory"));
     }
 }
