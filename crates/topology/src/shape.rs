@@ -376,9 +376,7 @@ impl Topology {
         }
         let topology = Self { shape, vendor, scheme, layout, vp_indices: (0..vcpus).collect(), x2apic_available };
         if !x2apic_available {
-            if let Some((vcpu, apic_id)) = topology.apic_ids().enumerate().find(|&(_, id)| id >= 0xff) {
-                return Err(TopologyError::X2apicRequired { vcpu: vcpu as u32, apic_id });
-            }
+            topology.check_xapic_only()?;
         }
         Ok(topology)
     }
@@ -483,7 +481,16 @@ impl Topology {
 
     /// Whether any vCPU's APIC ID is 0xFF or more (0xFF is the xAPIC broadcast ID).
     pub fn x2apic_required(&self) -> bool {
-        self.apic_ids().any(|id| id >= 0xff)
+        self.check_xapic_only().is_err()
+    }
+
+    /// Fails with [`TopologyError::X2apicRequired`], naming the first vCPU whose APIC ID is 0xFF
+    /// or more, when the topology cannot work without x2APIC.
+    pub(crate) fn check_xapic_only(&self) -> Result<(), TopologyError> {
+        match self.apic_ids().enumerate().find(|&(_, id)| id >= 0xff) {
+            Some((vcpu, apic_id)) => Err(TopologyError::X2apicRequired { vcpu: vcpu as u32, apic_id }),
+            None => Ok(()),
+        }
     }
 
     /// The per-vCPU table a CLI prints.

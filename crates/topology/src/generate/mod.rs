@@ -56,9 +56,7 @@ impl Topology {
         let (register, x2apic) = bit::X2APIC;
         let offers_x2apic = policy.cpuid(leaf::FEATURES, None).is_some_and(|r| r[register] & x2apic != 0);
         if !offers_x2apic {
-            if let Some((vcpu, apic_id)) = self.apic_ids().enumerate().find(|&(_, id)| id >= 0xff) {
-                return Err(TopologyError::X2apicRequired { vcpu: vcpu as u32, apic_id });
-            }
+            self.check_xapic_only()?;
         }
         let leaves = self.cpuid_for_vcpu(policy, 0)?;
         let writes: Vec<(u32, Option<u32>, Registers)> = leaves
