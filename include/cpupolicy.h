@@ -960,11 +960,12 @@ cpupolicy_status cpupolicy_pool_policy(const cpupolicy_pool *pool,
 
 // What levelling cost, as `cpupolicy level --explain` prints it: per policy (`default`,
 // `acceptance`) `nothing lost`, or `lost` and one indented line per feature (`  svm: lacked
-// by host2`) and per limit (`  leaf7-max-subleaf: 0x2 -> 0x0, held down by host1`); one line
-// per host-reflected bit the hosts differ on; and, for PV guests, one line per host on what
-// leaks through to PV user space despite the policy (`host1: nothing leaks to PV guests
-// (…)`, `host2: leaks to PV guests' user space (…): avx2 …`, or that the host's levelling
-// capabilities are not known). `CPUPOLICY_NOT_AVAILABLE` unless the pool was levelled with
+// by host2`) and per limit (`  leaf7-max-subleaf: 0x2 -> 0x0, held down by host1`); then the
+// hazards: for PV guests one line per host on what leaks through to PV user space despite
+// the policy (`host1: nothing leaks to PV guests (…)`, `host2: leaks to PV guests' user space
+// (…): avx2 …`, or that the host's levelling capabilities are not known), one line when the
+// hosts' recorded MXCSR masks differ, and one per host-reflected bit the hosts differ on
+// (`host-reflected …`). `CPUPOLICY_NOT_AVAILABLE` unless the pool was levelled with
 // `CPUPOLICY_LEVEL_EXPLAIN`. NUL-terminated, size-query convention. Thread-safe for readers.
 //
 // # Safety
@@ -976,9 +977,9 @@ cpupolicy_status cpupolicy_pool_explain(const cpupolicy_pool *pool,
 
 // The pool as JSON, as `cpupolicy level --format json` prints it: `kind`, `hosts`, `default`
 // and `acceptance` (each with `featureset`, `policy` and, when explained, `lost` and
-// `limits`), `host_reflected`, and `hazards` (what levelling cannot hide: host-reflected
-// differences and, for PV guests, leak-through per host). NUL-terminated, size-query
-// convention. Thread-safe for readers.
+// `limits`), `host_reflected`, and `hazards` (what levelling cannot hide: for PV guests,
+// leak-through per host; differing MXCSR masks; host-reflected differences). NUL-terminated,
+// size-query convention. Thread-safe for readers.
 //
 // # Safety
 // `pool` a pool handle; `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid.

@@ -104,7 +104,7 @@ pub fn level(args: LevelArgs) -> Outcome {
                 hazards_text(&hazards)
             ))?
         }
-        LevelFormat::Json => emit(&format!("{:#}\n", pool_json(&pool, &hosts, kind, args.explain)?))?,
+        LevelFormat::Json => emit(&format!("{:#}\n", pool_json(&pool, &hosts, kind, args.explain, &hazards)?))?,
         LevelFormat::Featureset => {
             eprint!("{explanation}{}", hazards_text(&hazards));
             emit(&format!("{}\n", pool.default.policy.featureset().to_xen_string()))?

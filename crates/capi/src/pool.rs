@@ -178,11 +178,12 @@ pub unsafe extern "C" fn cpupolicy_pool_policy(
 
 /// What levelling cost, as `cpupolicy level --explain` prints it: per policy (`default`,
 /// `acceptance`) `nothing lost`, or `lost` and one indented line per feature (`  svm: lacked
-/// by host2`) and per limit (`  leaf7-max-subleaf: 0x2 -> 0x0, held down by host1`); one line
-/// per host-reflected bit the hosts differ on; and, for PV guests, one line per host on what
-/// leaks through to PV user space despite the policy (`host1: nothing leaks to PV guests
-/// (…)`, `host2: leaks to PV guests' user space (…): avx2 …`, or that the host's levelling
-/// capabilities are not known). `CPUPOLICY_NOT_AVAILABLE` unless the pool was levelled with
+/// by host2`) and per limit (`  leaf7-max-subleaf: 0x2 -> 0x0, held down by host1`); then the
+/// hazards: for PV guests one line per host on what leaks through to PV user space despite
+/// the policy (`host1: nothing leaks to PV guests (…)`, `host2: leaks to PV guests' user space
+/// (…): avx2 …`, or that the host's levelling capabilities are not known), one line when the
+/// hosts' recorded MXCSR masks differ, and one per host-reflected bit the hosts differ on
+/// (`host-reflected …`). `CPUPOLICY_NOT_AVAILABLE` unless the pool was levelled with
 /// `CPUPOLICY_LEVEL_EXPLAIN`. NUL-terminated, size-query convention. Thread-safe for readers.
 ///
 /// # Safety
@@ -211,9 +212,9 @@ pub unsafe extern "C" fn cpupolicy_pool_explain(
 
 /// The pool as JSON, as `cpupolicy level --format json` prints it: `kind`, `hosts`, `default`
 /// and `acceptance` (each with `featureset`, `policy` and, when explained, `lost` and
-/// `limits`), `host_reflected`, and `hazards` (what levelling cannot hide: host-reflected
-/// differences and, for PV guests, leak-through per host). NUL-terminated, size-query
-/// convention. Thread-safe for readers.
+/// `limits`), `host_reflected`, and `hazards` (what levelling cannot hide: for PV guests,
+/// leak-through per host; differing MXCSR masks; host-reflected differences). NUL-terminated,
+/// size-query convention. Thread-safe for readers.
 ///
 /// # Safety
 /// `pool` a pool handle; `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid.
@@ -227,7 +228,8 @@ pub unsafe extern "C" fn cpupolicy_pool_to_json(
     // SAFETY: per this function's contract.
     unsafe {
         text_of(pool, "pool", buffer, capacity, needed, |pool| {
-            let value = pool_json(&pool.levelled, &pool.hosts, pool.kind, pool.explained)
+            let hazards = pool_hazards(&pool.levelled, &pool.hosts, pool.kind);
+            let value = pool_json(&pool.levelled, &pool.hosts, pool.kind, pool.explained, &hazards)
                 .map_err(|e| Failure::new(CPUPOLICY_INTERNAL_ERROR, format!("policy JSON: {e}")))?;
             Ok(format!("{value:#}\n"))
         })

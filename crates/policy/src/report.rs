@@ -190,12 +190,14 @@ pub fn guest_kind_name(kind: GuestKind) -> &'static str {
 
 /// The pool as a JSON document: `kind`, `hosts`, `default` and `acceptance` (each with
 /// `featureset`, `policy` and, when `explain`, `lost` and `limits`), `host_reflected`, and
-/// `hazards`. Fails only if a policy's own JSON does not parse back.
+/// `hazards` (the pool's [`pool_hazards`], which the caller has already computed). Fails only
+/// if a policy's own JSON does not parse back.
 pub fn pool_json(
     pool: &LevelledPool,
     hosts: &[PoolHost],
     kind: GuestKind,
     explain: bool,
+    hazards: &[Hazard],
 ) -> Result<Value, serde_json::Error> {
     let levelled = |l: &Levelled| -> Result<Value, serde_json::Error> {
         let policy: Value = serde_json::from_str(&l.policy.to_json())?;
@@ -234,6 +236,6 @@ pub fn pool_json(
         "host_reflected": pool.reflected.iter().map(|d| json!({
             "feature": feature_name(d.feature), "with": d.with, "without": d.without,
         })).collect::<Vec<_>>(),
-        "hazards": pool_hazards(pool, hosts, kind).iter().map(Hazard::to_json).collect::<Vec<_>>(),
+        "hazards": hazards.iter().map(Hazard::to_json).collect::<Vec<_>>(),
     }))
 }
