@@ -62,11 +62,18 @@ pub fn xen_version(handle: &XenHandle) -> Result<XenVersion, XenError> {
     Ok(XenVersion { major: version.major.into(), minor: version.minor.into(), extra: version.extra })
 }
 
+/// The running Xen's version and its policy format (the newest known one where the version
+/// has none in the table, i.e. before 4.14).
+fn version_and_limits(handle: &XenHandle) -> Result<(XenVersion, WireLimits), XenError> {
+    let version = xen_version(handle)?;
+    let limits = WireLimits::for_xen(&version).unwrap_or(WireLimits::LATEST);
+    Ok((version, limits))
+}
+
 /// All six system policies with the Xen and interface versions they came from.
 pub fn host_bundle(handle: &XenHandle) -> Result<HostBundle, XenError> {
-    let xen_version = xen_version(handle)?;
+    let (xen_version, limits) = version_and_limits(handle)?;
     let interfaces = handle.interface_versions()?;
-    let limits = WireLimits::for_xen(&xen_version).unwrap_or(WireLimits::LATEST);
     let mut policies = SystemPolicies::new();
     for which in SystemPolicy::ALL {
         let serialised = match handle.system_policy(hypercall_policy(which)) {
@@ -121,8 +128,7 @@ pub fn levelling_caps(handle: &XenHandle) -> Result<LevellingCaps, XenError> {
 
 /// A domain's policy.
 pub fn domain_policy(handle: &XenHandle, domid: hypercall::DomainId) -> Result<CpuPolicy, XenError> {
-    let xen_version = xen_version(handle)?;
-    let limits = WireLimits::for_xen(&xen_version).unwrap_or(WireLimits::LATEST);
+    let (_, limits) = version_and_limits(handle)?;
     let serialised = handle.domain_policy(domid)?;
     policy_from_xen(&serialised, &limits).map_err(|error| XenError::DomainPolicy { domid, error })
 }
@@ -134,8 +140,7 @@ pub fn set_domain_policy(
     domid: hypercall::DomainId,
     policy: &CpuPolicy,
 ) -> Result<Vec<cpupolicy_policy::Dropped>, XenError> {
-    let xen_version = xen_version(handle)?;
-    let limits = WireLimits::for_xen(&xen_version).unwrap_or(WireLimits::LATEST);
+    let (_, limits) = version_and_limits(handle)?;
     let wire = policy.to_wire(&limits);
     let leaves: Vec<hypercall::CpuidLeaf> = wire
         .leaves
