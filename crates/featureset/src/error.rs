@@ -34,6 +34,16 @@ pub enum Error {
         /// Zero-based word index.
         word: usize,
     },
+    /// Both separators in one featureset: `-` (xapi) and `:` (`xen-cpuid`) are never mixed.
+    #[error("featureset word {word}: separator '{found}' after '{first}' earlier; use one separator throughout")]
+    MixedSeparators {
+        /// Zero-based index of the word the second kind of separator follows.
+        word: usize,
+        /// The separator used first.
+        first: char,
+        /// The other one.
+        found: char,
+    },
     /// More words than any Xen could have.
     #[error("featureset has {count} words; at most {max} are accepted")]
     TooManyWords {

@@ -184,6 +184,7 @@ pub enum XenRelease {
     V4_19,
     V4_20,
     V4_21,
+    V4_22,
 }
 
 impl fmt::Display for XenRelease {
@@ -197,6 +198,7 @@ impl fmt::Display for XenRelease {
             XenRelease::V4_19 => "4.19",
             XenRelease::V4_20 => "4.20",
             XenRelease::V4_21 => "4.21",
+            XenRelease::V4_22 => "4.22",
         };
         f.write_str(text)
     }

@@ -8,7 +8,7 @@
 //! The design keeps facts as data a reviewer can read line by line:
 //!
 //! - [`FEATURES`] (`src/table.rs`): every feature named by Xen's public
-//!   `xen/include/public/arch-x86/cpufeatureset.h` up to Xen 4.21 — word, bit, Xen's name
+//!   `xen/include/public/arch-x86/cpufeatureset.h` up to Xen 4.22 — word, bit, Xen's name
 //!   (lower case, `-` for `_`), attribute letters, the first release naming it and a
 //!   description, imported by `tools/import-header.py`. Aliases are curated by hand from Linux's
 //!   `/proc/cpuinfo` names (`arch/x86/include/asm/cpufeatures.h`), QEMU/libvirt `-cpu`
@@ -41,7 +41,7 @@ pub use lookup::feature_by_name;
 pub use masks::{static_mask, StaticMask};
 pub use set::Featureset;
 pub use table::FEATURES;
-pub use text::{xen_cpuid_line, DecodedWord, MAX_TEXT_WORDS};
+pub use text::{xen_cpuid_line, DecodedWord, TextStyle, MAX_TEXT_WORDS};
 pub use word::{word_info, Register, WordInfo, WordSource, WORDS};
 
 /// Number of featureset words this crate knows (Xen 4.21: words 0–18).

@@ -40,6 +40,39 @@ impl Featureset {
         Ok(Featureset::from_words(words))
     }
 
+    /// Parses a featureset as a toolstack stored it and remembers how it was written, so that a
+    /// result can be written back the same way ([`Featureset::to_styled_string`]). Like
+    /// [`Featureset::parse`], but the empty string is the empty featureset (xapi stores it for a
+    /// host without HVM), and the two separators may not be mixed.
+    pub fn parse_styled(text: &str) -> Result<(Featureset, TextStyle), Error> {
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            return Ok((Featureset::new(), TextStyle { separator: '-', words: 0 }));
+        }
+        let mut first: Option<char> = None;
+        let mut word = 0;
+        for c in trimmed.chars() {
+            if c == ':' || c == '-' {
+                match first {
+                    Some(f) if f != c => return Err(Error::MixedSeparators { word, first: f, found: c }),
+                    _ => first = Some(c),
+                }
+                word += 1;
+            }
+        }
+        let set = Featureset::parse(trimmed)?;
+        // A single word has no separator: xapi's form is the default.
+        let style = TextStyle { separator: first.unwrap_or('-'), words: set.len_words() };
+        Ok((set, style))
+    }
+
+    /// Writes the featureset in `style`: its separator and exactly its number of words
+    /// (zero-extended). Set bits beyond those words are an error naming them
+    /// ([`Error::DoesNotFit`]), never dropped.
+    pub fn to_styled_string(&self, style: TextStyle) -> Result<String, Error> {
+        Ok(self.fit(style.words)?.join_words(style.separator))
+    }
+
     /// `xen-cpuid`'s form: every stored word as 8 hex digits, `:`-separated.
     pub fn to_xen_string(&self) -> String {
         self.join_words(':')
@@ -76,6 +109,27 @@ impl Featureset {
                     .collect(),
             })
             .collect()
+    }
+}
+
+/// How a featureset text was written: what [`Featureset::parse_styled`] read and
+/// [`Featureset::to_styled_string`] writes back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextStyle {
+    /// `-` (xapi) or `:` (`xen-cpuid`).
+    pub separator: char,
+    /// The number of words written.
+    pub words: usize,
+}
+
+impl TextStyle {
+    /// The style of several inputs combined into one: the first input's separator, the longest
+    /// input's length (so that no input's bits are cut off).
+    pub fn combined(styles: &[TextStyle]) -> TextStyle {
+        TextStyle {
+            separator: styles.first().map_or('-', |s| s.separator),
+            words: styles.iter().map(|s| s.words).max().unwrap_or(0),
+        }
     }
 }
 

@@ -123,3 +123,23 @@ fn attributes_round_trip_and_drive_masks() {
         assert!(static_mask(StaticMask::Default(kind)).is_subset(static_mask(StaticMask::Max(kind))));
     }
 }
+
+#[test]
+fn styled_text_refuses_mixed_separators_and_cutting_away_bits() {
+    let err = Featureset::parse_styled("178bfbfd-80002001:2193fbfd").unwrap_err();
+    assert_eq!(err, Error::MixedSeparators { word: 1, first: '-', found: ':' });
+    assert!(err.to_string().contains("word 1"), "{err}");
+    let (set, style) = Featureset::parse_styled(" 178bfbfd ").unwrap();
+    assert_eq!((set.words(), style), (&[0x178b_fbfd][..], TextStyle { separator: '-', words: 1 }));
+    // A result with a bit beyond the words the input had cannot be written in its style.
+    let mut wider = set.clone();
+    wider.insert_name("avx512f").unwrap();
+    let err = wider.to_styled_string(style).unwrap_err();
+    assert!(err.to_string().contains("avx512f"), "{err}");
+    assert_eq!(
+        TextStyle::combined(&[style, TextStyle { separator: ':', words: 4 }]),
+        TextStyle { separator: '-', words: 4 }
+    );
+    // Bad tokens are still named.
+    assert!(Featureset::parse_styled("1-zz").unwrap_err().to_string().contains("'zz'"));
+}

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use cpupolicy_featureset::{static_mask, Featureset, StaticMask, NR_WORDS};
+use cpupolicy_featureset::{static_mask, Featureset, StaticMask, TextStyle, NR_WORDS};
 
 fn reference_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/xen-reference");
@@ -53,11 +53,11 @@ fn every_feature_xen_4_20_knows_is_in_the_table() {
     let known_4_20 = featureset_lines(&text).into_iter().find(|(l, _)| l == "Known").unwrap().1;
     let unnamed: Vec<String> = known_4_20.unknown().map(|id| id.to_string()).collect();
     assert!(unnamed.is_empty(), "bits Xen 4.20 knows but the table does not name: {unnamed:?}");
-    // And our table is a superset: what we know beyond 4.20 is 4.21's additions only.
+    // And our table is a superset: what we know beyond 4.20 is later releases' additions only.
     let ours = static_mask(StaticMask::Known);
     assert!(known_4_20.is_subset(ours));
     for feature in ours.difference(&known_4_20).features() {
-        assert_eq!(feature.first_release, cpupolicy_featureset::XenRelease::V4_21, "{}", feature.name);
+        assert!(feature.first_release > cpupolicy_featureset::XenRelease::V4_20, "{}", feature.name);
     }
 }
 
@@ -108,4 +108,40 @@ fn special_sets_of_older_xen_are_within_ours() {
         let extra = special.difference(static_mask(StaticMask::Special));
         assert!(extra.is_empty(), "{name}: special there but not here: {:?}", extra.names());
     }
+}
+
+/// xapi stores each host's featuresets as `-`-separated words, as many as the host's Xen has
+/// (4.14: fewer than 4.20), and the empty string for a host without HVM: every featureset line
+/// of every recording, in either separator and cut to each length a Xen release has had (the
+/// words cut away are zero there or the line is skipped), reads and writes back unchanged.
+#[test]
+fn featureset_text_as_xapi_and_xen_cpuid_store_it_reads_and_writes_back_unchanged() {
+    let Some(dir) = reference_dir() else { return };
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().ends_with(".featuresets.txt") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (label, set) in featureset_lines(&text) {
+            for words in [11, 14, 18, 19, set.len_words()] {
+                let Ok(cut) = set.fit(words) else { continue };
+                for separator in ['-', ':'] {
+                    let written: Vec<String> = cut.words().iter().map(|w| format!("{w:08x}")).collect();
+                    let written = written.join(&separator.to_string());
+                    let (read, style) = Featureset::parse_styled(&written)
+                        .unwrap_or_else(|e| panic!("{}: {label}: {e}", path.display()));
+                    assert_eq!(style, TextStyle { separator, words }, "{label}");
+                    assert_eq!(read, cut, "{label}");
+                    assert_eq!(read.to_styled_string(style).unwrap(), written, "{label}");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 100, "only {checked} featureset texts checked");
+    let (empty, style) = Featureset::parse_styled("").unwrap();
+    assert!(empty.is_empty() && style.words == 0);
+    assert_eq!(empty.to_styled_string(style).unwrap(), "");
 }

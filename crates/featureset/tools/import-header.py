@@ -12,7 +12,7 @@ this script only exists so a reviewer can redo the import and diff the result.
 """
 import re, subprocess, sys
 
-RELEASES = ["4.14", "4.15", "4.16", "4.17", "4.18", "4.19", "4.20", "4.21"]
+RELEASES = ["4.14", "4.15", "4.16", "4.17", "4.18", "4.19", "4.20", "4.21", "4.22"]
 HEADER = "xen/include/public/arch-x86/cpufeatureset.h"
 FEAT = re.compile(r"^XEN_CPUFEATURE\(([A-Z0-9_]+),\s+([\s\d]+)\*([\s\d]+)\+([\s\d]+)\)\s+/\*([\w!|]*)\s*(.*?)\s*\*/")
 
