@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod domain;
 mod featureset;
+mod featureset_pool;
 mod observe;
 mod policy;
 mod pool;

@@ -13,7 +13,7 @@ use cpupolicy::policy::{
 use serde_json::json;
 
 use super::policy::{emit, read_document};
-use super::{CliError, Outcome, EXIT_NEGATIVE};
+use super::{featureset_pool, CliError, Outcome, EXIT_NEGATIVE};
 
 /// The kind of guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -78,15 +78,26 @@ pub struct LevelArgs {
     /// through to PV guests, host-reflected bits on which hosts differ.
     #[arg(long)]
     strict: bool,
+    /// The hosts are featuresets, as xapi keeps them (`-`- or `:`-separated hex words, any
+    /// length, or the empty string), or files holding one: print their combination with Xen's
+    /// rules (text, featureset or json format), written as the first was.
+    #[arg(long)]
+    featuresets: bool,
     /// The hosts: JSON host bundles, `xen-cpuid -p` output, libvirt CPU dumps (raw CPUID,
     /// from which Xen 4.20's policies are predicted) or JSON policies (used as both default
-    /// and max).
+    /// and max); featuresets with --featuresets.
     #[arg(required = true, value_name = "POLICY")]
-    hosts: Vec<PathBuf>,
+    hosts: Vec<String>,
 }
 
 pub fn level(args: LevelArgs) -> Outcome {
-    let hosts = args.hosts.iter().map(|path| load_host(path, args.kind)).collect::<Result<Vec<_>, _>>()?;
+    if args.featuresets {
+        return match args.format {
+            LevelFormat::XenCpuid => Err(CliError("--featuresets: featuresets have no xen-cpuid -p form".into())),
+            format => featureset_pool::level(&args.hosts, args.explain, format == LevelFormat::Json),
+        };
+    }
+    let hosts = args.hosts.iter().map(|path| load_host(Path::new(path), args.kind)).collect::<Result<Vec<_>, _>>()?;
     let pool = level_pool(&hosts, LevelOptions { cross_vendor: args.cross_vendor, explain: args.explain })?;
     let kind = args.kind.guest_kind();
     let hazards = pool_hazards(&pool, &hosts, kind);
@@ -127,11 +138,19 @@ pub fn level(args: LevelArgs) -> Outcome {
 pub struct CheckArgs {
     /// The VM's policy: a JSON policy or `xen-cpuid -p DOMID` output. A host's policies (bundle,
     /// xen-cpuid -p, libvirt dump) stand for a VM booted there with the default policy.
-    #[arg(long, value_name = "POLICY")]
-    vm: PathBuf,
+    #[arg(long, value_name = "POLICY", required_unless_present = "vm_featureset", conflicts_with = "vm_featureset")]
+    vm: Option<PathBuf>,
+    /// The VM's featureset instead (as xapi records it: `-`- or `:`-separated hex, or a file
+    /// holding it), judged by features alone against each host's max featureset.
+    #[arg(long, value_name = "FEATURESET")]
+    vm_featureset: Option<String>,
     /// The destination host(s): any file `level` reads. With several, the VM must fit each.
-    #[arg(long = "host", value_name = "POLICY", required = true)]
+    #[arg(long = "host", value_name = "POLICY", required_unless_present = "host_featuresets")]
     hosts: Vec<PathBuf>,
+    /// A destination host's max featureset (xapi's `features_hvm`/`features_pv`), or a file
+    /// holding it; with --vm-featureset only.
+    #[arg(long = "host-featureset", value_name = "FEATURESET", requires = "vm_featureset")]
+    host_featuresets: Vec<String>,
     /// The kind of guest.
     #[arg(long, value_enum, default_value = "hvm")]
     kind: Kind,
@@ -150,12 +169,28 @@ pub struct CheckArgs {
 }
 
 pub fn check(args: CheckArgs) -> Outcome {
+    if let Some(vm) = &args.vm_featureset {
+        let mut hosts = args
+            .host_featuresets
+            .iter()
+            .enumerate()
+            .map(|(i, text)| featureset_pool::given(text, i + 2).map(|g| (g.name, g.set)))
+            .collect::<Result<Vec<_>, _>>()?;
+        for path in &args.hosts {
+            hosts.push(featureset_pool::host_max(&load_host(path, args.kind)?));
+        }
+        if args.legacy.is_some() {
+            return Err(CliError("--legacy needs --vm (the host the VM runs on)".into()));
+        }
+        return featureset_pool::check(vm, hosts, args.format);
+    }
+    let vm_path = args.vm.as_deref().ok_or_else(|| CliError("--vm or --vm-featureset is needed".into()))?;
     let (vm, vm_mxcsr) = match &args.legacy {
-        None => load_vm(&args.vm, args.kind)?,
+        None => load_vm(vm_path, args.kind)?,
         Some(version) => {
             let version = XenVersion::parse(version)
                 .ok_or_else(|| CliError(format!("--legacy: '{version}' is not a Xen version such as 4.20")))?;
-            let source = load_host(&args.vm, args.kind)?;
+            let source = load_host(vm_path, args.kind)?;
             let host = source.host.as_ref().map(CpuPolicy::featureset).unwrap_or_else(|| source.max.featureset());
             let policy =
                 synthesise_legacy(&source.default, &host, args.kind.guest_kind(), LegacyRules::for_xen(&version));

@@ -20,6 +20,7 @@ use std::fmt;
 
 use cpupolicy_featureset::{prerequisites_of, static_mask, FeatureId, Featureset, GuestKind, StaticMask, NR_WORDS};
 
+use crate::featuresets::apply_rsba_rule;
 use crate::rules::{each_bit, masks, LevelRule};
 use crate::{
     level_rule, CpuPolicy, CpuidKey, HostBundle, Levelling, Registers, SystemPolicies, SystemPolicy, Vendor,
@@ -349,6 +350,10 @@ pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledP
         // that lacks one only clears it, harmlessly).
         default_words[w] = default & (acceptance_words[w] | rules.or[w]);
     }
+    // Xen's RSBA/RRSBA derivation, as for each host's own default (see `featuresets`).
+    let mut default_set = Featureset::from_words(default_words);
+    apply_rsba_rule(&mut default_set, &Featureset::from_words(acc.def_or));
+    let default_words = words_of(&default_set);
 
     let acceptance = finish(
         hosts[base].max.clone(),

@@ -42,6 +42,7 @@
 mod check;
 mod derive;
 mod diff;
+mod featuresets;
 mod import;
 pub mod json;
 mod leaves;
@@ -61,6 +62,9 @@ mod xen_cpuid;
 pub use check::{check_migration, MigrationCheck, Mismatch, Warning};
 pub use derive::{derive_system_policies, DeriveError, DeriveOptions, HvmMode};
 pub use diff::{LeafDiff, MsrDiff, PolicyDiff};
+pub use featuresets::{
+    combine_featuresets, featureset_missing, level_featuresets, missing_features_line, xen_header_name,
+};
 pub use import::{Document, ImportError, InputFormat};
 pub use json::{HostBundle, JsonError, HOST_BUNDLE_FORMAT, JSON_VERSION, POLICY_FORMAT};
 pub use leaves::{has_subleaves, subleaf_leaf, SubleafLeaf, SubleafWalk, MAX_WALKED_SUBLEAVES, SUBLEAF_LEAVES};

@@ -37,6 +37,13 @@ fn allowed(policies: &[&CpuPolicy], maxes: &[&CpuPolicy]) -> Featureset {
     let or = policies.iter().fold(Featureset::new(), |acc, p| acc.union(&p.featureset()));
     let (all, all_max) = (and(policies), and(maxes));
     let mut out = Featureset::new();
+    // Xen's RSBA/RRSBA derivation may turn one into the other (RRSBA needs eIBRS).
+    let (rsba, rrsba) = (cpupolicy_featureset::known("rsba"), cpupolicy_featureset::known("rrsba"));
+    let mut or = or;
+    if or.contains(rsba) || or.contains(rrsba) {
+        or.insert(rsba);
+        or.insert(rrsba);
+    }
     for id in or.iter() {
         let ok = match level_rule(id) {
             LevelRule::And | LevelRule::Mirror | LevelRule::Topology | LevelRule::HostReflected => all.contains(id),
