@@ -453,9 +453,11 @@ cpupolicy_status cpupolicy_compare(const cpupolicy_policy *host,
                                    const cpupolicy_policy *guest,
                                    cpupolicy_compare_result *result);
 
-// Parses `xen-cpuid`'s form (`178bfbfd:80002001:…`) or xapi's (`-`-separated) into a new
-// featureset written to `*out`. The caller owns it. `text` and `out` must not be NULL.
-// Thread-safe.
+// Parses `xen-cpuid`'s form (`178bfbfd:80002001:…`) or xapi's (`-`-separated; one separator
+// throughout) into a new featureset written to `*out`, keeping every word given (so
+// `cpupolicy_featureset_format` with the same separator writes the text back unchanged). The
+// empty string is the empty featureset (xapi stores it for a host without HVM). The caller
+// owns `*out`. `text` and `out` must not be NULL. Thread-safe.
 //
 // # Safety
 // `text` a valid NUL-terminated string; `out` valid for a pointer write.
@@ -554,6 +556,32 @@ cpupolicy_status cpupolicy_featureset_apply_dependencies(cpupolicy_featureset *s
 cpupolicy_status cpupolicy_featureset_combine(const cpupolicy_featureset *a,
                                               cpupolicy_set_op op,
                                               const cpupolicy_featureset *b,
+                                              cpupolicy_featureset **out);
+
+// Levels the featuresets of a pool's hosts (all their default featuresets, or all their max
+// ones) with Xen's rules into a new featureset in `*out`, owned by the caller: ordinary bits
+// ANDed, accumulate bits ORed, RSBA/RRSBA derived from what survives (RRSBA with eIBRS, RSBA
+// otherwise), then the dependency closure; as many words as the longest input. `sets` holds
+// `nr_sets` handles (`sets` may be NULL when `nr_sets` is 0, giving the empty set).
+// Thread-safe for readers.
+//
+// # Safety
+// `sets` valid for reading `nr_sets` pointers, each a featureset handle; `out` valid for a
+// pointer write.
+cpupolicy_status cpupolicy_featureset_level(const cpupolicy_featureset *const *sets,
+                                            size_t nr_sets,
+                                            cpupolicy_featureset **out);
+
+// The features a VM that booted with featureset `vm` saw and a host whose max featureset is
+// `host` cannot give, judged by each bit's rule (accumulate, host-reflected, topology and
+// run-time bits never count), as a new featureset in `*out`, owned by the caller: empty when
+// the VM may migrate there. Name them with `cpupolicy_featureset_names`. Thread-safe for
+// readers.
+//
+// # Safety
+// `vm`, `host` featureset handles; `out` valid for a pointer write.
+cpupolicy_status cpupolicy_featureset_missing(const cpupolicy_featureset *vm,
+                                              const cpupolicy_featureset *host,
                                               cpupolicy_featureset **out);
 
 // Compares two featuresets: `*equal` (zero-extended equality) and `*subset` (every feature of

@@ -43,7 +43,14 @@ int main(void)
     CHECK(fs == (cpupolicy_featureset *)0x1);
     CHECK(strstr(last_error(), "'zz'") != NULL);
     CHECK(cpupolicy_featureset_parse("123456789", &fs) == CPUPOLICY_PARSE_ERROR);
-    CHECK(cpupolicy_featureset_parse("", &fs) == CPUPOLICY_PARSE_ERROR);
+    CHECK(cpupolicy_featureset_parse("178bfbfd-80002001:2193fbfd", &fs) == CPUPOLICY_PARSE_ERROR);
+    CHECK(strstr(last_error(), "separator") != NULL);
+    CHECK(fs == (cpupolicy_featureset *)0x1);
+    /* The empty string is the empty featureset, as xapi stores it for a host without HVM. */
+    CHECK(cpupolicy_featureset_parse("", &fs) == CPUPOLICY_OK);
+    size_t nr_words = 99;
+    CHECK(cpupolicy_featureset_words(fs, NULL, 0, &nr_words) == CPUPOLICY_OK && nr_words == 0);
+    cpupolicy_featureset_free(fs);
 
     CHECK(cpupolicy_featureset_parse("178bfbfd:80002001", &fs) == CPUPOLICY_OK);
     CHECK(strcmp(last_error(), "") == 0);

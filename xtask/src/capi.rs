@@ -66,11 +66,12 @@ fn soname(root: &Path) -> String {
     }
 }
 
-/// `cargo xtask install --prefix P`: builds the release library and installs
+/// `cargo xtask install --prefix P`: builds the release libraries and installs
 /// `P/lib/libcpupolicy.so.X.Y.Z` (+ soname and dev symlinks), `P/lib/libcpupolicy.a`,
-/// `P/include/cpupolicy.h` and `P/lib/pkgconfig/cpupolicy.pc`.
+/// `P/include/cpupolicy.h` and `P/lib/pkgconfig/cpupolicy.pc`, and the xapi drop-in
+/// `P/lib/libcpupolicy-xc.so.X.Y.Z` (+ symlinks) with `P/lib/pkgconfig/cpupolicy-xc.pc`.
 pub fn install(root: &Path, prefix: &Path) -> Result<(), String> {
-    crate::cargo(root, &["build", "--release", "-p", "cpupolicy-capi"])?;
+    crate::cargo(root, &["build", "--release", "-p", "cpupolicy-capi", "-p", "cpupolicy-xc"])?;
     let version = version(root)?;
     let soname = soname(root);
     let release = crate::target_dir(root).join("release");
@@ -96,6 +97,22 @@ pub fn install(root: &Path, prefix: &Path) -> Result<(), String> {
         prefix = prefix.display()
     );
     std::fs::write(pkgconfig.join("cpupolicy.pc"), pc).map_err(|e| format!("write cpupolicy.pc: {e}"))?;
+    // The xapi drop-in: xapi's stubs only reference its two symbols weakly, so `--as-needed`
+    // would drop it; the .pc file keeps it.
+    let xc_real = format!("libcpupolicy-xc.so.{version}");
+    copy(&release.join("libcpupolicy_xc.so"), &lib.join(&xc_real))?;
+    for link in [soname.replace("libcpupolicy", "libcpupolicy-xc"), "libcpupolicy-xc.so".to_string()] {
+        let path = lib.join(&link);
+        let _ = std::fs::remove_file(&path);
+        std::os::unix::fs::symlink(&xc_real, &path).map_err(|e| format!("symlink {}: {e}", path.display()))?;
+    }
+    let xc_pc = format!(
+        "prefix={prefix}\nlibdir=${{prefix}}/lib\n\n\
+         Name: cpupolicy-xc\nDescription: xc_combine_cpu_featuresets and xc_cpu_featuresets_are_compatible for xapi on upstream Xen\n\
+         Version: {version}\nLibs: -L${{libdir}} -Wl,--push-state,--no-as-needed -lcpupolicy-xc -Wl,--pop-state\n",
+        prefix = prefix.display()
+    );
+    std::fs::write(pkgconfig.join("cpupolicy-xc.pc"), xc_pc).map_err(|e| format!("write cpupolicy-xc.pc: {e}"))?;
     println!("installed libcpupolicy {version} into {}", prefix.display());
     Ok(())
 }
@@ -422,6 +439,7 @@ pub fn c_tests(root: &Path) -> Result<(), String> {
     if ctx.reference.is_none() {
         println!("SKIP: {} is absent; the C examples that read reference files are only built", reference.display());
     }
+    xapi_dropin(root, &prefix, &flags, &ctx, valgrind)?;
     for program in C_PROGRAMS {
         let source = root.join(program.source);
         let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("prog").to_string();
@@ -457,4 +475,147 @@ pub fn c_tests(root: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The xapi drop-in (`libcpupolicy-xc`): it exports exactly xapi's two symbols; the C test that
+/// declares them weak as xapi does passes linked (plain, under valgrind, with AddressSanitizer)
+/// and preloaded, and sees them absent without the library; its combinations of real featuresets
+/// equal `cpupolicy level --featuresets`.
+fn xapi_dropin(root: &Path, prefix: &Path, flags: &CFlags, ctx: &Context, valgrind: bool) -> Result<(), String> {
+    let lib = prefix.join("lib/libcpupolicy-xc.so");
+    let nm = Command::new("nm").args(["-D", "--defined-only", "--extern-only"]).arg(&lib).output();
+    let nm = nm.map_err(|e| format!("nm: {e}"))?;
+    let mut exported: Vec<String> = String::from_utf8_lossy(&nm.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().last().map(String::from))
+        .collect();
+    exported.sort();
+    if exported != ["xc_combine_cpu_featuresets", "xc_cpu_featuresets_are_compatible"] {
+        return Err(format!("{} exports {exported:?}, not exactly xapi's two symbols", lib.display()));
+    }
+    println!("C: {} exports exactly {}", lib.display(), exported.join(", "));
+
+    let build = crate::target_dir(root).join("c-tests");
+    let source = root.join("tests/c/xapi_featuresets.c");
+    let pc = |args: &[&str]| -> Result<Vec<String>, String> {
+        let out = Command::new("pkg-config")
+            .args(args)
+            .arg("cpupolicy-xc")
+            .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
+            .output()
+            .map_err(|e| format!("pkg-config: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("pkg-config cpupolicy-xc: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect())
+    };
+    let xc_libs = pc(&["--libs"])?;
+    let compile = |exe: &Path, extra: &[String]| -> Result<(), String> {
+        let mut cc = Command::new("cc");
+        cc.args(["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-g", "-o"])
+            .arg(exe)
+            .arg(&source)
+            .args(&flags.cflags)
+            .args(extra)
+            .args(&flags.shared)
+            .arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()));
+        crate::run_command(&mut cc)
+    };
+    let linked = build.join("xapi_featuresets-linked");
+    let unlinked = build.join("xapi_featuresets-unlinked");
+    let asan = build.join("xapi_featuresets-asan");
+    compile(&linked, &xc_libs)?;
+    compile(&unlinked, &[])?;
+    compile(
+        &asan,
+        &[&["-fsanitize=address".to_string(), "-fno-omit-frame-pointer".to_string()][..], &xc_libs].concat(),
+    )?;
+
+    let dumps = dump_featuresets(root, ctx)?;
+    let mut args: Vec<String> = Vec::new();
+    if let Some(file) = &dumps {
+        args.push(file.display().to_string());
+    } else {
+        println!("SKIP: ../shared/cpu-dumps is absent; the drop-in is checked on constructed featuresets only");
+    }
+    let passed = ["xapi_featuresets: all checks passed"];
+    let mut runs: Vec<(String, Command, &[&str])> = Vec::new();
+    let mut plain = Command::new(&linked);
+    plain.args(&args);
+    runs.push(("linked".into(), plain, &passed));
+    if valgrind {
+        let mut vg = Command::new("valgrind");
+        vg.args(["--quiet", "--error-exitcode=97", "--leak-check=full", "--errors-for-leak-kinds=definite"])
+            .arg(&linked)
+            .args(&args);
+        runs.push(("linked, valgrind".into(), vg, &passed));
+    }
+    let mut sanitized = Command::new(&asan);
+    sanitized.args(&args).env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0");
+    runs.push(("AddressSanitizer".into(), sanitized, &passed));
+    let mut preloaded = Command::new(&unlinked);
+    preloaded.args(&args).env("LD_PRELOAD", &lib);
+    runs.push(("LD_PRELOAD".into(), preloaded, &passed));
+    let mut absent = Command::new(&unlinked);
+    absent.arg("absent");
+    runs.push(("not linked".into(), absent, &["xapi_featuresets: symbols absent, as with upstream libxc"]));
+    for (what, mut command, lines) in runs {
+        let out = command.output().map_err(|e| format!("xapi_featuresets ({what}): {e}"))?;
+        let expected = CRun { lines: strings(lines), ..CRun::default() };
+        judge(&format!("xapi_featuresets ({what})"), &expected, &out)?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        println!("C: xapi_featuresets ({what}) ok");
+    }
+
+    // The drop-in's combinations of real featuresets are what the command line prints.
+    if let Some(file) = &dumps {
+        let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
+        let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+        let mut compared = 0;
+        for (i, a) in rows.iter().enumerate().step_by(7) {
+            for b in rows[i + 1..].iter().filter(|b| b[0] == a[0]).step_by(11) {
+                let (_, cli, _) = ctx.cli(&strings(&["level", "--featuresets", a[2], b[2]]))?;
+                let out = Command::new(&linked).args(["combine", a[2], b[2]]).output().map_err(|e| e.to_string())?;
+                let c = String::from_utf8_lossy(&out.stdout);
+                if c.trim() != cli.trim() {
+                    return Err(format!("{} + {}: drop-in {} / cpupolicy level {}", a[1], b[1], c.trim(), cli.trim()));
+                }
+                compared += 1;
+            }
+        }
+        println!(
+            "C: the drop-in's combination equals `cpupolicy level --featuresets` on {compared} pairs of real dumps"
+        );
+    }
+    Ok(())
+}
+
+/// `VENDOR NAME FEATURESET` per real CPU dump with HVM: the HVM default featureset Xen 4.20
+/// builds there, as xapi would store it (`-`-separated), predicted by `cpupolicy level` of the
+/// dump alone. `None` without `../shared/cpu-dumps`.
+fn dump_featuresets(root: &Path, ctx: &Context) -> Result<Option<PathBuf>, String> {
+    let dir = root.join("../shared/cpu-dumps/libvirt");
+    let Ok(index) = std::fs::read_to_string(dir.join("INDEX.tsv")) else { return Ok(None) };
+    let mut out = String::new();
+    for line in index.lines().skip(1) {
+        let mut fields = line.split('\t');
+        let (Some(file), Some(vendor)) = (fields.next(), fields.next()) else { continue };
+        let run = Command::new(&ctx.cli)
+            .args(["level", "--kind", "hvm", "--format", "featureset"])
+            .arg(dir.join(file))
+            .output()
+            .map_err(|e| format!("{}: {e}", ctx.cli.display()))?;
+        match run.status.code() {
+            Some(0) => {
+                let set = String::from_utf8_lossy(&run.stdout).trim().replace(':', "-");
+                out += &format!("{vendor} {file} {set}\n");
+            }
+            // A part without VMX or SVM has no HVM policies: nothing for xapi's HVM featureset.
+            _ if String::from_utf8_lossy(&run.stderr).contains("no hvm_default") => {}
+            _ => return Err(format!("cpupolicy level of {file}: {}", String::from_utf8_lossy(&run.stderr))),
+        }
+    }
+    let path = crate::target_dir(root).join("c-tests/dump-hvm-featuresets.txt");
+    std::fs::write(&path, out).map_err(|e| e.to_string())?;
+    Ok(Some(path))
 }

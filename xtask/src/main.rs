@@ -151,7 +151,8 @@ fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
 }
 
 /// System packages the tests use, installed when missing (the test command runs as root in CI).
-const SYSTEM_PACKAGES: &[&str] = &["gcc", "make", "pkg-config", "valgrind", "cpio", "qemu-system-x86", "libclang-dev"];
+const SYSTEM_PACKAGES: &[&str] =
+    &["gcc", "make", "pkg-config", "valgrind", "cpio", "qemu-system-x86", "libclang-dev", "libxen-dev"];
 
 fn setup(root: &Path) -> Result<(), String> {
     let missing: Vec<&str> = SYSTEM_PACKAGES

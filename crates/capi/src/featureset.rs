@@ -74,9 +74,11 @@ unsafe fn text_output(
     unsafe { text_of(set, "set", buffer, capacity, needed, render) }
 }
 
-/// Parses `xen-cpuid`'s form (`178bfbfd:80002001:…`) or xapi's (`-`-separated) into a new
-/// featureset written to `*out`. The caller owns it. `text` and `out` must not be NULL.
-/// Thread-safe.
+/// Parses `xen-cpuid`'s form (`178bfbfd:80002001:…`) or xapi's (`-`-separated; one separator
+/// throughout) into a new featureset written to `*out`, keeping every word given (so
+/// `cpupolicy_featureset_format` with the same separator writes the text back unchanged). The
+/// empty string is the empty featureset (xapi stores it for a host without HVM). The caller
+/// owns `*out`. `text` and `out` must not be NULL. Thread-safe.
 ///
 /// # Safety
 /// `text` a valid NUL-terminated string; `out` valid for a pointer write.
@@ -88,7 +90,7 @@ pub unsafe extern "C" fn cpupolicy_featureset_parse(
     guard(|| {
         // SAFETY: per this function's contract.
         let text = unsafe { c_str(text, "text")? };
-        let set = Featureset::parse(text).map_err(parse_failure)?;
+        let (set, _) = Featureset::parse_styled(text).map_err(parse_failure)?;
         // SAFETY: per this function's contract.
         unsafe { put(out, set) }
     })
@@ -301,6 +303,61 @@ pub unsafe extern "C" fn cpupolicy_featureset_combine(
         };
         // SAFETY: per this function's contract.
         unsafe { put(out, result) }
+    })
+}
+
+/// Levels the featuresets of a pool's hosts (all their default featuresets, or all their max
+/// ones) with Xen's rules into a new featureset in `*out`, owned by the caller: ordinary bits
+/// ANDed, accumulate bits ORed, RSBA/RRSBA derived from what survives (RRSBA with eIBRS, RSBA
+/// otherwise), then the dependency closure; as many words as the longest input. `sets` holds
+/// `nr_sets` handles (`sets` may be NULL when `nr_sets` is 0, giving the empty set).
+/// Thread-safe for readers.
+///
+/// # Safety
+/// `sets` valid for reading `nr_sets` pointers, each a featureset handle; `out` valid for a
+/// pointer write.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_featureset_level(
+    sets: *const *const cpupolicy_featureset,
+    nr_sets: usize,
+    out: *mut *mut cpupolicy_featureset,
+) -> cpupolicy_status {
+    guard(|| {
+        if nr_sets > 0 && sets.is_null() {
+            return Err(Failure::null("sets"));
+        }
+        // SAFETY: `sets` valid for `nr_sets` reads per the contract; checked first, without
+        // allocating for a count the caller may have got wrong.
+        let handle = |i: usize| unsafe { borrow(sets.add(i).read(), &format!("sets[{i}]")) };
+        for i in 0..nr_sets {
+            handle(i)?;
+        }
+        let result = policy::level_featuresets((0..nr_sets).filter_map(|i| handle(i).ok()));
+        // SAFETY: per this function's contract.
+        unsafe { put(out, result) }
+    })
+}
+
+/// The features a VM that booted with featureset `vm` saw and a host whose max featureset is
+/// `host` cannot give, judged by each bit's rule (accumulate, host-reflected, topology and
+/// run-time bits never count), as a new featureset in `*out`, owned by the caller: empty when
+/// the VM may migrate there. Name them with `cpupolicy_featureset_names`. Thread-safe for
+/// readers.
+///
+/// # Safety
+/// `vm`, `host` featureset handles; `out` valid for a pointer write.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_featureset_missing(
+    vm: *const cpupolicy_featureset,
+    host: *const cpupolicy_featureset,
+    out: *mut *mut cpupolicy_featureset,
+) -> cpupolicy_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let (vm, host) = unsafe { (borrow(vm, "vm")?, borrow(host, "host")?) };
+        let missing = Featureset::from_ids(policy::featureset_missing(vm, host));
+        // SAFETY: per this function's contract.
+        unsafe { put(out, missing) }
     })
 }
 
