@@ -122,6 +122,9 @@ typedef uint32_t cpupolicy_system_policy;
 // values.
 typedef uint32_t cpupolicy_hvm_mode;
 
+// Which policy of a pool, for `cpupolicy_pool_policy`: one of the `CPUPOLICY_POOL_*` values.
+typedef uint32_t cpupolicy_pool_role;
+
 // One CPUID leaf, laid out exactly as Xen's `xen_cpuid_leaf_t` (24 bytes), so arrays of it
 // can be passed to and from libxc/libxl or a migration stream as they are.
 typedef struct {
@@ -155,9 +158,6 @@ typedef uint32_t cpupolicy_field;
 
 // Options of `cpupolicy_level`: an OR of the `CPUPOLICY_LEVEL_*` bits.
 typedef uint32_t cpupolicy_level_flags;
-
-// Which policy of a pool, for `cpupolicy_pool_policy`: one of the `CPUPOLICY_POOL_*` values.
-typedef uint32_t cpupolicy_pool_role;
 
 // How many of each level a guest has, outermost first. Every count must be at least 1.
 typedef struct {
@@ -736,15 +736,28 @@ cpupolicy_status cpupolicy_policy_clone(const cpupolicy_policy *policy, cpupolic
 cpupolicy_status cpupolicy_policy_free(cpupolicy_policy *policy);
 
 // Reads one policy from text, telling the format from its first bytes: a JSON policy
-// document, `xen-cpuid -p DOMID` output (one `Domain N` section), or a libvirt `<cpudata>`
-// CPU dump (the raw policy of that CPU). A host's policies (a JSON host bundle or
+// document, `xen-cpuid -p DOMID` output (one `Domain N` section), a libvirt `<cpudata>`
+// CPU dump (the raw policy of that CPU), or a pool document (`cpupolicy level --format json`,
+// `cpupolicy_pool_json`: its default policy; `cpupolicy_policy_parse_pool` picks either). A host's policies (a JSON host bundle or
 // `xen-cpuid -p` system output) get `CPUPOLICY_WRONG_DOCUMENT`: read those with
 // `cpupolicy_host_parse`. Malformed input gets `CPUPOLICY_PARSE_ERROR`, the message naming
 // the line or entry. `text` and `out` must not be NULL; the caller owns `*out`. Thread-safe.
 //
 // # Safety
 // `text` a NUL-terminated string; `out` valid for a pointer write.
-cpupolicy_status cpupolicy_policy_parse(const char *text, cpupolicy_policy **out);
+cpupolicy_status cpupolicy_policy_parse(const char *text,
+                                        cpupolicy_policy **out);
+
+// Reads one policy of a pool document (`cpupolicy level --format json`, `cpupolicy_pool_json`):
+// `which` is `CPUPOLICY_POOL_DEFAULT` or `CPUPOLICY_POOL_ACCEPTANCE`. Any other document gets
+// `CPUPOLICY_WRONG_DOCUMENT`. `text` and `out` must not be NULL; the caller owns `*out`.
+// Thread-safe.
+//
+// # Safety
+// `text` a NUL-terminated string; `out` valid for a pointer write.
+cpupolicy_status cpupolicy_policy_parse_pool(const char *text,
+                                             cpupolicy_pool_role which,
+                                             cpupolicy_policy **out);
 
 // Reads one policy from the file at `path`, as `cpupolicy_policy_parse` reads text; every
 // message starts with the path. A file that cannot be read gets `CPUPOLICY_IO_ERROR`. `path`

@@ -231,3 +231,94 @@ fn level_lists_leak_through_and_mxcsr_hazards() {
         "{stdout}"
     );
 }
+
+/// The document `level --format json` writes is a policy wherever one is read: `check --vm`,
+/// `diff`, `import` take its default policy, `FILE#acceptance` its acceptance policy; xapi-style
+/// featuresets level and check from the command line too.
+#[test]
+fn a_pool_document_is_read_as_its_default_or_acceptance_policy() {
+    let Some(hosts) = references() else { return };
+    let dir = tempdir("pool-document");
+    let pool = dir.join("pool.json");
+    let mut args = vec!["level", "--kind", "pv", "--format", "json"];
+    args.extend(hosts.iter().map(String::as_str));
+    let out = cpupolicy(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let value = json(&out);
+    assert_eq!(value["format"], "cpupolicy-pool");
+    std::fs::write(&pool, &out.stdout).unwrap();
+    let pool = pool.display().to_string();
+    let acceptance = format!("{pool}#acceptance");
+    for host in &hosts {
+        let out = cpupolicy(&["check", "--kind", "pv", "--vm", &pool, "--host", host]);
+        assert_eq!(out.status.code(), Some(0), "{host}: {}{}", text(&out.stdout), text(&out.stderr));
+        let out = cpupolicy(&["check", "--kind", "pv", "--vm", &acceptance, "--host", host]);
+        assert_eq!(out.status.code(), Some(0), "{host}: {}{}", text(&out.stdout), text(&out.stderr));
+    }
+    // import prints the chosen policy; its featureset is the document's.
+    for (which, path) in [("default", &pool), ("acceptance", &acceptance)] {
+        let out = cpupolicy(&["import", path, "--format", "json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let policy = cpupolicy::policy::CpuPolicy::from_json(&text(&out.stdout)).unwrap();
+        let expected = Featureset::parse(value[which]["featureset"].as_str().unwrap()).unwrap();
+        assert_eq!(policy.featureset(), expected, "{which}");
+    }
+    let differ = value["default"]["featureset"] != value["acceptance"]["featureset"];
+    let out = cpupolicy(&["diff", &pool, &acceptance]);
+    assert_eq!(out.status.code(), Some(i32::from(differ)), "{}", text(&out.stdout));
+    // #acceptance of anything but a pool is refused by name; a pool of a newer version too.
+    let out = cpupolicy(&["import", &format!("{}#acceptance", hosts[0])]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("pool document"), "{}", text(&out.stderr));
+    let newer = dir.join("newer.json");
+    std::fs::write(&newer, text(&out_of(&value, 99))).unwrap();
+    let out = cpupolicy(&["check", "--vm", &newer.display().to_string(), "--host", &hosts[0]]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("version"), "{}", text(&out.stderr));
+}
+
+fn out_of(value: &serde_json::Value, version: u64) -> Vec<u8> {
+    let mut value = value.clone();
+    value["version"] = serde_json::json!(version);
+    serde_json::to_vec(&value).unwrap()
+}
+
+/// xapi-style featuresets through the command line: the HVM default featuresets of the 4.14
+/// and 4.20 recordings (xen-cpuid's own lines, rewritten with xapi's separator), combined and
+/// checked; the empty featureset (a host without HVM) and bad tokens.
+#[test]
+fn featuresets_as_xapi_stores_them_level_and_check() {
+    let Some(dir) = shared("xen-reference") else { return };
+    let line = |release: &str, label: &str| {
+        let text = std::fs::read_to_string(dir.join(format!("xen-{release}-qemu64.featuresets.txt"))).unwrap();
+        let dynamic = text.split("Dynamic sets:").nth(1).unwrap().to_string();
+        let line = dynamic.lines().find(|l| l.starts_with(label)).unwrap().to_string();
+        line.split_whitespace().last().unwrap().replace(':', "-")
+    };
+    let (old, new) = (line("4.14", "HVM Default"), line("4.20", "HVM Default"));
+    let out = cpupolicy(&["level", "--featuresets", &old, &new]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let combined = text(&out.stdout).trim().to_string();
+    assert!(!combined.contains(':'), "keeps xapi's separator: {combined}");
+    assert_eq!(combined.split('-').count(), old.split('-').count().max(new.split('-').count()), "longest length");
+    let set = Featureset::parse(&combined).unwrap();
+    assert!(set.is_subset(&Featureset::parse(&old).unwrap().union(&Featureset::parse(&new).unwrap())));
+    for host in [&old, &new] {
+        let out = cpupolicy(&["check", "--vm-featureset", &combined, "--host-featureset", host]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    }
+    // A featureset printed back unchanged, and the empty one (no HVM) changes nothing else.
+    let out = cpupolicy(&["level", "--featuresets", &new]);
+    assert_eq!(text(&out.stdout).trim(), new);
+    let out = cpupolicy(&["level", "--featuresets", "", "--format", "json"]);
+    assert_eq!(json(&out)["featureset"], "");
+    // A VM with a feature the host lacks: exit 1, the feature named.
+    let vm = Featureset::parse(&new).unwrap().union(&Featureset::from_names(["avx512f"]).unwrap());
+    let out = cpupolicy(&["check", "--vm-featureset", &vm.to_xapi_string(), "--host-featureset", &new]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("feature avx512f"), "{}", text(&out.stdout));
+    // Bad input: exit 2 naming the token.
+    let out = cpupolicy(&["level", "--featuresets", &new, "1fcbfbff-zz"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("'zz'"), "{}", text(&out.stderr));
+}

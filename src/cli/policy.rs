@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use cpupolicy::policy::{
-    CpuPolicy, Document, Dropped, HostBundle, PolicyDiff, ReportSection, SectionName, SystemPolicies, SystemPolicy,
-    WireLimits, XenCpuidReport,
+    CpuPolicy, Document, Dropped, HostBundle, InputFormat, PolicyDiff, PoolPolicy, ReportSection, SectionName,
+    SystemPolicies, SystemPolicy, WireLimits, XenCpuidReport,
 };
 
 use super::{CliError, Outcome, EXIT_NEGATIVE};
@@ -210,14 +210,33 @@ impl From<Document> for Loaded {
     }
 }
 
+/// Reads any document. A pool document stands for its default policy; `FILE#acceptance` (when
+/// no file has that very name) picks its acceptance policy, `FILE#default` says the default.
 pub(super) fn read_document(path: &Path) -> Result<Document, CliError> {
+    let mut which = PoolPolicy::Default;
+    let mut path = path;
+    let given = path.to_string_lossy();
+    if !path.exists() {
+        for choice in [PoolPolicy::Default, PoolPolicy::Acceptance] {
+            if let Some(file) = given.strip_suffix(&format!("#{}", choice.key())) {
+                (which, path) = (choice, Path::new(file));
+            }
+        }
+    }
     let text = if path == Path::new("-") {
         std::io::read_to_string(std::io::stdin()).map_err(|e| CliError(format!("standard input: {e}")))?
     } else {
         std::fs::read_to_string(path).map_err(|e| CliError(format!("{}: {e}", path.display())))?
     };
     let name = if path == Path::new("-") { "standard input".into() } else { path.display().to_string() };
-    Document::parse(&text).map_err(|e| CliError(format!("{name}: {e}")))
+    let document = Document::parse_choosing(&text, which).map_err(|e| CliError(format!("{name}: {e}")))?;
+    if which == PoolPolicy::Acceptance && !matches!(document.format(), InputFormat::PoolJson(_)) {
+        return Err(CliError(format!(
+            "{name}: #acceptance picks a pool document's policy; this is a {}",
+            document.format()
+        )));
+    }
+    Ok(document)
 }
 
 fn parse_label(label: Option<&str>) -> Result<SectionName, CliError> {

@@ -7,13 +7,14 @@ use std::mem::size_of;
 
 use featureset::Featureset;
 use policy::{
-    CpuPolicy, CpuidKey, Document, ImportError, PolicyDiff, Registers, ReportSection, SectionName, WireError,
-    WireLimits, XenCpuidLeaf, XenCpuidReport, XenMsrEntry, XenVersion, XEN_CPUID_NO_SUBLEAF,
+    CpuPolicy, CpuidKey, Document, ImportError, InputFormat, PolicyDiff, PoolPolicy, Registers, ReportSection,
+    SectionName, WireError, WireLimits, XenCpuidLeaf, XenCpuidReport, XenMsrEntry, XenVersion, XEN_CPUID_NO_SUBLEAF,
 };
 
 use crate::featureset::{cpupolicy_featureset, parse_failure};
 use crate::ffi::cpupolicy_status::*;
 use crate::ffi::*;
+use crate::pool::{cpupolicy_pool_role, CPUPOLICY_POOL_ACCEPTANCE, CPUPOLICY_POOL_DEFAULT};
 
 /// An opaque CPU policy handle: every CPUID leaf and MSR of one policy. Create with
 /// `cpupolicy_policy_parse`, `_new`, `_from_xen`, `_clone` or an operation; release with
@@ -183,8 +184,9 @@ pub unsafe extern "C" fn cpupolicy_policy_free(policy: *mut cpupolicy_policy) ->
 }
 
 /// Reads one policy from text, telling the format from its first bytes: a JSON policy
-/// document, `xen-cpuid -p DOMID` output (one `Domain N` section), or a libvirt `<cpudata>`
-/// CPU dump (the raw policy of that CPU). A host's policies (a JSON host bundle or
+/// document, `xen-cpuid -p DOMID` output (one `Domain N` section), a libvirt `<cpudata>`
+/// CPU dump (the raw policy of that CPU), or a pool document (`cpupolicy level --format json`,
+/// `cpupolicy_pool_json`: its default policy; `cpupolicy_policy_parse_pool` picks either). A host's policies (a JSON host bundle or
 /// `xen-cpuid -p` system output) get `CPUPOLICY_WRONG_DOCUMENT`: read those with
 /// `cpupolicy_host_parse`. Malformed input gets `CPUPOLICY_PARSE_ERROR`, the message naming
 /// the line or entry. `text` and `out` must not be NULL; the caller owns `*out`. Thread-safe.
@@ -200,6 +202,40 @@ pub unsafe extern "C" fn cpupolicy_policy_parse(
         // SAFETY: per this function's contract.
         let text = unsafe { c_str(text, "text")? };
         let policy = single_policy(Document::parse(text).map_err(import_failure)?)?;
+        // SAFETY: per this function's contract.
+        unsafe { put(out, policy) }
+    })
+}
+
+/// Reads one policy of a pool document (`cpupolicy level --format json`, `cpupolicy_pool_json`):
+/// `which` is `CPUPOLICY_POOL_DEFAULT` or `CPUPOLICY_POOL_ACCEPTANCE`. Any other document gets
+/// `CPUPOLICY_WRONG_DOCUMENT`. `text` and `out` must not be NULL; the caller owns `*out`.
+/// Thread-safe.
+///
+/// # Safety
+/// `text` a NUL-terminated string; `out` valid for a pointer write.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_parse_pool(
+    text: *const c_char,
+    which: cpupolicy_pool_role,
+    out: *mut *mut cpupolicy_policy,
+) -> cpupolicy_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let text = unsafe { c_str(text, "text")? };
+        let which = match which {
+            CPUPOLICY_POOL_DEFAULT => PoolPolicy::Default,
+            CPUPOLICY_POOL_ACCEPTANCE => PoolPolicy::Acceptance,
+            other => return Err(out_of_range("pool policy", other)),
+        };
+        let document = Document::parse_choosing(text, which).map_err(import_failure)?;
+        if !matches!(document.format(), InputFormat::PoolJson(_)) {
+            return Err(Failure::new(
+                cpupolicy_status::CPUPOLICY_WRONG_DOCUMENT,
+                format!("a {} is not a pool document", document.format()),
+            ));
+        }
+        let policy = single_policy(document)?;
         // SAFETY: per this function's contract.
         unsafe { put(out, policy) }
     })
@@ -710,6 +746,44 @@ mod tests {
         p.set_cpuid(CpuidKey::plain(1), Registers::new(0x306c3, 0x800, 0x9600_2201, 0x178b_fbfd));
         p.set_cpuid(CpuidKey::plain(0x8000_0000), Registers::new(0x8000_0008, 0, 0, 0));
         p.into_handle()
+    }
+
+    #[test]
+    fn a_pool_document_reads_as_its_default_or_acceptance_policy() {
+        // SAFETY: a valid handle, released below.
+        let base = unsafe { Box::from_raw(intel()) }.value;
+        let mut richer = base.clone();
+        richer.set_feature_words(&[0x178b_fbfd, 0x9608_2201, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let host = policy::PoolHost::new("h", base.clone(), richer.clone());
+        let pool = policy::level_pool(std::slice::from_ref(&host), policy::LevelOptions::default()).unwrap();
+        let hazards = policy::pool_hazards(&pool, std::slice::from_ref(&host), featureset::GuestKind::Pv);
+        let json = policy::pool_json(&pool, &[host], featureset::GuestKind::Pv, false, &hazards).unwrap();
+        let text = std::ffi::CString::new(json.to_string()).unwrap();
+        let read = |which: Option<u32>| {
+            let mut out = null_mut();
+            // SAFETY: a NUL-terminated string; `out` is a valid place.
+            let status = unsafe {
+                match which {
+                    None => cpupolicy_policy_parse(text.as_ptr(), &mut out),
+                    Some(which) => cpupolicy_policy_parse_pool(text.as_ptr(), which, &mut out),
+                }
+            };
+            assert_eq!(status, CPUPOLICY_OK, "{}", last_error());
+            // SAFETY: a handle the call just made.
+            unsafe { Box::from_raw(out) }.value
+        };
+        assert_eq!(read(None), pool.default.policy);
+        assert_eq!(read(Some(CPUPOLICY_POOL_DEFAULT)), pool.default.policy);
+        assert_eq!(read(Some(CPUPOLICY_POOL_ACCEPTANCE)), pool.acceptance.policy);
+        assert_ne!(pool.default.policy, pool.acceptance.policy, "the two differ, so the choice is seen");
+        let mut out = null_mut();
+        // SAFETY: as above.
+        assert_eq!(unsafe { cpupolicy_policy_parse_pool(text.as_ptr(), 7, &mut out) }, CPUPOLICY_INVALID_ARGUMENT);
+        let single = std::ffi::CString::new(base.to_json()).unwrap();
+        // SAFETY: as above.
+        let status = unsafe { cpupolicy_policy_parse_pool(single.as_ptr(), CPUPOLICY_POOL_DEFAULT, &mut out) };
+        assert_eq!(status, CPUPOLICY_WRONG_DOCUMENT);
+        assert!(out.is_null());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 use std::fmt;
 
 use crate::{
-    CpuPolicy, HostBundle, JsonError, LibvirtError, TextError, XenCpuidReport, HOST_BUNDLE_FORMAT, POLICY_FORMAT,
+    CpuPolicy, HostBundle, JsonError, LibvirtError, TextError, XenCpuidReport, HOST_BUNDLE_FORMAT, JSON_VERSION,
+    POLICY_FORMAT, POOL_FORMAT,
 };
 
 /// A document in one of the formats this crate reads.
@@ -33,6 +34,29 @@ pub enum InputFormat {
     XenCpuid,
     /// A libvirt `<cpudata>` dump.
     Libvirt,
+    /// A `cpupolicy-pool` JSON document (`cpupolicy level --format json`): one of its two
+    /// policies, the default unless [`PoolPolicy::Acceptance`] was asked for.
+    PoolJson(PoolPolicy),
+}
+
+/// Which policy of a pool document stands for the pool where one policy is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PoolPolicy {
+    /// What new VMs boot with.
+    #[default]
+    Default,
+    /// What every host of the pool accepts from a migration.
+    Acceptance,
+}
+
+impl PoolPolicy {
+    /// The document's key for it.
+    pub const fn key(self) -> &'static str {
+        match self {
+            PoolPolicy::Default => "default",
+            PoolPolicy::Acceptance => "acceptance",
+        }
+    }
 }
 
 impl fmt::Display for InputFormat {
@@ -42,6 +66,7 @@ impl fmt::Display for InputFormat {
             InputFormat::HostBundleJson => "JSON host bundle",
             InputFormat::XenCpuid => "xen-cpuid -p output",
             InputFormat::Libvirt => "libvirt CPU dump",
+            InputFormat::PoolJson(which) => return write!(f, "JSON pool document ({} policy)", which.key()),
         })
     }
 }
@@ -53,7 +78,9 @@ pub enum ImportError {
     #[error("cannot tell the format: expected JSON, xen-cpuid -p output or a libvirt <cpudata> dump")]
     UnknownFormat,
     /// JSON without a known `format`.
-    #[error("JSON document with \"format\" {0}; expected \"{POLICY_FORMAT}\" or \"{HOST_BUNDLE_FORMAT}\"")]
+    #[error(
+        "JSON document with \"format\" {0}; expected \"{POLICY_FORMAT}\", \"{HOST_BUNDLE_FORMAT}\" or \"{POOL_FORMAT}\""
+    )]
     UnknownJsonFormat(String),
     /// A JSON document that is not valid.
     #[error("{format}: {source}")]
@@ -75,6 +102,11 @@ impl Document {
     /// Reads a JSON policy or host bundle (by its `format`), `xen-cpuid -p` text (its first
     /// line) or a libvirt dump (an XML element first).
     pub fn parse(text: &str) -> Result<Document, ImportError> {
+        Document::parse_choosing(text, PoolPolicy::Default)
+    }
+
+    /// As [`Document::parse`], taking `which` policy of a pool document.
+    pub fn parse_choosing(text: &str, which: PoolPolicy) -> Result<Document, ImportError> {
         let start = text.trim_start();
         if start.starts_with('{') {
             let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ImportError::Json {
@@ -88,6 +120,12 @@ impl Document {
                 Some(HOST_BUNDLE_FORMAT) => HostBundle::from_json(text)
                     .map(|bundle| Document::Bundle(Box::new(bundle)))
                     .map_err(|source| ImportError::Json { format: InputFormat::HostBundleJson, source }),
+                Some(POOL_FORMAT) => {
+                    let format = InputFormat::PoolJson(which);
+                    pool_policy(&value, which)
+                        .map(|policy| Document::Policy { policy, format })
+                        .map_err(|source| ImportError::Json { format, source })
+                }
                 _ => Err(ImportError::UnknownJsonFormat(
                     value.get("format").map_or_else(|| "missing".to_string(), |f| f.to_string()),
                 )),
@@ -115,6 +153,25 @@ impl Document {
             Document::XenCpuid(_) => InputFormat::XenCpuid,
         }
     }
+}
+
+/// One policy of a pool document: `DEFAULT_OR_ACCEPTANCE.policy`, itself a policy document.
+fn pool_policy(value: &serde_json::Value, which: PoolPolicy) -> Result<CpuPolicy, JsonError> {
+    match value.get("version").and_then(|v| v.as_u64()) {
+        Some(v) if (1..=u64::from(JSON_VERSION)).contains(&v) => {}
+        found => {
+            return Err(JsonError::Entry {
+                path: "version".into(),
+                problem: format!("{found:?} is not a {POOL_FORMAT} version this reader knows (1 to {JSON_VERSION})"),
+            })
+        }
+    }
+    let policy = value
+        .get(which.key())
+        .and_then(|v| v.get("policy"))
+        .ok_or_else(|| JsonError::Entry { path: format!("{}.policy", which.key()), problem: "missing".into() })?;
+    CpuPolicy::from_json(&policy.to_string())
+        .map_err(|e| JsonError::Entry { path: format!("{}.policy", which.key()), problem: e.to_string() })
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ use crate::{
 pub const POLICY_FORMAT: &str = "cpupolicy-policy";
 /// The `format` of a host bundle document.
 pub const HOST_BUNDLE_FORMAT: &str = "cpupolicy-host";
+/// The `format` of a levelled pool document (`cpupolicy level --format json`).
+pub const POOL_FORMAT: &str = "cpupolicy-pool";
 /// The format version this crate writes, and the newest it reads.
 pub const JSON_VERSION: u32 = 1;
 

@@ -65,8 +65,8 @@ pub use diff::{LeafDiff, MsrDiff, PolicyDiff};
 pub use featuresets::{
     combine_featuresets, featureset_missing, level_featuresets, missing_features_line, xen_header_name,
 };
-pub use import::{Document, ImportError, InputFormat};
-pub use json::{HostBundle, JsonError, HOST_BUNDLE_FORMAT, JSON_VERSION, POLICY_FORMAT};
+pub use import::{Document, ImportError, InputFormat, PoolPolicy};
+pub use json::{HostBundle, JsonError, HOST_BUNDLE_FORMAT, JSON_VERSION, POLICY_FORMAT, POOL_FORMAT};
 pub use leaves::{has_subleaves, subleaf_leaf, SubleafLeaf, SubleafWalk, MAX_WALKED_SUBLEAVES, SUBLEAF_LEAVES};
 pub use legacy::{synthesise_legacy, LegacyRules};
 pub use level::{

@@ -188,7 +188,8 @@ pub fn guest_kind_name(kind: GuestKind) -> &'static str {
     }
 }
 
-/// The pool as a JSON document: `kind`, `hosts`, `default` and `acceptance` (each with
+/// The pool as a JSON document (`format` `cpupolicy-pool`, read back by [`crate::Document`] as
+/// one of its policies): `kind`, `hosts`, `default` and `acceptance` (each with
 /// `featureset`, `policy` and, when `explain`, `lost` and `limits`), `host_reflected`, and
 /// `hazards` (the pool's [`pool_hazards`], which the caller has already computed). Fails only
 /// if a policy's own JSON does not parse back.
@@ -229,6 +230,8 @@ pub fn pool_json(
         Ok(value)
     };
     Ok(json!({
+        "format": crate::POOL_FORMAT,
+        "version": crate::JSON_VERSION,
         "kind": guest_kind_name(kind),
         "hosts": hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
         "default": levelled(&pool.default)?,
