@@ -366,20 +366,23 @@ struct CFlags {
     private: Vec<String>,
 }
 
+/// The flags `pkg-config ARGS PACKAGE` gives for a package installed under `prefix`.
+fn pkg_config(prefix: &Path, package: &str, args: &[&str]) -> Result<Vec<String>, String> {
+    let out = Command::new("pkg-config")
+        .args(args)
+        .arg(package)
+        .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
+        .output()
+        .map_err(|e| format!("pkg-config: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("pkg-config {args:?} {package} failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect())
+}
+
 impl CFlags {
     fn new(prefix: &Path) -> Result<CFlags, String> {
-        let pkg_config = |args: &[&str]| -> Result<Vec<String>, String> {
-            let out = Command::new("pkg-config")
-                .args(args)
-                .arg("cpupolicy")
-                .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
-                .output()
-                .map_err(|e| format!("pkg-config: {e}"))?;
-            if !out.status.success() {
-                return Err(format!("pkg-config {args:?} cpupolicy failed: {}", String::from_utf8_lossy(&out.stderr)));
-            }
-            Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect())
-        };
+        let pkg_config = |args: &[&str]| pkg_config(prefix, "cpupolicy", args);
         Ok(CFlags {
             cflags: pkg_config(&["--cflags"])?,
             shared: pkg_config(&["--libs"])?,
@@ -497,19 +500,7 @@ fn xapi_dropin(root: &Path, prefix: &Path, flags: &CFlags, ctx: &Context, valgri
 
     let build = crate::target_dir(root).join("c-tests");
     let source = root.join("tests/c/xapi_featuresets.c");
-    let pc = |args: &[&str]| -> Result<Vec<String>, String> {
-        let out = Command::new("pkg-config")
-            .args(args)
-            .arg("cpupolicy-xc")
-            .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
-            .output()
-            .map_err(|e| format!("pkg-config: {e}"))?;
-        if !out.status.success() {
-            return Err(format!("pkg-config cpupolicy-xc: {}", String::from_utf8_lossy(&out.stderr)));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect())
-    };
-    let xc_libs = pc(&["--libs"])?;
+    let xc_libs = pkg_config(prefix, "cpupolicy-xc", &["--libs"])?;
     let compile = |exe: &Path, extra: &[String]| -> Result<(), String> {
         let mut cc = Command::new("cc");
         cc.args(["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-g", "-o"])
