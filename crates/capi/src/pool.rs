@@ -75,6 +75,7 @@ pub(crate) fn level_failure(error: LevelError) -> Failure {
         LevelError::EmptyPool => CPUPOLICY_INVALID_ARGUMENT,
         LevelError::MixedVendors { .. } => CPUPOLICY_MIXED_VENDORS,
         LevelError::MissingPolicy { .. } => CPUPOLICY_NOT_AVAILABLE,
+        LevelError::XstateSize { .. } => CPUPOLICY_INVALID_ARGUMENT,
     };
     Failure::new(status, error.to_string())
 }

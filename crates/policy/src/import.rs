@@ -110,7 +110,7 @@ impl Document {
         let start = text.trim_start();
         if start.starts_with('{') {
             let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ImportError::Json {
-                format: InputFormat::PolicyJson,
+                format: sniff_json_format(text, which),
                 source: JsonError::Syntax(e.to_string()),
             })?;
             return match value.get("format").and_then(|f| f.as_str()) {
@@ -155,6 +155,19 @@ impl Document {
     }
 }
 
+/// The kind of a JSON document that does not parse, from its `format` string where one can be
+/// seen (a truncated host bundle is still a host bundle): a policy otherwise.
+fn sniff_json_format(text: &str, which: PoolPolicy) -> InputFormat {
+    let quoted = |format: &str| text.contains(&format!("\"{format}\""));
+    if quoted(HOST_BUNDLE_FORMAT) {
+        InputFormat::HostBundleJson
+    } else if quoted(POOL_FORMAT) {
+        InputFormat::PoolJson(which)
+    } else {
+        InputFormat::PolicyJson
+    }
+}
+
 /// One policy of a pool document: `DEFAULT_OR_ACCEPTANCE.policy`, itself a policy document.
 fn pool_policy(value: &serde_json::Value, which: PoolPolicy) -> Result<CpuPolicy, JsonError> {
     match value.get("version").and_then(|v| v.as_u64()) {
@@ -187,6 +200,10 @@ mod tests {
         assert_eq!(Document::parse(xml).unwrap().format(), InputFormat::Libvirt);
         assert!(matches!(Document::parse("{\"format\": \"other\"}"), Err(ImportError::UnknownJsonFormat(_))));
         assert!(matches!(Document::parse("hello"), Err(ImportError::UnknownFormat)));
+        // A truncated document is named by the format it says it is.
+        let bundle = HostBundle::default().to_json();
+        let error = Document::parse(&bundle[..bundle.len() / 2]).unwrap_err();
+        assert!(error.to_string().starts_with("JSON host bundle: "), "{error}");
         let text = "Raw policy not supported by Xen\n";
         assert_eq!(Document::parse(text).unwrap().format(), InputFormat::XenCpuid);
     }

@@ -39,8 +39,8 @@ pub enum JsonError {
         /// The format found.
         found: String,
     },
-    /// A newer version of the format than this reader knows.
-    #[error("{format} version {found} is newer than this reader understands (up to {supported})")]
+    /// A version of the format this reader does not know: newer than it, or 0 (never written).
+    #[error("{format} version {found} is {}", if *.found == 0 { "not a version (they start at 1)".to_string() } else { format!("newer than this reader understands (up to {supported})") })]
     UnsupportedVersion {
         /// The document kind.
         format: &'static str,

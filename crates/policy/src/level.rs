@@ -151,6 +151,17 @@ pub enum LevelError {
         /// Each vendor with the hosts that have it, in order of first appearance.
         vendors: Vec<(Vendor, Vec<String>)>,
     },
+    /// The xstate sizes of leaf 0xD do not fit 32 bits: a component's offset and size are
+    /// nonsense.
+    #[error(
+        "host {host}: leaf 0xd sub-leaf {subleaf:#x}: the xstate area would end beyond 4 GiB (offset + size overflow 32 bits)"
+    )]
+    XstateSize {
+        /// The host whose leaf 0xD the pool's is built from.
+        host: String,
+        /// The component at which the size overflowed.
+        subleaf: u32,
+    },
     /// A host lacks a policy the guest kind needs.
     #[error("host {host} has no {} policy, or an empty one: does it support this kind of guest?", .policy.name())]
     MissingPolicy {
@@ -311,13 +322,17 @@ pub struct ReflectedDifference {
 pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledPool, LevelError> {
     let first = hosts.first().ok_or(LevelError::EmptyPool)?;
     let vendor = first.default.vendor();
-    if !options.cross_vendor && hosts.iter().any(|h| h.default.vendor() != vendor) {
+    // A host whose default and max policies disagree on the vendor counts under both: it would
+    // refuse the pool's policies itself.
+    if !options.cross_vendor && hosts.iter().any(|h| h.default.vendor() != vendor || h.max.vendor() != vendor) {
         let mut vendors: Vec<(Vendor, Vec<String>)> = Vec::new();
         for host in hosts {
-            let v = host.default.vendor();
-            match vendors.iter_mut().find(|(seen, _)| *seen == v) {
-                Some((_, names)) => names.push(host.name.clone()),
-                None => vendors.push((v, vec![host.name.clone()])),
+            for v in [host.default.vendor(), host.max.vendor()] {
+                match vendors.iter_mut().find(|(seen, _)| *seen == v) {
+                    Some((_, names)) if names.last() == Some(&host.name) => {}
+                    Some((_, names)) => names.push(host.name.clone()),
+                    None => vendors.push((v, vec![host.name.clone()])),
+                }
             }
         }
         return Err(LevelError::MixedVendors { vendors });
@@ -355,15 +370,8 @@ pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledP
     apply_rsba_rule(&mut default_set, &Featureset::from_words(acc.def_or));
     let default_words = words_of(&default_set);
 
-    let acceptance = finish(
-        hosts[base].max.clone(),
-        acceptance_words,
-        &acc.max_limits,
-        hosts,
-        Role::Acceptance,
-        options.explain,
-        None,
-    );
+    let acceptance =
+        finish(&hosts[base], acceptance_words, &acc.max_limits, hosts, Role::Acceptance, options.explain, None)?;
     let mut default_limits = acc.def_limits;
     for (limit, bound) in default_limits.iter_mut().zip(acc.max_limits) {
         *limit = match limit.field {
@@ -372,14 +380,14 @@ pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledP
         };
     }
     let default = finish(
-        hosts[base].default.clone(),
+        &hosts[base],
         default_words,
         &default_limits,
         hosts,
         Role::Default,
         options.explain,
         Some(&acceptance.policy),
-    );
+    )?;
 
     let mut reflected = Vec::new();
     if acc.reflected_and != acc.reflected_or {
@@ -470,16 +478,18 @@ impl Accumulated {
     }
 }
 
-/// Builds one levelled policy from its base host's policy, and explains it when asked.
+/// Builds one levelled policy from its base host's policy (of the role), and explains it when
+/// asked.
 fn finish(
-    mut policy: CpuPolicy,
+    base: &PoolHost,
     words: [u32; NR_WORDS],
     limits: &[Limit; 6],
     hosts: &[PoolHost],
     role: Role,
     explain: bool,
     acceptance: Option<&CpuPolicy>,
-) -> Levelled {
+) -> Result<Levelled, LevelError> {
+    let mut policy = role.policy(base).clone();
     let value = |field: LimitField| limits.iter().find(|l| l.field == field).map_or(0, |l| l.value);
     policy.set_max_basic_leaf(value(LimitField::MaxBasicLeaf) as u32);
     policy.set_leaf7_max_subleaf(value(LimitField::Leaf7MaxSubleaf) as u32);
@@ -497,14 +507,14 @@ fn finish(
     if !in_range.apply_dependencies().is_empty() {
         policy.set_feature_words(&words_of(&in_range));
     }
-    level_xstate(&mut policy, hosts, role);
+    level_xstate(&mut policy, hosts, role, &base.name)?;
 
     let (lost, limit_losses) = if explain {
         (explain_features(&policy, hosts, role, acceptance), explain_limits(&policy, hosts, role))
     } else {
         (Vec::new(), Vec::new())
     };
-    Levelled { policy, lost, limits: limit_losses }
+    Ok(Levelled { policy, lost, limits: limit_losses })
 }
 
 pub(crate) fn words_of(featureset: &Featureset) -> [u32; NR_WORDS] {
@@ -520,31 +530,22 @@ pub(crate) fn words_of(featureset: &Featureset) -> [u32; NR_WORDS] {
 /// levelled policy can shrink). Hypervisor leaves are left alone.
 pub fn clear_out_of_range_leaves(policy: &mut CpuPolicy) {
     let (basic, extended, leaf7) = (policy.max_basic_leaf(), policy.max_extended_leaf(), policy.leaf7_max_subleaf());
-    let doomed: Vec<CpuidKey> = policy
-        .cpuid_entries()
-        .map(|(key, _)| key)
-        .filter(|key| match key.leaf {
-            0..=0x3fff_ffff => key.leaf > basic || (key.leaf == 7 && key.subleaf.is_some_and(|s| s > leaf7)),
-            0x8000_0000..=0x8fff_ffff => key.leaf > extended,
-            _ => false,
-        })
-        .collect();
-    for key in doomed {
-        policy.remove_cpuid(key);
-    }
+    policy.retain_cpuid(|key, _| match key.leaf {
+        0..=0x3fff_ffff => !(key.leaf > basic || (key.leaf == 7 && key.subleaf.is_some_and(|s| s > leaf7))),
+        0x8000_0000..=0x8fff_ffff => key.leaf <= extended,
+        _ => true,
+    });
 }
 
 /// Leaf 0xD: the xstate components every host supports (the AND of 0xD:0 EAX/EDX and 0xD:1
 /// ECX/EDX), without the sub-leaves of the others and with the sizes recomputed from the
 /// remaining components' offsets and sizes. Xen recomputes these sizes itself when a policy is
 /// set (`recalculate_xstate`); they are kept right here so the policy reads sensibly.
-fn level_xstate(policy: &mut CpuPolicy, hosts: &[PoolHost], role: Role) {
+fn level_xstate(policy: &mut CpuPolicy, hosts: &[PoolHost], role: Role, base_name: &str) -> Result<(), LevelError> {
     let xsave = cpupolicy_featureset::known("xsave");
     if !policy.has_feature(xsave) || policy.max_basic_leaf() < 0xd {
-        for key in policy.cpuid_entries().map(|(k, _)| k).filter(|k| k.leaf == 0xd).collect::<Vec<_>>() {
-            policy.remove_cpuid(key);
-        }
-        return;
+        policy.retain_cpuid(|k, _| k.leaf != 0xd);
+        return Ok(());
     }
     let (mut xcr0, mut xss) = (u64::MAX, u64::MAX);
     for host in hosts {
@@ -554,42 +555,48 @@ fn level_xstate(policy: &mut CpuPolicy, hosts: &[PoolHost], role: Role) {
         xss &= (u64::from(sub1.edx) << 32) | u64::from(sub1.ecx);
     }
     let components = xcr0 | xss;
-    let doomed: Vec<CpuidKey> = policy
-        .cpuid_entries()
-        .map(|(k, _)| k)
-        .filter(|k| k.leaf == 0xd && k.subleaf.is_some_and(|s| s >= 2 && (s >= 64 || components & (1 << s) == 0)))
-        .collect();
-    for key in doomed {
-        policy.remove_cpuid(key);
-    }
+    policy.retain_cpuid(|k, _| {
+        !(k.leaf == 0xd && k.subleaf.is_some_and(|s| s >= 2 && (s >= 64 || components & (1 << s) == 0)))
+    });
+    // Sizes are computed in 64 bits: a component whose offset and size overflow 32 bits is
+    // refused, naming it, rather than wrapped or saturated into a wrong size.
+    let too_big = |subleaf: u32| LevelError::XstateSize { host: base_name.to_string(), subleaf };
     // Uncompacted size: the end of the furthest user component, at least the legacy area and
     // header (512 + 64 bytes).
-    let mut size = 576u32;
+    let mut size = 576u64;
     for s in 2..64 {
         if xcr0 & (1 << s) != 0 {
             let r = policy.subleaf(0xd, s);
-            size = size.max(r.ebx.saturating_add(r.eax));
+            size = size.max(u64::from(r.ebx) + u64::from(r.eax));
+            if size > u64::from(u32::MAX) {
+                return Err(too_big(s));
+            }
         }
     }
+    let size = size as u32;
     policy.set_cpuid(CpuidKey::indexed(0xd, 0), Registers::new(xcr0 as u32, size, size, (xcr0 >> 32) as u32));
     // Compacted size, for XSAVEC/XSAVES: components in order, 64-byte aligned where asked.
     let mut sub1 = policy.subleaf(0xd, 1);
     if sub1.eax & 0xa != 0 {
-        let mut compacted = 576u32;
+        let mut compacted = 576u64;
         for s in 2..64 {
             if components & (1 << s) != 0 {
                 let r = policy.subleaf(0xd, s);
                 if r.ecx & 2 != 0 {
                     compacted = compacted.next_multiple_of(64);
                 }
-                compacted = compacted.saturating_add(r.eax);
+                compacted += u64::from(r.eax);
+                if compacted > u64::from(u32::MAX) {
+                    return Err(too_big(s));
+                }
             }
         }
-        sub1.ebx = compacted;
+        sub1.ebx = compacted as u32;
     }
     sub1.ecx = xss as u32;
     sub1.edx = (xss >> 32) as u32;
     policy.set_cpuid(CpuidKey::indexed(0xd, 1), sub1);
+    Ok(())
 }
 
 fn explain_features(
@@ -843,6 +850,45 @@ mod tests {
         let pool = level_pool(&[a, b, c], LevelOptions { cross_vendor: true, ..Default::default() }).unwrap();
         assert_eq!(pool.default.policy.vendor(), Vendor::Intel);
         assert_eq!(level_pool(&[], LevelOptions::default()).unwrap_err(), LevelError::EmptyPool);
+    }
+
+    #[test]
+    fn a_host_whose_default_and_max_disagree_on_vendor_is_refused() {
+        let amd = policy(b"AuthenticAMD", 0x800f12, &["fpu"]);
+        let odd = PoolHost::new("odd", intel(0x50654, &["fpu"]), amd);
+        let error = level_pool(&[odd], LevelOptions::default()).unwrap_err();
+        assert_eq!(error.to_string(), "hosts of different vendors cannot share VMs: Intel: odd; AMD: odd");
+    }
+
+    /// A component whose offset and size overflow 32 bits: refused by name, never wrapped,
+    /// saturated or panicking (overflow checks are on in tests).
+    #[test]
+    fn xstate_sizes_that_overflow_32_bits_are_refused() {
+        let mut p = intel(0x50654, &["fpu", "xsave", "xsavec", "avx"]);
+        p.set_cpuid(CpuidKey::indexed(0xd, 0), Registers::new(0x7, 0x340, 0x340, 0));
+        p.set_cpuid(CpuidKey::indexed(0xd, 1), Registers::new(0x2, 0, 0, 0));
+        p.set_cpuid(CpuidKey::indexed(0xd, 2), Registers::new(0xffff_ffff, 0x240, 0x2, 0));
+        let error = level_pool(&[PoolHost::from_single("h", p.clone())], LevelOptions::default()).unwrap_err();
+        assert_eq!(error, LevelError::XstateSize { host: "h".into(), subleaf: 2 });
+        assert!(error.to_string().contains("sub-leaf 0x2"), "{error}");
+        // A sane size levels.
+        p.set_cpuid(CpuidKey::indexed(0xd, 2), Registers::new(0x100, 0x240, 0x2, 0));
+        let pool = level_pool(&[PoolHost::from_single("h", p)], LevelOptions::default()).unwrap();
+        assert_eq!(pool.default.policy.subleaf(0xd, 1).ebx, 576 + 0x100);
+    }
+
+    /// Levelling a policy with very many leaves beyond its max leaf costs time linear in them:
+    /// 200,000 extra leaves go in one pass (one at a time this took tens of seconds).
+    #[test]
+    fn many_out_of_range_leaves_go_in_one_pass() {
+        let base = intel(0x50654, &["fpu"]);
+        let extra = (0..100_000u32).flat_map(|leaf| [0x20 + leaf, 0x8000_0100 + leaf]);
+        let mut cpuid: Vec<(CpuidKey, Registers)> =
+            base.cpuid_entries().chain(extra.map(|leaf| (CpuidKey::plain(leaf), Registers::new(1, 0, 0, 0)))).collect();
+        cpuid.sort_by_key(|&(key, _)| key);
+        let p = CpuPolicy::from_sorted_parts(cpuid, base.msrs().collect());
+        let pool = level_pool(&[PoolHost::from_single("h", p)], LevelOptions::default()).unwrap();
+        assert!(pool.default.policy.cpuid_len() < 10, "{}", pool.default.policy.cpuid_len());
     }
 
     #[test]

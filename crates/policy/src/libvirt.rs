@@ -29,6 +29,7 @@ impl CpuPolicy {
         let mut cpuid: Vec<(usize, u32, u32, Registers)> = Vec::new();
         let mut msrs: Vec<(usize, u32, u64)> = Vec::new();
         let mut in_comment = false;
+        let mut comment_line = 0;
         let mut last_line = 0;
         for (number, raw_line) in text.lines().enumerate().map(|(i, l)| (i + 1, l)) {
             last_line = number;
@@ -42,6 +43,7 @@ impl CpuPolicy {
             }
             if line.starts_with("<!--") {
                 in_comment = !line.ends_with("-->");
+                comment_line = number;
                 continue;
             }
             if state == State::Before && line.starts_with("<?xml") && line.ends_with("?>") {
@@ -62,6 +64,9 @@ impl CpuPolicy {
                     let [eax_in, ecx_in, eax, ebx, ecx, edx] =
                         take_attributes(&attributes, ["eax_in", "ecx_in", "eax", "ebx", "ecx", "edx"]).map_err(fail)?;
                     let (leaf, subleaf) = (hex32(eax_in).map_err(fail)?, hex32(ecx_in).map_err(fail)?);
+                    if subleaf != 0 && PLAIN_LEAVES.contains(&leaf) {
+                        return Err(fail(format!("leaf {leaf:#x} has no sub-leaves, but ecx_in is {subleaf:#x}")));
+                    }
                     let registers = Registers::new(
                         hex32(eax).map_err(fail)?,
                         hex32(ebx).map_err(fail)?,
@@ -79,6 +84,9 @@ impl CpuPolicy {
                 State::Inside => return Err(fail(format!("expected <cpuid/>, <msr/> or </cpudata>, found '{line}'"))),
                 State::After => return Err(fail(format!("unexpected '{line}' after </cpudata>"))),
             }
+        }
+        if in_comment {
+            return Err(LibvirtError { line: comment_line, problem: "comment '<!--' is never closed by '-->'".into() });
         }
         if state != State::After {
             let problem = if state == State::Before { "no <cpudata> element" } else { "missing </cpudata>" };
@@ -116,6 +124,11 @@ impl CpuPolicy {
         ))
     }
 }
+
+/// Leaves that architecturally have no sub-leaves and that everything else is read through
+/// (vendor, signature, features): a dump recording one with a sub-leaf is wrong, not a leaf to
+/// index.
+const PLAIN_LEAVES: [u32; 4] = [0, 1, 0x8000_0000, 0x8000_0001];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -214,5 +227,19 @@ mod tests {
         assert_eq!((e.line, e.problem.as_str()), (9, "missing attribute 'edx'"));
         let e = CpuPolicy::from_libvirt_xml(&DUMP.replace("<msr", "<msrx")).unwrap_err();
         assert_eq!(e.line, 9, "{e}");
+    }
+
+    #[test]
+    fn an_unterminated_comment_after_cpudata_is_refused() {
+        let e = CpuPolicy::from_libvirt_xml(&format!("{DUMP}<!-- never closed\n")).unwrap_err();
+        assert_eq!((e.line, e.problem.as_str()), (11, "comment '<!--' is never closed by '-->'"));
+        assert!(CpuPolicy::from_libvirt_xml(&format!("{DUMP}<!-- closed\n-->\n")).is_ok());
+    }
+
+    #[test]
+    fn leaf_1_with_ecx_in_set_is_named() {
+        let bad = DUMP.replace("eax_in='0x00000001' ecx_in='0x00'", "eax_in='0x00000001' ecx_in='0x01'");
+        let e = CpuPolicy::from_libvirt_xml(&bad).unwrap_err();
+        assert_eq!((e.line, e.problem.as_str()), (4, "leaf 0x1 has no sub-leaves, but ecx_in is 0x1"));
     }
 }

@@ -211,6 +211,17 @@ impl CpuPolicy {
         removed
     }
 
+    /// Keeps only the leaves for which `keep` is true, in one pass: time linear in the number of
+    /// leaves, however many go (removing them one at a time would be quadratic).
+    pub fn retain_cpuid(&mut self, mut keep: impl FnMut(CpuidKey, Registers) -> bool) {
+        let before = self.cpuid.len();
+        self.cpuid.retain(|&(key, registers)| keep(key, registers));
+        if self.cpuid.len() != before {
+            self.words = self.computed_words();
+            self.summary = SUMMARY.map(|(key, register)| self.cpuid(key).get(register));
+        }
+    }
+
     /// Sets one register of a leaf.
     pub fn set_register(&mut self, key: CpuidKey, register: Register, value: u32) {
         let mut registers = self.cpuid(key);

@@ -55,6 +55,8 @@ fn header_errors() {
     assert!(matches!(CpuPolicy::from_json(&wrong), Err(JsonError::WrongFormat { .. })));
     let newer = sample().to_json().replace("\"version\": 1", "\"version\": 2");
     assert_eq!(policy_error(&newer), "cpupolicy-policy version 2 is newer than this reader understands (up to 1)");
+    let zero = sample().to_json().replace("\"version\": 1", "\"version\": 0");
+    assert_eq!(policy_error(&zero), "cpupolicy-policy version 0 is not a version (they start at 1)");
     let missing = r#"{"format": "cpupolicy-policy", "version": 1, "cpuid": []}"#;
     assert!(policy_error(missing).contains("missing field `msrs`"), "{}", policy_error(missing));
 }
