@@ -47,7 +47,7 @@ pub fn domain(args: DomainArgs) -> Outcome {
             let policy = policy_of_document(&file, read_document(&file)?)?;
             let dropped = cpupolicy::xen::set_domain_policy(&handle, domid, &policy)?;
             for entry in &dropped {
-                eprintln!("cpupolicy: note: not sent (Xen's format cannot carry it): {entry}");
+                errln!("cpupolicy: note: not sent (Xen's format cannot carry it): {entry}");
             }
             emit(&format!("domain {domid}: policy set\n"))?;
         }

@@ -42,9 +42,9 @@ pub fn decode(args: DecodeArgs) -> Outcome {
     match args.format {
         TextOrJson::Text => {
             for set in &sets {
-                println!("{}", xen_cpuid_line("Featureset", set));
+                outln!("{}", xen_cpuid_line("Featureset", set));
                 for word in set.decode() {
-                    println!("{word}");
+                    outln!("{word}");
                 }
             }
         }
@@ -100,17 +100,17 @@ pub fn masks(args: MasksArgs) -> Outcome {
         |m: StaticMask| -> Result<Featureset, CliError> { Ok(static_mask(m).intersection(&within).fit(nr_words)?) };
     match args.format {
         TextOrJson::Text => {
-            println!("nr_features: {nr_words}");
+            outln!("nr_features: {nr_words}");
             let mut key = format!("       {:>24} ", "KEY");
             for word in WORDS.iter().take(nr_words.min(NR_WORDS)) {
                 key.push_str(&format!("{:<8} ", word.short_name));
             }
-            println!("{key}");
-            println!("\nStatic sets:");
+            outln!("{key}");
+            outln!("\nStatic sets:");
             for (m, label) in StaticMask::XEN_CPUID_ORDER {
-                println!("{}", xen_cpuid_line(label, &mask(m)?));
+                outln!("{}", xen_cpuid_line(label, &mask(m)?));
             }
-            println!();
+            outln!("");
         }
         TextOrJson::Json => {
             let mut out = serde_json::Map::new();
@@ -151,8 +151,8 @@ pub fn featuresets(args: FeaturesetsArgs) -> Outcome {
         FeaturesetsFormat::XenCpuid => {
             for (label, set) in labelled {
                 match set {
-                    Some(set) => println!("{}", xen_cpuid_line(label, set)),
-                    None => println!("{label} featureset not supported by Xen"),
+                    Some(set) => outln!("{}", xen_cpuid_line(label, set)),
+                    None => outln!("{label} featureset not supported by Xen"),
                 }
             }
         }

@@ -26,8 +26,8 @@ pub struct Given {
 /// ignored). `position` is 1-based, to name literal arguments.
 pub fn given(argument: &str, position: usize) -> Result<Given, CliError> {
     let path = Path::new(argument);
-    let (name, text) = if !argument.is_empty() && path.is_file() {
-        let text = std::fs::read_to_string(path).map_err(|e| CliError(format!("{argument}: {e}")))?;
+    let (name, text) = if !argument.is_empty() && path.exists() {
+        let text = cpupolicy::policy::read_input(path).map_err(|e| CliError(format!("{argument}: {e}")))?;
         (path.file_stem().map_or_else(|| argument.to_string(), |s| s.to_string_lossy().into_owned()), text)
     } else {
         (format!("featureset {position}"), argument.to_string())
@@ -58,7 +58,7 @@ pub fn level(arguments: &[String], explain: bool, json: bool) -> Outcome {
             for (feature, why) in &lost {
                 out += &format!("  {feature}: {why}\n");
             }
-            eprint!("{}{out}", if lost.is_empty() { "nothing lost\n" } else { "lost\n" });
+            err!("{}{out}", if lost.is_empty() { "nothing lost\n" } else { "lost\n" });
         }
         emit(&format!("{text}\n"))?;
     }

@@ -3,6 +3,37 @@
 
 use clap::{Parser, Subcommand};
 
+/// `println!` that never panics: writes through [`policy::emit`], so a reader that went away
+/// (`| head`) ends the output quietly and any other write error is an error of the command.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        crate::cli::policy::emit(&format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
+/// `print!` that never panics, as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        crate::cli::policy::emit(&format_args!($($arg)*))?
+    };
+}
+
+/// `eprintln!` that never panics: a closed standard error loses the message, nothing more.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `eprint!` that never panics, as [`errln!`].
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod domain;
 mod featureset;
 mod featureset_pool;
@@ -93,7 +124,7 @@ pub fn run() -> i32 {
     match outcome {
         Ok(status) => status,
         Err(CliError(message)) => {
-            eprintln!("cpupolicy: {message}");
+            errln!("cpupolicy: {message}");
             EXIT_ERROR
         }
     }

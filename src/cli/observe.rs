@@ -65,7 +65,7 @@ enum ObserveCommand {
 pub fn observe(args: ObserveArgs) -> Outcome {
     match args.command {
         ObserveCommand::Cpuid { dev } => {
-            print!("{}", qemu::format_cpuid_dump(&read_all_cpus(&dev)?));
+            out!("{}", qemu::format_cpuid_dump(&read_all_cpus(&dev)?));
             Ok(0)
         }
         ObserveCommand::Compare { vendor, smp, dump, cpuinfo, accel, verbose } => {
@@ -110,7 +110,7 @@ fn read_all_cpus(dev: &Path) -> Result<BTreeMap<u32, CpuidLeaves>, CliError> {
 }
 
 fn read_text(path: &Path) -> Result<String, CliError> {
-    std::fs::read_to_string(path).map_err(|e| CliError(format!("{}: {e}", path.display())))
+    cpupolicy::policy::read_input(path).map_err(|e| CliError(format!("{}: {e}", path.display())))
 }
 
 fn compare(vendor: Vendor, smp: &str, dump: &Path, cpuinfo: &Path, accel: qemu::Accelerator, verbose: bool) -> Outcome {
@@ -121,28 +121,28 @@ fn compare(vendor: Vendor, smp: &str, dump: &Path, cpuinfo: &Path, accel: qemu::
     let x2apic = dump.get(&0).and_then(|l| l.get(1, None)).is_some_and(|r| r[bit::X2APIC.0] & bit::X2APIC.1 != 0);
     let topology = Topology::new(shape, vendor, Scheme::Modern, x2apic)?;
     let c = qemu::compare_guest(&topology, &dump, &apic_ids, accel)?;
-    println!("{}", c.summary());
+    outln!("{}", c.summary());
     for (field, count) in c.known_by_field() {
-        println!("  known: {count} × {field}");
+        outln!("  known: {count} × {field}");
     }
     if verbose {
         for d in &c.known_qemu_7_2 {
-            println!("    known: {d}");
+            outln!("    known: {d}");
         }
     }
     const SHOWN: usize = 40;
     for d in c.mismatches.iter().take(SHOWN) {
-        println!("  UNEXPLAINED: {d}");
+        outln!("  UNEXPLAINED: {d}");
     }
     if c.mismatches.len() > SHOWN {
-        println!("  UNEXPLAINED: … and {} more", c.mismatches.len() - SHOWN);
+        outln!("  UNEXPLAINED: … and {} more", c.mismatches.len() - SHOWN);
     }
     for m in c.apic_id_mismatches.iter().take(SHOWN) {
         let found = m.found.map_or_else(|| "none".to_owned(), |f| f.to_string());
-        println!("  APIC ID: vCPU {} expected {}, /proc/cpuinfo {found}", m.vcpu, m.expected);
+        outln!("  APIC ID: vCPU {} expected {}, /proc/cpuinfo {found}", m.vcpu, m.expected);
     }
     for p in &c.problems {
-        println!("  PROBLEM: {p}");
+        outln!("  PROBLEM: {p}");
     }
     Ok(if c.is_ok() { 0 } else { EXIT_NEGATIVE })
 }

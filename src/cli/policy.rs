@@ -147,11 +147,11 @@ pub fn host(args: HostArgs) -> Outcome {
     let source = match args.source {
         Source::Auto => match cpupolicy::hypercall::XenHandle::open() {
             Ok(handle) => {
-                eprintln!("cpupolicy: source: xen (privcmd found)");
+                errln!("cpupolicy: source: xen (privcmd found)");
                 Some(handle)
             }
             Err(error @ cpupolicy::hypercall::Error::NoPrivcmd { .. }) => {
-                eprintln!("cpupolicy: source: native CPU ({error})");
+                errln!("cpupolicy: source: native CPU ({error})");
                 None
             }
             Err(error) => return Err(error.into()),
@@ -163,25 +163,23 @@ pub fn host(args: HostArgs) -> Outcome {
         Some(handle) => {
             let bundle = cpupolicy::xen::host_bundle(&handle)?;
             if let Some(levelling) = bundle.levelling() {
-                eprintln!("cpupolicy: levelling: {levelling}");
+                errln!("cpupolicy: levelling: {levelling}");
                 if !levelling.is_consistent() {
-                    eprintln!(
-                        "cpupolicy: note: the levelling-caps sysctl and PLATFORM_INFO disagree on CPUID faulting"
-                    );
+                    errln!("cpupolicy: note: the levelling-caps sysctl and PLATFORM_INFO disagree on CPUID faulting");
                 }
             }
             if let Some(mask) = bundle.mxcsr_mask {
-                eprintln!("cpupolicy: mxcsr mask: {mask:#x} (FXSAVE; recorded in the bundle)");
+                errln!("cpupolicy: mxcsr mask: {mask:#x} (FXSAVE; recorded in the bundle)");
             }
             print_bundle(&bundle, args.format)?;
         }
         None => {
             let native = CpuPolicy::read_native()?;
             for note in &native.notes {
-                eprintln!("cpupolicy: note: {note}");
+                errln!("cpupolicy: note: {note}");
             }
             if let Some(mask) = cpupolicy::xen::mxcsr_mask() {
-                eprintln!("cpupolicy: mxcsr mask: {mask:#x} (FXSAVE)");
+                errln!("cpupolicy: mxcsr mask: {mask:#x} (FXSAVE)");
             }
             print_policy(&native.policy, args.format, SectionName::System(SystemPolicy::Raw))?;
         }
@@ -226,7 +224,7 @@ pub(super) fn read_document(path: &Path) -> Result<Document, CliError> {
     let text = if path == Path::new("-") {
         std::io::read_to_string(std::io::stdin()).map_err(|e| CliError(format!("standard input: {e}")))?
     } else {
-        std::fs::read_to_string(path).map_err(|e| CliError(format!("{}: {e}", path.display())))?
+        cpupolicy::policy::read_input(path).map_err(|e| CliError(format!("{}: {e}", path.display())))?
     };
     let name = if path == Path::new("-") { "standard input".into() } else { path.display().to_string() };
     let document = Document::parse_choosing(&text, which).map_err(|e| CliError(format!("{name}: {e}")))?;
@@ -293,9 +291,9 @@ fn note_dropped<'a>(dropped: impl Iterator<Item = (Option<SystemPolicy>, &'a Dro
         })
         .collect();
     if !lines.is_empty() {
-        eprintln!("cpupolicy: note: {} entries cannot be expressed in xen-cpuid form and are not shown:", lines.len());
+        errln!("cpupolicy: note: {} entries cannot be expressed in xen-cpuid form and are not shown:", lines.len());
         for line in lines {
-            eprintln!("{line}");
+            errln!("{line}");
         }
     }
 }

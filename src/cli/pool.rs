@@ -117,11 +117,11 @@ pub fn level(args: LevelArgs) -> Outcome {
         }
         LevelFormat::Json => emit(&format!("{:#}\n", pool_json(&pool, &hosts, kind, args.explain, &hazards)?))?,
         LevelFormat::Featureset => {
-            eprint!("{explanation}{}", hazards_text(&hazards));
+            err!("{explanation}{}", hazards_text(&hazards));
             emit(&format!("{}\n", pool.default.policy.featureset().to_xen_string()))?
         }
         LevelFormat::XenCpuid => {
-            eprint!("{explanation}{}", hazards_text(&hazards));
+            err!("{explanation}{}", hazards_text(&hazards));
             let (default, max) = args.kind.policies();
             let mut policies = SystemPolicies::new();
             policies.set(default, Some(pool.default.policy.clone()));
@@ -321,7 +321,7 @@ fn load_vm(path: &Path, kind: Kind) -> Result<(CpuPolicy, Option<u32>), CliError
         Ok(policy) => Ok((policy, None)),
         Err(document) => {
             let host = host_from_document(path, *document, kind)?;
-            eprintln!(
+            errln!(
                 "cpupolicy: note: {} holds a host's policies; checking a VM booted there with its default policy",
                 path.display()
             );

@@ -165,9 +165,12 @@ impl Failure {
 pub(crate) unsafe fn read_c_path(path: *const c_char) -> Result<(String, String), Failure> {
     // SAFETY: per this function's contract.
     let path = unsafe { c_str(path, "path")? }.to_string();
-    let bytes = std::fs::read(&path).map_err(|e| Failure::new(CPUPOLICY_IO_ERROR, format!("{path}: {e}")))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        Failure::new(CPUPOLICY_PARSE_ERROR, format!("{path}: not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
+    let text = policy::read_input(std::path::Path::new(&path)).map_err(|e| {
+        let status = match e {
+            policy::InputError::NotUtf8(_) => CPUPOLICY_PARSE_ERROR,
+            _ => CPUPOLICY_IO_ERROR,
+        };
+        Failure::new(status, format!("{path}: {e}"))
     })?;
     Ok((path, text))
 }

@@ -35,7 +35,7 @@
 //!
 //! The JSON formats are this project's own and are specified in the [`json`] module.
 //!
-//! There is no `unsafe` here; the only I/O is [`CpuPolicy::read_native`].
+//! There is no `unsafe` here; the only I/O is [`CpuPolicy::read_native`] and [`read_input`].
 
 #![forbid(unsafe_code)]
 
@@ -44,6 +44,7 @@ mod derive;
 mod diff;
 mod featuresets;
 mod import;
+mod input;
 pub mod json;
 mod leaves;
 mod legacy;
@@ -66,6 +67,7 @@ pub use featuresets::{
     combine_featuresets, featureset_missing, level_featuresets, missing_features_line, xen_header_name,
 };
 pub use import::{Document, ImportError, InputFormat, PoolPolicy};
+pub use input::{read_input, InputError, MAX_INPUT_BYTES};
 pub use json::{HostBundle, JsonError, HOST_BUNDLE_FORMAT, JSON_VERSION, POLICY_FORMAT, POOL_FORMAT};
 pub use leaves::{has_subleaves, subleaf_leaf, SubleafLeaf, SubleafWalk, MAX_WALKED_SUBLEAVES, SUBLEAF_LEAVES};
 pub use legacy::{synthesise_legacy, LegacyRules};
