@@ -6,11 +6,18 @@
  * Conventions: every function returns a cpupolicy_status and writes results through
  * out-pointers, which are untouched on failure. cpupolicy_last_error() has the calling thread's
  * detailed message. Buffers use the size-query convention: pass NULL/0 to learn the size through
- * *needed; a short buffer gets CPUPOLICY_BUFFER_TOO_SMALL and is never written past. Handles are
- * opaque, owned by the caller once returned, and released with the matching _free function; a
- * handle of the wrong type gets CPUPOLICY_WRONG_HANDLE. A pointer may be NULL only where its
- * function says so; elsewhere NULL gets CPUPOLICY_INVALID_ARGUMENT. No panic crosses into C: a
- * bug in the library gets CPUPOLICY_INTERNAL_ERROR.
+ * *needed; a short buffer gets CPUPOLICY_BUFFER_TOO_SMALL and is never written past (a NULL
+ * buffer with a non-zero capacity gets CPUPOLICY_INVALID_ARGUMENT). Handles are opaque, owned by
+ * the caller once returned, and released with the matching _free function. The library keeps a
+ * table of live handles and looks a handle up there before touching it: a handle of the wrong
+ * type, an already freed handle, or any other pointer gets CPUPOLICY_WRONG_HANDLE, and freed
+ * memory is never read. What no table can tell: once freed, a handle's address may be reused by
+ * a new object of the same type, and the stale handle then names that object; never use a
+ * handle after freeing it. A pointer may be NULL only where its function says so; elsewhere NULL
+ * gets CPUPOLICY_INVALID_ARGUMENT. Array counts beyond what any caller can mean (more leaves or
+ * MSRs than the Xen format holds, more than 2048 featureset words, 2^20 pool hosts) are refused
+ * before the array is read. No panic crosses into C: a bug in the library gets
+ * CPUPOLICY_INTERNAL_ERROR.
  *
  * Thread safety: every function may be called from any thread. Distinct handles may be used
  * from different threads at once; one handle may be read (passed as a const pointer) by several
@@ -610,9 +617,10 @@ const char *cpupolicy_version(void);
 
 // Copies the calling thread's last error message (empty after a success) into `buffer` as a
 // NUL-terminated string. Size-query convention: `*needed` receives the size including the NUL;
-// with `buffer` NULL or `capacity` too small the status is `CPUPOLICY_BUFFER_TOO_SMALL` (or OK
-// when `buffer` is NULL and `capacity` 0) and nothing is written to `buffer`. `needed` may be
-// NULL. Thread-safe: each thread has its own message.
+// `buffer` NULL with `capacity` 0 is the size query (OK); `capacity` too small gets
+// `CPUPOLICY_BUFFER_TOO_SMALL`; `buffer` NULL with a non-zero `capacity` is a contradiction and
+// gets `CPUPOLICY_INVALID_ARGUMENT`. Nothing is written to `buffer` unless all of the message
+// fits. `needed` may be NULL. Thread-safe: each thread has its own message.
 //
 // # Safety
 // `buffer` must be NULL or valid for `capacity` bytes; `needed` NULL or valid.

@@ -1,5 +1,6 @@
 /* The C API's error paths: NULL pointers, short buffers, malformed input, wrong handle types.
  * Prints "errors: all checks passed" and exits 0, or names the failed check and exits 1. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,6 +113,25 @@ int main(void)
     cpupolicy_featureset_free(both);
     cpupolicy_featureset_free(other);
     cpupolicy_featureset_free(fs);
+
+    /* Freed handles are refused without their memory being read (valgrind and ASan runs of
+     * this program would report a read of freed memory), and a double free is refused. */
+    CHECK(cpupolicy_featureset_words(fs, NULL, 0, &needed) == CPUPOLICY_WRONG_HANDLE);
+    CHECK(strstr(last_error(), "not a live handle") != NULL);
+    CHECK(cpupolicy_featureset_free(fs) == CPUPOLICY_WRONG_HANDLE);
+    CHECK(cpupolicy_featureset_free((cpupolicy_featureset *)not_a_handle) == CPUPOLICY_WRONG_HANDLE);
+
+    /* Counts no caller can mean are refused before the array is read or anything allocated. */
+    uint32_t three[3] = { 1, 2, 3 };
+    cpupolicy_featureset *huge = NULL;
+    CHECK(cpupolicy_featureset_from_words(three, SIZE_MAX, &huge) == CPUPOLICY_INVALID_ARGUMENT);
+    CHECK(strstr(last_error(), "at most 2048") != NULL);
+    CHECK(cpupolicy_featureset_from_words(three, 3, &huge) == CPUPOLICY_OK);
+    const cpupolicy_featureset *sets[1] = { huge };
+    CHECK(cpupolicy_featureset_level(sets, 1, &both) == CPUPOLICY_OK);
+    cpupolicy_featureset_free(both);
+    cpupolicy_featureset_free(huge);
+    CHECK(cpupolicy_featureset_level(sets, 1, &both) == CPUPOLICY_WRONG_HANDLE);
 
     if (failures) {
         printf("errors: %d checks failed\n", failures);

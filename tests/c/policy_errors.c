@@ -4,6 +4,7 @@
  * Prints "policy_errors: all checks passed" and exits 0, or names the failed checks and exits 1. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,6 +146,10 @@ static void policies(void)
     cpupolicy_cpuid_leaf beyond = { 0x1f, 0, 1, 2, 3, 4 };
     CHECK(cpupolicy_policy_from_xen(&beyond, 1, NULL, 0, NULL, &q) == CPUPOLICY_POLICY_REJECTED);
     CHECK(strstr(last_error(), "leaf 0x0000001f sub-leaf 0x00000000") != NULL);
+    /* A count beyond Xen's format is refused before the array is read (E2BIG, as Xen does). */
+    CHECK(cpupolicy_policy_from_xen(&beyond, SIZE_MAX, NULL, 0, NULL, &q) == CPUPOLICY_POLICY_REJECTED);
+    CHECK(strstr(last_error(), "at most") != NULL);
+    CHECK(cpupolicy_policy_from_xen(&beyond, 0, msrs, SIZE_MAX, NULL, &q) == CPUPOLICY_POLICY_REJECTED);
     CHECK(cpupolicy_policy_from_xen(leaves, nr_leaves, msrs, 2, "four", &q) == CPUPOLICY_INVALID_ARGUMENT);
     CHECK(strstr(last_error(), "'four'") != NULL);
     CHECK(cpupolicy_policy_from_xen(leaves, nr_leaves, msrs, 2, "4.13", &q) == CPUPOLICY_INVALID_ARGUMENT);
@@ -308,6 +313,8 @@ static void policies(void)
     const char *names[] = { "good", "bare" };
     CHECK(cpupolicy_level(with_empty, names, 2, CPUPOLICY_GUEST_PV, 0, &pool) == CPUPOLICY_NOT_AVAILABLE);
     CHECK(strstr(last_error(), "host bare has no pv_default policy") != NULL);
+    CHECK(cpupolicy_level(with_empty, NULL, SIZE_MAX, CPUPOLICY_GUEST_PV, 0, &pool) == CPUPOLICY_INVALID_ARGUMENT);
+    CHECK(strstr(last_error(), "at most") != NULL);
     const cpupolicy_host *with_null[] = { h, NULL };
     CHECK(cpupolicy_level(with_null, NULL, 2, CPUPOLICY_GUEST_PV, 0, &pool) == CPUPOLICY_INVALID_ARGUMENT);
     CHECK(strstr(last_error(), "hosts[1] is NULL") != NULL);

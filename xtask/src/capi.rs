@@ -393,15 +393,18 @@ impl CFlags {
         })
     }
 
-    /// Compiles `source` into `exe` with the system compiler, linked shared (with an rpath to
-    /// the prefix) or static.
+    /// Compiles `source` into `exe` with the system compiler, linked `shared` (with an rpath to
+    /// the prefix), `static`, or `asan` (shared, with AddressSanitizer).
     fn compile(&self, prefix: &Path, source: &Path, exe: &Path, linkage: &str) -> Result<(), String> {
         let mut cc = Command::new("cc");
         cc.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-o"]).arg(exe).arg(source).args(&self.cflags);
-        if linkage == "shared" {
-            cc.args(&self.shared).arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()));
-        } else {
+        if linkage == "asan" {
+            cc.args(["-fsanitize=address", "-fno-omit-frame-pointer"]);
+        }
+        if linkage == "static" {
             cc.arg(prefix.join("lib/libcpupolicy.a")).args(&self.private);
+        } else {
+            cc.args(&self.shared).arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()));
         }
         crate::run_command(&mut cc)
     }
@@ -447,12 +450,15 @@ pub fn c_tests(root: &Path) -> Result<(), String> {
         let source = root.join(program.source);
         let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("prog").to_string();
         let runs = (program.runs)(&ctx).map_err(|e| format!("{stem}: {e}"))?;
-        for linkage in ["shared", "static"] {
+        // The test programs (which call every function with bad arguments) also run with
+        // AddressSanitizer; the examples are checked plain and under valgrind.
+        let asan = program.source.starts_with("tests/");
+        for linkage in ["shared", "static", "asan"].into_iter().filter(|l| *l != "asan" || asan) {
             let exe = build.join(format!("{stem}-{linkage}"));
             flags.compile(&prefix, &source, &exe, linkage)?;
             for (i, expected) in runs.iter().enumerate() {
                 let mut commands = vec![Command::new(&exe)];
-                if valgrind {
+                if valgrind && linkage != "asan" {
                     let mut vg = Command::new("valgrind");
                     vg.args([
                         "--quiet",

@@ -118,18 +118,16 @@ pub unsafe extern "C" fn cpupolicy_featureset_from_words(
     out: *mut *mut cpupolicy_featureset,
 ) -> cpupolicy_status {
     guard(|| {
-        let slice = if nr_words == 0 {
-            &[][..]
-        } else if words.is_null() {
-            return Err(Failure::null("words"));
-        } else {
-            // SAFETY: non-NULL and valid for `nr_words` reads per the contract.
-            unsafe { std::slice::from_raw_parts(words, nr_words) }
-        };
+        // SAFETY: valid for `nr_words` reads per the contract; at most the words a feature
+        // index can name (2048) are accepted.
+        let slice = unsafe { c_slice(words, nr_words, MAX_FEATURESET_WORDS, "words")? };
         // SAFETY: per this function's contract.
         unsafe { put(out, Featureset::from_words(slice)) }
     })
 }
+
+/// The most words a featureset may have: the words Xen's feature indices (16 bits) can name.
+const MAX_FEATURESET_WORDS: usize = 2048;
 
 /// Releases a featureset. NULL is a no-op. Not to be called concurrently with other use of it.
 ///

@@ -124,9 +124,10 @@ thread_local! {
 
 /// Copies the calling thread's last error message (empty after a success) into `buffer` as a
 /// NUL-terminated string. Size-query convention: `*needed` receives the size including the NUL;
-/// with `buffer` NULL or `capacity` too small the status is `CPUPOLICY_BUFFER_TOO_SMALL` (or OK
-/// when `buffer` is NULL and `capacity` 0) and nothing is written to `buffer`. `needed` may be
-/// NULL. Thread-safe: each thread has its own message.
+/// `buffer` NULL with `capacity` 0 is the size query (OK); `capacity` too small gets
+/// `CPUPOLICY_BUFFER_TOO_SMALL`; `buffer` NULL with a non-zero `capacity` is a contradiction and
+/// gets `CPUPOLICY_INVALID_ARGUMENT`. Nothing is written to `buffer` unless all of the message
+/// fits. `needed` may be NULL. Thread-safe: each thread has its own message.
 ///
 /// # Safety
 /// `buffer` must be NULL or valid for `capacity` bytes; `needed` NULL or valid.
@@ -212,11 +213,22 @@ pub(crate) enum Tag {
     Check = 0x4348_434b,      // "CHCK"
     Xen = 0x5845_4e5f,        // "XEN_"
     Topology = 0x544f_504f,   // "TOPO"
-    Freed = 0xdead_f00d,
+}
+
+/// Every live handle's address and type. A handle is looked up here before its memory is
+/// touched, so a freed handle (or any pointer this library did not hand out) is reported as
+/// `CPUPOLICY_WRONG_HANDLE` without reading freed memory. What it cannot tell: a freed handle
+/// whose address the allocator has since given to a new object of the same type names that new
+/// object (the header says so).
+fn live_handles() -> std::sync::MutexGuard<'static, std::collections::HashMap<usize, Tag>> {
+    static LIVE: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<usize, Tag>>> =
+        std::sync::OnceLock::new();
+    // A panic while the lock was held cannot leave the map half-updated (each use is one call).
+    LIVE.get_or_init(Default::default).lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// An opaque object handed to C. Every handle starts with a type tag so that a handle of the
-/// wrong type is detected instead of misread.
+/// wrong type is detected instead of misread, and is registered among the live handles.
 #[repr(C)]
 pub struct Handle<T> {
     tag: Tag,
@@ -230,31 +242,45 @@ pub(crate) trait Tagged: Sized {
 
     /// Moves a value into a new handle for C.
     fn into_handle(self) -> *mut Handle<Self> {
-        Box::into_raw(Box::new(Handle { tag: Self::TAG, value: self }))
+        let ptr = Box::into_raw(Box::new(Handle { tag: Self::TAG, value: self }));
+        live_handles().insert(ptr as usize, Self::TAG);
+        ptr
     }
 }
 
 /// Borrows the value behind a handle, checking it is non-NULL and of the right type.
 ///
 /// # Safety
-/// `ptr` must be NULL or point to at least 4 readable bytes at the start of a handle created by
-/// this library (the tag check then tells live handles of this type apart from others).
+/// `ptr` may be anything: it is only dereferenced when it is registered as a live handle of
+/// type `T` (the handle must then not be freed by another thread during the call).
 pub(crate) unsafe fn borrow<'a, T: Tagged>(ptr: *const Handle<T>, what: &str) -> Result<&'a T, Failure> {
     if ptr.is_null() {
         return Err(Failure::null(what));
     }
-    // SAFETY: non-NULL, and per the caller's contract the first 4 bytes are a handle's tag; read
-    // it as a plain u32 so that a foreign value cannot form an invalid enum.
-    let tag = unsafe { ptr.cast::<u32>().read() };
-    if tag != T::TAG as u32 {
-        let kind = if tag == Tag::Freed as u32 { "a freed handle" } else { "a handle of another type" };
+    let kind = match live_handles().get(&(ptr as usize)) {
+        Some(&tag) if tag == T::TAG => None,
+        Some(_) => Some("a handle of another type"),
+        None => Some("a pointer that is not a live handle (freed, or not from this library)"),
+    };
+    if let Some(kind) = kind {
         return Err(Failure::new(
             cpupolicy_status::CPUPOLICY_WRONG_HANDLE,
             format!("{what}: expected a {}, got {kind}", T::NAME),
         ));
     }
-    // SAFETY: the tag matches, so this is a live `Handle<T>` created by `into_handle`.
+    // SAFETY: registered as a live `Handle<T>` created by `into_handle` and not yet freed.
     Ok(unsafe { &(*ptr).value })
+}
+
+/// Takes a handle's value back, unregistering it (tests build handles and unwrap them).
+///
+/// # Safety
+/// `ptr` a live handle of type `T`, not used afterwards.
+#[cfg(test)]
+pub(crate) unsafe fn take<T: Tagged>(ptr: *mut Handle<T>) -> T {
+    live_handles().remove(&(ptr as usize));
+    // SAFETY: per this function's contract.
+    unsafe { Box::from_raw(ptr) }.value
 }
 
 /// Borrows the value behind a handle mutably, checking it is non-NULL and of the right type.
@@ -277,14 +303,29 @@ pub(crate) unsafe fn free<T: Tagged>(ptr: *mut Handle<T>, what: &str) -> Result<
     if ptr.is_null() {
         return Ok(());
     }
-    // SAFETY: as for `borrow`, which checks the tag.
-    unsafe { borrow(ptr, what)? };
-    // SAFETY: a live handle of this type, created by `Box::into_raw`; mark it freed first so a
-    // double free through a stale pointer is likely caught rather than silently corrupting.
-    unsafe {
-        (*ptr).tag = Tag::Freed;
-        drop(Box::from_raw(ptr));
+    // Checked and unregistered under one lock, so two threads freeing the same handle cannot
+    // both free it.
+    {
+        let mut live = live_handles();
+        match live.get(&(ptr as usize)) {
+            Some(&tag) if tag == T::TAG => {}
+            found => {
+                let kind = if found.is_some() {
+                    "a handle of another type"
+                } else {
+                    "a pointer that is not a live handle (already freed, or not from this library)"
+                };
+                return Err(Failure::new(
+                    cpupolicy_status::CPUPOLICY_WRONG_HANDLE,
+                    format!("{what}: expected a {}, got {kind}", T::NAME),
+                ));
+            }
+        }
+        live.remove(&(ptr as usize));
     }
+    // SAFETY: it was a live handle of this type, created by `Box::into_raw`, and is no longer
+    // registered, so no other call can reach it.
+    drop(unsafe { Box::from_raw(ptr) });
     Ok(())
 }
 
@@ -341,13 +382,26 @@ pub(crate) unsafe fn opt_c_str<'a>(ptr: *const c_char, what: &str) -> Result<Opt
     unsafe { c_str(ptr, what) }.map(Some)
 }
 
+/// The most hosts or policies one call levels: far beyond any real pool.
+pub(crate) const MAX_POOL_HOSTS: usize = 1 << 20;
+/// The most bytes of a topology migration record (a header and 8 bytes per vCPU).
+pub(crate) const MAX_RECORD_BYTES: usize = 1 << 24;
+
 /// Borrows an array argument of `len` elements; `ptr` may be NULL only when `len` is 0.
 ///
 /// # Safety
-/// `ptr` NULL or valid for `len` reads of `T`, not written during the call.
-pub(crate) unsafe fn c_slice<'a, T>(ptr: *const T, len: usize, what: &str) -> Result<&'a [T], Failure> {
+/// `ptr` NULL or valid for `len` reads of `T`, not written during the call. A `len` above
+/// `max` is refused before `ptr` is read.
+pub(crate) unsafe fn c_slice<'a, T>(ptr: *const T, len: usize, max: usize, what: &str) -> Result<&'a [T], Failure> {
     if len == 0 {
         return Ok(&[]);
+    }
+    // A count no caller can mean is refused before anything is read or allocated for it.
+    if len > max {
+        return Err(Failure::new(
+            CPUPOLICY_INVALID_ARGUMENT,
+            format!("{what}: {len} entries; at most {max} are accepted"),
+        ));
     }
     if ptr.is_null() {
         return Err(Failure::null(what));
@@ -399,9 +453,9 @@ pub(crate) unsafe fn write_c_string(
 }
 
 /// Copies `items` (plus a zero terminator when `nul`) into a caller buffer of `capacity`
-/// elements, with the size-query convention. Returns OK, or BUFFER_TOO_SMALL when `buffer` is
-/// NULL with a non-zero capacity or too short; a NULL buffer with capacity 0 is a size query
-/// and returns OK.
+/// elements, with the size-query convention. Returns OK, BUFFER_TOO_SMALL when `buffer` is too
+/// short, INVALID_ARGUMENT when it is NULL with a non-zero capacity; a NULL buffer with
+/// capacity 0 is a size query and returns OK.
 ///
 /// # Safety
 /// `buffer` NULL or valid for `capacity` elements; `needed` NULL or valid for a write.

@@ -11,8 +11,10 @@
 //! - Caller-allocated buffers use the size-query convention: pass `NULL`/0 to learn the size
 //!   through `*needed`; a short buffer gets `CPUPOLICY_BUFFER_TOO_SMALL` and is never written past.
 //! - Objects are opaque handles created by `cpupolicy_*_new`/`_parse`/… and released by the
-//!   matching `_free`. Each handle carries a type tag: passing the wrong kind of handle gets
-//!   `CPUPOLICY_WRONG_HANDLE`, not undefined behaviour.
+//!   matching `_free`. Every live handle is registered with its type: passing the wrong kind of
+//!   handle, a freed one or a foreign pointer gets `CPUPOLICY_WRONG_HANDLE` without the memory
+//!   being read. A freed handle whose address was reused for a new object of the same type names
+//!   that object: that much no registry can detect.
 //! - No panic crosses the boundary: each exported function runs inside `catch_unwind`, and a
 //!   panic becomes `CPUPOLICY_INTERNAL_ERROR`.
 //! - Thread safety: distinct handles may be used from different threads at once; one handle may

@@ -347,14 +347,18 @@ pub unsafe extern "C" fn cpupolicy_policy_from_xen(
 ) -> cpupolicy_status {
     guard(|| {
         // SAFETY: per this function's contract.
-        let (leaves, msrs, version) = unsafe {
-            (
-                c_slice(leaves, nr_leaves, "leaves")?,
-                c_slice(msrs, nr_msrs, "msrs")?,
-                opt_c_str(xen_version, "xen_version")?,
-            )
-        };
+        let version = unsafe { opt_c_str(xen_version, "xen_version")? };
         let limits = wire_limits(version)?;
+        // As Xen's deserialiser: counts beyond the format are E2BIG before anything is read.
+        if nr_leaves > limits.max_leaves() as usize {
+            return Err(wire_failure(WireError::TooManyLeaves { count: nr_leaves, max: limits.max_leaves() }));
+        }
+        if nr_msrs > limits.max_msrs() as usize {
+            return Err(wire_failure(WireError::TooManyMsrs { count: nr_msrs, max: limits.max_msrs() }));
+        }
+        // SAFETY: per this function's contract; the counts are within the format's limits.
+        let (leaves, msrs) =
+            unsafe { (c_slice(leaves, nr_leaves, nr_leaves, "leaves")?, c_slice(msrs, nr_msrs, nr_msrs, "msrs")?) };
         let leaves: Vec<XenCpuidLeaf> = leaves.iter().map(|&l| l.into()).collect();
         let msrs: Vec<XenMsrEntry> = msrs.iter().map(|&m| m.into()).collect();
         let policy = CpuPolicy::from_wire(&leaves, &msrs, &limits).map_err(wire_failure)?;
@@ -750,8 +754,8 @@ mod tests {
 
     #[test]
     fn a_pool_document_reads_as_its_default_or_acceptance_policy() {
-        // SAFETY: a valid handle, released below.
-        let base = unsafe { Box::from_raw(intel()) }.value;
+        // SAFETY: a valid handle, taken back here.
+        let base = unsafe { take(intel()) };
         let mut richer = base.clone();
         richer.set_feature_words(&[0x178b_fbfd, 0x9608_2201, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         let host = policy::PoolHost::new("h", base.clone(), richer.clone());
@@ -770,7 +774,7 @@ mod tests {
             };
             assert_eq!(status, CPUPOLICY_OK, "{}", last_error());
             // SAFETY: a handle the call just made.
-            unsafe { Box::from_raw(out) }.value
+            unsafe { take(out) }
         };
         assert_eq!(read(None), pool.default.policy);
         assert_eq!(read(Some(CPUPOLICY_POOL_DEFAULT)), pool.default.policy);

@@ -113,14 +113,14 @@ pub unsafe extern "C" fn cpupolicy_level(
             return Err(Failure::new(CPUPOLICY_INVALID_ARGUMENT, format!("unknown level flags {:#x}", flags & !known)));
         }
         // SAFETY: per this function's contract.
-        let handles = unsafe { c_slice(hosts, nr_hosts, "hosts")? };
+        let handles = unsafe { c_slice(hosts, nr_hosts, MAX_POOL_HOSTS, "hosts")? };
         let names = if names.is_null() {
             None
         } else {
             // SAFETY: non-NULL, and valid for `nr_hosts` reads per the contract.
-            Some(unsafe { c_slice(names, nr_hosts, "names")? })
+            Some(unsafe { c_slice(names, nr_hosts, MAX_POOL_HOSTS, "names")? })
         };
-        let mut pool_hosts = Vec::with_capacity(nr_hosts);
+        let mut pool_hosts = Vec::new();
         for (i, &handle) in handles.iter().enumerate() {
             // SAFETY: per this function's contract, each element is a host handle (or NULL,
             // reported).
@@ -255,8 +255,8 @@ pub unsafe extern "C" fn cpupolicy_baseline(
 ) -> cpupolicy_status {
     guard(|| {
         // SAFETY: per this function's contract.
-        let handles = unsafe { c_slice(policies, nr_policies, "policies")? };
-        let mut hosts = Vec::with_capacity(nr_policies);
+        let handles = unsafe { c_slice(policies, nr_policies, MAX_POOL_HOSTS, "policies")? };
+        let mut hosts = Vec::new();
         for (i, &handle) in handles.iter().enumerate() {
             // SAFETY: per this function's contract, each element is a policy handle (or NULL,
             // reported).

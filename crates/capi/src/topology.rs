@@ -196,9 +196,17 @@ pub unsafe extern "C" fn cpupolicy_topology_set_vp_indices(
 ) -> cpupolicy_status {
     guard(|| {
         // SAFETY: per this function's contract.
-        let indices = unsafe { c_slice(indices, count, "indices")? };
-        // SAFETY: per this function's contract.
         let topology = unsafe { borrow_mut(topology, "topology")? };
+        // One index per vCPU: any other count is refused before `indices` is read.
+        let vcpus = topology.vcpu_count() as usize;
+        if count != vcpus {
+            return Err(Failure::new(
+                CPUPOLICY_INVALID_TOPOLOGY,
+                format!("{count} VP indices given for {vcpus} vCPUs: one per vCPU"),
+            ));
+        }
+        // SAFETY: per this function's contract; `count` is the vCPU count.
+        let indices = unsafe { c_slice(indices, count, vcpus, "indices")? };
         *topology = topology.clone().with_vp_indices(indices.to_vec()).map_err(topology_failure)?;
         Ok(())
     })
@@ -427,7 +435,7 @@ pub unsafe extern "C" fn cpupolicy_topology_from_record(
             None
         } else {
             // SAFETY: non-NULL and valid for `length` bytes per the contract.
-            Some(unsafe { c_slice(record, length, "record")? })
+            Some(unsafe { c_slice(record, length, MAX_RECORD_BYTES, "record")? })
         };
         let stream = TopologyRecord::from_stream(bytes).map_err(record_failure)?;
         let topology =
