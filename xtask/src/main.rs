@@ -11,6 +11,7 @@ use std::time::Instant;
 mod bindings;
 mod capi;
 mod debian;
+mod fuzz;
 mod sandbox;
 mod topology_qemu;
 
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&root, &args[1..]),
         Some("header") => capi::write_header(&root),
+        Some("fuzz") => fuzz::command(&root, &args[1..]),
         Some("bindings") => bindings::run_cli(&root, &args[1..]),
         Some("sandbox") => sandbox_command(&root, &args[1..]),
         Some("install") => match (args.get(1).map(String::as_str), args.get(2)) {
@@ -49,6 +51,7 @@ usage: cargo xtask <command>
   sandbox prepare|boot|selftest|headers|userland ...   lower-level sandbox commands (sandbox help)
   bindings [--check]      regenerate (or check) the Xen ABI bindings from Xen's public headers
   header                  regenerate include/cpupolicy.h from crates/capi (cbindgen)
+  fuzz [--seconds N] [--target T]...   run the libFuzzer targets of fuzz/ (nightly), 60 s each by default
   install --prefix P      install libcpupolicy (.so and .a), cpupolicy.h and cpupolicy.pc under P
   help                    this text
 ";
@@ -79,6 +82,7 @@ const STEPS: &[Step] = &[
     Step { name: "bindings", run: bindings::check },
     Step { name: "c-header", run: capi::check_header },
     Step { name: "c-api", run: capi::c_tests },
+    Step { name: "fuzz", run: fuzz::step },
     Step { name: "qemu-topology", run: topology_qemu::qemu_topology },
     Step { name: "real-xen", run: real_xen },
 ];
