@@ -282,6 +282,70 @@ pub(super) fn emit(text: &dyn std::fmt::Display) -> Result<(), CliError> {
     }
 }
 
+/// Standard output written piece by piece through a buffer, for documents too large to build
+/// in memory first; like [`emit`], a reader that went away ends the output quietly.
+pub(super) struct Stream {
+    out: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    closed: bool,
+}
+
+impl Stream {
+    pub(super) fn stdout() -> Stream {
+        Stream { out: std::io::BufWriter::new(std::io::stdout().lock()), closed: false }
+    }
+
+    pub(super) fn write(&mut self, text: &str) -> Result<(), CliError> {
+        use std::io::Write;
+        if self.closed {
+            return Ok(());
+        }
+        match self.out.write_all(text.as_bytes()) {
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            Err(error) => Err(CliError(format!("standard output: {error}"))),
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// A JSON array's items, one per line, four spaces in; [`JsonItems::end`] closes it.
+    pub(super) fn array(&mut self) -> JsonItems<'_> {
+        JsonItems { stream: self, first: true }
+    }
+
+    pub(super) fn finish(mut self) -> Result<(), CliError> {
+        use std::io::Write;
+        match self.out.flush() {
+            Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe && !self.closed => {
+                Err(CliError(format!("standard output: {error}")))
+            }
+            _ => {
+                self.closed = true;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The items of a JSON array being streamed.
+pub(super) struct JsonItems<'a> {
+    stream: &'a mut Stream,
+    first: bool,
+}
+
+impl JsonItems<'_> {
+    pub(super) fn item(&mut self, value: &serde_json::Value) -> Result<(), CliError> {
+        let separator = if self.first { "\n    " } else { ",\n    " };
+        self.first = false;
+        self.stream.write(&format!("{separator}{value}"))
+    }
+
+    pub(super) fn end(self) -> Result<(), CliError> {
+        self.stream.write(if self.first { "]" } else { "\n  ]" })
+    }
+}
+
 /// Tells the operator, on standard error, what Xen's format could not show.
 fn note_dropped<'a>(dropped: impl Iterator<Item = (Option<SystemPolicy>, &'a Dropped)>) {
     let lines: Vec<String> = dropped
