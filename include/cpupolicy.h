@@ -53,6 +53,9 @@ typedef struct cpupolicy_xen cpupolicy_xen;
 /** Opaque handle: a vCPU topology (see cpupolicy_topology_new). */
 typedef struct cpupolicy_topology cpupolicy_topology;
 
+// "No entry": the value of a `cpupolicy_rejection` field that names nothing, as Xen's `~0`.
+#define CPUPOLICY_REJECTION_NONE UINT32_MAX
+
 // The sub-leaf of a leaf that has none (Xen's `XEN_CPUID_NO_SUBLEAF`).
 #define CPUPOLICY_NO_SUBLEAF UINT32_MAX
 
@@ -120,6 +123,21 @@ typedef uint32_t cpupolicy_set_op;
 // Xen's static masks, for `cpupolicy_static_mask`: one of the `CPUPOLICY_MASK_*` values.
 // A plain integer so that an out-of-range value from C is an error status, not undefined behaviour.
 typedef uint32_t cpupolicy_mask;
+
+// Why a policy was refused, in Xen's terms: what `XEN_DOMCTL_set_cpu_policy` returns (the
+// errno and its `err_leaf`, `err_subleaf`, `err_msr`), for a refusal by Xen itself and for one
+// this library predicts from Xen's rules (`cpupolicy_policy_from_xen`, `cpupolicy_policy_apply_xen`).
+typedef struct {
+  // The errno as Xen (and Linux) number it: E2BIG 7, EINVAL 22, ERANGE 34, EOVERFLOW 75,
+  // EEXIST 17, …
+  int32_t error_number;
+  // The leaf at fault, or `CPUPOLICY_REJECTION_NONE`.
+  uint32_t leaf;
+  // The sub-leaf at fault, or `CPUPOLICY_REJECTION_NONE` (also for a leaf without sub-leaves).
+  uint32_t subleaf;
+  // The MSR at fault, or `CPUPOLICY_REJECTION_NONE`.
+  uint32_t msr;
+} cpupolicy_rejection;
 
 // One of Xen's six system policies: one of the `CPUPOLICY_SYSTEM_*` values, numbered as
 // `XEN_SYSCTL_get_cpu_policy` numbers them.
@@ -625,6 +643,15 @@ const char *cpupolicy_version(void);
 // # Safety
 // `buffer` must be NULL or valid for `capacity` bytes; `needed` NULL or valid.
 cpupolicy_status cpupolicy_last_error(char *buffer, size_t capacity, size_t *needed);
+
+// Copies why the calling thread's last call had its policy refused (it returned
+// `CPUPOLICY_POLICY_REJECTED`) into `*out`: the errno and the leaf, sub-leaf and MSR Xen names,
+// `CPUPOLICY_REJECTION_NONE` where it names none. When the last call refused no policy,
+// `CPUPOLICY_NOT_AVAILABLE` and `*out` is untouched. Thread-safe: each thread has its own.
+//
+// # Safety
+// `out` valid for a write.
+cpupolicy_status cpupolicy_last_rejection(cpupolicy_rejection *out);
 
 // Reads a host's system policies from text, telling the format from its first bytes: a JSON
 // host bundle (`"format": "cpupolicy-host"`) or `xen-cpuid -p` output of the system policies

@@ -146,12 +146,21 @@ static void policies(void)
     cpupolicy_cpuid_leaf beyond = { 0x1f, 0, 1, 2, 3, 4 };
     CHECK(cpupolicy_policy_from_xen(&beyond, 1, NULL, 0, NULL, &q) == CPUPOLICY_POLICY_REJECTED);
     CHECK(strstr(last_error(), "leaf 0x0000001f sub-leaf 0x00000000") != NULL);
+    /* The same in Xen's terms: ERANGE naming the leaf and sub-leaf, no MSR. */
+    cpupolicy_rejection why = { 0, 0, 0, 0 };
+    CHECK(cpupolicy_last_rejection(&why) == CPUPOLICY_OK);
+    CHECK(why.error_number == 34 && why.leaf == 0x1f && why.subleaf == 0 && why.msr == CPUPOLICY_REJECTION_NONE);
+    CHECK(cpupolicy_last_rejection(NULL) == CPUPOLICY_INVALID_ARGUMENT);
     /* A count beyond Xen's format is refused before the array is read (E2BIG, as Xen does). */
     CHECK(cpupolicy_policy_from_xen(&beyond, SIZE_MAX, NULL, 0, NULL, &q) == CPUPOLICY_POLICY_REJECTED);
     CHECK(strstr(last_error(), "at most") != NULL);
+    CHECK(cpupolicy_last_rejection(&why) == CPUPOLICY_OK && why.error_number == 7 && why.leaf == CPUPOLICY_REJECTION_NONE);
     CHECK(cpupolicy_policy_from_xen(&beyond, 0, msrs, SIZE_MAX, NULL, &q) == CPUPOLICY_POLICY_REJECTED);
     CHECK(cpupolicy_policy_from_xen(leaves, nr_leaves, msrs, 2, "four", &q) == CPUPOLICY_INVALID_ARGUMENT);
     CHECK(strstr(last_error(), "'four'") != NULL);
+    /* A failure that refused no policy leaves nothing to report. */
+    CHECK(cpupolicy_policy_from_xen(leaves, nr_leaves, msrs, 2, "four", &q) == CPUPOLICY_INVALID_ARGUMENT);
+    CHECK(cpupolicy_last_rejection(&why) == CPUPOLICY_NOT_AVAILABLE);
     CHECK(cpupolicy_policy_from_xen(leaves, nr_leaves, msrs, 2, "4.13", &q) == CPUPOLICY_INVALID_ARGUMENT);
     CHECK(q == (cpupolicy_policy *)0x1);
     free(leaves);

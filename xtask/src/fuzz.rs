@@ -38,9 +38,10 @@ pub fn command(root: &Path, args: &[String]) -> Result<(), String> {
             }
             "--target" => {
                 let name = args.next().ok_or("--target needs a name")?;
-                let known = TARGETS.iter().find(|t| *t == name).ok_or_else(|| {
-                    format!("--target: no target '{name}' (targets: {})", TARGETS.join(", "))
-                })?;
+                let known = TARGETS
+                    .iter()
+                    .find(|t| *t == name)
+                    .ok_or_else(|| format!("--target: no target '{name}' (targets: {})", TARGETS.join(", ")))?;
                 targets.push(known);
             }
             other => return Err(format!("unknown fuzz option '{other}'")),

@@ -142,15 +142,71 @@ pub unsafe extern "C" fn cpupolicy_last_error(
     unsafe { write_c_string(&message, buffer, capacity, needed) }
 }
 
-/// A failure to report: a status and the detail message for `cpupolicy_last_error`.
+/// "No entry": the value of a `cpupolicy_rejection` field that names nothing, as Xen's `~0`.
+pub const CPUPOLICY_REJECTION_NONE: u32 = u32::MAX;
+
+/// Why a policy was refused, in Xen's terms: what `XEN_DOMCTL_set_cpu_policy` returns (the
+/// errno and its `err_leaf`, `err_subleaf`, `err_msr`), for a refusal by Xen itself and for one
+/// this library predicts from Xen's rules (`cpupolicy_policy_from_xen`, `cpupolicy_policy_apply_xen`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct cpupolicy_rejection {
+    /// The errno as Xen (and Linux) number it: E2BIG 7, EINVAL 22, ERANGE 34, EOVERFLOW 75,
+    /// EEXIST 17, …
+    pub error_number: i32,
+    /// The leaf at fault, or `CPUPOLICY_REJECTION_NONE`.
+    pub leaf: u32,
+    /// The sub-leaf at fault, or `CPUPOLICY_REJECTION_NONE` (also for a leaf without sub-leaves).
+    pub subleaf: u32,
+    /// The MSR at fault, or `CPUPOLICY_REJECTION_NONE`.
+    pub msr: u32,
+}
+
+thread_local! {
+    static LAST_REJECTION: std::cell::Cell<Option<cpupolicy_rejection>> = const { std::cell::Cell::new(None) };
+}
+
+/// Copies why the calling thread's last call had its policy refused (it returned
+/// `CPUPOLICY_POLICY_REJECTED`) into `*out`: the errno and the leaf, sub-leaf and MSR Xen names,
+/// `CPUPOLICY_REJECTION_NONE` where it names none. When the last call refused no policy,
+/// `CPUPOLICY_NOT_AVAILABLE` and `*out` is untouched. Thread-safe: each thread has its own.
+///
+/// # Safety
+/// `out` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_last_rejection(out: *mut cpupolicy_rejection) -> cpupolicy_status {
+    // Read before `guard` replaces it with this call's own outcome.
+    let last = LAST_REJECTION.with(|r| r.get());
+    let (status, message) = match (out.is_null(), last) {
+        (true, _) => (CPUPOLICY_INVALID_ARGUMENT, "out is NULL".to_string()),
+        (false, None) => (CPUPOLICY_NOT_AVAILABLE, "the last call refused no policy".to_string()),
+        (false, Some(rejection)) => {
+            // SAFETY: non-NULL and valid for a write per this function's contract.
+            unsafe { out.write(rejection) };
+            (CPUPOLICY_OK, String::new())
+        }
+    };
+    LAST_ERROR.with(|m| *m.borrow_mut() = message);
+    // The rejection stays readable until the next call that can fail.
+    status
+}
+
+/// A failure to report: a status and the detail message for `cpupolicy_last_error`, and for a
+/// refused policy what `cpupolicy_last_rejection` reports.
 pub(crate) struct Failure {
     pub status: cpupolicy_status,
     pub message: String,
+    pub rejection: Option<cpupolicy_rejection>,
 }
 
 impl Failure {
     pub fn new(status: cpupolicy_status, message: impl Into<String>) -> Failure {
-        Failure { status, message: message.into() }
+        Failure { status, message: message.into(), rejection: None }
+    }
+
+    /// A refused policy: `CPUPOLICY_POLICY_REJECTED` with Xen's account of it.
+    pub fn rejected(message: impl Into<String>, rejection: cpupolicy_rejection) -> Failure {
+        Failure { status: CPUPOLICY_POLICY_REJECTED, message: message.into(), rejection: Some(rejection) }
     }
 
     pub fn null(what: &str) -> Failure {
@@ -179,26 +235,27 @@ pub(crate) unsafe fn read_c_path(path: *const c_char) -> Result<(String, String)
 impl Failure {
     /// The same failure, its message prefixed with where the input came from.
     pub fn in_file(self, path: &str) -> Failure {
-        Failure { status: self.status, message: format!("{path}: {}", self.message) }
+        Failure { message: format!("{path}: {}", self.message), ..self }
     }
 }
 
 /// Runs an exported function's body: catches panics, records the message, returns the status.
 /// Out-pointers must only be written by `body` after everything that can fail has succeeded.
 pub(crate) fn guard(body: impl FnOnce() -> Result<(), Failure>) -> cpupolicy_status {
-    let (status, message) = match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(())) => (CPUPOLICY_OK, String::new()),
-        Ok(Err(failure)) => (failure.status, failure.message),
+    let (status, message, rejection) = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => (CPUPOLICY_OK, String::new(), None),
+        Ok(Err(failure)) => (failure.status, failure.message, failure.rejection),
         Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            (CPUPOLICY_INTERNAL_ERROR, format!("internal error: {what}"))
+            (CPUPOLICY_INTERNAL_ERROR, format!("internal error: {what}"), None)
         }
     };
     LAST_ERROR.with(|m| *m.borrow_mut() = message);
+    LAST_REJECTION.with(|r| r.set(rejection));
     status
 }
 

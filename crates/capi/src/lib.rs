@@ -55,4 +55,7 @@ pub use pool::*;
 pub use topology::*;
 pub use xen::*;
 
-pub use ffi::{cpupolicy_last_error, cpupolicy_status, cpupolicy_strerror, cpupolicy_version};
+pub use ffi::{
+    cpupolicy_last_error, cpupolicy_last_rejection, cpupolicy_rejection, cpupolicy_status, cpupolicy_strerror,
+    cpupolicy_version, CPUPOLICY_REJECTION_NONE,
+};

@@ -138,7 +138,15 @@ pub(crate) fn import_failure(error: ImportError) -> Failure {
 }
 
 pub(crate) fn wire_failure(error: WireError) -> Failure {
-    Failure::new(CPUPOLICY_POLICY_REJECTED, error.to_string())
+    const NONE: u32 = CPUPOLICY_REJECTION_NONE;
+    let (leaf, subleaf, msr) = match error {
+        WireError::TooManyLeaves { .. } | WireError::TooManyMsrs { .. } => (NONE, NONE, NONE),
+        WireError::LeafOutOfRange { leaf, subleaf, .. } => (leaf, subleaf, NONE),
+        WireError::MsrFlags { msr, .. }
+        | WireError::MsrOutOfRange { msr, .. }
+        | WireError::MsrValueTooWide { msr, .. } => (NONE, NONE, msr),
+    };
+    Failure::rejected(error.to_string(), cpupolicy_rejection { error_number: error.errno(), leaf, subleaf, msr })
 }
 
 /// The leaf and sub-leaf a `cpupolicy_cpuid_leaf` names.

@@ -34,7 +34,31 @@ fn xen_failure(error: impl Into<XenError>) -> Failure {
         XenError::Hypercall(error) => hypercall_status(error),
         XenError::Policy { .. } | XenError::DomainPolicy { .. } => CPUPOLICY_XEN_ERROR,
     };
-    Failure::new(status, error.to_string())
+    match &error {
+        XenError::Hypercall(Error::SetPolicy { rejection, .. }) => {
+            Failure::rejected(error.to_string(), rejection_of(rejection))
+        }
+        _ => Failure::new(status, error.to_string()),
+    }
+}
+
+/// Xen's refusal as C sees it: the errno and the entry Xen named in `err_leaf`/`err_subleaf`/
+/// `err_msr`.
+fn rejection_of(rejection: &hypercall::PolicyRejection) -> cpupolicy_rejection {
+    use hypercall::PolicyRejection as R;
+    const NONE: u32 = CPUPOLICY_REJECTION_NONE;
+    let (leaf, subleaf, msr) = match rejection {
+        R::LeafOutOfRange { leaf, subleaf } | R::LeafExceedsMax { leaf, subleaf } => {
+            (*leaf, subleaf.unwrap_or(NONE), NONE)
+        }
+        R::MsrOutOfRange { index }
+        | R::MsrFlagsNotZero { index }
+        | R::ValueTooWide { index }
+        | R::MsrExceedsMax { index } => (NONE, NONE, *index),
+        R::Other { err, .. } => *err,
+        _ => (NONE, NONE, NONE),
+    };
+    cpupolicy_rejection { error_number: rejection.errno().0, leaf, subleaf, msr }
 }
 
 fn hypercall_status(error: &Error) -> cpupolicy_status {
@@ -215,6 +239,9 @@ mod tests {
         let refused = xen_failure(Error::SetPolicy { domid: 3, rejection });
         assert_eq!(refused.status, CPUPOLICY_POLICY_REJECTED);
         assert!(refused.message.contains("domain 3") && refused.message.contains("leaf 0x7 sub-leaf 0x63"));
+        assert_eq!(refused.rejection, Some(cpupolicy_rejection { error_number: 34, leaf: 7, subleaf: 99, msr: !0 }));
+        let msr = xen_failure(Error::SetPolicy { domid: 3, rejection: PolicyRejection::ValueTooWide { index: 0xce } });
+        assert_eq!(msr.rejection, Some(cpupolicy_rejection { error_number: 75, leaf: !0, subleaf: !0, msr: 0xce }));
         let gone = xen_failure(Error::NoSuchDomain { operation: hypercall::Operation::DomainPolicy(9), domid: 9 });
         assert_eq!(gone.status, CPUPOLICY_NO_SUCH_DOMAIN);
     }
