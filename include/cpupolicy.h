@@ -126,7 +126,7 @@ typedef uint32_t cpupolicy_mask;
 
 // Why a policy was refused, in Xen's terms: what `XEN_DOMCTL_set_cpu_policy` returns (the
 // errno and its `err_leaf`, `err_subleaf`, `err_msr`), for a refusal by Xen itself and for one
-// this library predicts from Xen's rules (`cpupolicy_policy_from_xen`, `cpupolicy_policy_apply_xen`).
+// this library predicts from Xen's rules (`cpupolicy_policy_from_xen`).
 typedef struct {
   // The errno as Xen (and Linux) number it: E2BIG 7, EINVAL 22, ERANGE 34, EOVERFLOW 75,
   // EEXIST 17, …

@@ -147,7 +147,7 @@ pub const CPUPOLICY_REJECTION_NONE: u32 = u32::MAX;
 
 /// Why a policy was refused, in Xen's terms: what `XEN_DOMCTL_set_cpu_policy` returns (the
 /// errno and its `err_leaf`, `err_subleaf`, `err_msr`), for a refusal by Xen itself and for one
-/// this library predicts from Xen's rules (`cpupolicy_policy_from_xen`, `cpupolicy_policy_apply_xen`).
+/// this library predicts from Xen's rules (`cpupolicy_policy_from_xen`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct cpupolicy_rejection {
