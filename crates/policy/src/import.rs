@@ -109,11 +109,17 @@ impl Document {
     pub fn parse_choosing(text: &str, which: PoolPolicy) -> Result<Document, ImportError> {
         let start = text.trim_start();
         if start.starts_with('{') {
-            let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ImportError::Json {
+            // Only the `format` is read here (the rest is skipped without being kept): a tree of
+            // the whole document would take many times its size.
+            #[derive(serde::Deserialize)]
+            struct Header {
+                format: Option<serde_json::Value>,
+            }
+            let header: Header = serde_json::from_str(text).map_err(|e| ImportError::Json {
                 format: sniff_json_format(text, which),
                 source: JsonError::Syntax(e.to_string()),
             })?;
-            return match value.get("format").and_then(|f| f.as_str()) {
+            return match header.format.as_ref().and_then(|f| f.as_str()) {
                 Some(POLICY_FORMAT) => CpuPolicy::from_json(text)
                     .map(|policy| Document::Policy { policy, format: InputFormat::PolicyJson })
                     .map_err(|source| ImportError::Json { format: InputFormat::PolicyJson, source }),
@@ -122,12 +128,14 @@ impl Document {
                     .map_err(|source| ImportError::Json { format: InputFormat::HostBundleJson, source }),
                 Some(POOL_FORMAT) => {
                     let format = InputFormat::PoolJson(which);
+                    let value: serde_json::Value = serde_json::from_str(text)
+                        .map_err(|e| ImportError::Json { format, source: JsonError::Syntax(e.to_string()) })?;
                     pool_policy(&value, which)
                         .map(|policy| Document::Policy { policy, format })
                         .map_err(|source| ImportError::Json { format, source })
                 }
                 _ => Err(ImportError::UnknownJsonFormat(
-                    value.get("format").map_or_else(|| "missing".to_string(), |f| f.to_string()),
+                    header.format.map_or_else(|| "missing".to_string(), |f| f.to_string()),
                 )),
             };
         }
