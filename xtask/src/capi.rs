@@ -446,6 +446,7 @@ pub fn c_tests(root: &Path) -> Result<(), String> {
         println!("SKIP: {} is absent; the C examples that read reference files are only built", reference.display());
     }
     xapi_dropin(root, &prefix, &flags, &ctx, valgrind)?;
+    every_function(root, &prefix, &flags, valgrind)?;
     for program in C_PROGRAMS {
         let source = root.join(program.source);
         let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("prog").to_string();
@@ -615,4 +616,36 @@ fn dump_featuresets(root: &Path, ctx: &Context) -> Result<Option<PathBuf>, Strin
     let path = crate::target_dir(root).join("c-tests/dump-hvm-featuresets.txt");
     std::fs::write(&path, out).map_err(|e| e.to_string())?;
     Ok(Some(path))
+}
+
+/// The generated program calling every exported function with hostile arguments
+/// (`every_function.rs`): built against the installed header, shared, static and with
+/// AddressSanitizer, run plain and under valgrind.
+fn every_function(root: &Path, prefix: &Path, flags: &CFlags, valgrind: bool) -> Result<(), String> {
+    let header = std::fs::read_to_string(prefix.join("include/cpupolicy.h")).map_err(|e| e.to_string())?;
+    let functions = crate::every_function::functions(&header)?;
+    let build = crate::target_dir(root).join("c-tests");
+    let source = build.join("every_function.c");
+    std::fs::write(&source, crate::every_function::program(&functions)).map_err(|e| e.to_string())?;
+    let expected = CRun {
+        stdout_contains: strings(&["calls of every exported function with hostile arguments behaved"]),
+        ..CRun::default()
+    };
+    for linkage in ["shared", "static", "asan"] {
+        let exe = build.join(format!("every_function-{linkage}"));
+        flags.compile(prefix, &source, &exe, linkage)?;
+        let mut runs = vec![(linkage.to_string(), Command::new(&exe))];
+        if valgrind && linkage != "asan" {
+            let mut vg = Command::new("valgrind");
+            vg.args(["--quiet", "--error-exitcode=97", "--leak-check=full", "--errors-for-leak-kinds=definite"])
+                .arg(&exe);
+            runs.push((format!("{linkage}, valgrind"), vg));
+        }
+        for (what, mut command) in runs {
+            let out = command.output().map_err(|e| format!("every_function ({what}): {e}"))?;
+            judge(&format!("every_function ({what})"), &expected, &out)?;
+            println!("C: every_function ({what}): {}", String::from_utf8_lossy(&out.stdout).trim());
+        }
+    }
+    Ok(())
 }

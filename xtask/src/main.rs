@@ -11,6 +11,7 @@ use std::time::Instant;
 mod bindings;
 mod capi;
 mod debian;
+mod every_function;
 mod fuzz;
 mod sandbox;
 mod topology_qemu;
