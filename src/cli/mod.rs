@@ -41,6 +41,7 @@ mod observe;
 mod policy;
 mod pool;
 mod topology;
+mod xl;
 
 /// Exit status for a negative answer: different, incompatible.
 pub const EXIT_NEGATIVE: i32 = 1;
@@ -93,6 +94,8 @@ enum Command {
     /// Predict the policies Xen 4.20 builds from a raw policy (e.g. a CPU dump), or compare the
     /// prediction with a real host's.
     Derive(pool::DeriveArgs),
+    /// xl's `cpuid=` setting: what a VM gets on a host from it.
+    Xl(xl::XlArgs),
     /// What a guest's CPUs report, compared with a QEMU shape (the test command's QEMU step).
     #[command(hide = true)]
     Observe(observe::ObserveArgs),
@@ -120,6 +123,7 @@ pub fn run() -> i32 {
         Command::Check(args) => pool::check(args),
         Command::Observe(args) => observe::observe(args),
         Command::Derive(args) => pool::derive(args),
+        Command::Xl(args) => xl::xl(args),
     };
     match outcome {
         Ok(status) => status,

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use cpupolicy::featureset::GuestKind;
+use cpupolicy::policy::xl::{xl_for_pool, xl_release};
 use cpupolicy::policy::{
     check_migration, derive_system_policies, explanation_text, feature_name, guest_kind_name, hazards_text, level_pool,
     pool_hazards, pool_json, synthesise_legacy, CpuPolicy, DeriveOptions, Document, Hazard, HostBundle, HvmMode,
@@ -58,6 +59,9 @@ pub enum LevelFormat {
     Featureset,
     /// Both levelled policies as `xen-cpuid -p` text (labelled as the kind's default and max).
     XenCpuid,
+    /// One xl `cpuid=` line giving the pool default's features on every host (for --xen);
+    /// what it cannot express on standard error.
+    Xl,
 }
 
 #[derive(Args)]
@@ -78,6 +82,9 @@ pub struct LevelArgs {
     /// through to PV guests, host-reflected bits on which hosts differ.
     #[arg(long)]
     strict: bool,
+    /// The Xen release whose libxl reads the `--format xl` line (names it knows), e.g. 4.17.
+    #[arg(long, value_name = "XEN_VERSION", default_value = "4.22")]
+    xen: String,
     /// The hosts are featuresets, as xapi keeps them (`-`- or `:`-separated hex words, any
     /// length, or the empty string), or files holding one: print their combination with Xen's
     /// rules (text, featureset or json format), written as the first was.
@@ -93,7 +100,9 @@ pub struct LevelArgs {
 pub fn level(args: LevelArgs) -> Outcome {
     if args.featuresets {
         return match args.format {
-            LevelFormat::XenCpuid => Err(CliError("--featuresets: featuresets have no xen-cpuid -p form".into())),
+            LevelFormat::XenCpuid | LevelFormat::Xl => {
+                Err(CliError("--featuresets: featuresets have no xen-cpuid -p or xl form".into()))
+            }
             format => featureset_pool::level(&args.hosts, args.explain, format == LevelFormat::Json),
         };
     }
@@ -119,6 +128,24 @@ pub fn level(args: LevelArgs) -> Outcome {
         LevelFormat::Featureset => {
             err!("{explanation}{}", hazards_text(&hazards));
             emit(&format!("{}\n", pool.default.policy.featureset().to_xen_string()))?
+        }
+        LevelFormat::Xl => {
+            err!("{explanation}{}", hazards_text(&hazards));
+            let release = xl_release_arg(&args.xen)?;
+            let defaults: Vec<(&str, &CpuPolicy)> = hosts.iter().map(|h| (h.name.as_str(), &h.default)).collect();
+            let plan = xl_for_pool(&pool.default.policy, &defaults, release);
+            emit(&format!("{}\n", plan.line))?;
+            for (feature, hosts) in &plan.unexpressed {
+                errln!(
+                    "cpupolicy: xl ({} form, Xen {release}) cannot express {}, which differs on {}: create the domain paused (xl create -p), then cpupolicy domain set DOMID POLICY",
+                    plan.form,
+                    feature_name(*feature),
+                    hosts.join(", ")
+                );
+            }
+            for limit in &plan.limits {
+                errln!("cpupolicy: xl cannot lower the {limit}: xl create -p, then cpupolicy domain set DOMID POLICY");
+            }
         }
         LevelFormat::XenCpuid => {
             err!("{explanation}{}", hazards_text(&hazards));
@@ -269,6 +296,13 @@ pub fn check(args: CheckArgs) -> Outcome {
         }
     }
     Ok(if compatible { 0 } else { EXIT_NEGATIVE })
+}
+
+/// The release `--xen` names, for xl.
+pub(super) fn xl_release_arg(text: &str) -> Result<cpupolicy::featureset::XenRelease, CliError> {
+    XenVersion::parse(text)
+        .and_then(|v| xl_release(&v))
+        .ok_or_else(|| CliError(format!("--xen: '{text}' is not a Xen release from 4.14 on (such as 4.17)")))
 }
 
 /// A file name without directories and extension, to name a host.

@@ -32,6 +32,9 @@ pub enum Register {
 }
 
 impl Register {
+    /// All four, in `[eax, ebx, ecx, edx]` order.
+    pub const ALL: [Register; 4] = [Register::Eax, Register::Ebx, Register::Ecx, Register::Edx];
+
     /// Position in `[eax, ebx, ecx, edx]`.
     pub const fn index(self) -> usize {
         self as usize

@@ -59,6 +59,7 @@ mod system;
 mod vendor;
 mod wire;
 mod xen_cpuid;
+pub mod xl;
 
 pub use check::{check_migration, MigrationCheck, Mismatch, Warning};
 pub use derive::{derive_system_policies, DeriveError, DeriveOptions, HvmMode};
