@@ -447,6 +447,7 @@ pub fn c_tests(root: &Path) -> Result<(), String> {
     }
     xapi_dropin(root, &prefix, &flags, &ctx, valgrind)?;
     every_function(root, &prefix, &flags, valgrind)?;
+    xl_oracle(root, &ctx)?;
     for program in C_PROGRAMS {
         let source = root.join(program.source);
         let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("prog").to_string();
@@ -647,5 +648,169 @@ fn every_function(root: &Path, prefix: &Path, flags: &CFlags, valgrind: bool) ->
             println!("C: every_function ({what}): {}", String::from_utf8_lossy(&out.stdout).trim());
         }
     }
+    Ok(())
+}
+
+/// libxl's own parser (Debian's libxenlight 4.17) as the oracle for `level --format xl`: for
+/// pools of 2 to 5 real dumps of each vendor, the line the command line writes is parsed by
+/// libxl (`tests/c/xl_oracle.c`), and the filters libxl keeps, applied to each host's default
+/// featureset, give the pool default's (but for what the command said it could not express, and
+/// the bits Xen sets itself). Names libxl refuses, `xl apply` refuses too.
+fn xl_oracle(root: &Path, ctx: &Context) -> Result<(), String> {
+    use cpupolicy_featureset::{Featureset, WordSource, WORDS};
+
+    let build = crate::target_dir(root).join("c-tests");
+    let exe = build.join("xl_oracle");
+    let flags = Command::new("pkg-config").args(["--cflags", "--libs", "xenlight", "yajl"]).output();
+    let flags = flags.map_err(|e| format!("pkg-config: {e}"))?;
+    if !flags.status.success() {
+        return Err(format!("pkg-config xenlight yajl: {}", String::from_utf8_lossy(&flags.stderr)));
+    }
+    let flags: Vec<String> = String::from_utf8_lossy(&flags.stdout).split_whitespace().map(String::from).collect();
+    crate::run_command(
+        Command::new("cc")
+            .args(["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-DHAVE_YAJL_YAJL_VERSION_H", "-o"])
+            .arg(&exe)
+            .arg(root.join("tests/c/xl_oracle.c"))
+            .args(&flags),
+    )?;
+    let oracle = |line: &str| -> Result<std::process::Output, String> {
+        let mut command = Command::new(&exe);
+        if let Some(names) = line.strip_prefix("cpuid = \"").and_then(|l| l.strip_suffix('"')) {
+            command.args(["names", names]);
+        } else {
+            command.arg("list");
+            command.args(line.split('\'').skip(1).step_by(2));
+        }
+        command.output().map_err(|e| format!("xl_oracle: {e}"))
+    };
+    let dir = root.join("../shared/cpu-dumps/libvirt");
+    let Ok(index) = std::fs::read_to_string(dir.join("INDEX.tsv")) else {
+        println!("SKIP: ../shared/cpu-dumps is absent; the xl oracle test needs real dumps");
+        return Ok(());
+    };
+    let rows: Vec<(String, String)> = index
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            Some((dir.join(f.next()?).display().to_string(), f.next()?.to_string()))
+        })
+        .collect();
+    let featureset = |args: &[String]| -> Result<Option<Featureset>, String> {
+        let out = Command::new(&ctx.cli).args(args).output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Ok(None); // no HVM there
+        }
+        Featureset::parse(String::from_utf8_lossy(&out.stdout).trim()).map(Some).map_err(|e| e.to_string())
+    };
+    let word_of = |leaf: u64, subleaf: Option<u64>, register: usize| {
+        WORDS.iter().position(|w| {
+            matches!(w.source, WordSource::Cpuid { leaf: l, subleaf: s, register: r }
+                if u64::from(l) == leaf && s.map(u64::from) == subleaf && r.index() == register)
+        })
+    };
+    let mut pools = 0;
+    for vendor in ["GenuineIntel", "AuthenticAMD"] {
+        let same: Vec<&String> = rows.iter().filter(|(_, v)| v == vendor).map(|(f, _)| f).collect();
+        for (size, start) in [(2, 0), (3, 3), (5, 8), (2, 14), (4, 20), (2, 30), (3, 40), (5, 50)] {
+            let Some(members) = same.get(start..start + size) else { continue };
+            let mut args = strings(&["level", "--kind", "hvm", "--format", "xl", "--xen", "4.17"]);
+            args.extend(members.iter().map(|m| m.to_string()));
+            let out = Command::new(&ctx.cli).args(&args).output().map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                continue; // a member without HVM
+            }
+            let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let unexpressed: Vec<String> = String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .filter_map(|l| l.split(" cannot express ").nth(1)?.split(',').next().map(String::from))
+                .collect();
+            args[4] = "featureset".into();
+            let pool = featureset(&args)?.ok_or("the pool levels as xl but not as a featureset")?;
+            let parsed = oracle(&line)?;
+            if !parsed.status.success() {
+                return Err(format!("libxl refuses {line}: {}", String::from_utf8_lossy(&parsed.stderr)));
+            }
+            let json: serde_json::Value =
+                serde_json::from_slice(&parsed.stdout).map_err(|e| format!("xl_oracle output: {e}"))?;
+            for member in members {
+                let host = featureset(&strings(&["level", "--kind", "hvm", "--format", "featureset", member]))?
+                    .ok_or("a pool member without HVM")?;
+                let mut applied = host.clone();
+                let mut apply = |word: usize, filter: &str, offset: usize| {
+                    for (i, c) in filter.bytes().enumerate() {
+                        let bit = filter.len() - 1 - i + offset;
+                        let (w, b) = (word + bit / 32, bit % 32);
+                        let value = applied.word(w);
+                        match c {
+                            b'1' => applied.set_word(w, value | 1 << b),
+                            b'0' => applied.set_word(w, value & !(1 << b)),
+                            _ => {}
+                        }
+                    }
+                };
+                for entry in json["cpuid"].as_array().into_iter().flatten() {
+                    let leaf = entry["leaf"].as_u64().unwrap_or(u64::MAX);
+                    for (r, name) in ["eax", "ebx", "ecx", "edx"].iter().enumerate() {
+                        if let (Some(filter), Some(word)) =
+                            (entry[name].as_str(), word_of(leaf, entry["subleaf"].as_u64(), r))
+                        {
+                            apply(word, filter, 0);
+                        }
+                    }
+                }
+                for entry in json["msr"].as_array().into_iter().flatten() {
+                    if let (Some(266), Some(filter)) = (entry["index"].as_u64(), entry["policy"].as_str()) {
+                        apply(16, filter, 0);
+                    }
+                }
+                let set_by_xen = ["htt", "cmp-legacy", "no-fpu-sel", "fdp-excp-only", "osxsave", "ospke"];
+                let differ: Vec<&str> = applied
+                    .symmetric_difference(&pool)
+                    .features()
+                    .map(|f| f.name)
+                    .filter(|n| !set_by_xen.contains(n) && !unexpressed.iter().any(|u| u == n))
+                    .collect();
+                if !differ.is_empty() {
+                    return Err(format!(
+                        "libxl's reading of {line}\napplied to {member}: {differ:?} differ from the pool"
+                    ));
+                }
+            }
+            pools += 1;
+        }
+    }
+    if pools < 8 {
+        return Err(format!("only {pools} pools checked against libxl"));
+    }
+    println!(
+        "C: libxl 4.17 (Debian's libxenlight) reads the xl lines of {pools} pools of real dumps as the pool defaults"
+    );
+    // What libxl refuses, xl apply refuses, naming the token.
+    let host = &rows[0].0;
+    for bad in ["host,nosuch=1", "host,sse3", "host,sse3=q"] {
+        let refused = oracle(&format!("cpuid = \"{bad}\""))?;
+        let cfg = build.join("xl-bad.cfg");
+        std::fs::write(&cfg, format!("cpuid = \"{bad}\"\n")).map_err(|e| e.to_string())?;
+        let ours = Command::new(&ctx.cli)
+            .args(["xl", "apply", "--kind", "pv", "--xen", "4.17", "--host", host])
+            .arg(&cfg)
+            .output()
+            .map_err(|e| e.to_string())?;
+        let token = bad.trim_start_matches("host,");
+        if refused.status.code() != Some(2)
+            || ours.status.code() != Some(2)
+            || !String::from_utf8_lossy(&ours.stderr).contains(&format!("'{token}'"))
+        {
+            return Err(format!(
+                "'{bad}': libxl exit {}, xl apply exit {}: {}",
+                refused.status,
+                ours.status,
+                String::from_utf8_lossy(&ours.stderr)
+            ));
+        }
+    }
+    println!("C: unknown names and malformed values are refused by libxl and by xl apply alike, naming the token");
     Ok(())
 }

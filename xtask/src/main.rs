@@ -156,8 +156,18 @@ fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
 }
 
 /// System packages the tests use, installed when missing (the test command runs as root in CI).
-const SYSTEM_PACKAGES: &[&str] =
-    &["gcc", "make", "pkg-config", "valgrind", "cpio", "qemu-system-x86", "libclang-dev", "libxen-dev", "time"];
+const SYSTEM_PACKAGES: &[&str] = &[
+    "gcc",
+    "make",
+    "pkg-config",
+    "valgrind",
+    "cpio",
+    "qemu-system-x86",
+    "libclang-dev",
+    "libxen-dev",
+    "libyajl-dev",
+    "time",
+];
 
 fn setup(root: &Path) -> Result<(), String> {
     let missing: Vec<&str> = SYSTEM_PACKAGES
