@@ -135,3 +135,62 @@ fn bad_cpuid_settings_exit_2_naming_the_token() {
         assert!(text(&out.stderr).contains(token), "{setting}: {}", text(&out.stderr));
     }
 }
+
+/// `--format libvirt-domain` for pools of real dumps: every feature name it writes is one of
+/// libvirt's own (`cpu_map/x86_features.xml` of Debian's libvirt0), the element validates as part
+/// of a domain with `virt-xml-validate` (libvirt-clients), and `--format libvirt` writes the pool
+/// default as a `<cpudata>` dump that reads back to the same policy.
+#[test]
+fn libvirt_forms_use_libvirt_names_validate_and_round_trip() {
+    let Some(dumps) = dumps() else { return };
+    let cpu_map = std::fs::read_to_string("/usr/share/libvirt/cpu_map/x86_features.xml").ok();
+    let validate = std::path::Path::new("/usr/bin/virt-xml-validate").exists();
+    if cpu_map.is_none() || !validate {
+        eprintln!("SKIP: libvirt's cpu_map or virt-xml-validate is absent (packages libvirt0, libvirt-clients); names and schema not checked");
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libvirt");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut named = 0;
+    for vendor in ["GenuineIntel", "AuthenticAMD"] {
+        let same: Vec<&String> = dumps.iter().filter(|(_, v)| v == vendor).map(|(f, _)| f).collect();
+        for (size, start) in [(2, 1), (3, 6), (4, 12)] {
+            let Some(members) = same.get(start..start + size) else { continue };
+            let mut args = vec!["level", "--kind", "hvm", "--format", "libvirt-domain"];
+            args.extend(members.iter().map(|s| s.as_str()));
+            let out = cpupolicy(&args);
+            if !out.status.success() {
+                continue;
+            }
+            let xml = text(&out.stdout);
+            assert!(xml.starts_with("<cpu mode='host-passthrough'>"), "{xml}");
+            for name in xml.lines().filter_map(|l| l.split("name='").nth(1)?.split('\'').next()) {
+                if let Some(map) = &cpu_map {
+                    assert!(map.contains(&format!("<feature name='{name}'")), "{name} is not in libvirt's cpu_map");
+                }
+                named += 1;
+            }
+            if validate {
+                let domain = dir.join("domain.xml");
+                std::fs::write(
+                    &domain,
+                    format!("<domain type='xen'>\n  <name>vm</name>\n  <memory>1048576</memory>\n  <os>\n    <type>hvm</type>\n  </os>\n{xml}</domain>\n"),
+                )
+                .unwrap();
+                let check = Command::new("/usr/bin/virt-xml-validate").arg(&domain).arg("domain").output().unwrap();
+                assert!(check.status.success(), "{}{}", text(&check.stdout), text(&check.stderr));
+            }
+            // The dump form round-trips.
+            args[4] = "libvirt";
+            let dump = cpupolicy(&args);
+            assert!(dump.status.success());
+            let file = dir.join("pool.xml");
+            std::fs::write(&file, &dump.stdout).unwrap();
+            let back = cpupolicy(&["import", &file.display().to_string(), "--format", "json"]);
+            args[4] = "json";
+            let pool: serde_json::Value = serde_json::from_slice(&cpupolicy(&args).stdout).unwrap();
+            let read: serde_json::Value = serde_json::from_slice(&back.stdout).unwrap();
+            assert_eq!(read, pool["default"]["policy"], "the <cpudata> dump reads back to the pool default");
+        }
+    }
+    assert!(named > 10, "{named} feature names written");
+}

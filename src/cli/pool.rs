@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use cpupolicy::featureset::GuestKind;
-use cpupolicy::policy::xl::{xl_for_pool, xl_release};
+use cpupolicy::policy::xl::{libvirt_for_pool, xl_for_pool, xl_release};
 use cpupolicy::policy::{
     check_migration, derive_system_policies, explanation_text, feature_name, guest_kind_name, hazards_text, level_pool,
     pool_hazards, pool_json, synthesise_legacy, CpuPolicy, DeriveOptions, Document, Hazard, HostBundle, HvmMode,
@@ -62,6 +62,11 @@ pub enum LevelFormat {
     /// One xl `cpuid=` line giving the pool default's features on every host (for --xen);
     /// what it cannot express on standard error.
     Xl,
+    /// The `<cpu mode='host-passthrough'>` element of a libvirt domain (libxl driver) giving
+    /// the pool default's features on every host, in libvirt's feature names.
+    LibvirtDomain,
+    /// The pool default as a libvirt `<cpudata>` dump (what `import` reads back).
+    Libvirt,
 }
 
 #[derive(Args)]
@@ -100,7 +105,7 @@ pub struct LevelArgs {
 pub fn level(args: LevelArgs) -> Outcome {
     if args.featuresets {
         return match args.format {
-            LevelFormat::XenCpuid | LevelFormat::Xl => {
+            LevelFormat::XenCpuid | LevelFormat::Xl | LevelFormat::LibvirtDomain | LevelFormat::Libvirt => {
                 Err(CliError("--featuresets: featuresets have no xen-cpuid -p or xl form".into()))
             }
             format => featureset_pool::level(&args.hosts, args.explain, format == LevelFormat::Json),
@@ -146,6 +151,33 @@ pub fn level(args: LevelArgs) -> Outcome {
             for limit in &plan.limits {
                 errln!("cpupolicy: xl cannot lower the {limit}: xl create -p, then cpupolicy domain set DOMID POLICY");
             }
+        }
+        LevelFormat::LibvirtDomain => {
+            err!("{explanation}{}", hazards_text(&hazards));
+            let release = xl_release_arg(&args.xen)?;
+            let defaults: Vec<(&str, &CpuPolicy)> = hosts.iter().map(|h| (h.name.as_str(), &h.default)).collect();
+            let plan = libvirt_for_pool(&pool.default.policy, &defaults, release);
+            emit(&plan.xml)?;
+            if args.kind == Kind::Pv {
+                errln!("cpupolicy: libvirt's libxl driver applies <cpu> features to HVM and PVH guests only, not PV");
+            }
+            for (feature, hosts) in &plan.unexpressed {
+                errln!(
+                    "cpupolicy: libvirt has no name that reaches {} through libxl (Xen {release}); it differs on {}: create the domain paused, then cpupolicy domain set DOMID POLICY",
+                    feature_name(*feature),
+                    hosts.join(", ")
+                );
+            }
+            for feature in &plan.nested {
+                errln!(
+                    "cpupolicy: libvirt's libxl driver turns {} into nested virtualisation (nestedhvm), not CPUID",
+                    feature_name(*feature)
+                );
+            }
+        }
+        LevelFormat::Libvirt => {
+            err!("{explanation}{}", hazards_text(&hazards));
+            emit(&pool.default.policy.to_libvirt_xml())?
         }
         LevelFormat::XenCpuid => {
             err!("{explanation}{}", hazards_text(&hazards));

@@ -166,6 +166,8 @@ const SYSTEM_PACKAGES: &[&str] = &[
     "libclang-dev",
     "libxen-dev",
     "libyajl-dev",
+    "libvirt-clients",
+    "libxml2-utils",
     "time",
 ];
 

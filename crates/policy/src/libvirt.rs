@@ -130,6 +130,34 @@ impl CpuPolicy {
 /// index.
 const PLAIN_LEAVES: [u32; 4] = [0, 1, 0x8000_0000, 0x8000_0001];
 
+impl CpuPolicy {
+    /// The policy as a libvirt `<cpudata arch='x86'>` dump, which [`CpuPolicy::from_libvirt_xml`]
+    /// reads back: one `<cpuid>` per leaf (`ecx_in='0x00'` for leaves without sub-leaves, as
+    /// libvirt writes them), one `<msr>` per MSR.
+    pub fn to_libvirt_xml(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::from("<cpudata arch='x86'>\n");
+        for (key, r) in self.cpuid_entries() {
+            let _ = writeln!(
+                out,
+                "  <cpuid eax_in='{:#010x}' ecx_in='{:#04x}' eax='{:#010x}' ebx='{:#010x}' ecx='{:#010x}' edx='{:#010x}'/>",
+                key.leaf,
+                key.subleaf.unwrap_or(0),
+                r.eax,
+                r.ebx,
+                r.ecx,
+                r.edx
+            );
+        }
+        for (index, value) in self.msrs() {
+            let _ =
+                writeln!(out, "  <msr index='{index:#x}' edx='{:#010x}' eax='{:#010x}'/>", value >> 32, value as u32);
+        }
+        out.push_str("</cpudata>\n");
+        out
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
     Before,

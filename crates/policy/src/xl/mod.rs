@@ -19,6 +19,7 @@
 //! [`xl_for_pool`] writes one `cpuid=` value that gives a pool default's features on every host
 //! of the pool, in the form that loses least, and says what neither form can express.
 
+mod libvirt_names;
 mod names;
 
 use std::fmt::{self, Write as _};
@@ -520,13 +521,13 @@ fn forced_mask(word: usize) -> u32 {
     !(rules.reflected[word] | rules.topology[word] | rules.runtime[word] | rules.mirror[word])
 }
 
-/// One `cpuid=` value that, applied by libxl of `release` to each host's default policy,
-/// gives the pool default's features: names where libxl knows them, else the list form when it
-/// expresses more. `hosts` are (name, default policy).
-pub fn xl_for_pool(pool_default: &CpuPolicy, hosts: &[(&str, &CpuPolicy)], release: XenRelease) -> XlPlan {
+/// Every feature bit a configuration must force for the pool default on each host: the bit,
+/// whether the pool has it, and the hosts whose default differs.
+type Forced = Vec<(FeatureId, bool, Vec<String>)>;
+
+fn forced_bits(pool_default: &CpuPolicy, hosts: &[(&str, &CpuPolicy)]) -> Forced {
     let target = pool_default.feature_words();
-    // Per bit: which hosts' defaults differ from the pool's.
-    let mut forced: Vec<(FeatureId, bool, Vec<String>)> = Vec::new();
+    let mut forced: Forced = Vec::new();
     for (w, &pooled) in target.iter().enumerate() {
         let mut differ = 0u32;
         for (_, policy) in hosts {
@@ -542,6 +543,14 @@ pub fn xl_for_pool(pool_default: &CpuPolicy, hosts: &[(&str, &CpuPolicy)], relea
             forced.push((id, on, culprits));
         });
     }
+    forced
+}
+
+/// One `cpuid=` value that, applied by libxl of `release` to each host's default policy,
+/// gives the pool default's features: names where libxl knows them, else the list form when it
+/// expresses more. `hosts` are (name, default policy).
+pub fn xl_for_pool(pool_default: &CpuPolicy, hosts: &[(&str, &CpuPolicy)], release: XenRelease) -> XlPlan {
+    let forced = forced_bits(pool_default, hosts);
     let maxleaf = pool_default.max_basic_leaf();
     let lower_leaf = hosts.iter().any(|(_, p)| p.max_basic_leaf() != maxleaf);
 
@@ -594,6 +603,118 @@ pub fn xl_for_pool(pool_default: &CpuPolicy, hosts: &[(&str, &CpuPolicy)], relea
         }
     }
     XlPlan { line, form, unexpressed, limits }
+}
+
+/// A feature name of libvirt's x86 CPU map (`src/cpu_map/x86_features.xml`) and its bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LibvirtName {
+    /// libvirt's name.
+    pub name: &'static str,
+    /// Its bit.
+    pub place: Place,
+}
+
+/// Where one feature bit lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// A CPUID bit.
+    Cpuid {
+        /// The leaf.
+        leaf: u32,
+        /// The sub-leaf, if any.
+        subleaf: Option<u32>,
+        /// The register.
+        register: Register,
+        /// The bit.
+        bit: u8,
+    },
+    /// An MSR bit.
+    Msr {
+        /// The MSR.
+        index: u32,
+        /// The bit.
+        bit: u8,
+    },
+}
+
+pub(crate) use libvirt_names::LIBVIRT_NAMES;
+
+/// libvirt's libxl driver renames these features before handing `NAME=0|1` to libxl
+/// (`xenTranslateCPUFeature`, `src/libxl/xen_xl.c`: libvirt name, libxl name); other names go
+/// through unchanged.
+pub const LIBVIRT_TO_LIBXL: [(&str, &str); 17] = [
+    ("cx16", "cmpxchg16"),
+    ("cid", "cntxid"),
+    ("ds_cpl", "dscpl"),
+    ("pclmuldq", "pclmulqdq"),
+    ("pni", "sse3"),
+    ("ht", "htt"),
+    ("pn", "psn"),
+    ("clflush", "clfsh"),
+    ("sep", "sysenter"),
+    ("cx8", "cmpxchg8"),
+    ("nodeid_msr", "nodeid"),
+    ("cr8legacy", "altmovcr8"),
+    ("lahf_lm", "lahfsahf"),
+    ("cmp_legacy", "cmplegacy"),
+    ("fxsr_opt", "ffxsr"),
+    ("pdpe1gb", "page1gb"),
+    ("spec-ctrl", "ibrsb"),
+];
+
+/// The libxl name libvirt's driver passes for a libvirt feature name.
+pub fn libvirt_to_libxl(name: &str) -> &str {
+    LIBVIRT_TO_LIBXL.iter().find(|(v, _)| *v == name).map_or(name, |(_, x)| x)
+}
+
+/// The libvirt name whose `<feature>` reaches exactly feature `id` through libvirt's libxl
+/// driver and libxl of `release`, if any.
+pub fn libvirt_name_for(id: FeatureId, release: XenRelease) -> Option<&'static str> {
+    let target = feature_target(id)?;
+    let place = match target {
+        XlTarget::Cpuid { leaf, subleaf, register, bit, .. } => Place::Cpuid { leaf, subleaf, register, bit },
+        XlTarget::Msr { index, bit } => Place::Msr { index, bit },
+    };
+    LIBVIRT_NAMES
+        .iter()
+        .filter(|n| n.place == place)
+        .map(|n| n.name)
+        .find(|name| resolve(libvirt_to_libxl(name), release) == Some(target))
+}
+
+/// What [`libvirt_for_pool`] wrote, and what it could not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LibvirtPlan {
+    /// The `<cpu mode='host-passthrough'>` element.
+    pub xml: String,
+    /// Feature bits with no libvirt name that reaches them, with the hosts whose default differs.
+    pub unexpressed: Vec<(FeatureId, Vec<String>)>,
+    /// VMX/SVM, which libvirt's libxl driver turns into nested virtualisation rather than CPUID.
+    pub nested: Vec<FeatureId>,
+}
+
+/// The `<cpu mode='host-passthrough'>` element for a libvirt domain (libxl driver) that gives
+/// the pool default's features on every host: `<feature policy='disable'/'require'>` in libvirt's
+/// names, as its driver hands them to libxl of `release`.
+pub fn libvirt_for_pool(pool_default: &CpuPolicy, hosts: &[(&str, &CpuPolicy)], release: XenRelease) -> LibvirtPlan {
+    let mut xml = String::from("<cpu mode='host-passthrough'>\n");
+    let (mut unexpressed, mut nested) = (Vec::new(), Vec::new());
+    let nested_names = ["vmx", "svm"];
+    for (id, on, culprits) in forced_bits(pool_default, hosts) {
+        if id.feature().is_some_and(|f| nested_names.contains(&f.name)) {
+            nested.push(id);
+            continue;
+        }
+        match libvirt_name_for(id, release) {
+            Some(name) => {
+                let policy = if on { "require" } else { "disable" };
+                let _ = writeln!(xml, "  <feature policy='{policy}' name='{name}'/>");
+            }
+            None => unexpressed.push((id, culprits)),
+        }
+    }
+    xml.push_str("</cpu>\n");
+    LibvirtPlan { xml, unexpressed, nested }
 }
 
 impl XlCpuid {
@@ -678,6 +799,17 @@ mod tests {
             assert_eq!(e.token, token, "{text}: {e}");
         }
         assert!(XlCpuid::parse("name = 'vm'\n", XenRelease::V4_20).is_err());
+    }
+
+    #[test]
+    fn libvirt_names_reach_the_feature_through_the_driver() {
+        use XenRelease::*;
+        assert_eq!(libvirt_name_for(known("sse3"), V4_20), Some("pni"));
+        assert_eq!(libvirt_name_for(known("clflush"), V4_20), Some("clflush"), "renamed clfsh by the driver");
+        assert_eq!(libvirt_name_for(known("rsba"), V4_20), Some("rsba"));
+        assert_eq!(libvirt_name_for(known("rsba"), V4_17), None, "libxl 4.17 has no MSR names");
+        assert_eq!(libvirt_to_libxl("lahf_lm"), "lahfsahf");
+        assert_eq!(libvirt_to_libxl("avx2"), "avx2");
     }
 
     #[test]
