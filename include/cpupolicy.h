@@ -117,6 +117,9 @@ typedef uint32_t cpupolicy_check_part;
 // libvirt's `virCPUCompareResult`.
 typedef uint32_t cpupolicy_compare_result;
 
+// Which configuration `cpupolicy_pool_config` writes: one of the `CPUPOLICY_CONFIG_*` values.
+typedef uint32_t cpupolicy_config_form;
+
 // Set operations for `cpupolicy_featureset_combine`: one of the `CPUPOLICY_SET_*` values.
 typedef uint32_t cpupolicy_set_op;
 
@@ -252,6 +255,12 @@ typedef struct {
 
 // The host offers everything the guest saw, and possibly more.
 #define CPUPOLICY_COMPARE_SUPERSET 2
+
+// xl's `cpuid = …` line (name form, or the list form where it loses less).
+#define CPUPOLICY_CONFIG_XL 0
+
+// libvirt's `<cpu mode='host-passthrough'>` element (libxl driver).
+#define CPUPOLICY_CONFIG_LIBVIRT_DOMAIN 1
 
 // Every named feature.
 #define CPUPOLICY_MASK_KNOWN 0
@@ -477,6 +486,50 @@ cpupolicy_status cpupolicy_check_to_text(const cpupolicy_check *check,
 cpupolicy_status cpupolicy_compare(const cpupolicy_policy *host,
                                    const cpupolicy_policy *guest,
                                    cpupolicy_compare_result *result);
+
+// The configuration that gives the pool default's features on every host of the pool, as
+// `cpupolicy level --format xl|libvirt-domain` prints it: `form` is `CPUPOLICY_CONFIG_XL` or
+// `CPUPOLICY_CONFIG_LIBVIRT_DOMAIN`, `xen_version` the release whose libxl reads it (NULL: the
+// newest known). What it cannot express is in `cpupolicy_pool_config_notes`. NUL-terminated,
+// size-query convention. Thread-safe for readers.
+//
+// # Safety
+// `pool` a pool handle; `xen_version` NULL or a NUL-terminated string; `buffer` NULL or valid
+// for `capacity` bytes; `needed` NULL or valid.
+cpupolicy_status cpupolicy_pool_config(const cpupolicy_pool *pool,
+                                       cpupolicy_config_form form,
+                                       const char *xen_version,
+                                       char *buffer,
+                                       size_t capacity,
+                                       size_t *needed);
+
+// What `cpupolicy_pool_config` of the same arguments cannot express, one line each (features
+// with the hosts that differ, limits it cannot lower, with the paused-domain route); empty
+// when nothing. NUL-terminated, size-query convention. Thread-safe for readers.
+//
+// # Safety
+// As for `cpupolicy_pool_config`.
+cpupolicy_status cpupolicy_pool_config_notes(const cpupolicy_pool *pool,
+                                             cpupolicy_config_form form,
+                                             const char *xen_version,
+                                             char *buffer,
+                                             size_t capacity,
+                                             size_t *needed);
+
+// The policy a VM gets on `host` from an xl configuration's `cpuid=` setting (`config`: the
+// whole `.cfg` text, or the value alone, either form), as libxl of `xen_version` (NULL: the
+// newest) applies it to the host's default policy for `kind` and Xen clamps it to the host's
+// max: a new policy in `*out`, owned by the caller. An unknown name or a malformed value gets
+// `CPUPOLICY_PARSE_ERROR`, the message naming the token. Thread-safe for readers of `host`.
+//
+// # Safety
+// `host` a host handle; `xen_version` NULL or a NUL-terminated string; `config` a
+// NUL-terminated string; `out` valid for a pointer write.
+cpupolicy_status cpupolicy_xl_apply(const cpupolicy_host *host,
+                                    cpupolicy_guest_kind kind,
+                                    const char *xen_version,
+                                    const char *config,
+                                    cpupolicy_policy **out);
 
 // Parses `xen-cpuid`'s form (`178bfbfd:80002001:…`) or xapi's (`-`-separated; one separator
 // throughout) into a new featureset written to `*out`, keeping every word given (so
@@ -811,6 +864,16 @@ cpupolicy_status cpupolicy_policy_to_json(const cpupolicy_policy *policy,
                                           char *buffer,
                                           size_t capacity,
                                           size_t *needed);
+
+// The policy as a libvirt `<cpudata arch='x86'>` dump (what `cpupolicy_policy_parse` reads
+// back), NUL-terminated, size-query convention. Thread-safe for readers.
+//
+// # Safety
+// `policy` a policy handle; `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid.
+cpupolicy_status cpupolicy_policy_to_libvirt(const cpupolicy_policy *policy,
+                                             char *buffer,
+                                             size_t capacity,
+                                             size_t *needed);
 
 // The policy as `xen-cpuid -p DOMID` prints a domain's (`Domain <domid> policy: …`), as the
 // Xen release `xen_version` (NULL: the newest format) serialises it; entries that format

@@ -140,16 +140,8 @@ pub fn level(args: LevelArgs) -> Outcome {
             let defaults: Vec<(&str, &CpuPolicy)> = hosts.iter().map(|h| (h.name.as_str(), &h.default)).collect();
             let plan = xl_for_pool(&pool.default.policy, &defaults, release);
             emit(&format!("{}\n", plan.line))?;
-            for (feature, hosts) in &plan.unexpressed {
-                errln!(
-                    "cpupolicy: xl ({} form, Xen {release}) cannot express {}, which differs on {}: create the domain paused (xl create -p), then cpupolicy domain set DOMID POLICY",
-                    plan.form,
-                    feature_name(*feature),
-                    hosts.join(", ")
-                );
-            }
-            for limit in &plan.limits {
-                errln!("cpupolicy: xl cannot lower the {limit}: xl create -p, then cpupolicy domain set DOMID POLICY");
+            for note in plan.notes(release) {
+                errln!("cpupolicy: {note}");
             }
         }
         LevelFormat::LibvirtDomain => {
@@ -158,21 +150,8 @@ pub fn level(args: LevelArgs) -> Outcome {
             let defaults: Vec<(&str, &CpuPolicy)> = hosts.iter().map(|h| (h.name.as_str(), &h.default)).collect();
             let plan = libvirt_for_pool(&pool.default.policy, &defaults, release);
             emit(&plan.xml)?;
-            if args.kind == Kind::Pv {
-                errln!("cpupolicy: libvirt's libxl driver applies <cpu> features to HVM and PVH guests only, not PV");
-            }
-            for (feature, hosts) in &plan.unexpressed {
-                errln!(
-                    "cpupolicy: libvirt has no name that reaches {} through libxl (Xen {release}); it differs on {}: create the domain paused, then cpupolicy domain set DOMID POLICY",
-                    feature_name(*feature),
-                    hosts.join(", ")
-                );
-            }
-            for feature in &plan.nested {
-                errln!(
-                    "cpupolicy: libvirt's libxl driver turns {} into nested virtualisation (nestedhvm), not CPUID",
-                    feature_name(*feature)
-                );
+            for note in plan.notes(release, kind) {
+                errln!("cpupolicy: {note}");
             }
         }
         LevelFormat::Libvirt => {

@@ -224,6 +224,7 @@ const C_PROGRAMS: &[CProgram] = &[
         },
     },
     CProgram { source: "examples/pool_level.c", runs: pool_level_runs },
+    CProgram { source: "examples/pool_config.c", runs: pool_config_runs },
     CProgram { source: "examples/migration_check.c", runs: migration_check_runs },
     CProgram { source: "examples/topology.c", runs: topology_runs },
     CProgram { source: "examples/xen_fetch.c", runs: xen_fetch_runs },
@@ -256,6 +257,36 @@ fn pool_level_runs(ctx: &Context) -> Result<Vec<CRun>, String> {
             format!("acceptance featureset: {}", acceptance.trim()),
         ];
         lines.extend(explanation.lines().map(String::from));
+        runs.push(CRun { args, lines, ..CRun::default() });
+    }
+    Ok(runs)
+}
+
+/// The xl line, the libvirt element and, per host, the policy the xl line gives there must be
+/// what `cpupolicy level --format xl|libvirt-domain` and `cpupolicy xl apply` print for the
+/// pool of the three reference hosts (HVM), for the libxl of 4.17 and of 4.22.
+fn pool_config_runs(ctx: &Context) -> Result<Vec<CRun>, String> {
+    let Some(hosts) = xen_references(ctx) else { return Ok(Vec::new()) };
+    let mut runs = Vec::new();
+    for xen in ["4.17", "4.22"] {
+        let level = |format: &str| {
+            let mut args = strings(&["level", "--kind", "hvm", "--format", format, "--xen", xen]);
+            args.extend(hosts.iter().cloned());
+            ctx.cli(&args)
+        };
+        let (_, xl, _) = level("xl")?;
+        let (_, libvirt, _) = level("libvirt-domain")?;
+        let mut lines: Vec<String> = xl.lines().chain(libvirt.lines()).map(String::from).collect();
+        let cfg = std::env::temp_dir().join(format!("cpupolicy-pool-config-{xen}.cfg"));
+        std::fs::write(&cfg, &xl).map_err(|e| e.to_string())?;
+        for (i, host) in hosts.iter().enumerate() {
+            let (_, applied, _) =
+                ctx.cli(&strings(&["xl", "apply", "--host", host, "--xen", xen, &cfg.display().to_string()]))?;
+            lines.push(format!("applied on host {}:", i + 1));
+            lines.extend(applied.lines().map(String::from));
+        }
+        let mut args = vec![xen.to_string()];
+        args.extend(hosts.iter().cloned());
         runs.push(CRun { args, lines, ..CRun::default() });
     }
     Ok(runs)

@@ -33,12 +33,15 @@
 //!   `cpupolicy_baseline`.
 //! - `cpupolicy_host`: a host's six system policies (JSON host bundle, `xen-cpuid -p`, Xen, or
 //!   predicted from a raw policy by `cpupolicy_derive`).
-//! - `cpupolicy_pool`: a levelled pool (`cpupolicy_level`) with its explanation.
+//! - `cpupolicy_pool`: a levelled pool (`cpupolicy_level`) with its explanation, and the xl
+//!   `cpuid=` line or libvirt `<cpu>` element that applies it (`cpupolicy_pool_config`);
+//!   `cpupolicy_xl_apply` reads an xl configuration's `cpuid=` back onto a host.
 //! - `cpupolicy_check`: a migration check, every mismatch and warning by name.
 //! - `cpupolicy_xen`: the running Xen: system featuresets and policies, domain policies.
 //! - `cpupolicy_topology`: vCPU APIC IDs and topology leaves, applied to a policy.
 
 mod check;
+mod config;
 mod featureset;
 mod ffi;
 mod host;
@@ -48,6 +51,7 @@ mod topology;
 mod xen;
 
 pub use check::*;
+pub use config::*;
 pub use featureset::*;
 pub use host::*;
 pub use policy::*;

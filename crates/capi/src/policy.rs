@@ -309,6 +309,22 @@ pub unsafe extern "C" fn cpupolicy_policy_to_json(
     unsafe { text_of(policy, "policy", buffer, capacity, needed, |p| Ok(p.to_json())) }
 }
 
+/// The policy as a libvirt `<cpudata arch='x86'>` dump (what `cpupolicy_policy_parse` reads
+/// back), NUL-terminated, size-query convention. Thread-safe for readers.
+///
+/// # Safety
+/// `policy` a policy handle; `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_to_libvirt(
+    policy: *const cpupolicy_policy,
+    buffer: *mut c_char,
+    capacity: usize,
+    needed: *mut usize,
+) -> cpupolicy_status {
+    // SAFETY: per this function's contract.
+    unsafe { text_of(policy, "policy", buffer, capacity, needed, |p| Ok(p.to_libvirt_xml())) }
+}
+
 /// The policy as `xen-cpuid -p DOMID` prints a domain's (`Domain <domid> policy: …`), as the
 /// Xen release `xen_version` (NULL: the newest format) serialises it; entries that format
 /// cannot carry are left out (list them with `cpupolicy_policy_xen_dropped`). NUL-terminated,

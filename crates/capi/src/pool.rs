@@ -29,6 +29,20 @@ pub struct Pool {
 #[allow(non_camel_case_types)]
 pub type cpupolicy_pool = Handle<Pool>;
 
+impl Pool {
+    pub(crate) fn hosts(&self) -> &[PoolHost] {
+        &self.hosts
+    }
+
+    pub(crate) fn levelled(&self) -> &LevelledPool {
+        &self.levelled
+    }
+
+    pub(crate) fn kind(&self) -> GuestKind {
+        self.kind
+    }
+}
+
 impl Tagged for Pool {
     const TAG: Tag = Tag::Pool;
     const NAME: &'static str = "pool";

@@ -514,6 +514,31 @@ pub struct XlPlan {
     pub limits: Vec<String>,
 }
 
+impl XlPlan {
+    /// What the line cannot do, one sentence each: the bits its form cannot express (with the
+    /// hosts whose default differs) and the limits it cannot lower, each with the route that can.
+    pub fn notes(&self, release: XenRelease) -> Vec<String> {
+        let mut notes: Vec<String> = self
+            .unexpressed
+            .iter()
+            .map(|(feature, hosts)| {
+                format!(
+                    "xl ({} form, Xen {release}) cannot express {}, which differs on {}: create the domain paused (xl create -p), then cpupolicy domain set DOMID POLICY",
+                    self.form,
+                    crate::feature_name(*feature),
+                    hosts.join(", ")
+                )
+            })
+            .collect();
+        notes.extend(
+            self.limits.iter().map(|limit| {
+                format!("xl cannot lower the {limit}: xl create -p, then cpupolicy domain set DOMID POLICY")
+            }),
+        );
+        notes
+    }
+}
+
 /// The bits levelling decides that a `cpuid=` must force: everything but host-reflected,
 /// topology, run-time and AMD's leaf-1 copies, which Xen or libxl set themselves.
 fn forced_mask(word: usize) -> u32 {
@@ -715,6 +740,30 @@ pub fn libvirt_for_pool(pool_default: &CpuPolicy, hosts: &[(&str, &CpuPolicy)], 
     }
     xml.push_str("</cpu>\n");
     LibvirtPlan { xml, unexpressed, nested }
+}
+
+impl LibvirtPlan {
+    /// What the element cannot do, one sentence each.
+    pub fn notes(&self, release: XenRelease, kind: cpupolicy_featureset::GuestKind) -> Vec<String> {
+        let mut notes = Vec::new();
+        if kind == cpupolicy_featureset::GuestKind::Pv {
+            notes.push("libvirt's libxl driver applies <cpu> features to HVM and PVH guests only, not PV".to_string());
+        }
+        for (feature, hosts) in &self.unexpressed {
+            notes.push(format!(
+                "libvirt has no name that reaches {} through libxl (Xen {release}); it differs on {}: create the domain paused, then cpupolicy domain set DOMID POLICY",
+                crate::feature_name(*feature),
+                hosts.join(", ")
+            ));
+        }
+        for feature in &self.nested {
+            notes.push(format!(
+                "libvirt's libxl driver turns {} into nested virtualisation (nestedhvm), not CPUID",
+                crate::feature_name(*feature)
+            ));
+        }
+        notes
+    }
 }
 
 impl XlCpuid {
