@@ -319,6 +319,53 @@ for kind in pv hvm-shadow; do
         echo "NOTE no $kind domain on this Xen: $(cat /tmp/stderr)"
     fi
 done
+# xl: the cpuid= line cpupolicy writes for a pool of this host and a real part of its vendor, on
+# a domain xl creates paused; then the same pool default set through cpupolicy domain set.
+partner=/partner-amd.xml; grep -q GenuineIntel /proc/cpuinfo && partner=/partner-intel.xml
+if ! command -v xl > /dev/null || [ ! -f $partner ]; then
+    echo "NOTE no xl toolstack or no real dump in this boot: xl create not tried"
+elif ! { mkdir -p /var/run/xenstored /var/lib/xenstored /var/lib/xen /var/log/xen/console /run/xen /var/run/xen /var/lock /etc/xen /dev/pts \
+        && mount -t devpts devpts /dev/pts && touch /etc/xen/xl.conf && xenstored --pid-file=/run/xenstored.pid \
+        && xen-init-dom0 > /dev/null && xenconsoled --pid-file=/run/xenconsoled.pid; }; then
+    echo "FAIL start xenstored, xen-init-dom0 and xenconsoled for xl"
+else
+    release=$(sed -n 's/^  "xen": {"major": \([0-9]*\), "minor": \([0-9]*\).*/\1.\2/p' /tmp/bundle.json)
+    cpupolicy level --kind pv --format xl --xen $release /tmp/bundle.json $partner > /tmp/cpuid.line 2> /tmp/xl-notes
+    printf 'name = "xlpool"\ntype = "pv"\nkernel = "/boot/guest"\nmemory = 256\nvcpus = 1\n' > /tmp/vm.cfg
+    cat /tmp/cpuid.line >> /tmp/vm.cfg
+    if xl create -p /tmp/vm.cfg > /tmp/xl-create 2>&1 && domid=$(xl domid xlpool 2> /dev/null); then
+        echo "PASS xl create -p (Xen $release) with cpupolicy's $(cut -c1-60 /tmp/cpuid.line)..."
+        sed -n 's/^cpupolicy: /    NOTE /p' /tmp/xl-notes | grep -v 'leak' | head -8
+        xen-cpuid -p $domid > /tmp/ref-xl 2>&1
+        cpupolicy domain get $domid --format xen-cpuid > /tmp/our-xl 2> /tmp/stderr
+        compare "cpupolicy domain get = xen-cpuid -p DOMID (xl domain $domid)" /tmp/ref-xl /tmp/our-xl
+        cpupolicy domain get $domid --format json > /tmp/xl-domain.json 2> /tmp/stderr
+        cpupolicy xl apply --host /tmp/bundle.json --kind pv --xen $release /tmp/vm.cfg > /tmp/xl-predicted.json 2> /tmp/stderr
+        if cpupolicy diff /tmp/xl-predicted.json /tmp/xl-domain.json > /tmp/xl-diff 2>&1; then
+            echo "PASS xl create: the domain's policy is exactly what cpupolicy xl apply predicted for this host"
+        else
+            echo "FAIL xl create: the domain's policy (B) differs from cpupolicy xl apply's (A)"; cat /tmp/xl-diff /tmp/vm.cfg
+        fi
+        # The exact route: the pool default itself, set before the domain first runs.
+        cpupolicy level --kind pv --format json /tmp/bundle.json $partner > /tmp/pool.json 2> /dev/null
+        cpupolicy import /tmp/pool.json --format json > /tmp/pool-default.json 2> /tmp/stderr
+        if cpupolicy domain set $domid /tmp/pool.json > /tmp/set 2>&1; then
+            cpupolicy domain get $domid --format json > /tmp/set-domain.json 2> /tmp/stderr
+            if cpupolicy diff /tmp/pool-default.json /tmp/set-domain.json > /tmp/set-diff 2>&1; then
+                echo "PASS cpupolicy domain set: the paused domain has exactly the pool default"
+            elif grep -v -e '^leaf 0x80000001 edx: ' -e '^features only in B: <2\*32+[0-9]*>\( <2\*32+[0-9]*>\)*$' /tmp/set-diff > /tmp/other; then
+                echo "FAIL cpupolicy domain set: Xen changed more than AMD's leaf-1 copies"; cat /tmp/set-diff
+            else
+                echo "PASS cpupolicy domain set: the paused domain has the pool default; Xen itself set AMD's copies of leaf 1 EDX in 0x80000001 EDX ($(sed -n 's/^features only in B: //p' /tmp/set-diff))"
+            fi
+        else
+            echo "FAIL cpupolicy domain set $domid"; cat /tmp/set
+        fi
+        xl destroy $domid > /tmp/xl-destroy 2>&1 && echo "PASS xl destroy $domid" || { echo "FAIL xl destroy $domid"; cat /tmp/xl-destroy; }
+    else
+        echo "FAIL xl create -p (Xen $release) with cpupolicy's cpuid="; cat /tmp/xl-create /tmp/vm.cfg /tmp/xl-notes
+    fi
+fi
 echo BEGIN-HOST-BUNDLE
 cat /tmp/bundle.json
 echo END-HOST-BUNDLE
@@ -466,16 +513,29 @@ fn real_xen(root: &Path) -> Result<(), String> {
         boot.files.push((release_dir.join("cpupolicy"), "/usr/bin/cpupolicy".into()));
         boot.files.push((xen_fetch_static.clone(), "/usr/bin/xen_fetch".into()));
         boot.files.push((xen_fetch_shared.clone(), "/usr/bin/xen_fetch-shared".into()));
+        boot.xl_toolstack = true;
+        let dumps = root.join("../shared/cpu-dumps/libvirt");
+        for (vendor, dump) in
+            [("amd", "x86_64-cpuid-EPYC-7601-32-Core.xml"), ("intel", "x86_64-cpuid-Xeon-E5-2650-v4.xml")]
+        {
+            if dumps.join(dump).is_file() {
+                boot.files.push((dumps.join(dump), format!("/partner-{vendor}.xml")));
+            }
+        }
         let out = sandbox::boot(root, &boot)?;
         let failed: Vec<&str> = out.output.lines().filter(|l| l.starts_with("FAIL")).collect();
         let passed = out.output.lines().filter(|l| l.starts_with("PASS")).count();
         println!("real {release} ({cpu}): {passed} passed, {} failed, exit {}", failed.len(), out.exit_status);
         for line in out.output.lines().filter(|l| {
-            ["PASS cpupolicy", "PASS host", "PASS C ", "NOTE no"].iter().any(|prefix| l.starts_with(prefix))
+            ["PASS cpupolicy", "PASS host", "PASS C ", "NOTE no", "PASS xl", "    NOTE"]
+                .iter()
+                .any(|prefix| l.starts_with(prefix))
         }) {
             println!("    {line}");
         }
-        if out.exit_status != 0 || !failed.is_empty() || passed < 49 {
+        let xl_expected = root.join("../shared/cpu-dumps/libvirt").is_dir();
+        let xl_ran = out.output.contains("PASS xl create: ") && out.output.contains("PASS cpupolicy domain set: ");
+        if out.exit_status != 0 || !failed.is_empty() || passed < 49 || (xl_expected && !xl_ran) {
             failures.push(format!("{release} ({cpu}): exit {}\n{}", out.exit_status, out.output));
         }
         match between(&out.output, "BEGIN-HOST-BUNDLE\n", "END-HOST-BUNDLE\n") {

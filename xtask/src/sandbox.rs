@@ -157,6 +157,10 @@ pub struct Boot {
     pub script: String,
     /// Wall-clock limit for the QEMU run (not counting preparation).
     pub timeout: Duration,
+    /// Under Xen, also the toolstack `xl create` needs: `xl`, `xenstored`, `xenconsoled` and
+    /// `xen-init-dom0` of the release (on `PATH`), and the dom0 kernel as `/boot/guest` for PV
+    /// guests. The script starts the daemons itself.
+    pub xl_toolstack: bool,
 }
 
 impl Boot {
@@ -169,6 +173,7 @@ impl Boot {
             files: Vec::new(),
             script: script.into(),
             timeout: Duration::from_secs(600),
+            xl_toolstack: false,
         }
     }
 }
@@ -590,7 +595,7 @@ fn boot_in(dir: &Path, base: &Path, xen: Option<&(XenRelease, PathBuf)>, boot: &
     let moddir = base.join("lib/modules").join(&kver);
     let mut wanted = vec!["cpuid", "msr"];
     if xen.is_some() {
-        wanted.extend(["xen_privcmd", "xen_evtchn", "xenfs"]);
+        wanted.extend(["xen_privcmd", "xen_evtchn", "xenfs", "xen_gntdev", "xen_gntalloc"]);
     }
     let mut modules = Vec::new();
     for rel in module_load_order(&moddir, &wanted)? {
@@ -603,6 +608,16 @@ fn boot_in(dir: &Path, base: &Path, xen: Option<&(XenRelease, PathBuf)>, boot: &
         let cpuid = root.join(release.xen_cpuid_path());
         image.add_host(&cpuid, "/usr/bin/xen-cpuid")?;
         link(&xen_image(root, "")?, "xen")?;
+    }
+    if let (true, Some((release, root))) = (boot.xl_toolstack, &xen) {
+        let bin = root.join(format!("usr/lib/xen-{}/bin", release.version()));
+        for tool in ["xl", "xenstored", "xenconsoled", "xen-init-dom0"] {
+            image.add_host(&bin.join(tool), &format!("/usr/sbin/{tool}"))?;
+        }
+        // glibc loads it at run time for pthread_cancel (xl's event threads): no ELF dependency names it.
+        let gcc_s = base.join("lib/x86_64-linux-gnu/libgcc_s.so.1");
+        image.add_host(&gcc_s, "/lib/x86_64-linux-gnu/libgcc_s.so.1")?;
+        image.add_host(&vmlinuz, "/boot/guest")?;
     }
     for (host, guest) in &boot.files {
         image.add_host(host, guest)?;

@@ -574,7 +574,10 @@ fn level_xstate(policy: &mut CpuPolicy, hosts: &[PoolHost], role: Role, base_nam
         }
     }
     let size = size as u32;
-    policy.set_cpuid(CpuidKey::indexed(0xd, 0), Registers::new(xcr0 as u32, size, size, (xcr0 >> 32) as u32));
+    // EBX, the size for the XCR0 the guest has enabled, is computed by Xen when the guest asks
+    // (guest_cpuid); its policies hold 0 there, and a policy set with another value is read
+    // back with 0 (seen on Xen 4.20 with `cpupolicy domain set`).
+    policy.set_cpuid(CpuidKey::indexed(0xd, 0), Registers::new(xcr0 as u32, 0, size, (xcr0 >> 32) as u32));
     // Compacted size, for XSAVEC/XSAVES: components in order, 64-byte aligned where asked.
     let mut sub1 = policy.subleaf(0xd, 1);
     if sub1.eax & 0xa != 0 {

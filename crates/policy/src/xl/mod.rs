@@ -329,7 +329,8 @@ impl XlCpuid {
 
     /// The policy a VM gets on a host: its `default` policy with the filters applied (`x` takes
     /// the default's bit, `k`/`s` the `host` policy's), the features then clamped to the host's
-    /// `max` policy and closed over dependencies as Xen does when the policy is set.
+    /// `max` policy and closed over dependencies as Xen does when the policy is set, and AMD's
+    /// copies of leaf 1 EDX in 0x80000001 EDX made as Xen makes them (`recalculate_misc`).
     pub fn apply(&self, default: &CpuPolicy, host: &CpuPolicy, max: &CpuPolicy) -> CpuPolicy {
         let mut policy = default.clone();
         for entry in &self.leaves {
@@ -347,9 +348,19 @@ impl XlCpuid {
             let value = filtered(&msr.filter, default.msr(msr.index), host.msr(msr.index));
             policy.set_msr(msr.index, value);
         }
+        // Xen drops the leaves beyond the (possibly lowered) max leaves, then clamps to max.
+        crate::level::clear_out_of_range_leaves(&mut policy);
         let mut features = policy.featureset().intersection(&max.featureset());
         features.apply_dependencies();
-        policy.set_feature_words(&crate::level::words_of(&features));
+        let mut words = crate::level::words_of(&features);
+        // Xen's recalculate_misc: AMD guests see leaf 1 EDX's common bits repeated in
+        // 0x80000001 EDX; other vendors see them clear.
+        let common = crate::rules::COMMON_1D_FEATURES;
+        words[2] &= !common;
+        if policy.vendor().is_amd_like() {
+            words[2] |= words[0] & common;
+        }
+        policy.set_feature_words(&words);
         policy
     }
 }
@@ -571,13 +582,40 @@ fn forced_bits(pool_default: &CpuPolicy, hosts: &[(&str, &CpuPolicy)]) -> Forced
     forced
 }
 
+/// Splits the forced bits into those whose leaf every host has (libxl applies an entry only to a
+/// leaf the domain's policy holds: `Missing leaf` otherwise, and the domain is not built) and
+/// those beyond the pool default's ranges, which no entry may name. Beyond the pool's max basic
+/// leaf, when `maxleaf` is lowered, the bits vanish with their leaves and are dropped; the rest
+/// are returned second, to be reported.
+fn in_range(pool: &CpuPolicy, forced: Forced, maxleaf_lowered: bool) -> (Forced, Vec<(FeatureId, Vec<String>)>) {
+    let (mut kept, mut beyond) = (Vec::new(), Vec::new());
+    for (id, on, culprits) in forced {
+        let (inside, basic) = match feature_target(id) {
+            Some(XlTarget::Cpuid { leaf, .. }) if leaf >= 0x8000_0000 => (leaf <= pool.max_extended_leaf(), false),
+            Some(XlTarget::Cpuid { leaf, subleaf, .. }) => {
+                let leaf7 = leaf != 7 || subleaf.unwrap_or(0) <= pool.leaf7_max_subleaf();
+                (leaf <= pool.max_basic_leaf() && leaf7, leaf > pool.max_basic_leaf())
+            }
+            _ => (true, false),
+        };
+        match (inside, basic && maxleaf_lowered) {
+            (true, _) => kept.push((id, on, culprits)),
+            (false, true) => {}
+            (false, false) => beyond.push((id, culprits)),
+        }
+    }
+    (kept, beyond)
+}
+
 /// One `cpuid=` value that, applied by libxl of `release` to each host's default policy,
 /// gives the pool default's features: names where libxl knows them, else the list form when it
 /// expresses more. `hosts` are (name, default policy).
 pub fn xl_for_pool(pool_default: &CpuPolicy, hosts: &[(&str, &CpuPolicy)], release: XenRelease) -> XlPlan {
-    let forced = forced_bits(pool_default, hosts);
     let maxleaf = pool_default.max_basic_leaf();
     let lower_leaf = hosts.iter().any(|(_, p)| p.max_basic_leaf() != maxleaf);
+    // `maxleaf=` takes the basic leaves beyond the pool's away on every host, and their bits
+    // with them; libxl refuses entries for leaves a host does not have, so none are written.
+    let (forced, beyond) = in_range(pool_default, forced_bits(pool_default, hosts), lower_leaf);
 
     // The name form.
     let mut names = String::from("host");
@@ -609,11 +647,12 @@ pub fn xl_for_pool(pool_default: &CpuPolicy, hosts: &[(&str, &CpuPolicy)], relea
             _ => list_lost.push((*id, culprits.clone())),
         }
     }
-    let (line, form, unexpressed) = if list_lost.len() < names_lost.len() {
+    let (line, form, mut unexpressed) = if list_lost.len() < names_lost.len() {
         (format!("cpuid = {}", list.to_list_text()), XlForm::List, list_lost)
     } else {
         (format!("cpuid = \"{names}\""), XlForm::Names, names_lost)
     };
+    unexpressed.extend(beyond);
     let mut limits = Vec::new();
     for field in [
         LimitField::MaxExtendedLeaf,
@@ -725,7 +764,10 @@ pub fn libvirt_for_pool(pool_default: &CpuPolicy, hosts: &[(&str, &CpuPolicy)], 
     let mut xml = String::from("<cpu mode='host-passthrough'>\n");
     let (mut unexpressed, mut nested) = (Vec::new(), Vec::new());
     let nested_names = ["vmx", "svm"];
-    for (id, on, culprits) in forced_bits(pool_default, hosts) {
+    // libvirt cannot lower the max leaf: bits of leaves beyond the pool's stay where hosts have them.
+    let (forced, beyond) = in_range(pool_default, forced_bits(pool_default, hosts), false);
+    unexpressed.extend(beyond);
+    for (id, on, culprits) in forced {
         if id.feature().is_some_and(|f| nested_names.contains(&f.name)) {
             nested.push(id);
             continue;
