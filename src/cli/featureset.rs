@@ -1,7 +1,9 @@
 //! `decode` and `masks`.
 
 use clap::Args;
-use cpupolicy::featureset::{static_mask, xen_cpuid_line, Featureset, StaticMask, NR_WORDS, WORDS};
+use cpupolicy::featureset::{
+    static_mask, static_mask_in, xen_cpuid_line, Featureset, StaticMask, XenRelease, NR_WORDS, WORDS,
+};
 use serde::Serialize;
 
 use super::{print_json, CliError, Outcome, TextOrJson};
@@ -82,6 +84,10 @@ pub struct MasksArgs {
     /// `xen-cpuid`, to see the masks as that Xen has them. Its length sets the word count.
     #[arg(long, value_name = "FEATURESET")]
     within: Option<String>,
+    /// The static sets of this Xen release (4.14 … 4.22, or master) as its newest point release
+    /// computes them: the features its header names, with the attribute letters it gives them.
+    #[arg(long, value_name = "XEN_VERSION")]
+    xen: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -95,9 +101,20 @@ pub fn masks(args: MasksArgs) -> Outcome {
         Some(text) => Featureset::parse(text).map_err(|e| CliError(format!("--within '{text}': {e}")))?,
         None => static_mask(StaticMask::Known).clone(),
     };
+    let release = match &args.xen {
+        Some(text) => Some(XenRelease::parse(text).ok_or_else(|| {
+            CliError(format!("--xen: '{text}' is not a Xen release this table knows (4.14 to 4.22, master)"))
+        })?),
+        None => None,
+    };
     let nr_words = within.len_words();
-    let mask =
-        |m: StaticMask| -> Result<Featureset, CliError> { Ok(static_mask(m).intersection(&within).fit(nr_words)?) };
+    let mask = |m: StaticMask| -> Result<Featureset, CliError> {
+        let set = match release {
+            Some(release) => static_mask_in(m, release),
+            None => static_mask(m).clone(),
+        };
+        Ok(set.intersection(&within).fit(nr_words)?)
+    };
     match args.format {
         TextOrJson::Text => {
             outln!("nr_features: {nr_words}");

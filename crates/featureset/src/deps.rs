@@ -66,7 +66,7 @@ pub static DEPENDENCIES: &[Dependency] = &[
     dep("nx", &["smap"], "Xen's shadow paging cannot provide SMAP without NX"),
     dep(
         "lm",
-        &["cx16", "pcid", "lahf-lm", "page1gb", "pku", "no-lmsl", "amx-tile", "cmpccxadd"],
+        &["cx16", "pcid", "lahf-lm", "page1gb", "pku", "no-lmsl", "amx-tile", "cmpccxadd", "lkgs", "movrs"],
         "only meaningful or encodable in long mode / 4-level paging",
     ),
     dep("3dnow", &["3dnowext"], "AMD's 3DNow!+ extends 3DNow!"),

@@ -185,6 +185,8 @@ pub enum XenRelease {
     V4_20,
     V4_21,
     V4_22,
+    /// Xen's development branch, after the newest release.
+    Master,
 }
 
 impl fmt::Display for XenRelease {
@@ -199,9 +201,60 @@ impl fmt::Display for XenRelease {
             XenRelease::V4_20 => "4.20",
             XenRelease::V4_21 => "4.21",
             XenRelease::V4_22 => "4.22",
+            XenRelease::Master => "master",
         };
         f.write_str(text)
     }
+}
+
+impl XenRelease {
+    /// Every release, oldest first, then master.
+    pub const ALL: [XenRelease; 10] = [
+        XenRelease::V4_14,
+        XenRelease::V4_15,
+        XenRelease::V4_16,
+        XenRelease::V4_17,
+        XenRelease::V4_18,
+        XenRelease::V4_19,
+        XenRelease::V4_20,
+        XenRelease::V4_21,
+        XenRelease::V4_22,
+        XenRelease::Master,
+    ];
+
+    /// `4.20`, `4.20.3` (the point release is ignored) or `master`.
+    pub fn parse(text: &str) -> Option<XenRelease> {
+        let text = text.trim();
+        let minor_of = |t: &str| t.split('.').take(2).collect::<Vec<_>>().join(".");
+        XenRelease::ALL.into_iter().find(|r| r.to_string() == text || r.to_string() == minor_of(text))
+    }
+
+    /// What this release's `cpufeatureset.h` (at the newest point release of its branch) says
+    /// of a feature: its attribute letters then, or `None` when it does not name the bit.
+    pub fn attributes_of(self, feature: &Feature) -> Option<Attributes> {
+        let Some(diff) = crate::releases::RELEASE_DIFFS.iter().find(|d| d.release == self) else {
+            return Some(feature.attributes); // master: the table itself
+        };
+        let index = feature.id.index();
+        if diff.absent.contains(&index) {
+            return None;
+        }
+        match diff.attributes.iter().find(|(i, _)| *i == index) {
+            Some((_, letters)) => Attributes::parse(letters),
+            None => Some(feature.attributes),
+        }
+    }
+}
+
+/// How one release's `cpufeatureset.h` differs from the table's (master's).
+#[derive(Debug)]
+pub struct ReleaseDiff {
+    /// The release.
+    pub release: XenRelease,
+    /// Feature indices (`word * 32 + bit`) it does not name.
+    pub absent: &'static [u16],
+    /// Indices whose attribute letters differ, with that release's letters.
+    pub attributes: &'static [(u16, &'static str)],
 }
 
 /// One named CPU feature, as Xen's public `cpufeatureset.h` describes it.

@@ -8,7 +8,7 @@
 //! The design keeps facts as data a reviewer can read line by line:
 //!
 //! - [`FEATURES`] (`src/table.rs`): every feature named by Xen's public
-//!   `xen/include/public/arch-x86/cpufeatureset.h` up to Xen 4.22 — word, bit, Xen's name
+//!   `xen/include/public/arch-x86/cpufeatureset.h` up to Xen 4.22 and master — word, bit, Xen's name
 //!   (lower case, `-` for `_`), attribute letters, the first release naming it and a
 //!   description, imported by `tools/import-header.py`. Aliases are curated by hand from Linux's
 //!   `/proc/cpuinfo` names (`arch/x86/include/asm/cpufeatures.h`), QEMU/libvirt `-cpu`
@@ -29,6 +29,7 @@ mod error;
 mod feature;
 mod lookup;
 mod masks;
+mod releases;
 mod set;
 mod table;
 mod text;
@@ -36,9 +37,9 @@ mod word;
 
 pub use deps::{dependents_of, prerequisites_of, Dependency, Dependents, DEPENDENCIES};
 pub use error::Error;
-pub use feature::{Attributes, Feature, FeatureId, GuestKind, XenRelease};
+pub use feature::{Attributes, Feature, FeatureId, GuestKind, ReleaseDiff, XenRelease};
 pub use lookup::feature_by_name;
-pub use masks::{static_mask, StaticMask};
+pub use masks::{static_mask, static_mask_in, StaticMask};
 pub use set::Featureset;
 pub use table::FEATURES;
 pub use text::{xen_cpuid_line, DecodedWord, TextStyle, MAX_TEXT_WORDS};

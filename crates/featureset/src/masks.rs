@@ -94,3 +94,15 @@ pub fn static_mask(mask: StaticMask) -> &'static Featureset {
     let index = StaticMask::ALL.iter().position(|&m| m == mask).unwrap_or(0);
     &masks[index]
 }
+
+/// The mask as `release`'s Xen computes it (its newest point release: the features its header
+/// names, with the letters it gives them), with exactly [`crate::NR_WORDS`] words.
+pub fn static_mask_in(mask: StaticMask, release: crate::XenRelease) -> Featureset {
+    let mut set = Featureset::from_words(vec![0; crate::NR_WORDS]);
+    for feature in FEATURES {
+        if release.attributes_of(feature).is_some_and(|a| mask.selects(a)) {
+            set.insert(feature.id);
+        }
+    }
+    set
+}

@@ -143,3 +143,24 @@ fn styled_text_refuses_mixed_separators_and_cutting_away_bits() {
     // Bad tokens are still named.
     assert!(Featureset::parse_styled("1-zz").unwrap_err().to_string().contains("'zz'"));
 }
+
+/// Letters change between releases and bits are added: the table answers per release.
+#[test]
+fn attributes_and_features_per_release() {
+    use cpupolicy_featureset::{feature_by_name, XenRelease};
+    let lass = feature_by_name("lass").unwrap();
+    assert_eq!(XenRelease::V4_21.attributes_of(lass).unwrap().to_string(), "");
+    assert_eq!(XenRelease::V4_22.attributes_of(lass).unwrap().to_string(), "s");
+    let md_clear = feature_by_name("md-clear").unwrap();
+    assert!(!XenRelease::V4_17.attributes_of(md_clear).unwrap().is_accumulated());
+    assert!(XenRelease::V4_19.attributes_of(md_clear).unwrap().is_accumulated());
+    let bmm = feature_by_name("avx512-bmm").unwrap();
+    assert!(XenRelease::V4_21.attributes_of(bmm).is_none() && XenRelease::V4_22.attributes_of(bmm).is_some());
+    let movrs = feature_by_name("movrs").unwrap();
+    assert_eq!((movrs.word(), movrs.bit(), movrs.first_release), (10, 31, XenRelease::Master));
+    assert!(XenRelease::V4_22.attributes_of(movrs).is_none());
+    assert_eq!(Featureset::from_words(vec![0; 10].into_iter().chain([1 << 31]).collect::<Vec<_>>()).names(), ["movrs"]);
+    assert_eq!(XenRelease::parse("4.20.3"), Some(XenRelease::V4_20));
+    assert_eq!(XenRelease::parse("master"), Some(XenRelease::Master));
+    assert_eq!(XenRelease::parse("4.13"), None);
+}

@@ -145,3 +145,36 @@ fn featureset_text_as_xapi_and_xen_cpuid_store_it_reads_and_writes_back_unchange
     assert!(empty.is_empty() && style.words == 0);
     assert_eq!(empty.to_styled_string(style).unwrap(), "");
 }
+
+/// Each recording's static sets are exactly what the table says of its release (the newest
+/// point release of the branch, as Debian ships 4.14, 4.17 and 4.20; 4.21.2 and 4.22.0 built
+/// from their tags).
+#[test]
+fn static_sets_of_every_recorded_release_are_the_tables() {
+    let Some(dir) = reference_dir() else { return };
+    let mut compared = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(version) = name.strip_prefix("xen-").and_then(|n| n.split('-').next()) else { continue };
+        if !name.ends_with(".featuresets.txt") {
+            continue;
+        }
+        let release = cpupolicy_featureset::XenRelease::parse(version).unwrap_or_else(|| panic!("{name}"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines = featureset_lines(&text);
+        for (mask, label) in StaticMask::XEN_CPUID_ORDER {
+            let recorded = &lines.iter().find(|(l, _)| l == label).unwrap_or_else(|| panic!("{name}: {label}")).1;
+            let ours = cpupolicy_featureset::static_mask_in(mask, release);
+            assert_eq!(
+                &ours,
+                recorded,
+                "{name}: {label}: ours beyond Xen's {:?}, Xen's beyond ours {:?}",
+                ours.difference(recorded).names(),
+                recorded.difference(&ours).names()
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared >= 8 * 7, "{compared} static sets compared");
+}
