@@ -115,10 +115,11 @@ impl PoolHost {
 
     /// For a PV host with known levelling capabilities and raw policy: the features a PV guest
     /// with policy `guest` would see anyway from user space (see [`Levelling`]). `None` when
-    /// unknown or not a PV host.
+    /// unknown (no capabilities recorded, or Xen 4.22's no sysctl without faulting) or not a PV
+    /// host.
     pub fn pv_leak_through(&self, guest: &CpuPolicy) -> Option<Vec<FeatureId>> {
         match (self.kind, &self.levelling, &self.raw) {
-            (Some(GuestKind::Pv), Some(levelling), Some(raw)) => Some(levelling.pv_leak_through(guest, raw)),
+            (Some(GuestKind::Pv), Some(levelling), Some(raw)) => levelling.pv_leak_through(guest, raw),
             _ => None,
         }
     }

@@ -44,7 +44,10 @@ pub const LEVELCAP_MASKS: [(u32, &str, Option<usize>); 8] = [
 pub enum LevellingCaps {
     /// The sysctl answered with these `XEN_SYSCTL_CPU_LEVELCAP_*` bits.
     Sysctl(u32),
-    /// The hypervisor has no such sysctl (Xen 4.22 and later): faulting or nothing.
+    /// The hypervisor has no such sysctl (Xen 4.22 and later). With CPUID faulting (read from
+    /// PLATFORM_INFO) nothing leaks; without it Xen may still mask some leaves (4.22's own boot
+    /// log on qemu64: `Levelling caps: 0x26`, leaves 1, 0x80000001 and 7:0), which the
+    /// toolstack cannot learn: what leaks is unknown, not everything.
     NoSysctl,
 }
 
@@ -57,6 +60,8 @@ pub enum Mechanism {
     Masking(u32),
     /// Nothing: the hardware's answer shows in every leaf.
     Nothing,
+    /// Not known: no levelling-caps sysctl to ask (Xen 4.22 and later) and no CPUID faulting.
+    Unknown,
 }
 
 /// A host's levelling capabilities: the sysctl's answer and the host policy's PLATFORM_INFO.
@@ -85,7 +90,8 @@ impl Levelling {
             LevellingCaps::Sysctl(bits) if bits & LEVELCAP_MASKS.iter().map(|m| m.0).fold(0, |a, b| a | b) != 0 => {
                 Mechanism::Masking(bits)
             }
-            _ => Mechanism::Nothing,
+            LevellingCaps::NoSysctl => Mechanism::Unknown,
+            LevellingCaps::Sysctl(_) => Mechanism::Nothing,
         }
     }
 
@@ -111,14 +117,17 @@ impl Levelling {
                 }
                 words
             }
-            Mechanism::Nothing => [false; NR_WORDS],
+            Mechanism::Nothing | Mechanism::Unknown => [false; NR_WORDS],
         }
     }
 
     /// The features a PV guest with policy `guest` would see anyway from its user space on
     /// hardware `raw` (the host's raw policy): set by the hardware, hidden by the policy, in a
-    /// register the host cannot control.
-    pub fn pv_leak_through(&self, guest: &CpuPolicy, raw: &CpuPolicy) -> Vec<FeatureId> {
+    /// register the host cannot control. `None` when the host's mechanism is unknown.
+    pub fn pv_leak_through(&self, guest: &CpuPolicy, raw: &CpuPolicy) -> Option<Vec<FeatureId>> {
+        if self.mechanism() == Mechanism::Unknown {
+            return None;
+        }
         let controlled = self.controlled_words();
         let (guest, raw) = (guest.feature_words(), raw.feature_words());
         let mut leaks = Vec::new();
@@ -128,7 +137,7 @@ impl Levelling {
             }
             each_bit(raw[w] & !guest[w], w, |id| leaks.push(id));
         }
-        leaks
+        Some(leaks)
     }
 }
 
@@ -137,6 +146,7 @@ impl fmt::Display for Mechanism {
         match self {
             Mechanism::Faulting => f.write_str("CPUID faulting"),
             Mechanism::Nothing => f.write_str("no CPUID faulting and no masking"),
+            Mechanism::Unknown => f.write_str("no CPUID faulting; masking unknown (no levelling-caps sysctl)"),
             Mechanism::Masking(bits) => {
                 let names: Vec<&str> = LEVELCAP_MASKS.iter().filter(|m| bits & m.0 != 0).map(|m| m.1).collect();
                 write!(f, "masking only ({})", names.join(", "))
@@ -182,6 +192,20 @@ mod tests {
         assert_eq!(l.mechanism(), Mechanism::Faulting);
     }
 
+    /// Xen 4.22 has no levelling-caps sysctl yet still masks leaves 1, 0x80000001 and 7:0 where
+    /// it can: without CPUID faulting, what leaks is unknown, not everything.
+    #[test]
+    fn no_levelling_sysctl_means_unknown_not_absent() {
+        let raw = policy(&["avx", "avx2"]);
+        let guest = policy(&[]);
+        let l = Levelling { caps: LevellingCaps::NoSysctl, platform_info_faulting: false };
+        assert_eq!(l.mechanism(), Mechanism::Unknown);
+        assert_eq!(l.pv_leak_through(&guest, &raw), None);
+        assert!(l.to_string().contains("unknown"), "{l}");
+        let faulting = Levelling { caps: LevellingCaps::NoSysctl, platform_info_faulting: true };
+        assert_eq!(faulting.pv_leak_through(&guest, &raw), Some(vec![]));
+    }
+
     #[test]
     fn masks_cover_their_registers_only() {
         let raw = policy(&["avx", "avx2", "sse4-2", "avx512f"]);
@@ -191,9 +215,9 @@ mod tests {
         assert_eq!(l.pv_leak_through(&guest, &raw), [known("avx2"), known("avx512f")]);
         assert_eq!(l.mechanism().to_string(), "masking only (ecx, edx)");
         let l = Levelling { caps: LevellingCaps::Sysctl(0x1fe), platform_info_faulting: false };
-        assert!(l.pv_leak_through(&guest, &raw).is_empty());
-        let l = Levelling { caps: LevellingCaps::NoSysctl, platform_info_faulting: false };
-        assert_eq!(l.pv_leak_through(&guest, &raw), [known("avx"), known("avx2"), known("avx512f")]);
+        assert_eq!(l.pv_leak_through(&guest, &raw), Some(vec![]));
+        let l = Levelling { caps: LevellingCaps::Sysctl(0), platform_info_faulting: false };
+        assert_eq!(l.pv_leak_through(&guest, &raw), Some(vec![known("avx"), known("avx2"), known("avx512f")]));
         assert!(!Levelling { caps: LevellingCaps::Sysctl(1), platform_info_faulting: false }.is_consistent());
     }
 }
