@@ -526,15 +526,35 @@ pub(crate) fn words_of(featureset: &Featureset) -> [u32; NR_WORDS] {
     words
 }
 
-/// Removes the leaves and sub-leaves beyond the policy's own max basic leaf, max extended leaf
-/// and leaf 7 max sub-leaf (Xen's `x86_cpu_policy_clear_out_of_range_leaves`, for the ranges a
-/// levelled policy can shrink). Hypervisor leaves are left alone.
+/// Removes what lies beyond the policy's own limits, as Xen's
+/// `x86_cpu_policy_clear_out_of_range_leaves` does: basic leaves beyond the max basic leaf;
+/// leaf 4 and 0xB sub-leaves after the first of type 0 (EAX[4:0], ECX[15:8]); leaf 7 sub-leaves
+/// beyond its max; leaf 0xD sub-leaves above the highest xstate component (from 2 on), and all
+/// of 0xD when there is none; extended leaves whose low 16 bits exceed the max extended leaf's
+/// (its index from 0x80000000 beyond the max's low 16 bits; 0x80000000 itself always stays). Hypervisor leaves, and leaves Xen's arrays do not have, are
+/// left alone. Time linear in the number of leaves.
 pub fn clear_out_of_range_leaves(policy: &mut CpuPolicy) {
     let (basic, extended, leaf7) = (policy.max_basic_leaf(), policy.max_extended_leaf(), policy.leaf7_max_subleaf());
-    policy.retain_cpuid(|key, _| match key.leaf {
-        0..=0x3fff_ffff => !(key.leaf > basic || (key.leaf == 7 && key.subleaf.is_some_and(|s| s > leaf7))),
-        0x8000_0000..=0x8fff_ffff => key.leaf <= extended,
-        _ => true,
+    // The first sub-leaf of type 0 of leaves 4 and 0xB: what follows it goes.
+    let first_null = |leaf: u32, kind: fn(Registers) -> u32| {
+        policy.cpuid_entries().find(|(k, r)| k.leaf == leaf && kind(*r) == 0).and_then(|(k, _)| k.subleaf)
+    };
+    let cache_end = first_null(4, |r| r.eax & 0x1f);
+    let topology_end = first_null(0xb, |r| (r.ecx >> 8) & 0xff);
+    let xstates = policy.xstates();
+    // Highest valid 0xD sub-leaf: 1 at least, else that of the highest component.
+    let xstate_end = (xstates != 0).then(|| (64 - xstates.leading_zeros()).max(2) - 1);
+    policy.retain_cpuid(|key, _| {
+        let sub = key.subleaf.unwrap_or(0);
+        match key.leaf {
+            0..=0x3fff_ffff if key.leaf > basic => false,
+            4 => cache_end.is_none_or(|end| key.subleaf.is_none_or(|s| s <= end)),
+            7 => sub <= leaf7,
+            0xb => topology_end.is_none_or(|end| key.subleaf.is_none_or(|s| s <= end)),
+            0xd => xstate_end.is_some_and(|end| sub <= end),
+            0x8000_0000..=0x8fff_ffff => key.leaf - 0x8000_0000 <= (extended & 0xffff),
+            _ => true,
+        }
     });
 }
 
@@ -893,6 +913,41 @@ mod tests {
         let p = CpuPolicy::from_sorted_parts(cpuid, base.msrs().collect());
         let pool = level_pool(&[PoolHost::from_single("h", p)], LevelOptions::default()).unwrap();
         assert!(pool.default.policy.cpuid_len() < 10, "{}", pool.default.policy.cpuid_len());
+    }
+
+    /// Xen's rules, each pinned: the first null sub-leaf ends leaves 4 and 0xB, 0xD goes with
+    /// no xstate component and beyond the highest, extended leaves compare on their low 16
+    /// bits (a max extended leaf of 0 keeps 0x80000000 itself).
+    #[test]
+    fn out_of_range_clearing_is_xens() {
+        let mut p = intel(0x50654, &["fpu"]);
+        p.set_max_basic_leaf(0xd);
+        for (s, eax) in [(0, 0x121), (1, 0x122), (2, 0), (3, 0x143)] {
+            p.set_cpuid(CpuidKey::indexed(4, s), Registers::new(eax, 1, 1, 0));
+        }
+        for (s, ecx) in [(0, 0x100), (1, 0x201), (2, 0x2), (3, 0x203)] {
+            p.set_cpuid(CpuidKey::indexed(0xb, s), Registers::new(1, 1, ecx, 0));
+        }
+        p.set_cpuid(CpuidKey::indexed(0xd, 0), Registers::new(0x7, 0x340, 0x340, 0));
+        p.set_cpuid(CpuidKey::indexed(0xd, 2), Registers::new(0x100, 0x240, 0, 0));
+        p.set_cpuid(CpuidKey::indexed(0xd, 5), Registers::new(0x40, 0x340, 0, 0));
+        clear_out_of_range_leaves(&mut p);
+        let subleaves = |p: &CpuPolicy, leaf: u32| -> Vec<u32> {
+            p.cpuid_entries().filter(|(k, _)| k.leaf == leaf).filter_map(|(k, _)| k.subleaf).collect()
+        };
+        assert_eq!(subleaves(&p, 4), [0, 1, 2], "leaf 4 ends at its first null sub-leaf");
+        assert_eq!(subleaves(&p, 0xb), [0, 1, 2], "leaf 0xb too");
+        assert_eq!(subleaves(&p, 0xd), [0, 2], "0xd beyond the highest component (2) goes");
+        // No xstate component at all: all of 0xd goes.
+        p.set_cpuid(CpuidKey::indexed(0xd, 0), Registers::ZERO);
+        clear_out_of_range_leaves(&mut p);
+        assert!(subleaves(&p, 0xd).is_empty());
+        // A max extended leaf of 0x80000000 with EAX's low half 0 keeps the leaf itself.
+        let mut q = intel(0x50654, &["fpu"]);
+        q.set_cpuid(CpuidKey::plain(0x8000_0000), Registers::new(0x8000_0000, 1, 2, 3));
+        q.set_cpuid(CpuidKey::plain(0x8000_0001), Registers::new(0, 0, 1, 0));
+        clear_out_of_range_leaves(&mut q);
+        assert!(q.contains(CpuidKey::plain(0x8000_0000)) && !q.contains(CpuidKey::plain(0x8000_0001)));
     }
 
     #[test]
