@@ -796,6 +796,20 @@ fn xl_oracle(root: &Path, ctx: &Context) -> Result<(), String> {
                         apply(16, filter, 0);
                     }
                 }
+                // A lowered max basic leaf (leaf 0 EAX, all bits forced) takes the leaves beyond
+                // it away, as Xen does when the policy is set.
+                let maxleaf = json["cpuid"].as_array().into_iter().flatten().find_map(|e| {
+                    let eax = e["eax"].as_str().filter(|_| e["leaf"].as_u64() == Some(0))?;
+                    u32::from_str_radix(eax, 2).ok()
+                });
+                if let Some(maxleaf) = maxleaf {
+                    for (w, word) in WORDS.iter().enumerate() {
+                        if matches!(word.source, WordSource::Cpuid { leaf, .. } if leaf < 0x4000_0000 && leaf > maxleaf)
+                        {
+                            applied.set_word(w, 0);
+                        }
+                    }
+                }
                 let set_by_xen = ["htt", "cmp-legacy", "no-fpu-sel", "fdp-excp-only", "osxsave", "ospke"];
                 let differ: Vec<&str> = applied
                     .symmetric_difference(&pool)
