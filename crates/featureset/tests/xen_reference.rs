@@ -25,6 +25,21 @@ fn featureset_lines(text: &str) -> Vec<(String, Featureset)> {
         .collect()
 }
 
+/// Every `xen-cpuid` (no arguments) recording: its path and text.
+fn featureset_recordings(dir: &std::path::Path) -> Vec<(PathBuf, String)> {
+    let mut out: Vec<(PathBuf, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".featuresets.txt"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p, text)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 fn read(name: &str) -> Option<String> {
     let dir = reference_dir()?;
     Some(std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}")))
@@ -65,12 +80,7 @@ fn every_feature_xen_4_20_knows_is_in_the_table() {
 fn every_reference_featureset_line_decodes_to_table_names() {
     let Some(dir) = reference_dir() else { return };
     let mut lines_checked = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if !path.to_string_lossy().ends_with(".featuresets.txt") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).unwrap();
+    for (path, text) in featureset_recordings(&dir) {
         let lines = featureset_lines(&text);
         assert!(lines.len() >= 14, "{}: expected 8 static and 6 dynamic sets", path.display());
         let known = lines[0].1.clone();
@@ -118,12 +128,7 @@ fn special_sets_of_older_xen_are_within_ours() {
 fn featureset_text_as_xapi_and_xen_cpuid_store_it_reads_and_writes_back_unchanged() {
     let Some(dir) = reference_dir() else { return };
     let mut checked = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if !path.to_string_lossy().ends_with(".featuresets.txt") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).unwrap();
+    for (path, text) in featureset_recordings(&dir) {
         for (label, set) in featureset_lines(&text) {
             for words in [11, 14, 18, 19, set.len_words()] {
                 let Ok(cut) = set.fit(words) else { continue };
@@ -153,15 +158,10 @@ fn featureset_text_as_xapi_and_xen_cpuid_store_it_reads_and_writes_back_unchange
 fn static_sets_of_every_recorded_release_are_the_tables() {
     let Some(dir) = reference_dir() else { return };
     let mut compared = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
+    for (path, text) in featureset_recordings(&dir) {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let Some(version) = name.strip_prefix("xen-").and_then(|n| n.split('-').next()) else { continue };
-        if !name.ends_with(".featuresets.txt") {
-            continue;
-        }
         let release = cpupolicy_featureset::XenRelease::parse(version).unwrap_or_else(|| panic!("{name}"));
-        let text = std::fs::read_to_string(&path).unwrap();
         let lines = featureset_lines(&text);
         for (mask, label) in StaticMask::XEN_CPUID_ORDER {
             let recorded = &lines.iter().find(|(l, _)| l == label).unwrap_or_else(|| panic!("{name}: {label}")).1;
