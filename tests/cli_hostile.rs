@@ -125,3 +125,114 @@ fn closed_output_streams_never_panic() {
         assert_eq!(out.status.code(), Some(2), "{args}");
     }
 }
+
+fn shared(sub: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared").join(sub);
+    path.exists().then_some(path)
+}
+
+/// Truncated documents of every format, deeply nested and oversized JSON, an input larger than
+/// any real one: exit 2 naming the file (or, for a cut that still reads, 0), never a panic.
+#[test]
+fn truncated_nested_and_huge_inputs_exit_2() {
+    let Some(refs) = shared("xen-reference") else { return };
+    let dumps = shared("cpu-dumps/libvirt").unwrap();
+    let xen_cpuid = std::fs::read(refs.join("xen-4.20-qemu64.policy.txt")).unwrap();
+    let libvirt = std::fs::read(dumps.join("x86_64-cpuid-Ice-Lake-Server.xml")).unwrap();
+    let bundle = cpupolicy(&["derive", &dumps.join("x86_64-cpuid-Ice-Lake-Server.xml").display().to_string()]).stdout;
+    let pool = cpupolicy(&[
+        "level",
+        "--kind",
+        "pv",
+        "--format",
+        "json",
+        &refs.join("xen-4.20-qemu64.policy.txt").display().to_string(),
+    ])
+    .stdout;
+    let mut cases = 0;
+    for (kind, whole) in [("xen-cpuid", &xen_cpuid), ("libvirt", &libvirt), ("bundle", &bundle), ("pool", &pool)] {
+        assert!(whole.len() > 100, "{kind}");
+        for cut in [whole.len() / 3, whole.len() / 2, whole.len() * 2 / 3, whole.len() - 2] {
+            let file = scratch(&format!("cut-{kind}-{cut}"));
+            std::fs::write(&file, &whole[..cut]).unwrap();
+            for command in ["import", "level"] {
+                let out = cpupolicy(&[command, &file.display().to_string()]);
+                let code = out.status.code();
+                assert!(matches!(code, Some(0 | 2)), "{command} of {kind} cut at {cut}: {code:?} {}", stderr(&out));
+                if code == Some(2) {
+                    assert!(stderr(&out).contains(&file.display().to_string()), "{}", stderr(&out));
+                }
+                cases += 1;
+            }
+        }
+    }
+    // JSON nested far deeper than any document: refused by the JSON reader's limit, not a stack overflow.
+    let nested = scratch("nested.json");
+    std::fs::write(&nested, format!("{{\"format\": {}1{}}}", "[".repeat(100_000), "]".repeat(100_000))).unwrap();
+    let out = cpupolicy(&["import", &nested.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("recursion limit"), "{}", stderr(&out));
+    // Numbers too wide for their field.
+    let wide = scratch("wide.json");
+    std::fs::write(
+        &wide,
+        "{\"format\": \"cpupolicy-policy\", \"version\": 99999999999999999999, \"cpuid\": [], \"msrs\": []}",
+    )
+    .unwrap();
+    assert_eq!(cpupolicy(&["import", &wide.display().to_string()]).status.code(), Some(2));
+    // Larger than any input is allowed to be (a sparse file: nothing written to disk).
+    let huge = scratch("huge.json");
+    std::fs::File::create(&huge).unwrap().set_len((256 << 20) + 1).unwrap();
+    let out = cpupolicy(&["import", &huge.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("larger than 256 MiB"), "{}", stderr(&out));
+    std::fs::remove_file(&huge).unwrap();
+    assert!(cases >= 32);
+}
+
+/// Every subcommand, with its reader gone after one byte and with standard error closed on bad
+/// input: never exit 101.
+#[test]
+fn every_subcommand_survives_closed_streams() {
+    let (Some(refs), Some(dumps)) = (shared("xen-reference"), shared("cpu-dumps/libvirt")) else { return };
+    let Ok(sh) = which("sh") else { return };
+    let host = refs.join("xen-4.20-qemu64.policy.txt").display().to_string();
+    let other = refs.join("xen-4.14-qemu64.policy.txt").display().to_string();
+    let dump = dumps.join("x86_64-cpuid-EPYC-7601-32-Core.xml").display().to_string();
+    let cfg = scratch("closed.cfg");
+    std::fs::write(&cfg, "cpuid = \"host,avx=0\"\n").unwrap();
+    let cfg = cfg.display().to_string();
+    let commands: Vec<String> = vec![
+        "decode 178bfbfd:80002001".into(),
+        "masks --xen 4.17".into(),
+        "topology --vendor amd --packages 2 --cores 8 --threads 2 --leaves".into(),
+        format!("import {host}"),
+        format!("import {host} --format xen-cpuid"),
+        format!("diff {host} {other}"),
+        "host --source native".into(),
+        format!("level --explain {host} {other}"),
+        format!("level --kind pv --format json --explain {host} {other}"),
+        format!("level --kind pv --format xl {host} {other}"),
+        format!("level --kind pv --format libvirt-domain {host} {other}"),
+        format!("level --kind pv --format libvirt {host} {other}"),
+        format!("level --kind pv --format xen-cpuid {host} {other}"),
+        format!("check --kind hvm --vm {host} --host {other} --format json"),
+        format!("derive {dump}"),
+        format!("xl apply --host {dump} {cfg}"),
+    ];
+    for args in &commands {
+        let status = scratch("closed-status");
+        let script = format!("( {} {args}; echo $? > {} ) | head -c 1 > /dev/null", bin(), status.display());
+        let mut command = Command::new(&sh);
+        command.args(["-c", &script]);
+        let out = run(command);
+        assert!(out.status.success());
+        let code = std::fs::read_to_string(&status).unwrap();
+        assert!(matches!(code.trim(), "0" | "1"), "{args}: exit {code} with its reader gone; {}", stderr(&out));
+        // And with standard error closed, on input it refuses.
+        let mut command = Command::new(&sh);
+        command.args(["-c", &format!("{} {args} /no/such/file 2>&- > /dev/null", bin())]);
+        let out = run(command);
+        assert_ne!(out.status.code(), Some(101), "{args} with stderr closed");
+    }
+}

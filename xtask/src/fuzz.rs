@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The targets, as `fuzz/Cargo.toml` names them.
-pub const TARGETS: &[&str] = &["document", "featureset_text", "wire", "records", "level_check", "derive"];
+pub const TARGETS: &[&str] = &["document", "featureset_text", "wire", "records", "level_check", "derive", "xl_cpuid"];
 
 /// Seconds per target in the test command.
 const STEP_SECONDS: u64 = 20;
@@ -140,6 +140,19 @@ fn seed(root: &Path, work: &Path) -> Result<std::collections::HashMap<&'static s
             }
         }
     }
+    // xl settings: the forms the command line writes and reads.
+    let xl = work.join("seeds/xl_cpuid");
+    for (i, text) in [
+        "cpuid = \"host,maxleaf=11,sse4_1=0,avx=0,rsba=1,family=0x19,model=x\"\n",
+        "name = 'vm'\ncpuid = [ '0x1:ecx=xxxxxxxxxxxx0xxxxxxxxxxxxxxxxxxx,edx=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx1',\n '7,0:ebx=kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk0' ]\n",
+        "host,tm=0,nc=4,procpkg=k",
+    ]
+    .iter()
+    .enumerate()
+    {
+        write(&xl, &format!("seed-{i}"), text.as_bytes())?;
+    }
+    seeds.insert("xl_cpuid", xl);
     seeds.insert("document", documents);
     seeds.insert("featureset_text", featuresets);
     Ok(seeds)
