@@ -472,6 +472,25 @@ pub fn derive(args: DeriveArgs) -> Outcome {
         }
     }
     if args.compare {
+        // derive models Xen 4.20's construction: a bundle from another release differs for the
+        // release's reasons as well as the model's.
+        match &document {
+            Document::Bundle(bundle) => match &bundle.xen_version {
+                Some(v) if (v.major, v.minor) != (4, 20) => errln!(
+                    "cpupolicy: warning: {} comes from Xen {v}; derive models Xen 4.20's policies, so differences may be the release's",
+                    args.file.display()
+                ),
+                None => errln!(
+                    "cpupolicy: warning: {} does not say which Xen it comes from; derive models Xen 4.20's policies",
+                    args.file.display()
+                ),
+                _ => {}
+            },
+            Document::XenCpuid(_) => errln!(
+                "cpupolicy: warning: xen-cpuid -p output does not say which Xen printed it; derive models Xen 4.20's policies"
+            ),
+            Document::Policy { .. } => {}
+        }
         let Some(actual) = actual else {
             return Err(CliError(format!(
                 "{}: --compare needs a host bundle or xen-cpuid -p output",
