@@ -437,6 +437,10 @@ pub struct DeriveArgs {
     /// from the real Xen): print what differs, exit 1 if anything does.
     #[arg(long)]
     compare: bool,
+    /// The release whose construction to model: 4.20 exactly, 4.21 and 4.22 as 4.20 plus what
+    /// they changed (others as 4.20). Default: the release a host bundle names, else 4.22.
+    #[arg(long, value_name = "XEN_VERSION")]
+    xen: Option<String>,
 }
 
 pub fn derive(args: DeriveArgs) -> Outcome {
@@ -455,6 +459,16 @@ pub fn derive(args: DeriveArgs) -> Outcome {
         _ => return Err(CliError(format!("{}: no raw policy", args.file.display()))),
     };
     let mut options = DeriveOptions::detect(&raw);
+    let named = match &document {
+        Document::Bundle(bundle) => bundle.xen_version.as_ref().map(|v| format!("{}.{}", v.major, v.minor)),
+        _ => None,
+    };
+    options.release = match args.xen.as_deref().or(named.as_deref()) {
+        Some(text) => cpupolicy::featureset::XenRelease::parse(text)
+            .filter(|r| *r != cpupolicy::featureset::XenRelease::Master)
+            .ok_or_else(|| CliError(format!("--xen: '{text}' is not a Xen release from 4.14 to 4.22")))?,
+        None => cpupolicy::featureset::XenRelease::V4_22,
+    };
     options.hvm = match args.hvm {
         HvmChoice::Detect => options.hvm,
         HvmChoice::Hap => Some(HvmMode::Hap),
@@ -474,22 +488,25 @@ pub fn derive(args: DeriveArgs) -> Outcome {
     if args.compare {
         // derive models Xen 4.20's construction: a bundle from another release differs for the
         // release's reasons as well as the model's.
+        use cpupolicy::featureset::XenRelease;
+        let modelled = matches!(options.release, XenRelease::V4_20 | XenRelease::V4_21 | XenRelease::V4_22);
         match &document {
-            Document::Bundle(bundle) => match &bundle.xen_version {
-                Some(v) if (v.major, v.minor) != (4, 20) => errln!(
-                    "cpupolicy: warning: {} comes from Xen {v}; derive models Xen 4.20's policies, so differences may be the release's",
-                    args.file.display()
-                ),
-                None => errln!(
-                    "cpupolicy: warning: {} does not say which Xen it comes from; derive models Xen 4.20's policies",
-                    args.file.display()
-                ),
-                _ => {}
-            },
-            Document::XenCpuid(_) => errln!(
-                "cpupolicy: warning: xen-cpuid -p output does not say which Xen printed it; derive models Xen 4.20's policies"
+            Document::Bundle(bundle) if bundle.xen_version.is_none() => errln!(
+                "cpupolicy: warning: {} does not say which Xen it comes from; comparing with Xen {}'s construction",
+                args.file.display(),
+                options.release
             ),
-            Document::Policy { .. } => {}
+            Document::XenCpuid(_) => errln!(
+                "cpupolicy: warning: xen-cpuid -p output does not say which Xen printed it; comparing with Xen {}'s construction (--xen to choose)",
+                options.release
+            ),
+            _ => {}
+        }
+        if !modelled {
+            errln!(
+                "cpupolicy: warning: Xen {}'s construction is not modelled (4.20, 4.21 and 4.22 are); 4.20's is used, so differences may be the release's",
+                options.release
+            );
         }
         let Some(actual) = actual else {
             return Err(CliError(format!(

@@ -29,8 +29,8 @@
 use std::sync::OnceLock;
 
 use cpupolicy_featureset::{
-    dependents_of, feature_by_name, static_mask, FeatureId, GuestKind, StaticMask, WordSource, XenRelease,
-    DEPENDENCIES, FEATURES, NR_WORDS, WORDS,
+    dependents_of, feature_by_name, static_mask, static_mask_in, FeatureId, GuestKind, StaticMask, WordSource,
+    XenRelease, DEPENDENCIES, FEATURES, NR_WORDS, WORDS,
 };
 
 use crate::{CpuPolicy, CpuidKey, Registers, SystemPolicies, SystemPolicy, Vendor, MSR_ARCH_CAPABILITIES};
@@ -64,12 +64,22 @@ pub struct DeriveOptions {
     /// Broadwell's retpoline safety, the TSC_DEADLINE errata). Adjustments that need the
     /// revision and have no answer for a stepping are applied whatever this says.
     pub current_microcode: bool,
+    /// The release whose construction is modelled: 4.20 in full (exact on real 4.20 boots);
+    /// 4.21 and 4.22 as 4.20 plus what they changed (ERMS in max from 4.21, the host policy
+    /// without `recalculate_misc` from 4.22, each release's feature letters and names). Other
+    /// releases are taken as 4.20.
+    pub release: XenRelease,
 }
 
 impl Default for DeriveOptions {
-    /// HVM with HAP, CPUID faulting as the raw policy says, current microcode.
+    /// HVM with HAP, CPUID faulting as the raw policy says, current microcode, Xen 4.20.
     fn default() -> DeriveOptions {
-        DeriveOptions { hvm: Some(HvmMode::Hap), cpuid_faulting: None, current_microcode: true }
+        DeriveOptions {
+            hvm: Some(HvmMode::Hap),
+            cpuid_faulting: None,
+            current_microcode: true,
+            release: XenRelease::V4_20,
+        }
     }
 }
 
@@ -219,48 +229,62 @@ fn known_4_20() -> &'static Words {
     })
 }
 
-/// One of gen-cpuid.py's static masks, within what 4.20.3 knows.
-fn mask(which: StaticMask) -> Words {
+/// The words of a featureset.
+fn words_of_set(set: &cpupolicy_featureset::Featureset) -> Words {
     let mut words = [0; NR_WORDS];
-    let set = static_mask(which);
     for (i, word) in words.iter_mut().enumerate() {
-        *word = set.word(i) & known_4_20()[i];
+        *word = set.word(i);
     }
     words
 }
 
+/// `known_features[]` of the modelled release (4.20: 4.20.3's; later releases: their newest
+/// point release's header).
+fn known(release: XenRelease) -> Words {
+    if release <= XenRelease::V4_20 {
+        *known_4_20()
+    } else {
+        words_of_set(&static_mask_in(StaticMask::Known, release))
+    }
+}
+
+/// One of gen-cpuid.py's static masks, as the modelled release computes it.
+fn mask(which: StaticMask, release: XenRelease) -> Words {
+    let set = if release <= XenRelease::V4_20 { static_mask(which).clone() } else { static_mask_in(which, release) };
+    let mut words = words_of_set(&set);
+    and(&mut words, &known(release));
+    words
+}
+
 /// Every feature with dependents and the (transitive) set depending on it: gen-cpuid.py's
-/// `deep_deps` for 4.20.3. 4.21 added `CLFLUSH: [CLZERO]`; 4.20 has no such row.
-fn deep_deps() -> &'static [(FeatureId, Words)] {
-    static DEEP: OnceLock<Vec<(FeatureId, Words)>> = OnceLock::new();
-    DEEP.get_or_init(|| {
-        DEPENDENCIES
-            .iter()
-            .filter(|d| d.feature != "clflush")
-            .filter_map(|d| feature_by_name(d.feature))
-            .map(|feature| {
-                let set = dependents_of(feature.id);
-                let mut words = [0; NR_WORDS];
-                for (i, word) in words.iter_mut().enumerate() {
-                    *word = set.word(i);
-                }
-                (feature.id, words)
-            })
-            .collect()
-    })
+/// `deep_deps`. 4.21 added `CLFLUSH: [CLZERO]`; 4.20 has no such row.
+fn deep_deps(release: XenRelease) -> &'static [(FeatureId, Words)] {
+    static DEEP: OnceLock<[Vec<(FeatureId, Words)>; 2]> = OnceLock::new();
+    let both = DEEP.get_or_init(|| {
+        let rows = |with_clflush: bool| -> Vec<(FeatureId, Words)> {
+            DEPENDENCIES
+                .iter()
+                .filter(|d| with_clflush || d.feature != "clflush")
+                .filter_map(|d| feature_by_name(d.feature))
+                .map(|feature| (feature.id, words_of_set(&dependents_of(feature.id))))
+                .collect()
+        };
+        [rows(false), rows(true)]
+    });
+    &both[usize::from(release > XenRelease::V4_20)]
 }
 
 /// The features that depend on `id` (`x86_cpu_policy_lookup_deep_deps`), empty if none.
-fn dependents(id: FeatureId) -> Words {
-    deep_deps().iter().find(|(f, _)| *f == id).map_or([0; NR_WORDS], |(_, words)| *words)
+fn dependents(id: FeatureId, release: XenRelease) -> Words {
+    deep_deps(release).iter().find(|(f, _)| *f == id).map_or([0; NR_WORDS], |(_, words)| *words)
 }
 
 /// `sanitise_featureset` (cpu-policy.c): clamp to the known features, then clear everything
 /// whose prerequisite is absent, transitively.
-fn sanitise(words: &mut Words) {
-    and(words, known_4_20());
+fn sanitise(words: &mut Words, release: XenRelease) {
+    and(words, &known(release));
     let disabled: Vec<Words> =
-        deep_deps().iter().filter(|(id, _)| words[id.word()] & id.mask() == 0).map(|(_, deps)| *deps).collect();
+        deep_deps(release).iter().filter(|(id, _)| words[id.word()] & id.mask() == 0).map(|(_, deps)| *deps).collect();
     for deps in disabled {
         for (word, dep) in words.iter_mut().zip(deps) {
             *word &= !dep;
@@ -551,6 +575,8 @@ impl Cpu {
 /// The host featureset as Xen's boot code leaves it, and the decisions guests' policies read.
 #[derive(Clone, Debug)]
 struct Boot {
+    /// The modelled release.
+    release: XenRelease,
     cpu: Cpu,
     /// `boot_cpu_data.x86_capability` (the featureset words).
     caps: Words,
@@ -577,6 +603,7 @@ impl Boot {
     fn new(raw: &XenPolicy, cpu: &Cpu, input: &CpuPolicy, options: &DeriveOptions) -> Boot {
         let raw_words = raw.words();
         let mut boot = Boot {
+            release: options.release,
             cpu: *cpu,
             caps: [0; NR_WORDS],
             forced: [0; NR_WORDS],
@@ -610,7 +637,7 @@ impl Boot {
         }
         boot.vendor_init(hypervisor);
         // identify_cpu(): clamp to known, then every CPU gets the forced/cleared bits.
-        and(&mut boot.caps, known_4_20());
+        and(&mut boot.caps, &known(boot.release));
         for i in 0..NR_WORDS {
             boot.caps[i] = (boot.caps[i] | boot.forced[i]) & !boot.cleared[i];
         }
@@ -655,7 +682,7 @@ impl Boot {
     /// `setup_clear_cpu_cap`: the feature and everything depending on it.
     fn clear_cap(&mut self, name: &str) {
         let id = fid(name);
-        let mut gone = dependents(id);
+        let mut gone = dependents(id, self.release);
         gone[id.word()] |= id.mask();
         for ((cleared, cap), gone) in self.cleared.iter_mut().zip(self.caps.iter_mut()).zip(gone) {
             *cleared |= gone;
@@ -1072,7 +1099,10 @@ fn host_policy(raw: &XenPolicy, boot: &Boot) -> XenPolicy {
     p.extd[0].eax = EXTD | (max_extd & 0xffff).min(NR_EXTD as u32 - 1);
     p.set_words(&boot.caps);
     recalculate_xstate(&mut p, raw);
-    recalculate_misc(&mut p, boot.cpu.vendor);
+    // 4.22 ("move invocation of recalculate_misc()") applies it to the guest policies only.
+    if boot.release < XenRelease::V4_22 {
+        recalculate_misc(&mut p, boot.cpu.vendor);
+    }
     // vpmu is off by default: no architectural PMU leaf.
     p.basic[0xa] = Registers::ZERO;
     p.cpuid_faulting = boot.cpuid_faulting;
@@ -1107,11 +1137,19 @@ fn max_feature_adjustments(fs: &mut Words, boot: &Boot) {
     // Topology is the toolstack's choice.
     set(fs, "htt");
     set(fs, "cmp-legacy");
+    // 4.21: ERMS is a performance hint; a VM that saw it works anywhere.
+    if boot.release >= XenRelease::V4_21 {
+        set(fs, "erms");
+    }
 }
 
 /// `guest_common_default_feature_adjustments`.
 fn default_feature_adjustments(fs: &mut Words, boot: &Boot) {
     let host = &boot.caps;
+    // 4.21: ERMS, set in every max, defaults to the host's.
+    if boot.release >= XenRelease::V4_21 && !has(host, "erms") {
+        clear(fs, "erms");
+    }
     match boot.cpu.vendor {
         Vendor::Intel => {
             // SRBDS: Ivy Bridge client RDRAND leaks and gets no microcode (XSA-320).
@@ -1169,9 +1207,12 @@ fn reflect_rsba(fs: &mut Words, boot: &Boot) {
 /// `calculate_pv_max_policy`.
 fn pv_max_policy(raw: &XenPolicy, host: &XenPolicy, boot: &Boot) -> XenPolicy {
     let mut p = host.clone();
+    if boot.release >= XenRelease::V4_22 {
+        recalculate_misc(&mut p, boot.cpu.vendor);
+    }
     p.set_max_leaves();
     let mut fs = p.words();
-    and(&mut fs, &mask(StaticMask::Max(GuestKind::Pv)));
+    and(&mut fs, &mask(StaticMask::Max(GuestKind::Pv), boot.release));
     // Xen used to leak the host's x2APIC bit: tolerate VMs which saw it.
     set(&mut fs, "x2apic");
     if !boot.sc_msr_pv {
@@ -1184,7 +1225,7 @@ fn pv_max_policy(raw: &XenPolicy, host: &XenPolicy, boot: &Boot) -> XenPolicy {
     }
     max_feature_adjustments(&mut fs, boot);
     common_feature_adjustments(&mut fs, host);
-    sanitise(&mut fs);
+    sanitise(&mut fs, boot.release);
     p.set_words(&fs);
     recalculate_xstate(&mut p, raw);
     p.extd[0xa] = Registers::ZERO; // No SVM for PV guests.
@@ -1196,10 +1237,10 @@ fn pv_def_policy(raw: &XenPolicy, host: &XenPolicy, max: &XenPolicy, boot: &Boot
     let mut p = max.clone();
     p.set_leaves_of(host);
     let mut fs = p.words();
-    and(&mut fs, &mask(StaticMask::Default(GuestKind::Pv)));
+    and(&mut fs, &mask(StaticMask::Default(GuestKind::Pv), boot.release));
     common_feature_adjustments(&mut fs, host);
     default_feature_adjustments(&mut fs, boot);
-    sanitise(&mut fs);
+    sanitise(&mut fs, boot.release);
     reflect_rsba(&mut fs, boot);
     p.set_words(&fs);
     recalculate_xstate(&mut p, raw);
@@ -1216,9 +1257,12 @@ fn hvm_kind(mode: HvmMode) -> GuestKind {
 /// `calculate_hvm_max_policy`.
 fn hvm_max_policy(raw: &XenPolicy, host: &XenPolicy, boot: &Boot, mode: HvmMode) -> XenPolicy {
     let mut p = host.clone();
+    if boot.release >= XenRelease::V4_22 {
+        recalculate_misc(&mut p, boot.cpu.vendor);
+    }
     p.set_max_leaves();
     let mut fs = p.words();
-    and(&mut fs, &mask(StaticMask::Max(hvm_kind(mode))));
+    and(&mut fs, &mask(StaticMask::Max(hvm_kind(mode)), boot.release));
     // Xen emulates the (x2)APIC whatever the host's state.
     set(&mut fs, "apic");
     set(&mut fs, "x2apic");
@@ -1250,7 +1294,7 @@ fn hvm_max_policy(raw: &XenPolicy, host: &XenPolicy, boot: &Boot, mode: HvmMode)
     }
     max_feature_adjustments(&mut fs, boot);
     common_feature_adjustments(&mut fs, host);
-    sanitise(&mut fs);
+    sanitise(&mut fs, boot.release);
     p.set_words(&fs);
     recalculate_xstate(&mut p, raw);
     // CPUID faulting can always be emulated for HVM guests.
@@ -1263,13 +1307,13 @@ fn hvm_def_policy(raw: &XenPolicy, host: &XenPolicy, max: &XenPolicy, boot: &Boo
     let mut p = max.clone();
     p.set_leaves_of(host);
     let mut fs = p.words();
-    and(&mut fs, &mask(StaticMask::Default(hvm_kind(mode))));
+    and(&mut fs, &mask(StaticMask::Default(hvm_kind(mode)), boot.release));
     common_feature_adjustments(&mut fs, host);
     default_feature_adjustments(&mut fs, boot);
     if boot.amd_virt_spec_ctrl {
         set(&mut fs, "virt-ssbd");
     }
-    sanitise(&mut fs);
+    sanitise(&mut fs, boot.release);
     reflect_rsba(&mut fs, boot);
     p.set_words(&fs);
     recalculate_xstate(&mut p, raw);
@@ -1408,7 +1452,7 @@ mod tests {
             p.set_msr(MSR_PLATFORM_INFO, next());
             for hvm in [None, Some(HvmMode::Hap), Some(HvmMode::Shadow)] {
                 for current_microcode in [false, true] {
-                    let options = DeriveOptions { hvm, cpuid_faulting: None, current_microcode };
+                    let options = DeriveOptions { hvm, cpuid_faulting: None, current_microcode, ..DeriveOptions::default() };
                     if let Ok(policies) = derive_system_policies(&p, &options) {
                         derived += 1;
                         for (which, policy) in policies.iter().filter(|(w, _)| *w != SystemPolicy::Raw) {
@@ -1440,14 +1484,17 @@ mod tests {
         // gen-cpuid.py 4.20.3 has no `CLFLUSH: [CLZERO]` row (added in 4.21).
         let mut fs = [0; NR_WORDS];
         set(&mut fs, "clzero");
-        sanitise(&mut fs);
+        sanitise(&mut fs, XenRelease::V4_20);
         assert!(has(&fs, "clzero"));
+        // 4.21 has it.
+        sanitise(&mut fs, XenRelease::V4_21);
+        assert!(!has(&fs, "clzero"));
         // XSAVE: [.., AVX, ..], AVX: [.., AVX2, ..], AVX2: [AVX512F, ..].
         let mut fs = [0; NR_WORDS];
         for name in ["avx", "avx2", "avx512f", "avx512bw", "fma"] {
             set(&mut fs, name);
         }
-        sanitise(&mut fs);
+        sanitise(&mut fs, XenRelease::V4_20);
         assert_eq!(fs, [0; NR_WORDS]);
     }
 

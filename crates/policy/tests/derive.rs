@@ -47,7 +47,15 @@ fn recorded_xen_4_20_boot_is_reproduced_exactly() {
     // (0x8000000a EDX = 0), so Xen ran HVM with shadow paging, and no CPUID faulting
     // (MSR 0xce = 0).
     let options = DeriveOptions::detect(raw);
-    assert_eq!(options, DeriveOptions { hvm: Some(HvmMode::Shadow), cpuid_faulting: None, current_microcode: true });
+    assert_eq!(
+        options,
+        DeriveOptions {
+            hvm: Some(HvmMode::Shadow),
+            cpuid_faulting: None,
+            current_microcode: true,
+            release: cpupolicy_featureset::XenRelease::V4_20
+        }
+    );
     let derived = derive_system_policies(raw, &options).unwrap();
 
     assert_eq!(derived.get(SystemPolicy::Raw), Some(raw), "Raw is the input");
@@ -403,4 +411,39 @@ fn recorded_intel_boots_are_reproduced_exactly() {
         }
         assert_eq!(compared, 4, "{name}: raw, host, PV max and PV default");
     }
+}
+
+/// Xen 4.21.2 and 4.22.0, booted on qemu64 and Skylake-Server (`../shared/xen-reference`): the
+/// 4.21 and 4.22 models (4.20's construction plus ERMS in max from 4.21, the host policy without
+/// recalculate_misc from 4.22, each release's letters) reproduce every policy exactly; 4.20's
+/// model does not (so the recordings tell the releases apart).
+#[test]
+fn derive_is_exact_on_the_4_21_and_4_22_recordings() {
+    use cpupolicy_featureset::XenRelease;
+    let Some(dir) = common::shared_dir("xen-reference") else { return };
+    let mut exact = 0;
+    for (name, release) in [
+        ("xen-4.21-qemu64", XenRelease::V4_21),
+        ("xen-4.21-Skylake-Server", XenRelease::V4_21),
+        ("xen-4.22-qemu64", XenRelease::V4_22),
+        ("xen-4.22-Skylake-Server", XenRelease::V4_22),
+    ] {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.policy.txt"))).unwrap();
+        let recorded = XenCpuidReport::parse(&text).unwrap().to_bundle();
+        let raw = recorded.policies.get(SystemPolicy::Raw).unwrap();
+        let options = DeriveOptions { release, ..DeriveOptions::detect(raw) };
+        let derived = derive_system_policies(raw, &options).unwrap();
+        for which in DERIVED {
+            let (Some(ours), Some(xens)) = (derived.get(which), recorded.policies.get(which)) else { continue };
+            let diff = PolicyDiff::between(xens, ours);
+            assert!(diff.is_empty(), "{name} {which}: Xen {release} -> derived:\n{diff}");
+            exact += 1;
+        }
+        let as_4_20 = derive_system_policies(raw, &DeriveOptions { release: XenRelease::V4_20, ..options }).unwrap();
+        assert!(
+            DERIVED.iter().any(|w| as_4_20.get(*w) != recorded.policies.get(*w) && recorded.policies.get(*w).is_some()),
+            "{name}: 4.20's model reproduces it too"
+        );
+    }
+    assert!(exact >= 14, "{exact} policies compared");
 }
