@@ -387,6 +387,7 @@ const REAL_XEN_BOOTS: &[(sandbox::XenRelease, &str, &str)] = &[
     (sandbox::XenRelease::V4_20, "qemu64", "qemu64"),
     (sandbox::XenRelease::V4_20, "Skylake-Server,-smap,-smep", "skylake"),
     (sandbox::XenRelease::V4_20, "Nehalem", "nehalem"),
+    (sandbox::XenRelease::V4_20, "EPYC,-monitor,-smap,-smep", "epyc"),
 ];
 
 /// The text between two marker lines.
@@ -441,7 +442,7 @@ fn real_xen_pools(cpupolicy: &Path, dir: &Path) -> Result<(), String> {
         }
     }
     // The prediction of Xen 4.20's policies from each 4.20 host's raw policy is exact.
-    for host in ["4.20-qemu64", "4.20-skylake", "4.20-nehalem"] {
+    for host in ["4.20-qemu64", "4.20-skylake", "4.20-nehalem", "4.20-epyc"] {
         let (status, stdout, _) = run(&strings(&["derive", "--compare", &bundle(host)]))?;
         expect(&format!("derive predicts every policy of xen-{host} exactly"), status == 0, &stdout);
     }

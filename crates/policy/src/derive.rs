@@ -655,7 +655,7 @@ impl Boot {
         boot.rtm_disabled = (has(&boot.caps, "tsx-ctrl") || has(&boot.caps, "tsx-force-abort")) && opt_tsx & 1 == 0;
         boot.gds_calculations(hypervisor);
         boot.its_calculations(hypervisor);
-        boot.msr_spec_ctrl(raw, hypervisor);
+        boot.msr_spec_ctrl(raw);
         boot.deadline_errata(hypervisor, options);
 
         // probe_cpuid_faulting(): Intel probes (not on family 0xf unless virtualised); AMD and
@@ -728,9 +728,12 @@ impl Boot {
         let cpu = self.cpu;
         match cpu.vendor {
             Vendor::Amd | Vendor::Hygon => {
-                // amd_init_lfence_dispatch(): family 0xf/0x11 LFENCE is dispatch serialising;
-                // on later parts amd_init_de_cfg() sets DE_CFG.LFENCE_SERIALISE first.
-                if !self.has("lfence-dispatch") {
+                // Family 0xf/0x11 LFENCE is dispatch serialising; on later parts amd_init_lfence()
+                // sets DE_CFG.LFENCE_SERIALISE and reads it back. Under a hypervisor the MSR is
+                // taken not to stick (as under QEMU/TCG, the virtualised Xen this project boots:
+                // Xen 4.20 on `-cpu EPYC` reports no LFENCE_DISPATCH).
+                let always = matches!(cpu.family, 0xf | 0x11);
+                if !self.has("lfence-dispatch") && (always || !hypervisor) {
                     self.force_cap("lfence-dispatch");
                 }
                 if cpu.vendor == Vendor::Amd {
@@ -918,7 +921,7 @@ impl Boot {
     /// AMD for HVM only, with IBRS and SVM's SPEC_CTRL bit) and amd.c/spec_ctrl.c
     /// `amd_virt_spec_ctrl` (VIRT_SSBD without AMD_SSBD: from the outer hypervisor, or the
     /// LS_CFG MSR of families 0x15–0x18).
-    fn msr_spec_ctrl(&mut self, raw: &XenPolicy, hypervisor: bool) {
+    fn msr_spec_ctrl(&mut self, raw: &XenPolicy) {
         if self.has("ibrsb") {
             self.sc_msr_pv = true;
             self.sc_msr_hvm = true;
@@ -926,12 +929,13 @@ impl Boot {
         if self.has("ibrs") && raw.max_extd() >= 0x8000_000a && raw.extd[0xa].edx & (1 << 20) != 0 {
             self.sc_msr_hvm = true;
         }
+        // set_legacy_ssbd(): LS_CFG's SSBD bit, read back. Under QEMU/TCG it sticks (Xen 4.20
+        // on `-cpu EPYC` offers VIRT_SSBD to HVM guests), so a hypervisor does not rule it out.
         let legacy_ssbd = self.cpu.vendor.is_amd_like()
             && (0x15..=0x18).contains(&self.cpu.family)
             && !self.has("ssb-no")
             && !self.has("amd-ssbd")
-            && !self.has("virt-ssbd")
-            && !hypervisor;
+            && !self.has("virt-ssbd");
         self.amd_virt_spec_ctrl = !self.has("amd-ssbd") && (self.has("virt-ssbd") || legacy_ssbd);
     }
 
