@@ -64,10 +64,13 @@ pub struct DeriveOptions {
     /// Broadwell's retpoline safety, the TSC_DEADLINE errata). Adjustments that need the
     /// revision and have no answer for a stepping are applied whatever this says.
     pub current_microcode: bool,
-    /// The release whose construction is modelled: 4.20 in full (exact on real 4.20 boots);
-    /// 4.21 and 4.22 as 4.20 plus what they changed (ERMS in max from 4.21, the host policy
-    /// without `recalculate_misc` from 4.22, each release's feature letters and names). Other
-    /// releases are taken as 4.20.
+    /// The release whose construction is modelled: 4.20's in full, and each other release as
+    /// 4.20 with what differs, each difference gated on the release that brought it (ERMS in
+    /// max from 4.21; the host policy without `recalculate_misc` from 4.22; the SVM leaf clamped
+    /// in the host policy before 4.19; max leaves extended and x2APIC tolerated in PV max from
+    /// 4.17 — Debian's 4.17.7 has them as backports, 4.14.6 not), with each release's feature
+    /// letters, names and dependencies. Exact on real boots of 4.14, 4.17 and 4.20 and on the
+    /// 4.21.2 and 4.22.0 recordings; 4.15, 4.16, 4.18 and 4.19 follow the same gates unchecked.
     pub release: XenRelease,
 }
 
@@ -238,10 +241,10 @@ fn words_of_set(set: &cpupolicy_featureset::Featureset) -> Words {
     words
 }
 
-/// `known_features[]` of the modelled release (4.20: 4.20.3's; later releases: their newest
+/// `known_features[]` of the modelled release (4.20: 4.20.3's; other releases: their newest
 /// point release's header).
 fn known(release: XenRelease) -> Words {
-    if release <= XenRelease::V4_20 {
+    if release == XenRelease::V4_20 {
         *known_4_20()
     } else {
         words_of_set(&static_mask_in(StaticMask::Known, release))
@@ -250,7 +253,7 @@ fn known(release: XenRelease) -> Words {
 
 /// One of gen-cpuid.py's static masks, as the modelled release computes it.
 fn mask(which: StaticMask, release: XenRelease) -> Words {
-    let set = if release <= XenRelease::V4_20 { static_mask(which).clone() } else { static_mask_in(which, release) };
+    let set = if release == XenRelease::V4_20 { static_mask(which).clone() } else { static_mask_in(which, release) };
     let mut words = words_of_set(&set);
     and(&mut words, &known(release));
     words
@@ -1107,6 +1110,13 @@ fn host_policy(raw: &XenPolicy, boot: &Boot) -> XenPolicy {
     if boot.release < XenRelease::V4_22 {
         recalculate_misc(&mut p, boot.cpu.vendor);
     }
+    // Before 4.19 the host policy's SVM leaf was clamped to what nested SVM implements, with
+    // VMCB clean bits and the TSC ratio MSR (disabled for guests in 4.19) always emulated.
+    if boot.release < XenRelease::V4_19 && has(&p.words(), "svm") {
+        // NPT (0), LBRV (1), NRIPS (3), DECODEASSISTS (7), PAUSEFILTER (10); VMCBCLEAN (5), TSCRATEMSR (4).
+        const KEPT: u32 = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 7) | (1 << 10);
+        p.extd[0xa].edx = (p.extd[0xa].edx & KEPT) | (1 << 5) | (1 << 4);
+    }
     // vpmu is off by default: no architectural PMU leaf.
     p.basic[0xa] = Registers::ZERO;
     p.cpuid_faulting = boot.cpuid_faulting;
@@ -1214,11 +1224,18 @@ fn pv_max_policy(raw: &XenPolicy, host: &XenPolicy, boot: &Boot) -> XenPolicy {
     if boot.release >= XenRelease::V4_22 {
         recalculate_misc(&mut p, boot.cpu.vendor);
     }
-    p.set_max_leaves();
+    // guest_common_max_leaves (4.20's "Extend the guest max policy max leaf/subleaves", in
+    // Debian's 4.17.7 as a backport; 4.14.6 keeps the host's).
+    if boot.release >= XenRelease::V4_17 {
+        p.set_max_leaves();
+    }
     let mut fs = p.words();
     and(&mut fs, &mask(StaticMask::Max(GuestKind::Pv), boot.release));
-    // Xen used to leak the host's x2APIC bit: tolerate VMs which saw it.
-    set(&mut fs, "x2apic");
+    // Xen used to leak the host's x2APIC bit: tolerate VMs which saw it (4.19's "Hide x2APIC
+    // from PV guests", in Debian's 4.17.7 as a backport; not in 4.14.6).
+    if boot.release >= XenRelease::V4_17 {
+        set(&mut fs, "x2apic");
+    }
     if !boot.sc_msr_pv {
         clear(&mut fs, "ibrsb");
         clear(&mut fs, "ibrs");
@@ -1264,7 +1281,11 @@ fn hvm_max_policy(raw: &XenPolicy, host: &XenPolicy, boot: &Boot, mode: HvmMode)
     if boot.release >= XenRelease::V4_22 {
         recalculate_misc(&mut p, boot.cpu.vendor);
     }
-    p.set_max_leaves();
+    // guest_common_max_leaves (4.20's "Extend the guest max policy max leaf/subleaves", in
+    // Debian's 4.17.7 as a backport; 4.14.6 keeps the host's).
+    if boot.release >= XenRelease::V4_17 {
+        p.set_max_leaves();
+    }
     let mut fs = p.words();
     and(&mut fs, &mask(StaticMask::Max(hvm_kind(mode)), boot.release));
     // Xen emulates the (x2)APIC whatever the host's state.
@@ -1291,7 +1312,9 @@ fn hvm_max_policy(raw: &XenPolicy, host: &XenPolicy, boot: &Boot, mode: HvmMode)
         clear(&mut fs, "pks");
     }
     // Nested SVM: only the features Xen implements, plus VMCB clean bits (always emulated).
-    if has(&host.words(), "svm") {
+    // Before 4.19 ("Move SVM features exposed to guest into hvm_max_cpu_policy") this was done
+    // to the host policy, which the HVM max copied.
+    if boot.release >= XenRelease::V4_19 && has(&host.words(), "svm") {
         // NPT (0), LBRV (1), NRIPS (3), DECODEASSISTS (7), PAUSEFILTER (10).
         const KEPT: u32 = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 7) | (1 << 10);
         p.extd[0xa].edx = (p.extd[0xa].edx & KEPT) | (1 << 5);
@@ -1456,7 +1479,8 @@ mod tests {
             p.set_msr(MSR_PLATFORM_INFO, next());
             for hvm in [None, Some(HvmMode::Hap), Some(HvmMode::Shadow)] {
                 for current_microcode in [false, true] {
-                    let options = DeriveOptions { hvm, cpuid_faulting: None, current_microcode, ..DeriveOptions::default() };
+                    let options =
+                        DeriveOptions { hvm, cpuid_faulting: None, current_microcode, ..DeriveOptions::default() };
                     if let Ok(policies) = derive_system_policies(&p, &options) {
                         derived += 1;
                         for (which, policy) in policies.iter().filter(|(w, _)| *w != SystemPolicy::Raw) {
