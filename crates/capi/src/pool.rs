@@ -87,7 +87,7 @@ pub(crate) fn guest_kind(kind: cpupolicy_guest_kind) -> Result<GuestKind, Failur
 pub(crate) fn level_failure(error: LevelError) -> Failure {
     let status = match error {
         LevelError::EmptyPool => CPUPOLICY_INVALID_ARGUMENT,
-        LevelError::MixedVendors { .. } => CPUPOLICY_MIXED_VENDORS,
+        LevelError::MixedVendors { .. } | LevelError::CrossVendorRefused { .. } => CPUPOLICY_MIXED_VENDORS,
         LevelError::MissingPolicy { .. } => CPUPOLICY_NOT_AVAILABLE,
         LevelError::XstateSize { .. } => CPUPOLICY_INVALID_ARGUMENT,
     };

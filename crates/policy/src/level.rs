@@ -47,6 +47,8 @@ pub struct PoolHost {
     pub levelling: Option<Levelling>,
     /// The MXCSR mask FXSAVE reports on the host, when known (see [`HostBundle::mxcsr_mask`]).
     pub mxcsr_mask: Option<u32>,
+    /// The Xen the host runs, when known (a bundle fetched from Xen says).
+    pub xen: Option<crate::XenVersion>,
 }
 
 impl PoolHost {
@@ -61,6 +63,7 @@ impl PoolHost {
             raw: None,
             levelling: None,
             mxcsr_mask: None,
+            xen: None,
         }
     }
 
@@ -101,7 +104,7 @@ impl PoolHost {
         }
         let host = policies.get(SystemPolicy::Host).cloned();
         let raw = policies.get(SystemPolicy::Raw).filter(|p| !p.is_empty()).cloned();
-        Ok(PoolHost { name, host, default, max, kind: Some(kind), raw, levelling: None, mxcsr_mask: None })
+        Ok(PoolHost { name, host, default, max, kind: Some(kind), raw, levelling: None, mxcsr_mask: None, xen: None })
     }
 
     /// A host from a host bundle: its system policies and, when recorded, its levelling
@@ -110,6 +113,7 @@ impl PoolHost {
         let mut host = PoolHost::from_system(name, &bundle.policies, kind)?;
         host.levelling = bundle.levelling();
         host.mxcsr_mask = bundle.mxcsr_mask;
+        host.xen = bundle.xen_version.clone();
         Ok(host)
     }
 
@@ -162,6 +166,13 @@ pub enum LevelError {
         host: String,
         /// The component at which the size overflowed.
         subleaf: u32,
+    },
+    /// Hosts of different vendors levelled anyway, but some run a Xen (4.22 or later) that
+    /// refuses a guest whose vendor is not the host's.
+    #[error("Xen 4.22 and later run no guest of another vendor than the host's, so no cross-vendor pool can include {}", .hosts.join(", "))]
+    CrossVendorRefused {
+        /// The hosts running such a Xen.
+        hosts: Vec<String>,
     },
     /// A host lacks a policy the guest kind needs.
     #[error("host {host} has no {} policy, or an empty one: does it support this kind of guest?", .policy.name())]
@@ -337,6 +348,18 @@ pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledP
             }
         }
         return Err(LevelError::MixedVendors { vendors });
+    }
+    if options.cross_vendor && hosts.iter().any(|h| h.default.vendor() != vendor || h.max.vendor() != vendor) {
+        // Xen 4.22 ("Remove cross-vendor support now that VMs can no longer have a different
+        // vendor than the host") refuses such guests outright.
+        let refusing: Vec<String> = hosts
+            .iter()
+            .filter(|h| h.xen.as_ref().is_some_and(|v| (v.major, v.minor) >= (4, 22)))
+            .map(|h| h.name.clone())
+            .collect();
+        if !refusing.is_empty() {
+            return Err(LevelError::CrossVendorRefused { hosts: refusing });
+        }
     }
 
     // One pass over the hosts: word ANDs and ORs, numeric minima, the base host.
@@ -871,9 +894,15 @@ mod tests {
         let c = PoolHost::from_single("c", intel(0x50654, &["fpu"]));
         let error = level_pool(&[a.clone(), b.clone(), c.clone()], LevelOptions::default()).unwrap_err();
         assert_eq!(error.to_string(), "hosts of different vendors cannot share VMs: Intel: a, c; AMD: b");
-        let pool = level_pool(&[a, b, c], LevelOptions { cross_vendor: true, ..Default::default() }).unwrap();
+        let pool =
+            level_pool(&[a.clone(), b.clone(), c], LevelOptions { cross_vendor: true, ..Default::default() }).unwrap();
         assert_eq!(pool.default.policy.vendor(), Vendor::Intel);
         assert_eq!(level_pool(&[], LevelOptions::default()).unwrap_err(), LevelError::EmptyPool);
+        // Xen 4.22 removed cross-vendor support: a pool with a 4.22 host cannot be cross-vendor.
+        let mut b422 = b;
+        b422.xen = crate::XenVersion::parse("4.22.0");
+        let error = level_pool(&[a, b422], LevelOptions { cross_vendor: true, ..Default::default() }).unwrap_err();
+        assert_eq!(error, LevelError::CrossVendorRefused { hosts: vec!["b".into()] });
     }
 
     #[test]
