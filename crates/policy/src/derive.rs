@@ -232,29 +232,20 @@ fn known_4_20() -> &'static Words {
     })
 }
 
-/// The words of a featureset.
-fn words_of_set(set: &cpupolicy_featureset::Featureset) -> Words {
-    let mut words = [0; NR_WORDS];
-    for (i, word) in words.iter_mut().enumerate() {
-        *word = set.word(i);
-    }
-    words
-}
-
 /// `known_features[]` of the modelled release (4.20: 4.20.3's; other releases: their newest
 /// point release's header).
 fn known(release: XenRelease) -> Words {
     if release == XenRelease::V4_20 {
         *known_4_20()
     } else {
-        words_of_set(&static_mask_in(StaticMask::Known, release))
+        crate::level::words_of(&static_mask_in(StaticMask::Known, release))
     }
 }
 
 /// One of gen-cpuid.py's static masks, as the modelled release computes it.
 fn mask(which: StaticMask, release: XenRelease) -> Words {
     let set = if release == XenRelease::V4_20 { static_mask(which).clone() } else { static_mask_in(which, release) };
-    let mut words = words_of_set(&set);
+    let mut words = crate::level::words_of(&set);
     and(&mut words, &known(release));
     words
 }
@@ -269,7 +260,7 @@ fn deep_deps(release: XenRelease) -> &'static [(FeatureId, Words)] {
                 .iter()
                 .filter(|d| with_clflush || d.feature != "clflush")
                 .filter_map(|d| feature_by_name(d.feature))
-                .map(|feature| (feature.id, words_of_set(&dependents_of(feature.id))))
+                .map(|feature| (feature.id, crate::level::words_of(&dependents_of(feature.id))))
                 .collect()
         };
         [rows(false), rows(true)]

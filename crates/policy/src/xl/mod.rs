@@ -27,7 +27,7 @@ use std::fmt::{self, Write as _};
 use cpupolicy_featureset::{FeatureId, Register, WordSource, XenRelease, FEATURES, WORDS};
 
 use crate::rules::masks;
-use crate::{CpuPolicy, CpuidKey, LimitField, MSR_ARCH_CAPABILITIES};
+use crate::{CpuPolicy, CpuidKey, LimitField};
 
 pub(crate) use names::XL_FLAGS;
 
@@ -842,9 +842,6 @@ impl fmt::Display for XlForm {
         })
     }
 }
-
-/// MSR_ARCH_CAPABILITIES, the one MSR libxl's names reach.
-pub const XL_MSR: u32 = MSR_ARCH_CAPABILITIES;
 
 #[cfg(test)]
 mod tests {
