@@ -38,6 +38,7 @@ mod domain;
 mod featureset;
 mod featureset_pool;
 mod observe;
+mod placement;
 mod policy;
 mod pool;
 mod topology;
@@ -94,6 +95,12 @@ enum Command {
     /// Predict the policies Xen 4.20 builds from a raw policy (e.g. a CPU dump), or compare the
     /// prediction with a real host's.
     Derive(pool::DeriveArgs),
+    /// Which VM may run on which host of a fleet: hosts and VMs grouped into classes of
+    /// identical policies.
+    Placement(placement::PlacementArgs),
+    /// What a change to a pool (a host joins, leaves, or is replaced after an update) does to
+    /// its policies and VMs: exit 1 when it would strand a VM.
+    Plan(placement::PlanArgs),
     /// xl's `cpuid=` setting: what a VM gets on a host from it.
     Xl(xl::XlArgs),
     /// What a guest's CPUs report, compared with a QEMU shape (the test command's QEMU step).
@@ -124,6 +131,8 @@ pub fn run() -> i32 {
         Command::Observe(args) => observe::observe(args),
         Command::Derive(args) => pool::derive(args),
         Command::Xl(args) => xl::xl(args),
+        Command::Placement(args) => placement::placement(args),
+        Command::Plan(args) => placement::plan_change(args),
     };
     match outcome {
         Ok(status) => status,

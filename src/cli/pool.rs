@@ -28,7 +28,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn guest_kind(self) -> GuestKind {
+    pub(super) fn guest_kind(self) -> GuestKind {
         match self {
             Kind::Hvm => GuestKind::HvmHap,
             Kind::HvmShadow => GuestKind::HvmShadow,
@@ -317,7 +317,7 @@ pub(super) fn xl_release_arg(text: &str) -> Result<cpupolicy::featureset::XenRel
 }
 
 /// A file name without directories and extension, to name a host.
-fn host_name(path: &Path) -> String {
+pub(super) fn host_name(path: &Path) -> String {
     path.file_stem().map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned())
 }
 
@@ -326,7 +326,7 @@ pub(super) fn load_host(path: &Path, kind: Kind) -> Result<PoolHost, CliError> {
     host_from_document(path, read_document(path)?, kind)
 }
 
-fn host_from_document(path: &Path, document: Document, kind: Kind) -> Result<PoolHost, CliError> {
+pub(super) fn host_from_document(path: &Path, document: Document, kind: Kind) -> Result<PoolHost, CliError> {
     let name = host_name(path);
     let in_file = |e: &dyn std::fmt::Display| CliError(format!("{}: {e}", path.display()));
     match document {
@@ -370,7 +370,7 @@ fn single_policy(document: Document) -> Result<CpuPolicy, Box<Document>> {
 
 /// A VM's policy: a single policy as is, or a host's default policy for the kind.
 /// The VM's policy, and the MXCSR mask of the host it runs on when the file is that host's bundle.
-fn load_vm(path: &Path, kind: Kind) -> Result<(CpuPolicy, Option<u32>), CliError> {
+pub(super) fn load_vm(path: &Path, kind: Kind) -> Result<(CpuPolicy, Option<u32>), CliError> {
     match single_policy(read_document(path)?) {
         Ok(policy) => Ok((policy, None)),
         Err(document) => {

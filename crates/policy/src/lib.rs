@@ -52,6 +52,8 @@ mod level;
 mod levelling;
 mod libvirt;
 mod native;
+mod placement;
+mod placement_report;
 mod policy;
 mod report;
 mod rules;
@@ -79,6 +81,11 @@ pub use level::{
 pub use levelling::{Levelling, LevellingCaps, Mechanism, LEVELCAP_FAULTING, LEVELCAP_MASKS};
 pub use libvirt::LibvirtError;
 pub use native::{NativeError, NativePolicy};
+pub use placement::{
+    feature_and_cause, plan, Change, Fleet, FleetVm, Placement, PlacementError, PlacementOptions, Plan, PolicyChange,
+    Refusal, Stranding, Verdict, VmPlan,
+};
+pub use placement_report::{PLACEMENT_FORMAT, PLAN_FORMAT};
 pub use policy::{
     CpuPolicy, CpuidKey, PolicyError, Registers, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO, PLATFORM_INFO_CPUID_FAULTING,
 };

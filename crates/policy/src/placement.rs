@@ -1,0 +1,761 @@
+//! A fleet's placement (which VM may run on which host) and the plan of a change to its pool
+//! (a host joins, leaves, or is replaced by a bundle fetched after a microcode or Xen update):
+//! what the pool's policies gain and lose, and which VMs the change would strand.
+//!
+//! Whether a VM may run on a host depends only on the VM's policy and the host's policies
+//! ([`check_migration`]), so hosts whose policies are identical form one class, and VMs that
+//! booted with the same policy (and run on hosts with the same MXCSR mask) form one: a fleet is
+//! judged class by class, one check per pair of classes, however many hosts and VMs share
+//! them. [`Fleet`] groups as it is filled, keeping one copy of each class's policies, so a
+//! fleet of thousands of identical hosts costs one host's policies and a name each.
+//!
+//! # What strands a VM
+//!
+//! A plan compares the pool before and after the change. A VM is **stranded** by it when:
+//! - its own host is replaced and the new bundle cannot keep it ([`Stranding::CannotStay`]):
+//!   it must move (or be shut down) before the update;
+//! - after the change no host but its own can take it, although one could before, or its own
+//!   host leaves and no host remains that can take it ([`Stranding::NowhereToGo`]): it can
+//!   no longer be evacuated;
+//! - a host that joins, or a replaced host that could take it before, cannot take it
+//!   ([`Stranding::ShutOut`]): the pool is no longer one place for it. This is how VMs booted
+//!   on a pool's default find themselves after an older CPU joins: they run, and cannot go
+//!   there until they reboot with the new, lower default.
+//!
+//! A host that leaves costs nothing else: whether a VM may run on a host does not depend on
+//! the other hosts. The pool's new default and acceptance policies are what VMs booted after
+//! the change get and what every host then accepts ([`level_pool`]).
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use cpupolicy_featureset::{FeatureId, NR_WORDS};
+
+use crate::level::feature_name;
+use crate::{
+    check_migration, level_pool, CpuPolicy, LevelError, LevelOptions, Levelled, LimitField, LossCause, MigrationCheck,
+    Mismatch, PoolHost, Warning,
+};
+
+/// A VM of a fleet: the policy it booted with and, when known, the host it runs on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetVm {
+    /// How the VM is named in reports.
+    pub name: String,
+    /// The policy the VM booted with (what its guest saw).
+    pub policy: CpuPolicy,
+    /// The name of the host it runs on, when known.
+    pub host: Option<String>,
+}
+
+/// Why a fleet or a change cannot be judged.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    /// Two hosts have one name.
+    #[error("two hosts are named '{0}': host names must differ")]
+    DuplicateHost(String),
+    /// Two VMs have one name.
+    #[error("two VMs are named '{0}': VM names must differ")]
+    DuplicateVm(String),
+    /// A VM names a host that is not in the fleet.
+    #[error("VM '{vm}' runs on '{host}', which is not one of the hosts")]
+    UnknownHost {
+        /// The VM.
+        vm: String,
+        /// The host it names.
+        host: String,
+    },
+    /// A change names a host that is not in the pool at that point.
+    #[error("--{change} {host}: no host of that name in the pool")]
+    NoSuchHost {
+        /// `remove` or `replace`.
+        change: &'static str,
+        /// The name.
+        host: String,
+    },
+    /// A host joins under a name the pool already has.
+    #[error("--add {0}: the pool already has a host of that name (use --replace)")]
+    AlreadyInPool(String),
+    /// The change leaves the pool without hosts.
+    #[error("the change leaves the pool without hosts")]
+    EmptyAfter,
+    /// The pool has no hosts.
+    #[error("the pool has no hosts")]
+    NoHosts,
+    /// Levelling the pool before or after the change failed.
+    #[error("levelling the pool {when} the change: {error}")]
+    Level {
+        /// `before` or `after`.
+        when: &'static str,
+        /// Why.
+        error: LevelError,
+    },
+}
+
+/// What may be asked of [`Fleet::place`] and [`plan`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlacementOptions {
+    /// Count what the guest would see change or leak (host-reflected differences, PV
+    /// leak-through, MXCSR bits that fault) as a host refusing the VM, as `check --strict`.
+    pub strict: bool,
+    /// Level hosts of different vendors anyway (for the plan's pool policies).
+    pub cross_vendor: bool,
+}
+
+/// Hosts and VMs, grouped into classes of identical policies as they are added.
+#[derive(Clone, Debug, Default)]
+pub struct Fleet {
+    host_names: Vec<String>,
+    host_class: Vec<u32>,
+    host_by_name: HashMap<String, u32>,
+    /// One representative per class (named after its first member).
+    host_classes: Vec<PoolHost>,
+    host_class_by_hash: HashMap<u64, Vec<u32>>,
+    vms: Vec<VmEntry>,
+    vm_by_name: HashMap<String, u32>,
+    vm_classes: Vec<VmClass>,
+    vm_class_by_hash: HashMap<u64, Vec<u32>>,
+}
+
+#[derive(Clone, Debug)]
+struct VmEntry {
+    name: String,
+    host: Option<u32>,
+    class: u32,
+}
+
+/// What a VM class is judged by: the policy, and the MXCSR mask of the hosts its VMs run on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct VmClass {
+    policy: CpuPolicy,
+    mxcsr_mask: Option<u32>,
+}
+
+/// Whether two hosts are judged alike by every check: all but the name and Xen version.
+fn same_host_class(a: &PoolHost, b: &PoolHost) -> bool {
+    a.default == b.default
+        && a.max == b.max
+        && a.host == b.host
+        && a.kind == b.kind
+        && a.raw == b.raw
+        && a.levelling == b.levelling
+        && a.mxcsr_mask == b.mxcsr_mask
+}
+
+fn hash_of(value: &impl Hash) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl Fleet {
+    /// An empty fleet.
+    pub fn new() -> Fleet {
+        Fleet::default()
+    }
+
+    /// Adds a host; its policies are dropped when an identical host is already in.
+    pub fn add_host(&mut self, host: PoolHost) -> Result<(), PlacementError> {
+        if self.host_by_name.contains_key(&host.name) {
+            return Err(PlacementError::DuplicateHost(host.name));
+        }
+        let index = self.host_names.len() as u32;
+        self.host_by_name.insert(host.name.clone(), index);
+        self.host_names.push(host.name.clone());
+        let class = self.intern_host(host);
+        self.host_class.push(class);
+        Ok(())
+    }
+
+    fn intern_host(&mut self, host: PoolHost) -> u32 {
+        let hash = hash_of(&(&host.max, &host.default));
+        let candidates = self.host_class_by_hash.entry(hash).or_default();
+        if let Some(&class) = candidates.iter().find(|&&c| same_host_class(&self.host_classes[c as usize], &host)) {
+            return class;
+        }
+        let class = self.host_classes.len() as u32;
+        candidates.push(class);
+        self.host_classes.push(host);
+        class
+    }
+
+    /// Adds a VM. Its host, when named, must already be in the fleet.
+    pub fn add_vm(&mut self, vm: FleetVm) -> Result<(), PlacementError> {
+        if self.vm_by_name.contains_key(&vm.name) {
+            return Err(PlacementError::DuplicateVm(vm.name));
+        }
+        let host = match &vm.host {
+            None => None,
+            Some(name) => Some(
+                *self
+                    .host_by_name
+                    .get(name)
+                    .ok_or_else(|| PlacementError::UnknownHost { vm: vm.name.clone(), host: name.clone() })?,
+            ),
+        };
+        let mxcsr_mask = host.and_then(|h| self.host_classes[self.host_class[h as usize] as usize].mxcsr_mask);
+        let class = self.intern_vm(VmClass { policy: vm.policy, mxcsr_mask });
+        self.vm_by_name.insert(vm.name.clone(), self.vms.len() as u32);
+        self.vms.push(VmEntry { name: vm.name, host, class });
+        Ok(())
+    }
+
+    fn intern_vm(&mut self, vm: VmClass) -> u32 {
+        let hash = hash_of(&vm);
+        let candidates = self.vm_class_by_hash.entry(hash).or_default();
+        if let Some(&class) = candidates.iter().find(|&&c| self.vm_classes[c as usize] == vm) {
+            return class;
+        }
+        let class = self.vm_classes.len() as u32;
+        candidates.push(class);
+        self.vm_classes.push(vm);
+        class
+    }
+
+    /// The number of hosts.
+    pub fn host_count(&self) -> usize {
+        self.host_names.len()
+    }
+
+    /// The number of VMs.
+    pub fn vm_count(&self) -> usize {
+        self.vms.len()
+    }
+
+    /// Judges every VM class against every host class.
+    pub fn place(&self, options: PlacementOptions) -> Placement<'_> {
+        let verdicts = self
+            .vm_classes
+            .iter()
+            .flat_map(|vm| self.host_classes.iter().map(move |host| Verdict::of(vm, host, options.strict)))
+            .collect();
+        Placement { fleet: self, verdicts }
+    }
+}
+
+/// Whether a VM class may run on a host class, and why not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// The migration check.
+    pub check: MigrationCheck,
+    /// MXCSR bits the VM's hosts accept and this host does not (both masks known): they fault.
+    pub mxcsr_faults: u32,
+    /// Whether the host takes the VM (no mismatch; with `strict`, nothing that changes or leaks).
+    pub accepted: bool,
+}
+
+impl Verdict {
+    fn of(vm: &VmClass, host: &PoolHost, strict: bool) -> Verdict {
+        let check = check_migration(&vm.policy, host);
+        let mxcsr_faults = match (vm.mxcsr_mask, host.mxcsr_mask) {
+            (Some(from), Some(to)) => from & !to,
+            _ => 0,
+        };
+        let strict_refusal = strict
+            && (mxcsr_faults != 0
+                || check.warnings.iter().any(|w| matches!(w, Warning::HostReflected { .. } | Warning::LeakThrough(_))));
+        let accepted = check.is_compatible() && !strict_refusal;
+        Verdict { check, mxcsr_faults, accepted }
+    }
+
+    /// Why the host refuses the VM, briefly: the features it cannot give (one item), the other
+    /// mismatches, then (when refused under `strict` alone) the warnings that made it refuse.
+    pub fn reasons(&self) -> Vec<String> {
+        let features = self.features();
+        let mut reasons = Vec::new();
+        if !features.is_empty() {
+            let names: Vec<String> = features.iter().map(|id| feature_name(*id)).collect();
+            reasons.push(format!("features it cannot give: {}", names.join(" ")));
+        }
+        reasons.extend(
+            self.check.mismatches.iter().filter(|m| !matches!(m, Mismatch::Feature(_))).map(Mismatch::to_string),
+        );
+        if !self.accepted && reasons.is_empty() {
+            reasons.extend(
+                self.check
+                    .warnings
+                    .iter()
+                    .filter(|w| matches!(w, Warning::HostReflected { .. } | Warning::LeakThrough(_)))
+                    .map(|w| format!("--strict: {w}")),
+            );
+            if self.mxcsr_faults != 0 {
+                reasons.push(format!("--strict: MXCSR bits {:#x} fault here", self.mxcsr_faults));
+            }
+        }
+        reasons
+    }
+
+    /// The features the VM saw and the host cannot give.
+    pub fn features(&self) -> Vec<FeatureId> {
+        self.check
+            .mismatches
+            .iter()
+            .filter_map(|m| match m {
+                Mismatch::Feature(id) => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn refusal(&self, host: &str) -> Refusal {
+        Refusal { host: host.to_string(), features: self.features(), reasons: self.reasons() }
+    }
+}
+
+/// A host that cannot take a VM, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The host.
+    pub host: String,
+    /// The features the VM saw that the host cannot give.
+    pub features: Vec<FeatureId>,
+    /// Every reason, briefly (see [`Verdict::reasons`]).
+    pub reasons: Vec<String>,
+}
+
+/// Every VM class judged against every host class of a [`Fleet`].
+#[derive(Clone, Debug)]
+pub struct Placement<'a> {
+    fleet: &'a Fleet,
+    /// `vm_class * host_classes + host_class`.
+    verdicts: Vec<Verdict>,
+}
+
+impl<'a> Placement<'a> {
+    /// The fleet judged.
+    pub fn fleet(&self) -> &'a Fleet {
+        self.fleet
+    }
+
+    /// The number of host classes.
+    pub fn host_classes(&self) -> usize {
+        self.fleet.host_classes.len()
+    }
+
+    /// The number of VM classes.
+    pub fn vm_classes(&self) -> usize {
+        self.fleet.vm_classes.len()
+    }
+
+    /// The verdict for a VM class on a host class.
+    pub fn verdict(&self, vm_class: usize, host_class: usize) -> &Verdict {
+        &self.verdicts[vm_class * self.host_classes() + host_class]
+    }
+
+    /// Whether VM `vm` (by index) may run on host `host`.
+    pub fn accepts(&self, host: usize, vm: usize) -> bool {
+        self.verdict(self.fleet.vms[vm].class as usize, self.fleet.host_class[host] as usize).accepted
+    }
+
+    /// The hosts' names, in the order added.
+    pub fn host_names(&self) -> &'a [String] {
+        &self.fleet.host_names
+    }
+
+    /// Host `host`'s class.
+    pub fn host_class(&self, host: usize) -> usize {
+        self.fleet.host_class[host] as usize
+    }
+
+    /// VM `vm`'s name, class, and the host it runs on (by index) when known.
+    pub fn vm(&self, vm: usize) -> (&'a str, usize, Option<usize>) {
+        let entry = &self.fleet.vms[vm];
+        (&entry.name, entry.class as usize, entry.host.map(|h| h as usize))
+    }
+
+    /// The members of each host class, by host index, in class order.
+    pub fn host_class_members(&self) -> Vec<Vec<usize>> {
+        let mut members = vec![Vec::new(); self.host_classes()];
+        for (host, &class) in self.fleet.host_class.iter().enumerate() {
+            members[class as usize].push(host);
+        }
+        members
+    }
+
+    /// The members of each VM class, by VM index, in class order.
+    pub fn vm_class_members(&self) -> Vec<Vec<usize>> {
+        let mut members = vec![Vec::new(); self.vm_classes()];
+        for (vm, entry) in self.fleet.vms.iter().enumerate() {
+            members[entry.class as usize].push(vm);
+        }
+        members
+    }
+
+    /// The host classes that take VM class `vm_class`.
+    pub fn accepting_classes(&self, vm_class: usize) -> impl Iterator<Item = usize> + '_ {
+        (0..self.host_classes()).filter(move |&h| self.verdict(vm_class, h).accepted)
+    }
+
+    /// How many hosts take VM `vm`, other than the one it runs on.
+    pub fn other_hosts_accepting(&self, vm: usize) -> usize {
+        let (_, class, own) = self.vm(vm);
+        let counts = self.class_sizes();
+        let mut n: usize = self.accepting_classes(class).map(|h| counts[h]).sum();
+        if let Some(own) = own {
+            if self.accepts(own, vm) {
+                n -= 1;
+            }
+        }
+        n
+    }
+
+    fn class_sizes(&self) -> Vec<usize> {
+        let mut sizes = vec![0; self.host_classes()];
+        for &class in &self.fleet.host_class {
+            sizes[class as usize] += 1;
+        }
+        sizes
+    }
+}
+
+/// One change to a pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A host joins (named by its [`PoolHost::name`]).
+    Add(PoolHost),
+    /// The host of this name leaves.
+    Remove(String),
+    /// The host of this name is replaced by these policies (a bundle fetched after a microcode
+    /// or Xen update); the new policies keep the old name.
+    Replace(String, PoolHost),
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Add(host) => write!(f, "add {}", host.name),
+            Change::Remove(name) => write!(f, "remove {name}"),
+            Change::Replace(name, _) => write!(f, "replace {name}"),
+        }
+    }
+}
+
+/// How a change strands a VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stranding {
+    /// Its own host was replaced and cannot keep it.
+    CannotStay(Refusal),
+    /// No host but its own can take it after the change (one could before), or its own host
+    /// leaves and no remaining host can take it.
+    NowhereToGo {
+        /// Whether its own host leaves.
+        host_leaves: bool,
+        /// The hosts it could go to before and cannot after: removed, or replaced and refusing.
+        lost: Vec<String>,
+    },
+    /// A host that joins, or was replaced and could take it before, cannot take it.
+    ShutOut(Refusal),
+}
+
+impl Stranding {
+    /// A stable kind name for JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Stranding::CannotStay(_) => "cannot-stay",
+            Stranding::NowhereToGo { .. } => "nowhere-to-go",
+            Stranding::ShutOut(_) => "shut-out",
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            Stranding::CannotStay(_) => 0,
+            Stranding::NowhereToGo { .. } => 1,
+            Stranding::ShutOut(_) => 2,
+        }
+    }
+}
+
+impl fmt::Display for Stranding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stranding::CannotStay(Refusal { host, reasons, .. }) => {
+                write!(f, "its host {host}, once replaced, cannot keep it: {}", reasons.join("; "))
+            }
+            Stranding::NowhereToGo { host_leaves: true, lost } if lost.is_empty() => {
+                f.write_str("its host leaves and no remaining host can take it")
+            }
+            Stranding::NowhereToGo { host_leaves: true, lost } => {
+                write!(f, "its host leaves and no remaining host can take it (it could go to {})", lost.join(", "))
+            }
+            Stranding::NowhereToGo { host_leaves: false, lost } => {
+                write!(f, "no other host can take it (it could go to {} before)", lost.join(", "))
+            }
+            Stranding::ShutOut(Refusal { host, reasons, .. }) => {
+                write!(f, "cannot migrate to {host}: {}", reasons.join("; "))
+            }
+        }
+    }
+}
+
+/// What a change does to one VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmPlan {
+    /// The VM's name.
+    pub name: String,
+    /// The host it runs on, when known.
+    pub host: Option<String>,
+    /// How many hosts could take it before the change, and after.
+    pub reach: (usize, usize),
+    /// Hosts it could go to before and cannot after (removed, or replaced and refusing).
+    pub no_longer_reaches: Vec<String>,
+    /// Hosts it can go to after and could not before (joined, or replaced and now taking it).
+    pub newly_reaches: Vec<String>,
+    /// Hosts that join (or replace one that could not take it either) and cannot take it.
+    pub joined_refusing: Vec<String>,
+    /// How the change strands it, worst first; empty when it does not.
+    pub strandings: Vec<Stranding>,
+}
+
+impl VmPlan {
+    /// Whether the change moves where the VM may go.
+    pub fn reach_changes(&self) -> bool {
+        !(self.no_longer_reaches.is_empty() && self.newly_reaches.is_empty() && self.joined_refusing.is_empty())
+    }
+
+    /// Whether the change strands the VM.
+    pub fn is_stranded(&self) -> bool {
+        !self.strandings.is_empty()
+    }
+}
+
+/// How one of the pool's policies moves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyChange {
+    /// The featureset before and after.
+    pub featuresets: (String, String),
+    /// Features lost, with why the pool after the change lacks them.
+    pub lost: Vec<(FeatureId, Option<LossCause>)>,
+    /// Features gained, with why the pool before the change lacked them.
+    pub gained: Vec<(FeatureId, Option<LossCause>)>,
+    /// Limits that moved: field, before, after.
+    pub limits: Vec<(LimitField, u64, u64)>,
+}
+
+impl PolicyChange {
+    fn between(before: &Levelled, after: &Levelled) -> PolicyChange {
+        let (b, a) = (before.policy.feature_words(), after.policy.feature_words());
+        let cause = |levelled: &Levelled, id: FeatureId| {
+            levelled.lost.iter().find(|loss| loss.feature == id).map(|loss| loss.cause.clone())
+        };
+        let (mut lost, mut gained) = (Vec::new(), Vec::new());
+        for w in 0..NR_WORDS {
+            crate::rules::each_bit(b[w] & !a[w], w, |id| lost.push((id, cause(after, id))));
+            crate::rules::each_bit(a[w] & !b[w], w, |id| gained.push((id, cause(before, id))));
+        }
+        let limits = LimitField::ALL
+            .into_iter()
+            .map(|field| (field, field.read(&before.policy), field.read(&after.policy)))
+            .filter(|(_, b, a)| b != a)
+            .collect();
+        PolicyChange {
+            featuresets: (before.policy.featureset().to_xen_string(), after.policy.featureset().to_xen_string()),
+            lost,
+            gained,
+            limits,
+        }
+    }
+
+    /// Whether nothing moved.
+    pub fn is_empty(&self) -> bool {
+        self.lost.is_empty() && self.gained.is_empty() && self.limits.is_empty()
+    }
+}
+
+/// The plan of a change to a pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The changes, in order.
+    pub changes: Vec<String>,
+    /// The hosts before and after.
+    pub hosts: (Vec<String>, Vec<String>),
+    /// How the pool default (what new VMs boot with) moves.
+    pub default: PolicyChange,
+    /// How the acceptance policy (what every host takes from a migration) moves.
+    pub acceptance: PolicyChange,
+    /// The levelled pool after the change.
+    pub after: crate::LevelledPool,
+    /// Every VM, stranded ones first (worst first), then in the order given.
+    pub vms: Vec<VmPlan>,
+}
+
+impl Plan {
+    /// Whether the change strands any VM.
+    pub fn strands(&self) -> bool {
+        self.vms.iter().any(VmPlan::is_stranded)
+    }
+}
+
+/// Which host a slot of the plan holds, before and after the change.
+struct Slot {
+    name: String,
+    before: bool,
+    after: bool,
+    /// For a replacement: the slot it replaces.
+    replaces: Option<usize>,
+    /// Added by the change (joined, or a replacement).
+    new: bool,
+}
+
+/// Plans `changes` to the pool of `hosts` with `vms` on it (see the module's documentation for
+/// what strands a VM). Errors: duplicate or unknown names, a change that leaves no host, or a
+/// pool that cannot be levelled (mixed vendors without `cross_vendor`).
+pub fn plan(
+    hosts: Vec<PoolHost>,
+    vms: Vec<FleetVm>,
+    changes: Vec<Change>,
+    options: PlacementOptions,
+) -> Result<Plan, PlacementError> {
+    if hosts.is_empty() {
+        return Err(PlacementError::NoHosts);
+    }
+    let mut fleet = Fleet::new();
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut pool_hosts: Vec<PoolHost> = Vec::with_capacity(hosts.len() + changes.len());
+    for host in hosts {
+        slots.push(Slot { name: host.name.clone(), before: true, after: true, replaces: None, new: false });
+        pool_hosts.push(host.clone());
+        fleet.add_host(host)?;
+    }
+    let changes_text: Vec<String> = changes.iter().map(Change::to_string).collect();
+    // The current slot of each name after the changes applied so far.
+    let mut current: HashMap<String, usize> = slots.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
+    for change in changes {
+        let (name, host, replaces) = match change {
+            Change::Add(host) => {
+                if current.contains_key(&host.name) {
+                    return Err(PlacementError::AlreadyInPool(host.name));
+                }
+                (host.name.clone(), host, None)
+            }
+            Change::Remove(name) => {
+                let slot = current
+                    .remove(&name)
+                    .ok_or_else(|| PlacementError::NoSuchHost { change: "remove", host: name.clone() })?;
+                slots[slot].after = false;
+                continue;
+            }
+            Change::Replace(name, mut host) => {
+                let slot = *current
+                    .get(&name)
+                    .ok_or_else(|| PlacementError::NoSuchHost { change: "replace", host: name.clone() })?;
+                slots[slot].after = false;
+                host.name = name.clone();
+                // The slot it replaces, as the pool had it before the change.
+                let original = slots[slot].replaces.unwrap_or(slot);
+                (name, host, Some(original).filter(|&o| slots[o].before))
+            }
+        };
+        let index = slots.len();
+        slots.push(Slot { name: name.clone(), before: false, after: true, replaces, new: true });
+        current.insert(name, index);
+        // Slots are named uniquely inside the fleet; reports use `Slot::name`.
+        let mut internal = host.clone();
+        internal.name = format!("{}\u{0}{index}", host.name);
+        fleet.add_host(internal)?;
+        pool_hosts.push(host);
+    }
+    if !slots.iter().any(|s| s.after) {
+        return Err(PlacementError::EmptyAfter);
+    }
+    let before_hosts: Vec<PoolHost> =
+        slots.iter().zip(&pool_hosts).filter(|(s, _)| s.before).map(|(_, h)| h.clone()).collect();
+    let after_hosts: Vec<PoolHost> =
+        slots.iter().zip(&pool_hosts).filter(|(s, _)| s.after).map(|(_, h)| h.clone()).collect();
+    drop(pool_hosts);
+    let level_options = LevelOptions { cross_vendor: options.cross_vendor, explain: true };
+    let before =
+        level_pool(&before_hosts, level_options).map_err(|error| PlacementError::Level { when: "before", error })?;
+    let after =
+        level_pool(&after_hosts, level_options).map_err(|error| PlacementError::Level { when: "after", error })?;
+
+    for vm in vms {
+        fleet.add_vm(vm)?;
+    }
+    let placement = fleet.place(options);
+    let mut plans = Vec::with_capacity(fleet.vm_count());
+    for v in 0..fleet.vm_count() {
+        let (name, class, own) = placement.vm(v);
+        let own_name = own.map(|o| slots[o].name.clone());
+        let takes = |slot: usize| placement.accepts(slot, v);
+        let refusal = |slot: usize| placement.verdict(class, placement.host_class(slot)).refusal(&slots[slot].name);
+        let reach_before = slots.iter().enumerate().filter(|(i, s)| s.before && takes(*i)).count();
+        let reach_after = slots.iter().enumerate().filter(|(i, s)| s.after && takes(*i)).count();
+        let mut no_longer = Vec::new();
+        let mut newly = Vec::new();
+        let mut joined_refusing = Vec::new();
+        let mut strandings = Vec::new();
+        // Before-slots the VM could go to and cannot after: removed, or replaced and refusing.
+        for (i, slot) in slots.iter().enumerate() {
+            if slot.before && !slot.after && takes(i) {
+                let successor = slots.iter().position(|s| s.after && s.name == slot.name);
+                if successor.is_none_or(|s| !takes(s)) {
+                    no_longer.push(slot.name.clone());
+                }
+            }
+        }
+        for (i, slot) in slots.iter().enumerate() {
+            if !(slot.after && slot.new) {
+                continue;
+            }
+            let took_before = slot.replaces.is_some_and(&takes);
+            if takes(i) && !took_before {
+                newly.push(slot.name.clone());
+            } else if !takes(i) && slot.replaces.is_none() {
+                joined_refusing.push(slot.name.clone());
+                strandings.push(Stranding::ShutOut(refusal(i)));
+            } else if !takes(i) && took_before {
+                if own.is_some() && slot.replaces == own {
+                    strandings.push(Stranding::CannotStay(refusal(i)));
+                } else {
+                    strandings.push(Stranding::ShutOut(refusal(i)));
+                }
+            }
+        }
+        let is_own = |i: usize| own.is_some_and(|o| o == i || slots[i].replaces == Some(o));
+        let others = |when_after: bool| {
+            slots
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| (if when_after { s.after } else { s.before }) && !is_own(*i) && takes(*i))
+                .count()
+        };
+        let own_leaves = own.is_some() && !slots.iter().enumerate().any(|(i, s)| s.after && is_own(i));
+        if own_leaves && others(true) == 0 {
+            let lost = no_longer.iter().filter(|n| Some(*n) != own_name.as_ref()).cloned().collect();
+            strandings.push(Stranding::NowhereToGo { host_leaves: true, lost });
+        } else if !own_leaves && others(true) == 0 && others(false) > 0 {
+            let lost = no_longer.iter().filter(|n| Some(*n) != own_name.as_ref()).cloned().collect();
+            strandings.push(Stranding::NowhereToGo { host_leaves: false, lost });
+        }
+        strandings.sort_by_key(Stranding::rank);
+        plans.push(VmPlan {
+            name: name.to_string(),
+            host: own_name,
+            reach: (reach_before, reach_after),
+            no_longer_reaches: no_longer,
+            newly_reaches: newly,
+            joined_refusing,
+            strandings,
+        });
+    }
+    plans.sort_by_key(|p| p.strandings.first().map_or(3, Stranding::rank));
+    Ok(Plan {
+        changes: changes_text,
+        hosts: (before_hosts.into_iter().map(|h| h.name).collect(), after_hosts.into_iter().map(|h| h.name).collect()),
+        default: PolicyChange::between(&before.default, &after.default),
+        acceptance: PolicyChange::between(&before.acceptance, &after.acceptance),
+        after,
+        vms: plans,
+    })
+}
+
+/// A feature's name and, when known, why (for plan reports).
+pub fn feature_and_cause(id: FeatureId, cause: &Option<LossCause>) -> String {
+    match cause {
+        Some(cause) => format!("{} ({cause})", feature_name(id)),
+        None => feature_name(id),
+    }
+}
