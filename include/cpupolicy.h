@@ -150,6 +150,26 @@ typedef uint32_t cpupolicy_system_policy;
 // values.
 typedef uint32_t cpupolicy_hvm_mode;
 
+// Options of `cpupolicy_placement` and `cpupolicy_plan`: an OR of the `CPUPOLICY_PLACEMENT_*`
+// bits.
+typedef uint32_t cpupolicy_placement_flags;
+
+// The form of a placement or plan: one of the `CPUPOLICY_REPORT_*` values.
+typedef uint32_t cpupolicy_report_form;
+
+// What a `cpupolicy_change` does: one of the `CPUPOLICY_CHANGE_*` values.
+typedef uint32_t cpupolicy_change_type;
+
+// One change to a pool, for `cpupolicy_plan`.
+typedef struct {
+  // `CPUPOLICY_CHANGE_ADD`, `_REMOVE` or `_REPLACE`.
+  cpupolicy_change_type action;
+  // The host's name: the one joining, leaving or replaced.
+  const char *name;
+  // The joining host's policies, or the replacement's; NULL for a removal.
+  const cpupolicy_host *host;
+} cpupolicy_change;
+
 // Which policy of a pool, for `cpupolicy_pool_policy`: one of the `CPUPOLICY_POOL_*` values.
 typedef uint32_t cpupolicy_pool_role;
 
@@ -327,6 +347,32 @@ typedef struct {
 
 // HVM with shadow paging only.
 #define CPUPOLICY_HVM_SHADOW 3
+
+// Count what the guest would see change or leak (host-reflected differences, PV leak-through,
+// MXCSR bits that fault) as the host refusing the VM, as `cpupolicy check --strict`.
+#define CPUPOLICY_PLACEMENT_STRICT (1 << 0)
+
+// (`cpupolicy_plan`) Level hosts of different CPU vendors anyway.
+#define CPUPOLICY_PLACEMENT_CROSS_VENDOR (1 << 1)
+
+// The JSON document (`cpupolicy-placement` or `cpupolicy-plan`), as the CLI's `--format json`.
+#define CPUPOLICY_REPORT_JSON 0
+
+// Text for people, as the CLI prints it by default.
+#define CPUPOLICY_REPORT_TEXT 1
+
+// (`cpupolicy_placement`) The matrix of VM classes by host classes.
+#define CPUPOLICY_REPORT_MATRIX 2
+
+// A host joins: `host`, named `name`.
+#define CPUPOLICY_CHANGE_ADD 0
+
+// The host named `name` leaves (`host` unused).
+#define CPUPOLICY_CHANGE_REMOVE 1
+
+// The host named `name` is replaced by `host` (a bundle fetched after a microcode or Xen
+// update).
+#define CPUPOLICY_CHANGE_REPLACE 2
 
 // Display family (base family, plus the extended family when the base is 0xf). Read-only.
 #define CPUPOLICY_FIELD_FAMILY 0
@@ -804,6 +850,67 @@ cpupolicy_status cpupolicy_host_xen_version(const cpupolicy_host *host,
 cpupolicy_status cpupolicy_derive(const cpupolicy_policy *raw,
                                   cpupolicy_hvm_mode hvm,
                                   cpupolicy_host **out);
+
+// Which VM may run on which host of a fleet, as `cpupolicy placement` prints it: hosts and VMs
+// grouped into classes of identical policies, each VM class judged against each host class by
+// the migration check (`cpupolicy_check_migration`). `hosts[i]` is named `host_names[i]`
+// (names must differ); VM `j` booted with policy `vms[j]`, is named `vm_names[j]` and runs on
+// the host named `vm_hosts[j]` (`vm_hosts` may be NULL, and any element NULL, where unknown).
+// `flags` is an OR of `CPUPOLICY_PLACEMENT_*`; `form` a `CPUPOLICY_REPORT_*`. The text is
+// written NUL-terminated with the size-query convention (each call recomputes it). No hosts,
+// duplicate names or a VM naming an unknown host get `CPUPOLICY_INVALID_ARGUMENT`, naming it.
+// Thread-safe for readers of the handles.
+//
+// # Safety
+// `hosts` and `host_names` valid for `nr_hosts` reads of host handles and NUL-terminated
+// strings; `vms` and `vm_names` for `nr_vms` reads of policy handles and strings (NULL when
+// `nr_vms` is 0); `vm_hosts` NULL or valid for `nr_vms` reads of NULL or strings; `buffer`
+// NULL or valid for `capacity` bytes; `needed` NULL or valid.
+cpupolicy_status cpupolicy_placement(const cpupolicy_host *const *hosts,
+                                     const char *const *host_names,
+                                     size_t nr_hosts,
+                                     const cpupolicy_policy *const *vms,
+                                     const char *const *vm_names,
+                                     const char *const *vm_hosts,
+                                     size_t nr_vms,
+                                     cpupolicy_guest_kind kind,
+                                     cpupolicy_placement_flags flags,
+                                     cpupolicy_report_form form,
+                                     char *buffer,
+                                     size_t capacity,
+                                     size_t *needed);
+
+// What `nr_changes` changes to a pool would do, as `cpupolicy plan` prints it: the pool
+// default and acceptance before and after (features gained and lost, by name and cause), and
+// per VM the hosts it no longer or newly reaches and how the change strands it (its replaced
+// host cannot keep it; no other host can take it; a joining or replaced host cannot take it).
+// Hosts and VMs as for `cpupolicy_placement`; `changes` apply in order. `*strands` (when not
+// NULL) is set to whether any VM would be stranded. `form` is `CPUPOLICY_REPORT_JSON` or
+// `_TEXT`. The text is written NUL-terminated with the size-query convention (each call
+// recomputes it). No hosts or changes, unknown or duplicate names, or a change that leaves
+// no host get `CPUPOLICY_INVALID_ARGUMENT`; hosts of different vendors (without
+// `CPUPOLICY_PLACEMENT_CROSS_VENDOR`) `CPUPOLICY_MIXED_VENDORS`. Thread-safe for readers.
+//
+// # Safety
+// As `cpupolicy_placement`; `changes` valid for `nr_changes` reads, each `name` a
+// NUL-terminated string and each `host` NULL (removals) or a host handle; `strands` NULL or
+// valid for a write.
+cpupolicy_status cpupolicy_plan(const cpupolicy_host *const *hosts,
+                                const char *const *host_names,
+                                size_t nr_hosts,
+                                const cpupolicy_policy *const *vms,
+                                const char *const *vm_names,
+                                const char *const *vm_hosts,
+                                size_t nr_vms,
+                                const cpupolicy_change *changes,
+                                size_t nr_changes,
+                                cpupolicy_guest_kind kind,
+                                cpupolicy_placement_flags flags,
+                                cpupolicy_report_form form,
+                                bool *strands,
+                                char *buffer,
+                                size_t capacity,
+                                size_t *needed);
 
 // A new empty policy (no leaves, no MSRs) in `*out`, owned by the caller. Thread-safe.
 //

@@ -226,6 +226,7 @@ const C_PROGRAMS: &[CProgram] = &[
     CProgram { source: "examples/pool_level.c", runs: pool_level_runs },
     CProgram { source: "examples/pool_config.c", runs: pool_config_runs },
     CProgram { source: "examples/migration_check.c", runs: migration_check_runs },
+    CProgram { source: "examples/fleet_plan.c", runs: fleet_plan_runs },
     CProgram { source: "examples/topology.c", runs: topology_runs },
     CProgram { source: "examples/xen_fetch.c", runs: xen_fetch_runs },
 ];
@@ -288,6 +289,37 @@ fn pool_config_runs(ctx: &Context) -> Result<Vec<CRun>, String> {
         let mut args = vec![xen.to_string()];
         args.extend(hosts.iter().cloned());
         runs.push(CRun { args, lines, ..CRun::default() });
+    }
+    Ok(runs)
+}
+
+/// The placement of one VM per reference host (booted there with the HVM default) and the plan
+/// of adding another: every line and the exit status must be what `cpupolicy placement` and
+/// `cpupolicy plan --add` print. Both ways round: a join that strands a VM and one that does not.
+fn fleet_plan_runs(ctx: &Context) -> Result<Vec<CRun>, String> {
+    let Some([v4_14, v4_17, v4_20]) = xen_references(ctx) else { return Ok(Vec::new()) };
+    let stem = |path: &String| {
+        Path::new(path).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| path.clone())
+    };
+    let mut runs = Vec::new();
+    for (joining, pool) in [(&v4_20, [&v4_14, &v4_17]), (&v4_14, [&v4_17, &v4_20])] {
+        let mut placement = strings(&["placement", "--kind", "hvm"]);
+        let mut plan = strings(&["plan", "--kind", "hvm", "--add", joining]);
+        for (i, host) in pool.iter().enumerate() {
+            let vm = format!("vm{}={host}@{}", i + 1, stem(host));
+            for args in [&mut placement, &mut plan] {
+                args.extend(["--host".to_string(), host.to_string(), "--vm".to_string(), vm.clone()]);
+            }
+        }
+        let (_, placed, _) = ctx.cli(&placement)?;
+        let (status, planned, _) = ctx.cli(&plan)?;
+        let mut args = vec![joining.to_string()];
+        args.extend(pool.iter().map(|h| h.to_string()));
+        let lines = placed.lines().chain(planned.lines()).map(String::from).collect();
+        runs.push(CRun { args, status, lines, ..CRun::default() });
+    }
+    if runs.iter().all(|r| r.status == runs[0].status) {
+        return Err("the fleet cases no longer cover a join that strands and one that does not".into());
     }
     Ok(runs)
 }

@@ -37,6 +37,10 @@
 //!   `cpuid=` line or libvirt `<cpu>` element that applies it (`cpupolicy_pool_config`);
 //!   `cpupolicy_xl_apply` reads an xl configuration's `cpuid=` back onto a host.
 //! - `cpupolicy_check`: a migration check, every mismatch and warning by name.
+//! - Fleets, without a handle: `cpupolicy_placement` (which VM may run on which host, hosts
+//!   and VMs grouped into classes of identical policies) and `cpupolicy_plan` (what a host
+//!   joining, leaving or being replaced would do to the pool's policies and which VMs it would
+//!   strand), as JSON or text.
 //! - `cpupolicy_xen`: the running Xen: system featuresets and policies, domain policies.
 //! - `cpupolicy_topology`: vCPU APIC IDs and topology leaves, applied to a policy.
 
@@ -45,6 +49,7 @@ mod config;
 mod featureset;
 mod ffi;
 mod host;
+mod placement;
 mod policy;
 mod pool;
 mod topology;
