@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use cpupolicy::policy::{plan, Change, CpuPolicy, Document, Fleet, FleetVm, PlacementOptions, PoolHost};
 
 use super::policy::emit;
-use super::pool::{host_from_document, host_name, load_vm, Kind};
+use super::pool::{host_from_document, host_name, load_vm, vm_from_document, Kind};
 use super::{CliError, Outcome, EXIT_NEGATIVE};
 
 /// Output formats of `placement`.
@@ -29,8 +29,15 @@ pub enum PlacementFormat {
 pub struct PlacementArgs {
     /// A host: any file `level` reads (host bundle, xen-cpuid -p output, libvirt CPU dump,
     /// JSON policy). Named after the file, without directories and extension.
-    #[arg(long = "host", value_name = "POLICY", required = true)]
+    #[arg(long = "host", value_name = "POLICY", required_unless_present = "hosts_from")]
     hosts: Vec<PathBuf>,
+    /// A file listing hosts, one file name per line (blank lines and `#` comments skipped), for
+    /// fleets too large for a command line.
+    #[arg(long, value_name = "LIST")]
+    hosts_from: Option<PathBuf>,
+    /// A file listing VMs, one `[NAME=]FILE[@HOST]` per line.
+    #[arg(long, value_name = "LIST")]
+    vms_from: Option<PathBuf>,
     /// A VM: `[NAME=]FILE[@HOST]`. FILE is the policy it booted with (JSON policy, xen-cpuid
     /// -p DOMID output, the pool document it booted from, or a host's policies for a VM booted
     /// there with the default); NAME defaults to the file's name; HOST names the host it runs on.
@@ -51,8 +58,14 @@ pub struct PlacementArgs {
 #[derive(Args)]
 pub struct PlanArgs {
     /// A host of the pool as it is now: any file `level` reads, named after the file.
-    #[arg(long = "host", value_name = "POLICY", required = true)]
+    #[arg(long = "host", value_name = "POLICY", required_unless_present = "hosts_from")]
     hosts: Vec<PathBuf>,
+    /// A file listing the pool's hosts, one file name per line.
+    #[arg(long, value_name = "LIST")]
+    hosts_from: Option<PathBuf>,
+    /// A file listing VMs, one `[NAME=]FILE[@HOST]` per line.
+    #[arg(long, value_name = "LIST")]
+    vms_from: Option<PathBuf>,
     /// A VM: `[NAME=]FILE[@HOST]`, as for `placement`.
     #[arg(long = "vm", value_name = "VM")]
     vms: Vec<String>,
@@ -80,37 +93,94 @@ pub struct PlanArgs {
     format: super::TextOrJson,
 }
 
-/// Reads hosts, parsing each distinct file content once: a fleet's bundles are mostly copies.
+/// Reads hosts and VMs' policies, parsing each distinct file content once: a fleet's files are
+/// mostly copies.
 #[derive(Default)]
-struct HostReader {
-    seen: HashMap<u64, Vec<(String, PoolHost)>>,
+struct Reader {
+    hosts: HashMap<u64, Vec<(String, PoolHost)>>,
+    vms: HashMap<u64, Vec<(String, CpuPolicy, bool)>>,
+    /// How many VM files held a host's policies (standing for its default).
+    vms_from_hosts: usize,
 }
 
-impl HostReader {
-    fn read(&mut self, path: &Path, kind: Kind) -> Result<PoolHost, CliError> {
-        let name = host_name(path);
-        let text = match path.to_str() {
-            Some(p) if p != "-" && !p.contains('#') => cpupolicy::policy::read_input(path).ok(),
-            _ => None,
-        };
-        let Some(text) = text else {
-            // Standard input, pool documents' #acceptance, unreadable files: the ordinary way,
-            // which names the problem.
-            return super::pool::load_host(path, kind);
-        };
-        let mut hasher = DefaultHasher::new();
-        text.hash(&mut hasher);
-        let entries = self.seen.entry(hasher.finish()).or_default();
-        if let Some((_, host)) = entries.iter().find(|(t, _)| *t == text) {
-            let mut host = host.clone();
-            host.name = name;
-            return Ok(host);
+/// A file's text and its hash, unless it is standard input or names a pool document's policy
+/// (`FILE#acceptance`), which take the ordinary way.
+fn text_of(path: &Path) -> Result<Option<(String, u64)>, CliError> {
+    match path.to_str() {
+        Some(p) if p != "-" && (path.exists() || !p.contains('#')) => {
+            let text = cpupolicy::policy::read_input(path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+            let mut hasher = DefaultHasher::new();
+            text.hash(&mut hasher);
+            let hash = hasher.finish();
+            Ok(Some((text, hash)))
         }
-        let document = Document::parse(&text).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
-        let host = host_from_document(path, document, kind)?;
-        entries.push((text, host.clone()));
+        _ => Ok(None),
+    }
+}
+
+impl Reader {
+    fn host(&mut self, path: &Path, kind: Kind) -> Result<PoolHost, CliError> {
+        let Some((text, hash)) = text_of(path)? else { return super::pool::load_host(path, kind) };
+        let entries = self.hosts.entry(hash).or_default();
+        let mut host = match entries.iter().find(|(t, _)| *t == text) {
+            Some((_, host)) => host.clone(),
+            None => {
+                let document = Document::parse(&text).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+                let host = host_from_document(path, document, kind)?;
+                entries.push((text, host.clone()));
+                host
+            }
+        };
+        host.name = host_name(path);
         Ok(host)
     }
+
+    fn vm_policy(&mut self, path: &Path, kind: Kind) -> Result<CpuPolicy, CliError> {
+        let Some((text, hash)) = text_of(path)? else { return Ok(load_vm(path, kind)?.0) };
+        let entries = self.vms.entry(hash).or_default();
+        let (policy, from_host) = match entries.iter().find(|(t, _, _)| *t == text) {
+            Some((_, policy, from_host)) => (policy.clone(), *from_host),
+            None => {
+                let document = Document::parse(&text).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+                let (policy, _, from_host) = vm_from_document(path, document, kind)?;
+                entries.push((text, policy.clone(), from_host));
+                (policy, from_host)
+            }
+        };
+        self.vms_from_hosts += usize::from(from_host);
+        Ok(policy)
+    }
+
+    /// Reads the VMs.
+    fn vms(&mut self, specs: &[String], kind: Kind) -> Result<Vec<FleetVm>, CliError> {
+        let mut vms = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let (name, path, host) = parse_vm_spec(spec)?;
+            vms.push(FleetVm { name, policy: self.vm_policy(&path, kind)?, host });
+        }
+        if self.vms_from_hosts > 0 {
+            errln!(
+                "cpupolicy: note: {} of the VMs' files hold a host's policies: each stands for a VM booted there with its default policy",
+                self.vms_from_hosts
+            );
+        }
+        Ok(vms)
+    }
+}
+
+/// The given items, then the lines of the list file (blank lines and `#` comments skipped).
+fn with_list(given: &[String], list: Option<&Path>) -> Result<Vec<String>, CliError> {
+    let mut items = given.to_vec();
+    if let Some(list) = list {
+        let text = cpupolicy::policy::read_input(list).map_err(|e| CliError(format!("{}: {e}", list.display())))?;
+        items.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+    }
+    Ok(items)
+}
+
+fn host_paths(given: &[PathBuf], list: Option<&Path>) -> Result<Vec<PathBuf>, CliError> {
+    let given: Vec<String> = given.iter().map(|p| p.display().to_string()).collect();
+    Ok(with_list(&given, list)?.into_iter().map(PathBuf::from).collect())
 }
 
 /// A `--vm` argument: `[NAME=]FILE[@HOST]`.
@@ -137,35 +207,16 @@ fn parse_vm_spec(spec: &str) -> Result<(String, PathBuf, Option<String>), CliErr
     Ok((name.unwrap_or_else(|| host_name(&path)), path, host))
 }
 
-/// Reads the VMs, each file once however many VMs name it.
-fn read_vms(specs: &[String], kind: Kind) -> Result<Vec<FleetVm>, CliError> {
-    let mut policies: HashMap<PathBuf, CpuPolicy> = HashMap::new();
-    let mut vms = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let (name, path, host) = parse_vm_spec(spec)?;
-        let policy = match policies.get(&path) {
-            Some(policy) => policy.clone(),
-            None => {
-                let (policy, _) = load_vm(&path, kind)?;
-                policies.insert(path.clone(), policy.clone());
-                policy
-            }
-        };
-        vms.push(FleetVm { name, policy, host });
-    }
-    Ok(vms)
-}
-
 pub fn placement(args: PlacementArgs) -> Outcome {
     let mut fleet = Fleet::new();
-    let mut reader = HostReader::default();
-    for path in &args.hosts {
-        fleet.add_host(reader.read(path, args.kind)?)?;
+    let mut reader = Reader::default();
+    for path in host_paths(&args.hosts, args.hosts_from.as_deref())? {
+        fleet.add_host(reader.host(&path, args.kind)?)?;
     }
-    drop(reader);
-    for vm in read_vms(&args.vms, args.kind)? {
+    for vm in reader.vms(&with_list(&args.vms, args.vms_from.as_deref())?, args.kind)? {
         fleet.add_vm(vm)?;
     }
+    drop(reader);
     let placement = fleet.place(PlacementOptions { strict: args.strict, cross_vendor: false });
     let kind = args.kind.guest_kind();
     match args.format {
@@ -177,26 +228,31 @@ pub fn placement(args: PlacementArgs) -> Outcome {
 }
 
 pub fn plan_change(args: PlanArgs) -> Outcome {
-    let mut reader = HostReader::default();
-    let hosts = args.hosts.iter().map(|p| reader.read(p, args.kind)).collect::<Result<Vec<_>, _>>()?;
+    let mut reader = Reader::default();
+    let mut fleet = Fleet::new();
+    for path in host_paths(&args.hosts, args.hosts_from.as_deref())? {
+        fleet.add_host(reader.host(&path, args.kind)?)?;
+    }
     let mut changes: Vec<Change> = args.remove.iter().cloned().map(Change::Remove).collect();
     for spec in &args.replace {
         let (name, file) = spec
             .split_once('=')
             .filter(|(name, file)| !name.is_empty() && !file.is_empty())
             .ok_or_else(|| CliError(format!("--replace {spec}: expected NAME=FILE")))?;
-        changes.push(Change::Replace(name.to_string(), reader.read(Path::new(file), args.kind)?));
+        changes.push(Change::Replace(name.to_string(), reader.host(Path::new(file), args.kind)?));
     }
     for path in &args.add {
-        changes.push(Change::Add(reader.read(path, args.kind)?));
+        changes.push(Change::Add(reader.host(path, args.kind)?));
     }
     if changes.is_empty() {
         return Err(CliError("no change: give --add, --remove or --replace".into()));
     }
+    for vm in reader.vms(&with_list(&args.vms, args.vms_from.as_deref())?, args.kind)? {
+        fleet.add_vm(vm)?;
+    }
     drop(reader);
-    let vms = read_vms(&args.vms, args.kind)?;
     let options = PlacementOptions { strict: args.strict, cross_vendor: args.cross_vendor };
-    let plan = plan(hosts, vms, changes, options)?;
+    let plan = plan(fleet, changes, options)?;
     let kind = args.kind.guest_kind();
     match args.format {
         super::TextOrJson::Text => emit(&plan.to_text(kind))?,

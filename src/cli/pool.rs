@@ -371,15 +371,28 @@ fn single_policy(document: Document) -> Result<CpuPolicy, Box<Document>> {
 /// A VM's policy: a single policy as is, or a host's default policy for the kind.
 /// The VM's policy, and the MXCSR mask of the host it runs on when the file is that host's bundle.
 pub(super) fn load_vm(path: &Path, kind: Kind) -> Result<(CpuPolicy, Option<u32>), CliError> {
-    match single_policy(read_document(path)?) {
-        Ok(policy) => Ok((policy, None)),
+    let (policy, mxcsr, from_host) = vm_from_document(path, read_document(path)?, kind)?;
+    if from_host {
+        errln!(
+            "cpupolicy: note: {} holds a host's policies; checking a VM booted there with its default policy",
+            path.display()
+        );
+    }
+    Ok((policy, mxcsr))
+}
+
+/// A VM's policy from a document: a single policy as is, or (`true`) a host's default policy
+/// for the kind, with the MXCSR mask of that host.
+pub(super) fn vm_from_document(
+    path: &Path,
+    document: Document,
+    kind: Kind,
+) -> Result<(CpuPolicy, Option<u32>, bool), CliError> {
+    match single_policy(document) {
+        Ok(policy) => Ok((policy, None, false)),
         Err(document) => {
             let host = host_from_document(path, *document, kind)?;
-            errln!(
-                "cpupolicy: note: {} holds a host's policies; checking a VM booted there with its default policy",
-                path.display()
-            );
-            Ok((host.default, host.mxcsr_mask))
+            Ok((host.default, host.mxcsr_mask, true))
         }
     }
 }

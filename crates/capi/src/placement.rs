@@ -73,7 +73,7 @@ fn flags_of(flags: cpupolicy_placement_flags) -> Result<PlacementOptions, Failur
     })
 }
 
-/// The hosts and VMs of the arguments.
+/// The fleet of the arguments' hosts and VMs.
 ///
 /// # Safety
 /// As `cpupolicy_placement`'s contract for these arguments.
@@ -87,7 +87,7 @@ unsafe fn fleet_of(
     vm_hosts: *const *const c_char,
     nr_vms: usize,
     kind: GuestKind,
-) -> Result<(Vec<PoolHost>, Vec<FleetVm>), Failure> {
+) -> Result<Fleet, Failure> {
     // SAFETY: per the caller's contract.
     let handles = unsafe { c_slice(hosts, nr_hosts, MAX_POOL_HOSTS, "hosts")? };
     // SAFETY: per the caller's contract.
@@ -95,13 +95,13 @@ unsafe fn fleet_of(
     if handles.is_empty() {
         return Err(Failure::new(CPUPOLICY_INVALID_ARGUMENT, "no hosts"));
     }
-    let mut pool_hosts = Vec::with_capacity(handles.len());
+    let mut fleet = Fleet::new();
     for (i, &handle) in handles.iter().enumerate() {
         // SAFETY: per the caller's contract, each element is a host handle (or NULL, reported).
         let bundle = unsafe { borrow(handle, &format!("hosts[{i}]"))? };
         // SAFETY: per the caller's contract.
         let name = unsafe { c_str(names[i], &format!("host_names[{i}]"))? };
-        pool_hosts.push(pool_host(name, bundle, kind)?);
+        fleet.add_host(pool_host(name, bundle, kind)?).map_err(placement_failure)?;
     }
     // SAFETY: per the caller's contract.
     let policies = unsafe { c_slice(vms, nr_vms, MAX_POOL_HOSTS, "vms")? };
@@ -113,7 +113,6 @@ unsafe fn fleet_of(
         // SAFETY: non-NULL, and valid for `nr_vms` reads per the caller's contract.
         Some(unsafe { c_slice(vm_hosts, nr_vms, MAX_POOL_HOSTS, "vm_hosts")? })
     };
-    let mut fleet_vms = Vec::with_capacity(policies.len());
     for (i, &handle) in policies.iter().enumerate() {
         // SAFETY: per the caller's contract, each element is a policy handle (or NULL, reported).
         let policy: &CpuPolicy = unsafe { borrow(handle, &format!("vms[{i}]"))? };
@@ -124,9 +123,9 @@ unsafe fn fleet_of(
             Some(hosts) => unsafe { opt_c_str(hosts[i], &format!("vm_hosts[{i}]"))? }.map(str::to_string),
             None => None,
         };
-        fleet_vms.push(FleetVm { name, policy: policy.clone(), host });
+        fleet.add_vm(FleetVm { name, policy: policy.clone(), host }).map_err(placement_failure)?;
     }
-    Ok((pool_hosts, fleet_vms))
+    Ok(fleet)
 }
 
 /// Which VM may run on which host of a fleet, as `cpupolicy placement` prints it: hosts and VMs
@@ -167,15 +166,7 @@ pub unsafe extern "C" fn cpupolicy_placement(
             return Err(out_of_range("report form", form));
         }
         // SAFETY: per this function's contract.
-        let (pool_hosts, fleet_vms) =
-            unsafe { fleet_of(hosts, host_names, nr_hosts, vms, vm_names, vm_hosts, nr_vms, kind)? };
-        let mut fleet = Fleet::new();
-        for host in pool_hosts {
-            fleet.add_host(host).map_err(placement_failure)?;
-        }
-        for vm in fleet_vms {
-            fleet.add_vm(vm).map_err(placement_failure)?;
-        }
+        let fleet = unsafe { fleet_of(hosts, host_names, nr_hosts, vms, vm_names, vm_hosts, nr_vms, kind)? };
         let placement = fleet.place(options);
         let text = match form {
             CPUPOLICY_REPORT_JSON => format!("{:#}\n", placement.to_json(kind)),
@@ -228,8 +219,7 @@ pub unsafe extern "C" fn cpupolicy_plan(
             return Err(out_of_range("report form", form));
         }
         // SAFETY: per this function's contract.
-        let (pool_hosts, fleet_vms) =
-            unsafe { fleet_of(hosts, host_names, nr_hosts, vms, vm_names, vm_hosts, nr_vms, kind)? };
+        let fleet = unsafe { fleet_of(hosts, host_names, nr_hosts, vms, vm_names, vm_hosts, nr_vms, kind)? };
         // SAFETY: per this function's contract.
         let given = unsafe { c_slice(changes, nr_changes, MAX_POOL_HOSTS, "changes")? };
         if given.is_empty() {
@@ -251,7 +241,7 @@ pub unsafe extern "C" fn cpupolicy_plan(
                 other => return Err(out_of_range(&format!("changes[{i}].action"), other)),
             });
         }
-        let plan = plan(pool_hosts, fleet_vms, list, options).map_err(placement_failure)?;
+        let plan = plan(fleet, list, options).map_err(placement_failure)?;
         let text = match form {
             CPUPOLICY_REPORT_JSON => format!(
                 "{:#}\n",

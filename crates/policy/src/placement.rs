@@ -133,7 +133,7 @@ struct VmClass {
     mxcsr_mask: Option<u32>,
 }
 
-/// Whether two hosts are judged alike by every check: all but the name and Xen version.
+/// Whether two hosts are judged alike by every check and by levelling: all but the name.
 fn same_host_class(a: &PoolHost, b: &PoolHost) -> bool {
     a.default == b.default
         && a.max == b.max
@@ -142,6 +142,7 @@ fn same_host_class(a: &PoolHost, b: &PoolHost) -> bool {
         && a.raw == b.raw
         && a.levelling == b.levelling
         && a.mxcsr_mask == b.mxcsr_mask
+        && a.xen == b.xen
 }
 
 fn hash_of(value: &impl Hash) -> u64 {
@@ -231,7 +232,11 @@ impl Fleet {
             .iter()
             .flat_map(|vm| self.host_classes.iter().map(move |host| Verdict::of(vm, host, options.strict)))
             .collect();
-        Placement { fleet: self, verdicts }
+        let mut class_sizes = vec![0; self.host_classes.len()];
+        for &class in &self.host_class {
+            class_sizes[class as usize] += 1;
+        }
+        Placement { fleet: self, verdicts, class_sizes }
     }
 }
 
@@ -321,6 +326,8 @@ pub struct Placement<'a> {
     fleet: &'a Fleet,
     /// `vm_class * host_classes + host_class`.
     verdicts: Vec<Verdict>,
+    /// How many hosts each host class has.
+    class_sizes: Vec<usize>,
 }
 
 impl<'a> Placement<'a> {
@@ -391,22 +398,13 @@ impl<'a> Placement<'a> {
     /// How many hosts take VM `vm`, other than the one it runs on.
     pub fn other_hosts_accepting(&self, vm: usize) -> usize {
         let (_, class, own) = self.vm(vm);
-        let counts = self.class_sizes();
-        let mut n: usize = self.accepting_classes(class).map(|h| counts[h]).sum();
+        let mut n: usize = self.accepting_classes(class).map(|h| self.class_sizes[h]).sum();
         if let Some(own) = own {
             if self.accepts(own, vm) {
                 n -= 1;
             }
         }
         n
-    }
-
-    fn class_sizes(&self) -> Vec<usize> {
-        let mut sizes = vec![0; self.host_classes()];
-        for &class in &self.fleet.host_class {
-            sizes[class as usize] += 1;
-        }
-        sizes
     }
 }
 
@@ -599,31 +597,25 @@ struct Slot {
     new: bool,
 }
 
-/// Plans `changes` to the pool of `hosts` with `vms` on it (see the module's documentation for
-/// what strands a VM). Errors: duplicate or unknown names, a change that leaves no host, or a
-/// pool that cannot be levelled (mixed vendors without `cross_vendor`).
-pub fn plan(
-    hosts: Vec<PoolHost>,
-    vms: Vec<FleetVm>,
-    changes: Vec<Change>,
-    options: PlacementOptions,
-) -> Result<Plan, PlacementError> {
-    if hosts.is_empty() {
+/// Plans `changes` to the pool of the fleet's hosts, with the fleet's VMs on it (see the
+/// module's documentation for what strands a VM). The pool's policies before and after are
+/// levelled over one host of each class, named for the class (`h1`, or `h1 (and 9 identical)`).
+/// Errors: unknown names, a host joining under a name the pool has, a change that leaves no
+/// host, or a pool that cannot be levelled (mixed vendors without `cross_vendor`).
+pub fn plan(mut fleet: Fleet, changes: Vec<Change>, options: PlacementOptions) -> Result<Plan, PlacementError> {
+    if fleet.host_count() == 0 {
         return Err(PlacementError::NoHosts);
     }
-    let mut fleet = Fleet::new();
-    let mut slots: Vec<Slot> = Vec::new();
-    let mut pool_hosts: Vec<PoolHost> = Vec::with_capacity(hosts.len() + changes.len());
-    for host in hosts {
-        slots.push(Slot { name: host.name.clone(), before: true, after: true, replaces: None, new: false });
-        pool_hosts.push(host.clone());
-        fleet.add_host(host)?;
-    }
+    let mut slots: Vec<Slot> = fleet
+        .host_names
+        .iter()
+        .map(|name| Slot { name: name.clone(), before: true, after: true, replaces: None, new: false })
+        .collect();
     let changes_text: Vec<String> = changes.iter().map(Change::to_string).collect();
     // The current slot of each name after the changes applied so far.
     let mut current: HashMap<String, usize> = slots.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
     for change in changes {
-        let (name, host, replaces) = match change {
+        let (name, mut host, replaces) = match change {
             Change::Add(host) => {
                 if current.contains_key(&host.name) {
                     return Err(PlacementError::AlreadyInPool(host.name));
@@ -637,12 +629,11 @@ pub fn plan(
                 slots[slot].after = false;
                 continue;
             }
-            Change::Replace(name, mut host) => {
+            Change::Replace(name, host) => {
                 let slot = *current
                     .get(&name)
                     .ok_or_else(|| PlacementError::NoSuchHost { change: "replace", host: name.clone() })?;
                 slots[slot].after = false;
-                host.name = name.clone();
                 // The slot it replaces, as the pool had it before the change.
                 let original = slots[slot].replaces.unwrap_or(slot);
                 (name, host, Some(original).filter(|&o| slots[o].before))
@@ -650,57 +641,81 @@ pub fn plan(
         };
         let index = slots.len();
         slots.push(Slot { name: name.clone(), before: false, after: true, replaces, new: true });
-        current.insert(name, index);
-        // Slots are named uniquely inside the fleet; reports use `Slot::name`.
-        let mut internal = host.clone();
-        internal.name = format!("{}\u{0}{index}", host.name);
-        fleet.add_host(internal)?;
-        pool_hosts.push(host);
+        current.insert(name.clone(), index);
+        // Inside the fleet a slot's name is unique (and no VM can name it); reports use
+        // `Slot::name`.
+        host.name = format!("{name}\u{0}{index}");
+        fleet.add_host(host)?;
     }
     if !slots.iter().any(|s| s.after) {
         return Err(PlacementError::EmptyAfter);
     }
-    let before_hosts: Vec<PoolHost> =
-        slots.iter().zip(&pool_hosts).filter(|(s, _)| s.before).map(|(_, h)| h.clone()).collect();
-    let after_hosts: Vec<PoolHost> =
-        slots.iter().zip(&pool_hosts).filter(|(s, _)| s.after).map(|(_, h)| h.clone()).collect();
-    drop(pool_hosts);
     let level_options = LevelOptions { cross_vendor: options.cross_vendor, explain: true };
-    let before =
-        level_pool(&before_hosts, level_options).map_err(|error| PlacementError::Level { when: "before", error })?;
-    let after =
-        level_pool(&after_hosts, level_options).map_err(|error| PlacementError::Level { when: "after", error })?;
+    let representatives = |after: bool| {
+        let mut members: Vec<Vec<&str>> = vec![Vec::new(); fleet.host_classes.len()];
+        for (i, slot) in slots.iter().enumerate() {
+            if (after && slot.after) || (!after && slot.before) {
+                members[fleet.host_class[i] as usize].push(&slot.name);
+            }
+        }
+        members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(class, m)| {
+                let mut host = fleet.host_classes[class].clone();
+                host.name = match m.len() {
+                    1 => m[0].to_string(),
+                    n => format!("{} (and {} identical)", m[0], n - 1),
+                };
+                host
+            })
+            .collect::<Vec<PoolHost>>()
+    };
+    let before = level_pool(&representatives(false), level_options)
+        .map_err(|error| PlacementError::Level { when: "before", error })?;
+    let after = level_pool(&representatives(true), level_options)
+        .map_err(|error| PlacementError::Level { when: "after", error })?;
+    let hosts_before: Vec<String> = slots.iter().filter(|s| s.before).map(|s| s.name.clone()).collect();
+    let hosts_after: Vec<String> = slots.iter().filter(|s| s.after).map(|s| s.name.clone()).collect();
 
-    for vm in vms {
-        fleet.add_vm(vm)?;
-    }
     let placement = fleet.place(options);
+    // Per host class, how many hosts of it the pool has before and after; per VM class, how
+    // many hosts take it then: a VM's reach, counted once per class.
+    let mut counts = vec![(0usize, 0usize); placement.host_classes()];
+    for (i, slot) in slots.iter().enumerate() {
+        let count = &mut counts[placement.host_class(i)];
+        count.0 += usize::from(slot.before);
+        count.1 += usize::from(slot.after);
+    }
+    let reach: Vec<(usize, usize)> = (0..placement.vm_classes())
+        .map(|vm| placement.accepting_classes(vm).fold((0, 0), |(b, a), h| (b + counts[h].0, a + counts[h].1)))
+        .collect();
+    // The hosts a change touched (removed, replaced, new), and where each name ends up.
+    let changed: Vec<usize> = (0..slots.len()).filter(|&i| slots[i].new || !slots[i].after).collect();
+    let successor: HashMap<&str, usize> =
+        slots.iter().enumerate().filter(|(_, s)| s.after).map(|(i, s)| (s.name.as_str(), i)).collect();
     let mut plans = Vec::with_capacity(fleet.vm_count());
     for v in 0..fleet.vm_count() {
         let (name, class, own) = placement.vm(v);
         let own_name = own.map(|o| slots[o].name.clone());
         let takes = |slot: usize| placement.accepts(slot, v);
         let refusal = |slot: usize| placement.verdict(class, placement.host_class(slot)).refusal(&slots[slot].name);
-        let reach_before = slots.iter().enumerate().filter(|(i, s)| s.before && takes(*i)).count();
-        let reach_after = slots.iter().enumerate().filter(|(i, s)| s.after && takes(*i)).count();
+        let (reach_before, reach_after) = reach[class];
         let mut no_longer = Vec::new();
         let mut newly = Vec::new();
         let mut joined_refusing = Vec::new();
         let mut strandings = Vec::new();
-        // Before-slots the VM could go to and cannot after: removed, or replaced and refusing.
-        for (i, slot) in slots.iter().enumerate() {
-            if slot.before && !slot.after && takes(i) {
-                let successor = slots.iter().position(|s| s.after && s.name == slot.name);
-                if successor.is_none_or(|s| !takes(s)) {
-                    no_longer.push(slot.name.clone());
-                }
+        for &i in &changed {
+            let slot = &slots[i];
+            // A host it could go to and cannot after: removed, or replaced and refusing.
+            if slot.before && !slot.after && takes(i) && successor.get(slot.name.as_str()).is_none_or(|&s| !takes(s)) {
+                no_longer.push(slot.name.clone());
             }
-        }
-        for (i, slot) in slots.iter().enumerate() {
             if !(slot.after && slot.new) {
                 continue;
             }
-            let took_before = slot.replaces.is_some_and(&takes);
+            let took_before = slot.replaces.is_some_and(takes);
             if takes(i) && !took_before {
                 newly.push(slot.name.clone());
             } else if !takes(i) && slot.replaces.is_none() {
@@ -714,21 +729,20 @@ pub fn plan(
                 }
             }
         }
-        let is_own = |i: usize| own.is_some_and(|o| o == i || slots[i].replaces == Some(o));
-        let others = |when_after: bool| {
-            slots
-                .iter()
-                .enumerate()
-                .filter(|(i, s)| (if when_after { s.after } else { s.before }) && !is_own(*i) && takes(*i))
-                .count()
-        };
-        let own_leaves = own.is_some() && !slots.iter().enumerate().any(|(i, s)| s.after && is_own(i));
-        if own_leaves && others(true) == 0 {
+        // Its own host after the change: the same, or what replaced it.
+        let own_after = own.and_then(|o| {
+            if slots[o].after {
+                Some(o)
+            } else {
+                changed.iter().copied().find(|&i| slots[i].after && slots[i].replaces == Some(o))
+            }
+        });
+        let others_before = reach_before - usize::from(own.is_some_and(takes));
+        let others_after = reach_after - usize::from(own_after.is_some_and(takes));
+        let own_leaves = own.is_some() && own_after.is_none();
+        if others_after == 0 && (own_leaves || others_before > 0) {
             let lost = no_longer.iter().filter(|n| Some(*n) != own_name.as_ref()).cloned().collect();
-            strandings.push(Stranding::NowhereToGo { host_leaves: true, lost });
-        } else if !own_leaves && others(true) == 0 && others(false) > 0 {
-            let lost = no_longer.iter().filter(|n| Some(*n) != own_name.as_ref()).cloned().collect();
-            strandings.push(Stranding::NowhereToGo { host_leaves: false, lost });
+            strandings.push(Stranding::NowhereToGo { host_leaves: own_leaves, lost });
         }
         strandings.sort_by_key(Stranding::rank);
         plans.push(VmPlan {
@@ -744,7 +758,7 @@ pub fn plan(
     plans.sort_by_key(|p| p.strandings.first().map_or(3, Stranding::rank));
     Ok(Plan {
         changes: changes_text,
-        hosts: (before_hosts.into_iter().map(|h| h.name).collect(), after_hosts.into_iter().map(|h| h.name).collect()),
+        hosts: (hosts_before, hosts_after),
         default: PolicyChange::between(&before.default, &after.default),
         acceptance: PolicyChange::between(&before.acceptance, &after.acceptance),
         after,
