@@ -482,6 +482,65 @@ fn real_xen_pools(cpupolicy: &Path, dir: &Path) -> Result<(), String> {
         status == 2 && stderr.contains("no hvm_default policy"),
         &stderr,
     );
+    // Planning on this run's bundles: a VM booted on the Skylake host is shut out of the Nehalem
+    // when it joins (exit 1, naming the features `check` names); removing the Nehalem again and
+    // replacing the Skylake host by its own bundle strand nothing (exit 0).
+    let (sky, neh) = (bundle("4.20-skylake"), bundle("4.20-nehalem"));
+    let vm = format!("vm1={sky}@xen-4.20-skylake");
+    let (status, stdout, stderr) =
+        run(&strings(&["plan", "--kind", "pv", "--host", &sky, "--vm", &vm, "--add", &neh, "--format", "json"]))?;
+    let value: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_default();
+    let stranding = &value["vms"][0]["strandings"][0];
+    let (_, check_out, _) =
+        run(&strings(&["check", "--kind", "pv", "--vm", &sky, "--host", &neh, "--format", "json"]))?;
+    let check_value: serde_json::Value = serde_json::from_str(&check_out).unwrap_or_default();
+    let named: Vec<&serde_json::Value> = check_value["mismatches"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|m| m.get("feature")).collect())
+        .unwrap_or_default();
+    let planned: Vec<&serde_json::Value> =
+        stranding["features"].as_array().map(|f| f.iter().collect()).unwrap_or_default();
+    expect(
+        "plan: the Nehalem joining strands the Skylake VM, naming what check names",
+        status == 1 && stranding["kind"] == "shut-out" && !named.is_empty() && named == planned,
+        &format!("{stdout}{stderr}"),
+    );
+    let (status, stdout, stderr) = run(&strings(&[
+        "plan",
+        "--kind",
+        "pv",
+        "--host",
+        &sky,
+        "--host",
+        &neh,
+        "--vm",
+        &vm,
+        "--remove",
+        "xen-4.20-nehalem",
+    ]))?;
+    expect(
+        "plan: removing the Nehalem strands nothing",
+        status == 0 && stdout.contains("stranded: none"),
+        &format!("{stdout}{stderr}"),
+    );
+    let (status, stdout, stderr) = run(&strings(&[
+        "plan",
+        "--kind",
+        "pv",
+        "--host",
+        &sky,
+        "--host",
+        &neh,
+        "--vm",
+        &vm,
+        "--replace",
+        &format!("xen-4.20-skylake={sky}"),
+    ]))?;
+    expect(
+        "plan: replacing a host by its own bundle changes nothing",
+        status == 0 && stdout.contains("stranded: none") && stdout.contains("VMs: no VM's reach changes"),
+        &format!("{stdout}{stderr}"),
+    );
     let (status, _, stderr) =
         run(&strings(&["level", "--kind", "pv", &bundle("4.20-skylake"), &bundle("4.20-qemu64")]))?;
     expect(

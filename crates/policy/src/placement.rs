@@ -773,3 +773,181 @@ pub fn feature_and_cause(id: FeatureId, cause: &Option<LossCause>) -> String {
         None => feature_name(id),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::level::words_of;
+    use crate::{CpuidKey, Registers};
+    use cpupolicy_featureset::{known, Featureset};
+
+    fn intel(features: &[&str]) -> CpuPolicy {
+        let mut p = CpuPolicy::new();
+        p.set_cpuid(CpuidKey::plain(0), Registers::new(0xd, 0x756e_6547, 0x6c65_746e, 0x4965_6e69));
+        p.set_cpuid(CpuidKey::indexed(7, 0), Registers::new(0, 0, 0, 0));
+        p.set_cpuid(CpuidKey::plain(0x8000_0000), Registers::new(0x8000_0008, 0, 0, 0));
+        p.set_cpuid(CpuidKey::plain(0x8000_0008), Registers::new(0x3027, 0, 0, 0));
+        p.set_feature_words(&words_of(&Featureset::from_names(features.iter().copied()).unwrap()));
+        p
+    }
+
+    fn host(name: &str, features: &[&str]) -> PoolHost {
+        PoolHost::from_single(name, intel(features))
+    }
+
+    fn vm(name: &str, features: &[&str], on: Option<&str>) -> FleetVm {
+        FleetVm { name: name.into(), policy: intel(features), host: on.map(String::from) }
+    }
+
+    fn fleet(hosts: Vec<PoolHost>, vms: Vec<FleetVm>) -> Fleet {
+        let mut fleet = Fleet::new();
+        for h in hosts {
+            fleet.add_host(h).unwrap();
+        }
+        for v in vms {
+            fleet.add_vm(v).unwrap();
+        }
+        fleet
+    }
+
+    fn vm_plan<'a>(plan: &'a Plan, name: &str) -> &'a VmPlan {
+        plan.vms.iter().find(|v| v.name == name).unwrap()
+    }
+
+    #[test]
+    fn identical_hosts_and_vms_are_one_class_judged_as_check_migration_judges() {
+        let hosts = vec![
+            host("a", &["fpu", "avx", "xsave"]),
+            host("b", &["fpu", "avx", "xsave"]),
+            host("c", &["fpu"]),
+            host("d", &["fpu", "avx", "xsave"]),
+        ];
+        let vms =
+            vec![vm("v1", &["fpu", "avx", "xsave"], Some("a")), vm("v2", &["fpu"], None), vm("v3", &["fpu"], None)];
+        let f = fleet(hosts.clone(), vms.clone());
+        let placement = f.place(PlacementOptions::default());
+        assert_eq!((placement.host_classes(), placement.vm_classes()), (2, 2));
+        assert_eq!(placement.host_class_members(), [vec![0, 1, 3], vec![2]]);
+        for (v, vm) in vms.iter().enumerate() {
+            for (h, host) in hosts.iter().enumerate() {
+                assert_eq!(placement.accepts(h, v), check_migration(&vm.policy, host).is_compatible(), "{v} on {h}");
+            }
+        }
+        assert_eq!(placement.other_hosts_accepting(0), 2);
+        assert_eq!(placement.other_hosts_accepting(1), 4);
+        let verdict = placement.verdict(0, 1);
+        assert!(!verdict.accepted);
+        assert_eq!(verdict.features(), [known("xsave"), known("avx")]);
+        assert_eq!(verdict.reasons(), ["features it cannot give: xsave avx"]);
+    }
+
+    #[test]
+    fn a_replaced_host_that_cannot_keep_its_vm() {
+        let f = fleet(
+            vec![host("a", &["fpu", "avx", "xsave"]), host("b", &["fpu", "avx", "xsave"])],
+            vec![vm("v", &["fpu", "avx", "xsave"], Some("a")), vm("w", &["fpu"], Some("a"))],
+        );
+        let plan =
+            plan(f, vec![Change::Replace("a".into(), host("ignored", &["fpu"]))], PlacementOptions::default()).unwrap();
+        assert!(plan.strands());
+        let v = vm_plan(&plan, "v");
+        assert_eq!(
+            v.strandings,
+            [Stranding::CannotStay(Refusal {
+                host: "a".into(),
+                features: vec![known("xsave"), known("avx")],
+                reasons: vec!["features it cannot give: xsave avx".into()],
+            })]
+        );
+        assert_eq!((v.reach, v.no_longer_reaches.as_slice()), ((2, 1), &["a".to_string()][..]));
+        assert!(!vm_plan(&plan, "w").is_stranded());
+        assert_eq!(plan.vms[0].name, "v", "stranded first");
+        assert_eq!(plan.hosts, (vec!["a".to_string(), "b".into()], vec!["b".to_string(), "a".into()]));
+    }
+
+    #[test]
+    fn removals_that_leave_a_vm_nowhere_to_go() {
+        let hosts = vec![host("a", &["fpu", "avx", "xsave"]), host("b", &["fpu", "avx", "xsave"]), host("c", &["fpu"])];
+        let vms = vec![vm("v", &["fpu", "avx", "xsave"], Some("a")), vm("u", &["fpu", "avx", "xsave"], None)];
+        // b was v's only other host.
+        let p = plan(fleet(hosts.clone(), vms.clone()), vec![Change::Remove("b".into())], PlacementOptions::default())
+            .unwrap();
+        assert_eq!(
+            vm_plan(&p, "v").strandings,
+            [Stranding::NowhereToGo { host_leaves: false, lost: vec!["b".into()] }]
+        );
+        assert!(!vm_plan(&p, "u").is_stranded(), "a still takes it");
+        // v's own host leaves with b.
+        let changes = vec![Change::Remove("a".into()), Change::Remove("b".into())];
+        let p = plan(fleet(hosts.clone(), vms.clone()), changes, PlacementOptions::default()).unwrap();
+        assert_eq!(vm_plan(&p, "v").strandings, [Stranding::NowhereToGo { host_leaves: true, lost: vec!["b".into()] }]);
+        assert_eq!(
+            vm_plan(&p, "u").strandings,
+            [Stranding::NowhereToGo { host_leaves: false, lost: vec!["a".into(), "b".into()] }]
+        );
+        // Its own host leaving while another takes it strands nothing.
+        let p = plan(fleet(hosts, vms), vec![Change::Remove("a".into())], PlacementOptions::default()).unwrap();
+        assert!(!p.strands());
+        assert_eq!(vm_plan(&p, "v").no_longer_reaches, ["a"]);
+    }
+
+    #[test]
+    fn a_join_then_its_replacement_is_one_join() {
+        let f = fleet(vec![host("a", &["fpu", "avx", "xsave"])], vec![vm("v", &["fpu", "avx", "xsave"], Some("a"))]);
+        let changes =
+            vec![Change::Add(host("x", &["fpu"])), Change::Replace("x".into(), host("x", &["fpu", "avx", "xsave"]))];
+        let p = plan(f, changes, PlacementOptions::default()).unwrap();
+        assert!(!p.strands(), "{:?}", p.vms);
+        assert_eq!(vm_plan(&p, "v").newly_reaches, ["x"]);
+        assert_eq!(p.hosts.1, ["a", "x"]);
+        // A name already in the pool, or unknown.
+        let f = fleet(vec![host("a", &["fpu"])], vec![]);
+        assert_eq!(
+            plan(f.clone(), vec![Change::Add(host("a", &["fpu"]))], PlacementOptions::default()).unwrap_err(),
+            PlacementError::AlreadyInPool("a".into())
+        );
+        assert_eq!(
+            plan(f.clone(), vec![Change::Remove("z".into())], PlacementOptions::default()).unwrap_err(),
+            PlacementError::NoSuchHost { change: "remove", host: "z".into() }
+        );
+        assert_eq!(
+            plan(f, vec![Change::Remove("a".into())], PlacementOptions::default()).unwrap_err(),
+            PlacementError::EmptyAfter
+        );
+    }
+
+    #[test]
+    fn mxcsr_masks_refuse_only_when_strict() {
+        let mut a = host("a", &["fpu"]);
+        a.mxcsr_mask = Some(0xffff);
+        let mut b = host("b", &["fpu"]);
+        b.mxcsr_mask = Some(0xffbf);
+        let f = fleet(vec![a, b], vec![vm("v", &["fpu"], Some("a"))]);
+        assert!(f.place(PlacementOptions::default()).accepts(1, 0));
+        let strict = f.place(PlacementOptions { strict: true, cross_vendor: false });
+        assert!(!strict.accepts(1, 0));
+        assert_eq!(strict.verdict(0, 1).reasons(), ["--strict: MXCSR bits 0x40 fault here"]);
+    }
+
+    #[test]
+    fn pools_levelled_per_class_equal_pools_levelled_per_host() {
+        let hosts = vec![
+            host("a", &["fpu", "avx", "xsave", "md-clear"]),
+            host("b", &["fpu", "avx", "xsave", "md-clear"]),
+            host("c", &["fpu", "xsave"]),
+        ];
+        let p =
+            plan(fleet(hosts.clone(), vec![]), vec![Change::Remove("c".into())], PlacementOptions::default()).unwrap();
+        let options = LevelOptions { cross_vendor: false, explain: true };
+        let (all, after) = (level_pool(&hosts, options).unwrap(), level_pool(&hosts[..2], options).unwrap());
+        assert_eq!(p.after.default.policy, after.default.policy);
+        assert_eq!(p.default.featuresets.0, all.default.policy.featureset().to_xen_string());
+        assert_eq!(p.default.gained, [(known("avx"), Some(LossCause::LackedBy(vec!["c".into()])))]);
+        // Causes name a class by its first host.
+        let p =
+            plan(fleet(hosts, vec![]), vec![Change::Add(host("d", &["fpu"]))], PlacementOptions::default()).unwrap();
+        let lost: Vec<_> = p.default.lost.iter().map(|(id, cause)| (feature_name(*id), cause.clone())).collect();
+        assert_eq!(lost, [("xsave".to_string(), Some(LossCause::LackedBy(vec!["d".into()])))]);
+        assert!(p.acceptance.lost.iter().all(|(_, c)| c.is_some()));
+    }
+}
