@@ -82,8 +82,8 @@ pub use levelling::{Levelling, LevellingCaps, Mechanism, LEVELCAP_FAULTING, LEVE
 pub use libvirt::LibvirtError;
 pub use native::{NativeError, NativePolicy};
 pub use placement::{
-    feature_and_cause, plan, Change, Fleet, FleetVm, Placement, PlacementError, PlacementOptions, Plan, PolicyChange,
-    Refusal, Stranding, Verdict, VmPlan,
+    plan, Change, Fleet, FleetVm, Placement, PlacementError, PlacementOptions, Plan, PolicyChange, Refusal, Stranding,
+    Verdict, VmPlan,
 };
 pub use placement_report::{PLACEMENT_FORMAT, PLAN_FORMAT};
 pub use policy::{

@@ -766,14 +766,6 @@ pub fn plan(mut fleet: Fleet, changes: Vec<Change>, options: PlacementOptions) -
     })
 }
 
-/// A feature's name and, when known, why (for plan reports).
-pub fn feature_and_cause(id: FeatureId, cause: &Option<LossCause>) -> String {
-    match cause {
-        Some(cause) => format!("{} ({cause})", feature_name(id)),
-        None => feature_name(id),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

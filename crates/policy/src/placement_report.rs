@@ -224,8 +224,21 @@ fn policy_change_text(title: &str, change: &PolicyChange) -> String {
     }
     out += &format!("  before: {}\n  after:  {}\n", change.featuresets.0, change.featuresets.1);
     for (label, list) in [("loses", &change.lost), ("gains", &change.gained)] {
+        // One line per cause, its features in featureset order.
+        let mut by_cause: Vec<(String, Vec<String>)> = Vec::new();
         for (id, cause) in list.iter() {
-            out += &format!("  {label} {}\n", crate::placement::feature_and_cause(*id, cause));
+            let cause = match (cause, label) {
+                (None, _) => String::new(),
+                (Some(c), "loses") => format!(" ({c})"),
+                (Some(c), _) => format!(" (before: {c})"),
+            };
+            match by_cause.iter_mut().find(|(c, _)| *c == cause) {
+                Some((_, features)) => features.push(feature_name(*id)),
+                None => by_cause.push((cause, vec![feature_name(*id)])),
+            }
+        }
+        for (cause, features) in by_cause {
+            out += &format!("  {label}{cause}: {}\n", features.join(" "));
         }
     }
     for (field, before, after) in &change.limits {
