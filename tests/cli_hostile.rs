@@ -219,6 +219,11 @@ fn every_subcommand_survives_closed_streams() {
         format!("check --kind hvm --vm {host} --host {other} --format json"),
         format!("derive {dump}"),
         format!("xl apply --host {dump} {cfg}"),
+        format!("placement --host {host} --host {other} --vm {host} --vm v2={other}@xen-4.14-qemu64.policy"),
+        format!("placement --format json --host {host} --host {other} --vm {host}"),
+        format!("placement --format matrix --host {host} --host {other} --vm {other}"),
+        format!("plan --host {host} --vm v={other}@xen-4.20-qemu64.policy --add {other}"),
+        format!("plan --format json --host {host} --host {other} --vm {host} --remove xen-4.14-qemu64.policy"),
     ];
     for args in &commands {
         let status = scratch("closed-status");
