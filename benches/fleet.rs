@@ -8,33 +8,11 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
-/// Runs the command line under `/usr/bin/time`: (seconds, peak resident set in MiB, bytes
-/// written, exit status).
-fn measure(args: &[String]) -> (f64, f64, usize, i32) {
-    let report = std::env::temp_dir().join(format!("cpupolicy-bench-fleet-time-{}", std::process::id()));
-    let start = Instant::now();
-    let out = Command::new("/usr/bin/time")
-        .arg("-f")
-        .arg("%M")
-        .arg("-o")
-        .arg(&report)
-        .arg(env!("CARGO_BIN_EXE_cpupolicy"))
-        .args(args)
-        .stderr(Stdio::null())
-        .output()
-        .expect("run /usr/bin/time (package time)");
-    let seconds = start.elapsed().as_secs_f64();
-    let code = out.status.code().unwrap_or(-1);
-    assert!(matches!(code, 0 | 1), "cpupolicy {args:?} failed: {}", out.status);
-    let kib: f64 = std::fs::read_to_string(&report)
-        .ok()
-        .and_then(|t| t.lines().last().and_then(|l| l.trim().parse().ok()))
-        .expect("time's report");
-    (seconds, kib / 1024.0, out.stdout.len(), code)
-}
+mod common;
+use common::measure;
 
 fn cli(args: &[&str]) -> Vec<u8> {
     let out = Command::new(env!("CARGO_BIN_EXE_cpupolicy")).args(args).output().expect("run cpupolicy");

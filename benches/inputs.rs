@@ -6,33 +6,9 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
 
-/// Runs the command line to completion under `/usr/bin/time` (whose own child's peak is the
-/// command's alone: a child spawned straight from this process would be charged this
-/// process's memory): (seconds, peak resident set in MiB, bytes written).
-fn measure(args: &[String]) -> (f64, f64, usize) {
-    let report = std::env::temp_dir().join(format!("cpupolicy-bench-time-{}", std::process::id()));
-    let start = Instant::now();
-    let out = Command::new("/usr/bin/time")
-        .arg("-f")
-        .arg("%M")
-        .arg("-o")
-        .arg(&report)
-        .arg(env!("CARGO_BIN_EXE_cpupolicy"))
-        .args(args)
-        .stderr(Stdio::null())
-        .output()
-        .expect("run /usr/bin/time (package time)");
-    let seconds = start.elapsed().as_secs_f64();
-    assert!(matches!(out.status.code(), Some(0 | 1)), "cpupolicy {args:?} failed: {}", out.status);
-    let kib: f64 = std::fs::read_to_string(&report)
-        .ok()
-        .and_then(|t| t.lines().last().and_then(|l| l.trim().parse().ok()))
-        .expect("time's report");
-    (seconds, kib / 1024.0, out.stdout.len())
-}
+mod common;
+use common::measure;
 
 /// A JSON policy: an Intel vendor, max basic leaf 0xd, and `extra` leaves above it (out of
 /// range, to be removed) — half basic, half extended.
@@ -76,9 +52,9 @@ fn main() {
         let file = dir.join(format!("extra-{extra}.json"));
         std::fs::write(&file, policy_with(extra)).unwrap();
         let size = std::fs::metadata(&file).unwrap().len() as f64 / (1 << 20) as f64;
-        let (level_s, level_mib, _) = measure(&["level".into(), "--kind".into(), "pv".into(), s(&file), s(&file)]);
+        let (level_s, level_mib, _, _) = measure(&["level".into(), "--kind".into(), "pv".into(), s(&file), s(&file)]);
         let args = ["check", "--kind", "pv", "--legacy", "4.20", "--vm", &s(&file), "--host", &s(&file)];
-        let (check_s, check_mib, _) = measure(&args.map(String::from));
+        let (check_s, check_mib, _, _) = measure(&args.map(String::from));
         println!(
             "{extra:>22}   {size:>8.1}   {level_s:>7.2}  {level_mib:>9.1}   {check_s:>16.2}  {check_mib:>4.1}   {:>8.1}",
             level_s * 1e6 / f64::from(extra)
@@ -105,13 +81,13 @@ fn main() {
             .collect();
         let mut level = vec!["level".to_string(), "--kind".into(), "hvm".into()];
         level.extend(files.iter().cloned());
-        let (level_s, level_mib, _) = measure(&level);
+        let (level_s, level_mib, _, _) = measure(&level);
         let mut check = vec!["check".to_string(), "--kind".into(), "hvm".into(), "--format".into(), "json".into()];
         check.extend(["--vm".to_string(), s(&new)]);
         for file in &files {
             check.extend(["--host".to_string(), file.clone()]);
         }
-        let (check_s, check_mib, bytes) = measure(&check);
+        let (check_s, check_mib, bytes, _) = measure(&check);
         println!(
             "{hosts:>5}   {level_s:>7.2}  {level_mib:>9.1}   {check_s:>21.2}  {check_mib:>4.1}  {:>10.1}",
             bytes as f64 / (1 << 20) as f64

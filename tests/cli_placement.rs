@@ -220,6 +220,31 @@ fn real_xen_bundles_nehalem_joining_skylake() {
     }
 }
 
+/// Two hosts of one real dump (`first`, `second`), a VM on each booted on their pool's default,
+/// and the plan of replacing `second` by the dump with `line` changed from `from` to `to` (an
+/// update). Returns the plan (exit status, text, JSON), the pool document and the updated dump.
+fn plan_update(
+    dumps: &Path,
+    dir: &Path,
+    model: &str,
+    (first, second): (&str, &str),
+    line: &str,
+    (from, to): (&str, &str),
+) -> ((i32, String, serde_json::Value), String, String) {
+    let a = host(dumps, model, dir, first);
+    let b = host(dumps, model, dir, second);
+    let original = std::fs::read_to_string(&b).unwrap();
+    assert!(original.contains(line), "the dump's line changed: {line}");
+    let updated = dir.join(format!("{second}-updated.xml"));
+    std::fs::write(&updated, original.replace(line, &line.replace(from, to))).unwrap();
+    let updated = updated.display().to_string();
+    let pool = pool_document(&[&a, &b], dir, "pool.json");
+    let (vm1, vm2, replace) =
+        (format!("vm1={pool}@{first}"), format!("vm2={pool}@{second}"), format!("{second}={updated}"));
+    let args = ["--host", &a, "--host", &b, "--vm", &vm1, "--vm", &vm2, "--replace", &replace];
+    (plan(&args), pool, updated)
+}
+
 /// Intel's 2021 microcode for client Skylake makes TSX always abort (it enumerates
 /// RTM_ALWAYS_ABORT, CPUID 7:0 EDX bit 11, beside TSX_FORCE_ABORT): Xen then hides RTM from
 /// its default policy and keeps it in max, so a VM that booted with RTM may still arrive.
@@ -229,28 +254,11 @@ fn real_xen_bundles_nehalem_joining_skylake() {
 fn tsx_microcode_update_strands_nothing() {
     let Some(dumps) = dumps() else { return };
     let dir = tempdir("plan-tsx");
-    let a = host(&dumps, "Xeon-E3-1225-v5", &dir, "e3a");
-    let b = host(&dumps, "Xeon-E3-1225-v5", &dir, "e3b");
-    let original = std::fs::read_to_string(&b).unwrap();
     let leaf7 = "eax_in='0x00000007' ecx_in='0x00' eax='0x00000000' ebx='0x029c6fbf' ecx='0x00000000' edx='0x9c002400'";
-    assert!(original.contains(leaf7), "the dump's leaf 7 changed");
-    let updated = dir.join("e3b-2021.xml");
-    std::fs::write(&updated, original.replace(leaf7, &leaf7.replace("0x9c002400", "0x9c002c00"))).unwrap();
-    let updated = updated.display().to_string();
-    let pool = pool_document(&[&a, &b], &dir, "pool.json");
-    let args = [
-        "--host",
-        &a,
-        "--host",
-        &b,
-        "--vm",
-        &format!("vm1={pool}@e3a"),
-        "--vm",
-        &format!("vm2={pool}@e3b"),
-        "--replace",
-        &format!("e3b={updated}"),
-    ];
-    let (code, stdout, plan_json) = plan(&args);
+    let ((code, stdout, plan_json), pool, updated) =
+        plan_update(&dumps, &dir, "Xeon-E3-1225-v5", ("e3a", "e3b"), leaf7, ("0x9c002400", "0x9c002c00"));
+    let a = dir.join("e3a.xml").display().to_string();
+    let b = dir.join("e3b.xml").display().to_string();
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("stranded: none"), "{stdout}");
     // What new VMs lose and gain, as `level` says; RTM among the losses, nothing for migration.
@@ -274,28 +282,9 @@ fn tsx_microcode_update_strands_nothing() {
 fn update_removing_a_feature_from_max_strands() {
     let Some(dumps) = dumps() else { return };
     let dir = tempdir("plan-aesni");
-    let a = host(&dumps, "Xeon-Gold-6130", &dir, "gold1");
-    let b = host(&dumps, "Xeon-Gold-6130", &dir, "gold2");
-    let original = std::fs::read_to_string(&b).unwrap();
     let leaf1 = "eax_in='0x00000001' ecx_in='0x00' eax='0x00050654' ebx='0x29200800' ecx='0x7ffefbff'";
-    assert!(original.contains(leaf1), "the dump's leaf 1 changed");
-    let updated = dir.join("gold2-no-aesni.xml");
-    std::fs::write(&updated, original.replace(leaf1, &leaf1.replace("0x7ffefbff", "0x7dfefbff"))).unwrap();
-    let updated = updated.display().to_string();
-    let pool = pool_document(&[&a, &b], &dir, "pool.json");
-    let args = [
-        "--host",
-        &a,
-        "--host",
-        &b,
-        "--vm",
-        &format!("vm1={pool}@gold1"),
-        "--vm",
-        &format!("vm2={pool}@gold2"),
-        "--replace",
-        &format!("gold2={updated}"),
-    ];
-    let (code, stdout, plan_json) = plan(&args);
+    let ((code, stdout, plan_json), pool, updated) =
+        plan_update(&dumps, &dir, "Xeon-Gold-6130", ("gold1", "gold2"), leaf1, ("0x7ffefbff", "0x7dfefbff"));
     assert_eq!(code, 1, "{stdout}");
     let (_, missing) = check_mismatches(&pool, &updated);
     assert_eq!(missing, BTreeSet::from(["aesni".to_string()]));

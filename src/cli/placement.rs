@@ -25,24 +25,26 @@ pub enum PlacementFormat {
     Matrix,
 }
 
+/// The hosts and VMs of a fleet, as `placement` and `plan` take them.
 #[derive(Args)]
-pub struct PlacementArgs {
-    /// A host: any file `level` reads (host bundle, xen-cpuid -p output, libvirt CPU dump,
-    /// JSON policy). Named after the file, without directories and extension.
+pub struct FleetArgs {
+    /// A host (of the pool as it is now): any file `level` reads (host bundle, xen-cpuid -p
+    /// output, libvirt CPU dump, JSON policy). Named after the file, without directories and
+    /// extension.
     #[arg(long = "host", value_name = "POLICY", required_unless_present = "hosts_from")]
     hosts: Vec<PathBuf>,
     /// A file listing hosts, one file name per line (blank lines and `#` comments skipped), for
     /// fleets too large for a command line.
     #[arg(long, value_name = "LIST")]
     hosts_from: Option<PathBuf>,
-    /// A file listing VMs, one `[NAME=]FILE[@HOST]` per line.
-    #[arg(long, value_name = "LIST")]
-    vms_from: Option<PathBuf>,
     /// A VM: `[NAME=]FILE[@HOST]`. FILE is the policy it booted with (JSON policy, xen-cpuid
     /// -p DOMID output, the pool document it booted from, or a host's policies for a VM booted
     /// there with the default); NAME defaults to the file's name; HOST names the host it runs on.
     #[arg(long = "vm", value_name = "VM")]
     vms: Vec<String>,
+    /// A file listing VMs, one `[NAME=]FILE[@HOST]` per line.
+    #[arg(long, value_name = "LIST")]
+    vms_from: Option<PathBuf>,
     /// The kind of guest.
     #[arg(long, value_enum, default_value = "hvm")]
     kind: Kind,
@@ -50,6 +52,12 @@ pub struct PlacementArgs {
     /// leak-through, MXCSR bits that fault) as the host refusing the VM.
     #[arg(long)]
     strict: bool,
+}
+
+#[derive(Args)]
+pub struct PlacementArgs {
+    #[command(flatten)]
+    fleet: FleetArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: PlacementFormat,
@@ -57,18 +65,8 @@ pub struct PlacementArgs {
 
 #[derive(Args)]
 pub struct PlanArgs {
-    /// A host of the pool as it is now: any file `level` reads, named after the file.
-    #[arg(long = "host", value_name = "POLICY", required_unless_present = "hosts_from")]
-    hosts: Vec<PathBuf>,
-    /// A file listing the pool's hosts, one file name per line.
-    #[arg(long, value_name = "LIST")]
-    hosts_from: Option<PathBuf>,
-    /// A file listing VMs, one `[NAME=]FILE[@HOST]` per line.
-    #[arg(long, value_name = "LIST")]
-    vms_from: Option<PathBuf>,
-    /// A VM: `[NAME=]FILE[@HOST]`, as for `placement`.
-    #[arg(long = "vm", value_name = "VM")]
-    vms: Vec<String>,
+    #[command(flatten)]
+    fleet: FleetArgs,
     /// A host that joins (named after the file).
     #[arg(long = "add", value_name = "POLICY")]
     add: Vec<PathBuf>,
@@ -79,12 +77,6 @@ pub struct PlanArgs {
     /// a microcode or Xen update). Changes apply in this order: removals, replacements, joins.
     #[arg(long = "replace", value_name = "NAME=POLICY")]
     replace: Vec<String>,
-    /// The kind of guest.
-    #[arg(long, value_enum, default_value = "hvm")]
-    kind: Kind,
-    /// Count what the guest would see change or leak as the host refusing the VM.
-    #[arg(long)]
-    strict: bool,
     /// Level hosts of different CPU vendors anyway.
     #[arg(long)]
     cross_vendor: bool,
@@ -207,18 +199,28 @@ fn parse_vm_spec(spec: &str) -> Result<(String, PathBuf, Option<String>), CliErr
     Ok((name.unwrap_or_else(|| host_name(&path)), path, host))
 }
 
-pub fn placement(args: PlacementArgs) -> Outcome {
-    let mut fleet = Fleet::new();
+/// The fleet's hosts, then (`before_vms`, e.g. the changes of a plan, read with the same
+/// reader) and its VMs.
+fn read_fleet(
+    args: &FleetArgs,
+    before_vms: impl FnOnce(&mut Reader) -> Result<(), CliError>,
+) -> Result<Fleet, CliError> {
     let mut reader = Reader::default();
+    let mut fleet = Fleet::new();
     for path in host_paths(&args.hosts, args.hosts_from.as_deref())? {
         fleet.add_host(reader.host(&path, args.kind)?)?;
     }
+    before_vms(&mut reader)?;
     for vm in reader.vms(&with_list(&args.vms, args.vms_from.as_deref())?, args.kind)? {
         fleet.add_vm(vm)?;
     }
-    drop(reader);
-    let placement = fleet.place(PlacementOptions { strict: args.strict, cross_vendor: false });
-    let kind = args.kind.guest_kind();
+    Ok(fleet)
+}
+
+pub fn placement(args: PlacementArgs) -> Outcome {
+    let fleet = read_fleet(&args.fleet, |_| Ok(()))?;
+    let placement = fleet.place(PlacementOptions { strict: args.fleet.strict, cross_vendor: false });
+    let kind = args.fleet.kind.guest_kind();
     match args.format {
         PlacementFormat::Text => emit(&placement.to_text(kind))?,
         PlacementFormat::Matrix => emit(&placement.to_matrix())?,
@@ -228,35 +230,29 @@ pub fn placement(args: PlacementArgs) -> Outcome {
 }
 
 pub fn plan_change(args: PlanArgs) -> Outcome {
-    let mut reader = Reader::default();
-    let mut fleet = Fleet::new();
-    for path in host_paths(&args.hosts, args.hosts_from.as_deref())? {
-        fleet.add_host(reader.host(&path, args.kind)?)?;
-    }
+    let kind = args.fleet.kind;
     let mut changes: Vec<Change> = args.remove.iter().cloned().map(Change::Remove).collect();
-    for spec in &args.replace {
-        let (name, file) = spec
-            .split_once('=')
-            .filter(|(name, file)| !name.is_empty() && !file.is_empty())
-            .ok_or_else(|| CliError(format!("--replace {spec}: expected NAME=FILE")))?;
-        changes.push(Change::Replace(name.to_string(), reader.host(Path::new(file), args.kind)?));
-    }
-    for path in &args.add {
-        changes.push(Change::Add(reader.host(path, args.kind)?));
-    }
-    if changes.is_empty() {
-        return Err(CliError("no change: give --add, --remove or --replace".into()));
-    }
-    for vm in reader.vms(&with_list(&args.vms, args.vms_from.as_deref())?, args.kind)? {
-        fleet.add_vm(vm)?;
-    }
-    drop(reader);
-    let options = PlacementOptions { strict: args.strict, cross_vendor: args.cross_vendor };
+    let fleet = read_fleet(&args.fleet, |reader| {
+        for spec in &args.replace {
+            let (name, file) = spec
+                .split_once('=')
+                .filter(|(name, file)| !name.is_empty() && !file.is_empty())
+                .ok_or_else(|| CliError(format!("--replace {spec}: expected NAME=FILE")))?;
+            changes.push(Change::Replace(name.to_string(), reader.host(Path::new(file), kind)?));
+        }
+        for path in &args.add {
+            changes.push(Change::Add(reader.host(path, kind)?));
+        }
+        if changes.is_empty() {
+            return Err(CliError("no change: give --add, --remove or --replace".into()));
+        }
+        Ok(())
+    })?;
+    let options = PlacementOptions { strict: args.fleet.strict, cross_vendor: args.cross_vendor };
     let plan = plan(fleet, changes, options)?;
-    let kind = args.kind.guest_kind();
     match args.format {
-        super::TextOrJson::Text => emit(&plan.to_text(kind))?,
-        super::TextOrJson::Json => emit(&format!("{:#}\n", plan.to_json(kind)?))?,
+        super::TextOrJson::Text => emit(&plan.to_text(kind.guest_kind()))?,
+        super::TextOrJson::Json => emit(&format!("{:#}\n", plan.to_json(kind.guest_kind())?))?,
     }
     Ok(if plan.strands() { EXIT_NEGATIVE } else { 0 })
 }

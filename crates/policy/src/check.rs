@@ -232,22 +232,26 @@ impl Limits {
     }
 }
 
+/// An Intel policy with these features, max leaves 0xd and 0x80000008, 39/48 address bits (for
+/// tests).
+#[cfg(test)]
+pub(crate) fn intel(features: &[&str]) -> CpuPolicy {
+    use crate::{CpuidKey, Registers};
+    let mut p = CpuPolicy::new();
+    p.set_cpuid(CpuidKey::plain(0), Registers::new(0xd, 0x756e_6547, 0x6c65_746e, 0x4965_6e69));
+    p.set_cpuid(CpuidKey::indexed(7, 0), Registers::new(0, 0, 0, 0));
+    p.set_cpuid(CpuidKey::plain(0x8000_0000), Registers::new(0x8000_0008, 0, 0, 0));
+    p.set_cpuid(CpuidKey::plain(0x8000_0008), Registers::new(0x3027, 0, 0, 0));
+    let features = cpupolicy_featureset::Featureset::from_names(features.iter().copied()).unwrap();
+    p.set_feature_words(&crate::level::words_of(&features));
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::level::words_of;
     use crate::{CpuidKey, Registers, MSR_PLATFORM_INFO};
-    use cpupolicy_featureset::{known, Featureset};
-
-    fn intel(features: &[&str]) -> CpuPolicy {
-        let mut p = CpuPolicy::new();
-        p.set_cpuid(CpuidKey::plain(0), Registers::new(0xd, 0x756e_6547, 0x6c65_746e, 0x4965_6e69));
-        p.set_cpuid(CpuidKey::indexed(7, 0), Registers::new(0, 0, 0, 0));
-        p.set_cpuid(CpuidKey::plain(0x8000_0000), Registers::new(0x8000_0008, 0, 0, 0));
-        p.set_cpuid(CpuidKey::plain(0x8000_0008), Registers::new(0x3027, 0, 0, 0));
-        p.set_feature_words(&words_of(&Featureset::from_names(features.iter().copied()).unwrap()));
-        p
-    }
+    use cpupolicy_featureset::known;
 
     #[test]
     fn every_mismatch_is_reported() {

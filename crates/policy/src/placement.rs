@@ -769,19 +769,8 @@ pub fn plan(mut fleet: Fleet, changes: Vec<Change>, options: PlacementOptions) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::level::words_of;
-    use crate::{CpuidKey, Registers};
-    use cpupolicy_featureset::{known, Featureset};
-
-    fn intel(features: &[&str]) -> CpuPolicy {
-        let mut p = CpuPolicy::new();
-        p.set_cpuid(CpuidKey::plain(0), Registers::new(0xd, 0x756e_6547, 0x6c65_746e, 0x4965_6e69));
-        p.set_cpuid(CpuidKey::indexed(7, 0), Registers::new(0, 0, 0, 0));
-        p.set_cpuid(CpuidKey::plain(0x8000_0000), Registers::new(0x8000_0008, 0, 0, 0));
-        p.set_cpuid(CpuidKey::plain(0x8000_0008), Registers::new(0x3027, 0, 0, 0));
-        p.set_feature_words(&words_of(&Featureset::from_names(features.iter().copied()).unwrap()));
-        p
-    }
+    use crate::check::intel;
+    use cpupolicy_featureset::known;
 
     fn host(name: &str, features: &[&str]) -> PoolHost {
         PoolHost::from_single(name, intel(features))
