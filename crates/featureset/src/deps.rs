@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use crate::{feature_by_name, FeatureId, Featureset, FEATURES};
+use crate::{feature_by_name, FeatureId, Featureset, FEATURES, NR_WORDS};
 
 /// The features directly depending on one feature.
 #[derive(Debug)]
@@ -144,37 +144,61 @@ fn direct() -> &'static HashMap<FeatureId, Vec<FeatureId>> {
     })
 }
 
-/// Everything that depends on `id`, directly or transitively (not `id` itself).
-pub fn dependents_of(id: FeatureId) -> Featureset {
-    static DEEP: OnceLock<HashMap<FeatureId, Featureset>> = OnceLock::new();
-    let deep = DEEP.get_or_init(|| {
-        direct()
-            .keys()
-            .map(|&root| {
-                let mut seen = Featureset::new();
-                let mut stack = direct()[&root].clone();
-                while let Some(next) = stack.pop() {
-                    if next != root && !seen.contains(next) {
-                        seen.insert(next);
-                        stack.extend(direct().get(&next).into_iter().flatten().copied());
-                    }
+/// Each prerequisite, in table order, with everything depending on it, directly or not, as
+/// featureset words: Xen's "deep dependencies" bitmaps. Closing a featureset is then a walk of
+/// this table, no look-up and no allocation.
+fn deep_table() -> &'static [(FeatureId, [u32; NR_WORDS])] {
+    static DEEP: OnceLock<Vec<(FeatureId, [u32; NR_WORDS])>> = OnceLock::new();
+    DEEP.get_or_init(|| {
+        let direct = direct();
+        let mut table: Vec<(FeatureId, [u32; NR_WORDS])> = Vec::new();
+        for root in DEPENDENCIES.iter().filter_map(|d| feature_by_name(d.feature)).map(|f| f.id) {
+            if table.iter().any(|(id, _)| *id == root) {
+                continue;
+            }
+            let mut seen = [0u32; NR_WORDS];
+            let mut stack = direct[&root].clone();
+            while let Some(next) = stack.pop() {
+                if next != root && seen[next.word()] & next.mask() == 0 {
+                    seen[next.word()] |= next.mask();
+                    stack.extend(direct.get(&next).into_iter().flatten().copied());
                 }
-                (root, seen)
-            })
-            .collect()
-    });
-    deep.get(&id).cloned().unwrap_or_default()
+            }
+            table.push((root, seen));
+        }
+        table
+    })
 }
 
-/// Prerequisites with dependents, in table order.
-pub(crate) fn prerequisites() -> impl Iterator<Item = FeatureId> {
-    DEPENDENCIES.iter().filter_map(|d| feature_by_name(d.feature)).map(|f| f.id)
+/// Everything that depends on `id`, directly or transitively (not `id` itself).
+pub fn dependents_of(id: FeatureId) -> Featureset {
+    deep_table()
+        .iter()
+        .find(|(root, _)| *root == id)
+        .map(|(_, words)| Featureset::from_words(words.to_vec()))
+        .unwrap_or_default()
 }
 
 /// Every feature `feature` depends on, directly or not, in table order: those whose absence
 /// clears it.
 pub fn prerequisites_of(feature: FeatureId) -> Vec<FeatureId> {
-    prerequisites().filter(|&p| dependents_of(p).contains(feature)).collect()
+    deep_table().iter().filter(|(_, deep)| deep[feature.word()] & feature.mask() != 0).map(|(id, _)| *id).collect()
+}
+
+/// Clears, in featureset words, every feature whose prerequisite is absent, transitively, as
+/// Xen does before handing a featureset to a guest; without allocating. Returns whether
+/// anything was cleared.
+pub fn apply_dependencies_to_words(words: &mut [u32; NR_WORDS]) -> bool {
+    let mut cleared = false;
+    for (prerequisite, deep) in deep_table() {
+        if words[prerequisite.word()] & prerequisite.mask() == 0 {
+            for (word, dependents) in words.iter_mut().zip(deep) {
+                cleared |= *word & dependents != 0;
+                *word &= !dependents;
+            }
+        }
+    }
+    cleared
 }
 
 impl Featureset {
@@ -188,11 +212,54 @@ impl Featureset {
     /// handing a featureset to a guest. Returns what was cleared.
     pub fn apply_dependencies(&mut self) -> Featureset {
         let before = self.clone();
-        for prerequisite in prerequisites() {
-            if !self.contains(prerequisite) {
-                self.subtract(&dependents_of(prerequisite));
+        for (prerequisite, deep) in deep_table() {
+            if !self.contains(*prerequisite) {
+                for (word, dependents) in deep.iter().enumerate() {
+                    let value = self.word(word);
+                    if value & dependents != 0 {
+                        self.set_word(word, value & !dependents);
+                    }
+                }
             }
         }
         before.difference(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The closure on words and on a featureset agree, and agree with a naive fixed point over
+    /// the direct table, for the full set with each prerequisite removed in turn.
+    #[test]
+    fn word_closure_is_the_fixed_point_of_the_direct_table() {
+        let mut all = [0u32; NR_WORDS];
+        for feature in FEATURES {
+            all[feature.word()] |= feature.id.mask();
+        }
+        for (prerequisite, _) in deep_table() {
+            let mut words = all;
+            words[prerequisite.word()] &= !prerequisite.mask();
+            let mut naive = words;
+            loop {
+                let before = naive;
+                for (root, dependents) in direct() {
+                    if naive[root.word()] & root.mask() == 0 {
+                        for d in dependents {
+                            naive[d.word()] &= !d.mask();
+                        }
+                    }
+                }
+                if naive == before {
+                    break;
+                }
+            }
+            let mut set = Featureset::from_words(words.to_vec());
+            let cleared = set.apply_dependencies();
+            assert_eq!(apply_dependencies_to_words(&mut words), !cleared.is_empty());
+            assert_eq!(words, naive, "{prerequisite:?}");
+            assert_eq!(set.words(), &words[..]);
+        }
     }
 }

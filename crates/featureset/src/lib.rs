@@ -35,7 +35,7 @@ mod table;
 mod text;
 mod word;
 
-pub use deps::{dependents_of, prerequisites_of, Dependency, Dependents, DEPENDENCIES};
+pub use deps::{apply_dependencies_to_words, dependents_of, prerequisites_of, Dependency, Dependents, DEPENDENCIES};
 pub use error::Error;
 pub use feature::{Attributes, Feature, FeatureId, GuestKind, ReleaseDiff, XenRelease};
 pub use lookup::feature_by_name;

@@ -18,7 +18,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use cpupolicy_featureset::{prerequisites_of, static_mask, FeatureId, Featureset, GuestKind, StaticMask, NR_WORDS};
+use cpupolicy_featureset::{
+    apply_dependencies_to_words, prerequisites_of, static_mask, FeatureId, Featureset, GuestKind, StaticMask, NR_WORDS,
+};
 
 use crate::featuresets::apply_rsba_rule;
 use crate::rules::{each_bit, masks, LevelRule};
@@ -522,14 +524,14 @@ fn finish(
     policy.set_max_lin_addr_bits(value(LimitField::MaxLinAddrBits) as u8);
     policy.set_msr(MSR_PLATFORM_INFO, value(LimitField::PlatformInfo));
 
-    let mut featureset = Featureset::from_words(words);
-    featureset.apply_dependencies();
-    policy.set_feature_words(&words_of(&featureset));
+    let mut words = words;
+    apply_dependencies_to_words(&mut words);
+    policy.set_feature_words(&words);
     clear_out_of_range_leaves(&mut policy);
     // Words whose leaf fell out of range are gone now; their dependents go too.
-    let mut in_range = policy.featureset();
-    if !in_range.apply_dependencies().is_empty() {
-        policy.set_feature_words(&words_of(&in_range));
+    let mut in_range = policy.feature_words();
+    if apply_dependencies_to_words(&mut in_range) {
+        policy.set_feature_words(&in_range);
     }
     level_xstate(&mut policy, hosts, role, &base.name)?;
 
