@@ -372,11 +372,13 @@ echo END-HOST-BUNDLE
 exit $status
 "#;
 
-/// The benchmarks: levelling and migration-check speed, the command line's time and peak
-/// memory on very large inputs, and placement and planning over 10,000 hosts and 10,000 VMs. They print figures and fail only when a run fails, never on
+/// The benchmarks: levelling and migration-check speed, the same and Xen's wire format against
+/// Debian's libxenguest in callgrind instruction counts, the command line's time and peak memory
+/// on very large inputs, and placement and planning over 10,000 hosts and 10,000 VMs. They print figures and fail only when a run fails, never on
 /// wall time (which a busy shared machine decides as much as the code).
 fn bench(root: &Path) -> Result<(), String> {
     cargo(root, &["bench", "-p", "cpupolicy-policy", "--bench", "level"])?;
+    cargo(root, &["bench", "-p", "cpupolicy-policy", "--bench", "xenguest"])?;
     cargo(root, &["bench", "-p", "cpupolicy", "--bench", "inputs"])?;
     cargo(root, &["bench", "-p", "cpupolicy", "--bench", "fleet"])
 }
