@@ -76,7 +76,7 @@ pub fn diff(args: DiffArgs) -> Outcome {
             (Loaded::System(policies), Some(which)) => policies
                 .get(which)
                 .cloned()
-                .map(Loaded::Single)
+                .map(|policy| Loaded::Single(Box::new(policy)))
                 .ok_or_else(|| CliError(format!("{}: has no {which} policy", path.display()))),
             (loaded, _) => Ok(loaded),
         }
@@ -189,18 +189,18 @@ pub fn host(args: HostArgs) -> Outcome {
 
 /// One policy, or the system policies of a host.
 enum Loaded {
-    Single(CpuPolicy),
+    Single(Box<CpuPolicy>),
     System(Box<SystemPolicies>),
 }
 
 impl From<Document> for Loaded {
     fn from(document: Document) -> Loaded {
         match document {
-            Document::Policy { policy, .. } => Loaded::Single(policy),
+            Document::Policy { policy, .. } => Loaded::Single(Box::new(policy)),
             Document::Bundle(bundle) => Loaded::System(Box::new(bundle.policies)),
             Document::XenCpuid(report) => match report.sections.as_slice() {
                 [ReportSection { name: SectionName::Domain(_), content: Some(printed) }] => {
-                    Loaded::Single(printed.policy().clone())
+                    Loaded::Single(Box::new(printed.policy().clone()))
                 }
                 _ => Loaded::System(Box::new(report.to_bundle().policies)),
             },

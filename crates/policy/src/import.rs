@@ -9,6 +9,8 @@ use crate::{
 
 /// A document in one of the formats this crate reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
+// A document is parsed once and taken apart at once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Document {
     /// One policy: a JSON policy document, or a libvirt dump (a raw policy).
     Policy {

@@ -87,7 +87,8 @@ pub use placement::{
 };
 pub use placement_report::{PLACEMENT_FORMAT, PLAN_FORMAT};
 pub use policy::{
-    CpuPolicy, CpuidKey, PolicyError, Registers, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO, PLATFORM_INFO_CPUID_FAULTING,
+    CpuPolicy, CpuidEntries, CpuidKey, PolicyError, Registers, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO,
+    PLATFORM_INFO_CPUID_FAULTING,
 };
 pub use report::{explanation_text, guest_kind_name, hazards_text, pool_hazards, pool_json, Hazard};
 pub use rules::{feature_rule, level_rule, FeatureRule, LevelRule, COMMON_1D_FEATURES, SPECIAL_RULES};

@@ -127,99 +127,294 @@ pub(crate) const REGISTER_NAMES: [(Register, &str); 4] =
 /// An all-zero leaf and a zero MSR are not stored: CPUID reads zeros for a leaf that says
 /// nothing, and `xen-cpuid` omits such leaves too, so "absent" and "zero" are one state and two
 /// policies that behave alike compare equal.
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
+///
+/// Stored as Xen stores a policy: one fixed array of registers indexed by leaf and sub-leaf for
+/// what Xen's format carries (basic leaves 0–0xd, the sub-leaves of 4, 7, 0xb and 0xd, the two
+/// hypervisor limit leaves, extended leaves 0x80000000–0x80000021), so reading or writing one
+/// is an index and a load or store, and the featureset words are read in place; the few leaves
+/// beyond (native dumps have them) live in a small sorted side table.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct CpuPolicy {
-    /// Sorted by key, no duplicates, no all-zero entries.
-    cpuid: Vec<(CpuidKey, Registers)>,
+    /// The leaves Xen's format carries, by [`slot_of`], as `[eax, ebx, ecx, edx]`; zero where
+    /// absent.
+    slots: [[u32; 4]; SLOTS],
+    /// Every other leaf: sorted by key, no duplicates, no all-zero entries.
+    side: Vec<(CpuidKey, Registers)>,
+    /// How many slots are non-zero.
+    in_slots: u16,
     /// Sorted by index, no duplicates, no zero values.
     msrs: Vec<(u32, u64)>,
-    /// The featureset words, kept equal to the registers they mirror by every change: reading
-    /// them is the hot path of levelling and migration checks.
-    words: [u32; NR_WORDS],
-    /// The registers the migration check compares, kept like `words`: leaf 0 (EAX, EBX, ECX,
-    /// EDX), 7:0 EAX, 0x80000000 EAX, 0x80000008 EAX.
-    summary: [u32; 7],
 }
 
-/// Where each [`CpuPolicy::summary`] value lives.
-const SUMMARY: [(CpuidKey, Register); 7] = [
-    (CpuidKey::plain(0), Register::Eax),
-    (CpuidKey::plain(0), Register::Ebx),
-    (CpuidKey::plain(0), Register::Ecx),
-    (CpuidKey::plain(0), Register::Edx),
-    (CpuidKey::indexed(7, 0), Register::Eax),
-    (CpuidKey::plain(0x8000_0000), Register::Eax),
-    (CpuidKey::plain(0x8000_0008), Register::Eax),
-];
+// The slot layout: basic leaves 0..=0xd without sub-leaves at their own number; then the
+// sub-leaves of 4, 7, 0xb and 0xd; the hypervisor limit leaves; the extended leaves.
+const BASIC_SLOTS: usize = 0xe;
+const LEAF4_SLOTS: usize = 8;
+const LEAF7_SLOTS: usize = 4;
+const LEAFB_SLOTS: usize = 4;
+const LEAFD_SLOTS: usize = 64;
+const EXTENDED_SLOTS: usize = 0x22;
+const LEAF4_BASE: usize = BASIC_SLOTS;
+const LEAF7_BASE: usize = LEAF4_BASE + LEAF4_SLOTS;
+const LEAFB_BASE: usize = LEAF7_BASE + LEAF7_SLOTS;
+const LEAFD_BASE: usize = LEAFB_BASE + LEAFB_SLOTS;
+const HYPERVISOR_BASE: usize = LEAFD_BASE + LEAFD_SLOTS;
+const EXTENDED_BASE: usize = HYPERVISOR_BASE + 2;
+const SLOTS: usize = EXTENDED_BASE + EXTENDED_SLOTS;
+
+/// The slot a key is stored in, or `None` for the side table.
+#[inline]
+const fn slot_of(key: CpuidKey) -> Option<usize> {
+    let leaf = key.leaf as usize;
+    match key.subleaf {
+        None => match key.leaf {
+            0x4 | 0x7 | 0xb | 0xd => None,
+            0..=0xd => Some(leaf),
+            0x4000_0000 => Some(HYPERVISOR_BASE),
+            0x4000_0100 => Some(HYPERVISOR_BASE + 1),
+            0x8000_0000..=0x8000_0021 => Some(EXTENDED_BASE + (leaf - 0x8000_0000)),
+            _ => None,
+        },
+        Some(subleaf) => {
+            let subleaf = subleaf as usize;
+            match key.leaf {
+                0x4 if subleaf < LEAF4_SLOTS => Some(LEAF4_BASE + subleaf),
+                0x7 if subleaf < LEAF7_SLOTS => Some(LEAF7_BASE + subleaf),
+                0xb if subleaf < LEAFB_SLOTS => Some(LEAFB_BASE + subleaf),
+                0xd if subleaf < LEAFD_SLOTS => Some(LEAFD_BASE + subleaf),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// The key each slot holds (the inverse of [`slot_of`]).
+const fn key_of_slot(slot: usize) -> CpuidKey {
+    if slot < LEAF4_BASE {
+        CpuidKey::plain(slot as u32)
+    } else if slot < LEAF7_BASE {
+        CpuidKey::indexed(4, (slot - LEAF4_BASE) as u32)
+    } else if slot < LEAFB_BASE {
+        CpuidKey::indexed(7, (slot - LEAF7_BASE) as u32)
+    } else if slot < LEAFD_BASE {
+        CpuidKey::indexed(0xb, (slot - LEAFB_BASE) as u32)
+    } else if slot < HYPERVISOR_BASE {
+        CpuidKey::indexed(0xd, (slot - LEAFD_BASE) as u32)
+    } else if slot == HYPERVISOR_BASE {
+        CpuidKey::plain(0x4000_0000)
+    } else if slot == HYPERVISOR_BASE + 1 {
+        CpuidKey::plain(0x4000_0100)
+    } else {
+        CpuidKey::plain(0x8000_0000 + (slot - EXTENDED_BASE) as u32)
+    }
+}
+
+/// The slots in key order (slot order is key order but for the unused plain slots of the
+/// sub-leaf leaves, which stay zero and are skipped as such).
+const SLOT_ORDER: [usize; SLOTS] = {
+    let mut order = [0; SLOTS];
+    let mut i = 0;
+    // Basic leaves interleave with their sub-leaves: 0..=3, 4:*, 5, 6, 7:*, 8..=0xa, 0xb:*, 0xc, 0xd:*.
+    let mut leaf = 0;
+    while leaf < BASIC_SLOTS {
+        let (base, count) = match leaf {
+            0x4 => (LEAF4_BASE, LEAF4_SLOTS),
+            0x7 => (LEAF7_BASE, LEAF7_SLOTS),
+            0xb => (LEAFB_BASE, LEAFB_SLOTS),
+            0xd => (LEAFD_BASE, LEAFD_SLOTS),
+            _ => (leaf, 1),
+        };
+        let mut j = 0;
+        while j < count {
+            order[i] = base + j;
+            i += 1;
+            j += 1;
+        }
+        leaf += 1;
+    }
+    // The unused plain slots of 4, 7, 0xb and 0xd (always zero) keep the array full.
+    order[i] = 0x4;
+    order[i + 1] = 0x7;
+    order[i + 2] = 0xb;
+    order[i + 3] = 0xd;
+    i += 4;
+    let mut slot = HYPERVISOR_BASE;
+    while slot < SLOTS {
+        order[i] = slot;
+        i += 1;
+        slot += 1;
+    }
+    order
+};
+
+/// [`WORD_REGISTERS`]' slot for a word held in an MSR.
+const MSR_WORD: u16 = u16::MAX;
+
+/// Where each featureset word lives: its slot and register index (0 EAX … 3 EDX), or
+/// [`MSR_WORD`] for the two halves of MSR_ARCH_CAPABILITIES ([`ARCH_CAPS_WORDS`]).
+const WORD_REGISTERS: [(u16, u8); NR_WORDS] = {
+    let mut places = [(0, 0); NR_WORDS];
+    let mut i = 0;
+    while i < NR_WORDS {
+        places[i] = match WORDS[i].source {
+            WordSource::Cpuid { leaf, subleaf, register } => match slot_of(CpuidKey::new(leaf, subleaf)) {
+                Some(slot) => (
+                    slot as u16,
+                    match register {
+                        Register::Eax => 0,
+                        Register::Ebx => 1,
+                        Register::Ecx => 2,
+                        Register::Edx => 3,
+                    },
+                ),
+                None => panic!("a featureset word outside the slots"),
+            },
+            WordSource::Msr { index, .. } => {
+                assert!(index == MSR_ARCH_CAPABILITIES, "featureset words live in ARCH_CAPS only");
+                (MSR_WORD, 0)
+            }
+        };
+        i += 1;
+    }
+    places
+};
+
+/// The featureset words holding MSR_ARCH_CAPABILITIES' low and high halves.
+const ARCH_CAPS_WORDS: [usize; 2] = {
+    let mut found = [usize::MAX; 2];
+    let mut i = 0;
+    while i < NR_WORDS {
+        if let WordSource::Msr { high, .. } = WORDS[i].source {
+            found[high as usize] = i;
+        }
+        i += 1;
+    }
+    assert!(found[0] != usize::MAX && found[1] != usize::MAX, "both halves of ARCH_CAPS are words");
+    found
+};
+
+impl Default for CpuPolicy {
+    fn default() -> CpuPolicy {
+        CpuPolicy::new()
+    }
+}
+
+/// The (non-zero) leaves of a policy in key order: the slots merged with the side table.
+#[derive(Clone)]
+pub struct CpuidEntries<'a> {
+    policy: &'a CpuPolicy,
+    /// Next position in [`SLOT_ORDER`].
+    slot: usize,
+    /// Next position in the side table.
+    side: usize,
+    remaining: usize,
+}
+
+impl Iterator for CpuidEntries<'_> {
+    type Item = (CpuidKey, Registers);
+
+    fn next(&mut self) -> Option<(CpuidKey, Registers)> {
+        // The next non-zero slot.
+        while self.slot < SLOTS && self.policy.slots[SLOT_ORDER[self.slot]] == [0; 4] {
+            self.slot += 1;
+        }
+        let from_slot = (self.slot < SLOTS).then(|| key_of_slot(SLOT_ORDER[self.slot]));
+        let from_side = self.policy.side.get(self.side).copied();
+        let item = match (from_slot, from_side) {
+            (Some(key), Some((side_key, _))) if key < side_key => {
+                self.slot += 1;
+                (key, Registers::from_array(self.policy.slots[SLOT_ORDER[self.slot - 1]]))
+            }
+            (_, Some(entry)) => {
+                self.side += 1;
+                entry
+            }
+            (Some(key), None) => {
+                self.slot += 1;
+                (key, Registers::from_array(self.policy.slots[SLOT_ORDER[self.slot - 1]]))
+            }
+            (None, None) => return None,
+        };
+        self.remaining -= 1;
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl ExactSizeIterator for CpuidEntries<'_> {}
 
 impl CpuPolicy {
     /// The empty policy: no leaves, no MSRs.
     pub const fn new() -> CpuPolicy {
-        CpuPolicy { cpuid: Vec::new(), msrs: Vec::new(), words: [0; NR_WORDS], summary: [0; 7] }
+        CpuPolicy { slots: [[0; 4]; SLOTS], side: Vec::new(), in_slots: 0, msrs: Vec::new() }
     }
 
     /// The registers of a leaf (zero when the policy holds nothing for it).
+    #[inline]
     pub fn cpuid(&self, key: CpuidKey) -> Registers {
-        match self.cpuid.binary_search_by(|(k, _)| k.cmp(&key)) {
-            Ok(i) => self.cpuid[i].1,
-            Err(_) => Registers::ZERO,
+        match slot_of(key) {
+            Some(slot) => Registers::from_array(self.slots[slot]),
+            None => match self.side.binary_search_by(|(k, _)| k.cmp(&key)) {
+                Ok(i) => self.side[i].1,
+                Err(_) => Registers::ZERO,
+            },
         }
     }
 
     /// Leaf `leaf` without sub-leaf.
+    #[inline]
     pub fn leaf(&self, leaf: u32) -> Registers {
         self.cpuid(CpuidKey::plain(leaf))
     }
 
     /// Sub-leaf `subleaf` of `leaf`.
+    #[inline]
     pub fn subleaf(&self, leaf: u32, subleaf: u32) -> Registers {
         self.cpuid(CpuidKey::indexed(leaf, subleaf))
     }
 
     /// Whether the policy holds a (non-zero) entry for this key.
     pub fn contains(&self, key: CpuidKey) -> bool {
-        self.cpuid.binary_search_by(|(k, _)| k.cmp(&key)).is_ok()
+        !self.cpuid(key).is_zero()
     }
 
     /// Sets a leaf; all-zero registers remove it.
+    #[inline]
     pub fn set_cpuid(&mut self, key: CpuidKey, registers: Registers) {
-        self.store_cpuid(key, registers);
-        self.refresh_cpuid_words(key, registers);
-    }
-
-    /// Sets a leaf without updating the featureset words.
-    fn store_cpuid(&mut self, key: CpuidKey, registers: Registers) {
-        self.refresh_summary(key, registers);
-        match self.cpuid.binary_search_by(|(k, _)| k.cmp(&key)) {
-            Ok(i) if registers.is_zero() => {
-                self.cpuid.remove(i);
-            }
-            Ok(i) => self.cpuid[i].1 = registers,
-            Err(_) if registers.is_zero() => {}
-            Err(i) => self.cpuid.insert(i, (key, registers)),
+        match slot_of(key) {
+            Some(slot) => self.set_slot(slot, registers.to_array()),
+            None => match self.side.binary_search_by(|(k, _)| k.cmp(&key)) {
+                Ok(i) if registers.is_zero() => {
+                    self.side.remove(i);
+                }
+                Ok(i) => self.side[i].1 = registers,
+                Err(_) if registers.is_zero() => {}
+                Err(i) => self.side.insert(i, (key, registers)),
+            },
         }
     }
 
     /// Removes a leaf, returning what it held.
     pub fn remove_cpuid(&mut self, key: CpuidKey) -> Registers {
-        let removed = match self.cpuid.binary_search_by(|(k, _)| k.cmp(&key)) {
-            Ok(i) => self.cpuid.remove(i).1,
-            Err(_) => Registers::ZERO,
-        };
-        self.refresh_cpuid_words(key, Registers::ZERO);
-        self.refresh_summary(key, Registers::ZERO);
+        let removed = self.cpuid(key);
+        self.set_cpuid(key, Registers::ZERO);
         removed
     }
 
     /// Keeps only the leaves for which `keep` is true, in one pass: time linear in the number of
     /// leaves, however many go (removing them one at a time would be quadratic).
     pub fn retain_cpuid(&mut self, mut keep: impl FnMut(CpuidKey, Registers) -> bool) {
-        let before = self.cpuid.len();
-        self.cpuid.retain(|&(key, registers)| keep(key, registers));
-        if self.cpuid.len() != before {
-            self.words = self.computed_words();
-            self.summary = SUMMARY.map(|(key, register)| self.cpuid(key).get(register));
+        for slot in 0..SLOTS {
+            let registers = self.slots[slot];
+            if registers != [0; 4] && !keep(key_of_slot(slot), Registers::from_array(registers)) {
+                self.slots[slot] = [0; 4];
+                self.in_slots -= 1;
+            }
         }
+        self.side.retain(|&(key, registers)| keep(key, registers));
     }
 
     /// Sets one register of a leaf.
@@ -230,13 +425,13 @@ impl CpuPolicy {
     }
 
     /// Every (non-zero) leaf, in key order.
-    pub fn cpuid_entries(&self) -> impl ExactSizeIterator<Item = (CpuidKey, Registers)> + '_ {
-        self.cpuid.iter().copied()
+    pub fn cpuid_entries(&self) -> CpuidEntries<'_> {
+        CpuidEntries { policy: self, slot: 0, side: 0, remaining: self.cpuid_len() }
     }
 
     /// Number of (non-zero) leaves held.
     pub fn cpuid_len(&self) -> usize {
-        self.cpuid.len()
+        usize::from(self.in_slots) + self.side.len()
     }
 
     /// An MSR's value (zero when the policy holds none).
@@ -249,18 +444,6 @@ impl CpuPolicy {
 
     /// Sets an MSR; zero removes it.
     pub fn set_msr(&mut self, index: u32, value: u64) {
-        self.store_msr(index, value);
-        for (word, info) in self.words.iter_mut().zip(WORDS.iter()) {
-            if let WordSource::Msr { index: source, high } = info.source {
-                if source == index {
-                    *word = if high { (value >> 32) as u32 } else { value as u32 };
-                }
-            }
-        }
-    }
-
-    /// Sets an MSR without updating the featureset words.
-    fn store_msr(&mut self, index: u32, value: u64) {
         match self.msrs.binary_search_by(|(i, _)| i.cmp(&index)) {
             Ok(i) if value == 0 => {
                 self.msrs.remove(i);
@@ -278,7 +461,7 @@ impl CpuPolicy {
 
     /// No leaves and no MSRs.
     pub fn is_empty(&self) -> bool {
-        self.cpuid.is_empty() && self.msrs.is_empty()
+        self.cpuid_len() == 0 && self.msrs.is_empty()
     }
 
     // Typed views (Intel SDM vol. 2A "CPUID"; AMD APM vol. 3 appendix E; Xen's `cpu-policy.h`).
@@ -409,10 +592,20 @@ impl CpuPolicy {
 
     // The featureset view.
 
-    /// The featureset words: the registers and MSR halves each word mirrors ([`WORDS`]).
-    /// A copy of 19 words, no allocation, no look-up.
+    /// The featureset words: the registers and MSR halves each word mirrors ([`WORDS`]), read
+    /// in place: no allocation, no look-up.
+    #[inline]
     pub fn feature_words(&self) -> [u32; NR_WORDS] {
-        self.words
+        let mut words = [0; NR_WORDS];
+        for (word, &(slot, register)) in words.iter_mut().zip(&WORD_REGISTERS) {
+            if slot != MSR_WORD {
+                *word = self.slots[usize::from(slot)][usize::from(register)];
+            }
+        }
+        let arch_caps = self.msr(MSR_ARCH_CAPABILITIES);
+        words[ARCH_CAPS_WORDS[0]] = arch_caps as u32;
+        words[ARCH_CAPS_WORDS[1]] = (arch_caps >> 32) as u32;
+        words
     }
 
     /// The featureset, read from the leaves and MSR each word mirrors (Xen's
@@ -423,7 +616,18 @@ impl CpuPolicy {
 
     /// Whether one feature bit is set.
     pub fn has_feature(&self, id: FeatureId) -> bool {
-        self.words.get(id.word()).is_some_and(|word| word & id.mask() != 0)
+        let Some(&(slot, register)) = WORD_REGISTERS.get(id.word()) else { return false };
+        let word = if slot != MSR_WORD {
+            self.slots[usize::from(slot)][usize::from(register)]
+        } else {
+            let arch_caps = self.msr(MSR_ARCH_CAPABILITIES);
+            if id.word() == ARCH_CAPS_WORDS[1] {
+                (arch_caps >> 32) as u32
+            } else {
+                arch_caps as u32
+            }
+        };
+        word & id.mask() != 0
     }
 
     /// Writes a featureset back into the leaves and MSR its words mirror (Xen's
@@ -442,101 +646,49 @@ impl CpuPolicy {
 
     /// Writes all [`NR_WORDS`] featureset words back in place (see [`CpuPolicy::set_featureset`]).
     pub fn set_feature_words(&mut self, words: &[u32; NR_WORDS]) {
-        // One update per leaf and MSR, however many words live in it.
-        let mut done = [false; NR_WORDS];
-        for (i, info) in WORDS.iter().enumerate() {
-            if done[i] {
-                continue;
-            }
-            match info.source {
-                WordSource::Cpuid { leaf, subleaf, .. } => {
-                    let key = CpuidKey::new(leaf, subleaf);
-                    let mut registers = self.cpuid(key);
-                    for (j, other) in WORDS.iter().enumerate().skip(i) {
-                        if let WordSource::Cpuid { leaf, subleaf, register } = other.source {
-                            if CpuidKey::new(leaf, subleaf) == key {
-                                registers.set(register, words[j]);
-                                done[j] = true;
-                            }
-                        }
-                    }
-                    self.store_cpuid(key, registers);
-                }
-                WordSource::Msr { index, .. } => {
-                    let mut value = self.msr(index);
-                    for (j, other) in WORDS.iter().enumerate().skip(i) {
-                        if let WordSource::Msr { index: other_index, high } = other.source {
-                            if other_index == index {
-                                let shift = if high { 32 } else { 0 };
-                                value = (value & !(0xffff_ffff << shift)) | (u64::from(words[j]) << shift);
-                                done[j] = true;
-                            }
-                        }
-                    }
-                    self.store_msr(index, value);
-                }
+        for (&word, &(slot, register)) in words.iter().zip(&WORD_REGISTERS) {
+            if slot != MSR_WORD {
+                let mut registers = self.slots[usize::from(slot)];
+                registers[usize::from(register)] = word;
+                self.set_slot(usize::from(slot), registers);
             }
         }
-        // Every word was written to the register it mirrors.
-        self.words = *words;
+        let arch_caps = u64::from(words[ARCH_CAPS_WORDS[0]]) | (u64::from(words[ARCH_CAPS_WORDS[1]]) << 32);
+        self.set_msr(MSR_ARCH_CAPABILITIES, arch_caps);
     }
 
-    /// Brings the summary values held in `key` up to date with its new registers.
-    fn refresh_summary(&mut self, key: CpuidKey, registers: Registers) {
-        for (value, (k, register)) in self.summary.iter_mut().zip(SUMMARY) {
-            if k == key {
-                *value = registers.get(register);
-            }
+    /// Stores into a slot, keeping the count of non-zero slots.
+    #[inline]
+    fn set_slot(&mut self, slot: usize, registers: [u32; 4]) {
+        let old = std::mem::replace(&mut self.slots[slot], registers);
+        match (old == [0; 4], registers == [0; 4]) {
+            (true, false) => self.in_slots += 1,
+            (false, true) => self.in_slots -= 1,
+            _ => {}
         }
     }
 
-    /// Leaf 0 (EAX, EBX, ECX, EDX), 7:0 EAX, 0x80000000 EAX and 0x80000008 EAX, without a
-    /// look-up: what the migration check compares.
+    /// Leaf 0 (EAX, EBX, ECX, EDX), 7:0 EAX, 0x80000000 EAX and 0x80000008 EAX, read in place:
+    /// what the migration check compares.
+    #[inline]
     pub(crate) fn summary(&self) -> [u32; 7] {
-        self.summary
-    }
-
-    /// Brings the words mirroring `key` up to date with its new registers.
-    fn refresh_cpuid_words(&mut self, key: CpuidKey, registers: Registers) {
-        for (word, info) in self.words.iter_mut().zip(WORDS.iter()) {
-            if let WordSource::Cpuid { leaf, subleaf, register } = info.source {
-                if key == CpuidKey::new(leaf, subleaf) {
-                    *word = registers.get(register);
-                }
-            }
-        }
-    }
-
-    /// The featureset words looked up afresh from the entries.
-    fn computed_words(&self) -> [u32; NR_WORDS] {
-        let mut words = [0; NR_WORDS];
-        for (word, info) in words.iter_mut().zip(WORDS.iter()) {
-            *word = self.word_value(info.source);
-        }
-        words
-    }
-
-    fn word_value(&self, source: WordSource) -> u32 {
-        match source {
-            WordSource::Cpuid { leaf, subleaf, register } => self.cpuid(CpuidKey::new(leaf, subleaf)).get(register),
-            WordSource::Msr { index, high } => {
-                let value = self.msr(index);
-                if high {
-                    (value >> 32) as u32
-                } else {
-                    value as u32
-                }
-            }
-        }
+        let [eax, ebx, ecx, edx] = self.slots[0];
+        [eax, ebx, ecx, edx, self.slots[LEAF7_BASE][0], self.slots[EXTENDED_BASE][0], self.slots[EXTENDED_BASE + 8][0]]
     }
 
     /// Builds a policy from entries already known to be sorted, unique and non-zero.
     pub(crate) fn from_sorted_parts(cpuid: Vec<(CpuidKey, Registers)>, msrs: Vec<(u32, u64)>) -> CpuPolicy {
         debug_assert!(cpuid.windows(2).all(|w| w[0].0 < w[1].0) && cpuid.iter().all(|(_, r)| !r.is_zero()));
         debug_assert!(msrs.windows(2).all(|w| w[0].0 < w[1].0) && msrs.iter().all(|(_, v)| *v != 0));
-        let mut policy = CpuPolicy { cpuid, msrs, words: [0; NR_WORDS], summary: [0; 7] };
-        policy.words = policy.computed_words();
-        policy.summary = SUMMARY.map(|(key, register)| policy.cpuid(key).get(register));
+        let mut policy = CpuPolicy { msrs, ..CpuPolicy::new() };
+        let mut side = Vec::new();
+        for (key, registers) in cpuid {
+            match slot_of(key) {
+                Some(slot) => policy.set_slot(slot, registers.to_array()),
+                None => side.push((key, registers)),
+            }
+        }
+        policy.side = side;
         policy
     }
 }
@@ -545,7 +697,7 @@ impl fmt::Debug for CpuPolicy {
     /// One line per entry, in hex, the way `xen-cpuid -p` lays them out.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "CpuPolicy {{")?;
-        for (key, r) in &self.cpuid {
+        for (key, r) in self.cpuid_entries() {
             writeln!(f, "    {key}: {:08x}:{:08x}:{:08x}:{:08x}", r.eax, r.ebx, r.ecx, r.edx)?;
         }
         for (index, value) in &self.msrs {
@@ -570,6 +722,33 @@ pub enum PolicyError {
 mod tests {
     use super::*;
     use cpupolicy_featureset::known;
+
+    /// The leaves in [`CpuPolicy::summary`] order: leaf 0 (EAX, EBX, ECX, EDX), 7:0 EAX,
+    /// 0x80000000 EAX, 0x80000008 EAX.
+    const SUMMARY: [(CpuidKey, Register); 7] = [
+        (CpuidKey::plain(0), Register::Eax),
+        (CpuidKey::plain(0), Register::Ebx),
+        (CpuidKey::plain(0), Register::Ecx),
+        (CpuidKey::plain(0), Register::Edx),
+        (CpuidKey::indexed(7, 0), Register::Eax),
+        (CpuidKey::plain(0x8000_0000), Register::Eax),
+        (CpuidKey::plain(0x8000_0008), Register::Eax),
+    ];
+
+    /// The featureset words looked up key by key, as a reference for the in-place read.
+    fn looked_up(p: &CpuPolicy) -> [u32; NR_WORDS] {
+        WORDS.map(|info| match info.source {
+            WordSource::Cpuid { leaf, subleaf, register } => p.cpuid(CpuidKey::new(leaf, subleaf)).get(register),
+            WordSource::Msr { index, high } => {
+                let value = p.msr(index);
+                if high {
+                    (value >> 32) as u32
+                } else {
+                    value as u32
+                }
+            }
+        })
+    }
 
     fn sample() -> CpuPolicy {
         let mut p = CpuPolicy::new();
@@ -604,6 +783,56 @@ mod tests {
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
+    }
+
+    /// Slots and side table together behave as one sorted map: a model checks every read,
+    /// the order, the count and equality over many pseudo-random changes, with keys in both
+    /// stores and at their edges (plain keys of sub-leaf leaves, sub-leaves of plain leaves,
+    /// sub-leaves beyond the slots, leaves between the hypervisor slots, past 0x80000021).
+    #[test]
+    fn slots_and_side_table_are_one_sorted_map() {
+        let leaves = [0, 1, 4, 7, 0xb, 0xd, 0xe, 0x14, 0x1f, 0x4000_0000, 0x4000_0001, 0x4000_0100, 0x8000_0000];
+        let mut keys = Vec::new();
+        for &leaf in &leaves {
+            keys.push(CpuidKey::plain(leaf));
+            for subleaf in [0, 1, 3, 4, 7, 8, 63, 64, u32::MAX] {
+                keys.push(CpuidKey::indexed(leaf, subleaf));
+            }
+        }
+        keys.extend([0x8000_0008, 0x8000_0021, 0x8000_0022, 0x8000_0026].map(CpuidKey::plain));
+        let mut model = std::collections::BTreeMap::new();
+        let mut policy = CpuPolicy::new();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for step in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let key = keys[(state % keys.len() as u64) as usize];
+            let value = if state >> 60 < 4 { Registers::ZERO } else { Registers::new((state >> 8) as u32, step, 0, 1) };
+            policy.set_cpuid(key, value);
+            if value.is_zero() {
+                model.remove(&key);
+            } else {
+                model.insert(key, value);
+            }
+            assert_eq!(policy.cpuid(key), value);
+        }
+        let entries: Vec<_> = policy.cpuid_entries().collect();
+        let expected: Vec<_> = model.iter().map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(entries, expected);
+        assert_eq!((policy.cpuid_len(), policy.cpuid_entries().len()), (model.len(), model.len()));
+        // Built another way round, it is equal (and hashes alike).
+        let rebuilt = CpuPolicy::from_sorted_parts(expected.clone(), Vec::new());
+        assert_eq!(rebuilt, policy);
+        let hash = |p: &CpuPolicy| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            p.hash(&mut h);
+            h.finish()
+        };
+        assert_eq!(hash(&rebuilt), hash(&policy));
+        policy.retain_cpuid(|key, _| key.leaf % 2 == 0);
+        assert!(policy.cpuid_entries().eq(model.iter().filter(|(k, _)| k.leaf % 2 == 0).map(|(k, v)| (*k, *v))));
     }
 
     #[test]
@@ -650,24 +879,24 @@ mod tests {
         fs.insert(known("rdcl-no"));
         p.set_featureset(&fs).unwrap();
         assert_eq!(p.featureset(), fs);
-        assert_eq!(p.feature_words(), p.computed_words(), "the registers hold what was written");
+        assert_eq!(p.feature_words(), looked_up(&p), "the registers hold what was written");
         assert_eq!(p.leaf(1).eax, 0x0006_0fb1, "non-feature registers untouched");
     }
 
     #[test]
-    fn cached_words_follow_every_change() {
+    fn words_read_in_place_follow_every_change() {
         let mut p = sample();
-        assert_eq!(p.feature_words(), p.computed_words());
+        assert_eq!(p.feature_words(), looked_up(&p));
         p.set_cpuid(CpuidKey::indexed(7, 1), Registers::new(0x10, 0, 0, 0));
         p.remove_cpuid(CpuidKey::plain(1));
         p.set_msr(MSR_ARCH_CAPABILITIES, 0x2_0000_0000);
         p.set_register(CpuidKey::plain(0x8000_0021), Register::Ecx, 4);
-        assert_eq!(p.feature_words(), p.computed_words());
+        assert_eq!(p.feature_words(), looked_up(&p));
         assert_eq!((p.feature_words()[0], p.feature_words()[10], p.feature_words()[17]), (0, 0x10, 2));
         p.set_max_extended_leaf(0x8000_0021);
         p.remove_cpuid(CpuidKey::plain(0));
         assert_eq!(p.summary(), SUMMARY.map(|(key, register)| p.cpuid(key).get(register)));
-        let rebuilt = CpuPolicy::from_sorted_parts(p.cpuid.clone(), p.msrs.clone());
+        let rebuilt = CpuPolicy::from_sorted_parts(p.cpuid_entries().collect(), p.msrs().collect());
         assert_eq!(rebuilt, p);
     }
 
