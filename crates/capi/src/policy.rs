@@ -140,7 +140,9 @@ pub(crate) fn import_failure(error: ImportError) -> Failure {
 pub(crate) fn wire_failure(error: WireError) -> Failure {
     const NONE: u32 = CPUPOLICY_REJECTION_NONE;
     let (leaf, subleaf, msr) = match error {
-        WireError::TooManyLeaves { .. } | WireError::TooManyMsrs { .. } => (NONE, NONE, NONE),
+        WireError::TooManyLeaves { .. } | WireError::TooManyMsrs { .. } | WireError::BufferTooSmall { .. } => {
+            (NONE, NONE, NONE)
+        }
         WireError::LeafOutOfRange { leaf, subleaf, .. } => (leaf, subleaf, NONE),
         WireError::MsrFlags { msr, .. }
         | WireError::MsrOutOfRange { msr, .. }

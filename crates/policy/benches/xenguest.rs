@@ -2,7 +2,8 @@
 //! leaf lists of five real policies: three predicted from real CPU dumps of `../shared/cpu-dumps`
 //! (Xen 4.20's HVM default) and the host policies of two recorded Xen boots (4.20 on qemu64,
 //! 4.22 on Skylake-Server). Leaves to policy (`apply_wire` / `xc_cpu_policy_update_cpuid` and
-//! `_update_msrs`), policy to leaves (`to_wire` / `xc_cpu_policy_serialise`), the migration check
+//! `_update_msrs`, each onto a policy object it reuses), policy to leaves (`to_wire_into` /
+//! `xc_cpu_policy_serialise`, each into caller buffers), the migration check
 //! (`check_migration` / `xc_cpu_policy_is_compatible`, which compares four limits only), and
 //! levelling pools of 2, 64 and 10,000 hosts (nothing in libxenguest levels).
 //!
@@ -132,8 +133,12 @@ fn pool_of(n: usize) -> Vec<PoolHost> {
 
 #[no_mangle]
 #[inline(never)]
-fn measured_cpupolicy_deserialise(input: &Input) -> CpuPolicy {
-    CpuPolicy::from_wire(black_box(&input.leaves), black_box(&input.msrs), &LIMITS).expect("from_wire")
+fn measured_cpupolicy_deserialise(policy: &mut CpuPolicy, input: &Input) {
+    policy.apply_wire(black_box(&input.leaves), black_box(&input.msrs), &LIMITS).expect("apply_wire");
+}
+
+fn cpupolicy_policy(input: &Input) -> CpuPolicy {
+    CpuPolicy::from_wire(&input.leaves, &input.msrs, &LIMITS).expect("from_wire")
 }
 
 #[no_mangle]
@@ -150,8 +155,8 @@ fn measured_xenguest_deserialise(policy: *mut c_void, input: &Input) {
 
 #[no_mangle]
 #[inline(never)]
-fn measured_cpupolicy_serialise(policy: &CpuPolicy) -> usize {
-    black_box(policy.to_wire(&LIMITS)).leaves.len()
+fn measured_cpupolicy_serialise(policy: &CpuPolicy, leaves: &mut [XenCpuidLeaf], msrs: &mut [XenMsrEntry]) -> usize {
+    policy.to_wire_into(&LIMITS, leaves, msrs).expect("to_wire_into").0
 }
 
 #[no_mangle]
@@ -206,9 +211,10 @@ fn run(op: &str, index: usize, calls: usize) {
     let inputs = inputs();
     let input = &inputs[index.min(inputs.len().saturating_sub(1))];
     match op {
-        "cpupolicy-deserialise" => (0..calls).for_each(|_| {
-            let _ = black_box(measured_cpupolicy_deserialise(input));
-        }),
+        "cpupolicy-deserialise" => {
+            let mut policy = CpuPolicy::new();
+            (0..calls).for_each(|_| measured_cpupolicy_deserialise(&mut policy, input));
+        }
         "xenguest-deserialise" => {
             // SAFETY: plain constructor.
             let policy = unsafe { xc_cpu_policy_init() };
@@ -217,9 +223,10 @@ fn run(op: &str, index: usize, calls: usize) {
             unsafe { xc_cpu_policy_destroy(policy) };
         }
         "cpupolicy-serialise" => {
-            let policy = measured_cpupolicy_deserialise(input);
+            let policy = cpupolicy_policy(input);
+            let (mut leaves, mut msrs) = (vec![XenCpuidLeaf::default(); 256], vec![XenMsrEntry::default(); 16]);
             (0..calls).for_each(|_| {
-                let _ = black_box(measured_cpupolicy_serialise(&policy));
+                let _ = black_box(measured_cpupolicy_serialise(&policy, &mut leaves, &mut msrs));
             });
         }
         "xenguest-serialise" => {
@@ -232,7 +239,7 @@ fn run(op: &str, index: usize, calls: usize) {
             unsafe { xc_cpu_policy_destroy(policy) };
         }
         "cpupolicy-check" => {
-            let policy = measured_cpupolicy_deserialise(input);
+            let policy = cpupolicy_policy(input);
             let host = PoolHost::from_single("host", policy.clone());
             (0..calls).for_each(|_| {
                 let _ = black_box(measured_cpupolicy_check(&policy, &host));
@@ -326,8 +333,9 @@ fn main() {
     println!("instructions per call (callgrind), native ns per call in brackets; Debian's libxenguest 4.17 beside");
     println!("{:<40} {:>26} {:>20} {:>20}", "input (leaves)", "op", "cpupolicy", "libxenguest");
     for (i, input) in inputs.iter().enumerate() {
-        let policy = measured_cpupolicy_deserialise(input);
+        let policy = cpupolicy_policy(input);
         let xg = xenguest_policy(input);
+        let mut reused = CpuPolicy::new();
         // Both libraries must write the same leaves for the policy.
         let (mut leaves, mut msrs) = (vec![XenCpuidLeaf::default(); 256], vec![XenMsrEntry::default(); 16]);
         let nr = measured_xenguest_serialise(xg, &mut leaves, &mut msrs) as usize;
@@ -335,18 +343,17 @@ fn main() {
         let agree = ours.leaves == leaves[..nr];
         let host = PoolHost::from_single("host", policy.clone());
         let (mut scratch_leaves, mut scratch_msrs) = (leaves.clone(), msrs.clone());
+        let (mut ours_leaves, mut ours_msrs) = (leaves.clone(), msrs.clone());
         let rows: [(&str, Duration, Duration); 3] = [
             (
                 "deserialise",
-                best_of(budget, || {
-                    let _ = black_box(measured_cpupolicy_deserialise(input));
-                }),
+                best_of(budget, || measured_cpupolicy_deserialise(&mut reused, input)),
                 best_of(budget, || measured_xenguest_deserialise(xg, input)),
             ),
             (
                 "serialise",
                 best_of(budget, || {
-                    let _ = black_box(measured_cpupolicy_serialise(&policy));
+                    let _ = black_box(measured_cpupolicy_serialise(&policy, &mut ours_leaves, &mut ours_msrs));
                 }),
                 best_of(budget, || {
                     let _ = black_box(measured_xenguest_serialise(xg, &mut scratch_leaves, &mut scratch_msrs));

@@ -142,8 +142,22 @@ pub struct CpuPolicy {
     side: Vec<(CpuidKey, Registers)>,
     /// How many slots are non-zero.
     in_slots: u16,
-    /// Sorted by index, no duplicates, no zero values.
-    msrs: Vec<(u32, u64)>,
+    /// The MSRs Xen's policy holds, by [`msr_slot`]; zero where absent.
+    msr_slots: [u64; 2],
+    /// Every other MSR: sorted by index, no duplicates, no zero values.
+    msr_side: Vec<(u32, u64)>,
+}
+
+/// The MSRs with a fixed place, in index order.
+const MSR_SLOTS: [u32; 2] = [MSR_PLATFORM_INFO, MSR_ARCH_CAPABILITIES];
+
+#[inline]
+const fn msr_slot(index: u32) -> Option<usize> {
+    match index {
+        MSR_PLATFORM_INFO => Some(0),
+        MSR_ARCH_CAPABILITIES => Some(1),
+        _ => None,
+    }
 }
 
 // The slot layout: basic leaves 0..=0xd without sub-leaves at their own number; then the
@@ -185,6 +199,43 @@ const fn slot_of(key: CpuidKey) -> Option<usize> {
                 _ => None,
             }
         }
+    }
+}
+
+// Every entry Xen's format can hold has a slot.
+const _: () = assert!(
+    crate::wire::XEN_CACHE_SUBLEAVES as usize <= LEAF4_SLOTS
+        && crate::wire::XEN_TOPOLOGY_SUBLEAVES as usize <= LEAFB_SLOTS
+        && crate::wire::XEN_XSTATE_SUBLEAVES as usize <= LEAFD_SLOTS
+        && crate::wire::XEN_MAX_BASIC_LEAF as usize + 1 == BASIC_SLOTS
+);
+
+/// The slot of an entry of Xen's format (`leaf`, `subleaf` as Xen writes them, sub-leaf
+/// `0xffffffff` for none), or `None` when Xen's policy has no room for it
+/// (`x86_cpuid_copy_from_buffer`'s checks): leaf 7 up to `max_leaf7_subleaf`, extended leaves
+/// up to `max_extended_leaf`.
+#[inline]
+pub(crate) const fn wire_slot(
+    leaf: u32,
+    subleaf: u32,
+    max_leaf7_subleaf: u32,
+    max_extended_leaf: u32,
+) -> Option<usize> {
+    const NONE: u32 = crate::wire::XEN_CPUID_NO_SUBLEAF;
+    let s = subleaf as usize;
+    match leaf {
+        0x4 if subleaf < crate::wire::XEN_CACHE_SUBLEAVES => Some(LEAF4_BASE + s),
+        0x7 if subleaf <= max_leaf7_subleaf && s < LEAF7_SLOTS => Some(LEAF7_BASE + s),
+        0xb if subleaf < crate::wire::XEN_TOPOLOGY_SUBLEAVES => Some(LEAFB_BASE + s),
+        0xd if subleaf < crate::wire::XEN_XSTATE_SUBLEAVES => Some(LEAFD_BASE + s),
+        0x4 | 0x7 | 0xb | 0xd => None,
+        0..=0xd if subleaf == NONE => Some(leaf as usize),
+        0x4000_0000 if subleaf == NONE => Some(HYPERVISOR_BASE),
+        0x4000_0100 if subleaf == NONE => Some(HYPERVISOR_BASE + 1),
+        0x8000_0000..=0x8000_0021 if leaf <= max_extended_leaf && subleaf == NONE => {
+            Some(EXTENDED_BASE + (leaf - 0x8000_0000) as usize)
+        }
+        _ => None,
     }
 }
 
@@ -346,10 +397,53 @@ impl Iterator for CpuidEntries<'_> {
 
 impl ExactSizeIterator for CpuidEntries<'_> {}
 
+/// The (non-zero) MSRs of a policy by index: the fixed ones merged with the side table.
+struct MsrEntries<'a> {
+    policy: &'a CpuPolicy,
+    fixed: usize,
+    side: usize,
+    remaining: usize,
+}
+
+impl Iterator for MsrEntries<'_> {
+    type Item = (u32, u64);
+
+    fn next(&mut self) -> Option<(u32, u64)> {
+        while self.fixed < MSR_SLOTS.len() && self.policy.msr_slots[self.fixed] == 0 {
+            self.fixed += 1;
+        }
+        let fixed = (self.fixed < MSR_SLOTS.len()).then(|| (MSR_SLOTS[self.fixed], self.policy.msr_slots[self.fixed]));
+        let side = self.policy.msr_side.get(self.side).copied();
+        let item = match (fixed, side) {
+            (Some(f), Some(s)) if f.0 < s.0 => {
+                self.fixed += 1;
+                f
+            }
+            (_, Some(s)) => {
+                self.side += 1;
+                s
+            }
+            (Some(f), None) => {
+                self.fixed += 1;
+                f
+            }
+            (None, None) => return None,
+        };
+        self.remaining -= 1;
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl ExactSizeIterator for MsrEntries<'_> {}
+
 impl CpuPolicy {
     /// The empty policy: no leaves, no MSRs.
     pub const fn new() -> CpuPolicy {
-        CpuPolicy { slots: [[0; 4]; SLOTS], side: Vec::new(), in_slots: 0, msrs: Vec::new() }
+        CpuPolicy { slots: [[0; 4]; SLOTS], side: Vec::new(), in_slots: 0, msr_slots: [0; 2], msr_side: Vec::new() }
     }
 
     /// The registers of a leaf (zero when the policy holds nothing for it).
@@ -435,33 +529,43 @@ impl CpuPolicy {
     }
 
     /// An MSR's value (zero when the policy holds none).
+    #[inline]
     pub fn msr(&self, index: u32) -> u64 {
-        match self.msrs.binary_search_by(|(i, _)| i.cmp(&index)) {
-            Ok(i) => self.msrs[i].1,
-            Err(_) => 0,
+        match msr_slot(index) {
+            Some(slot) => self.msr_slots[slot],
+            None => match self.msr_side.binary_search_by(|(i, _)| i.cmp(&index)) {
+                Ok(i) => self.msr_side[i].1,
+                Err(_) => 0,
+            },
         }
     }
 
     /// Sets an MSR; zero removes it.
+    #[inline]
     pub fn set_msr(&mut self, index: u32, value: u64) {
-        match self.msrs.binary_search_by(|(i, _)| i.cmp(&index)) {
+        if let Some(slot) = msr_slot(index) {
+            self.msr_slots[slot] = value;
+            return;
+        }
+        match self.msr_side.binary_search_by(|(i, _)| i.cmp(&index)) {
             Ok(i) if value == 0 => {
-                self.msrs.remove(i);
+                self.msr_side.remove(i);
             }
-            Ok(i) => self.msrs[i].1 = value,
+            Ok(i) => self.msr_side[i].1 = value,
             Err(_) if value == 0 => {}
-            Err(i) => self.msrs.insert(i, (index, value)),
+            Err(i) => self.msr_side.insert(i, (index, value)),
         }
     }
 
     /// Every (non-zero) MSR, by index.
     pub fn msrs(&self) -> impl ExactSizeIterator<Item = (u32, u64)> + '_ {
-        self.msrs.iter().copied()
+        let remaining = self.msr_slots.iter().filter(|v| **v != 0).count() + self.msr_side.len();
+        MsrEntries { policy: self, fixed: 0, side: 0, remaining }
     }
 
     /// No leaves and no MSRs.
     pub fn is_empty(&self) -> bool {
-        self.cpuid_len() == 0 && self.msrs.is_empty()
+        self.cpuid_len() == 0 && self.msr_slots == [0; 2] && self.msr_side.is_empty()
     }
 
     // Typed views (Intel SDM vol. 2A "CPUID"; AMD APM vol. 3 appendix E; Xen's `cpu-policy.h`).
@@ -659,7 +763,7 @@ impl CpuPolicy {
 
     /// Stores into a slot, keeping the count of non-zero slots.
     #[inline]
-    fn set_slot(&mut self, slot: usize, registers: [u32; 4]) {
+    pub(crate) fn set_slot(&mut self, slot: usize, registers: [u32; 4]) {
         let old = std::mem::replace(&mut self.slots[slot], registers);
         match (old == [0; 4], registers == [0; 4]) {
             (true, false) => self.in_slots += 1,
@@ -680,7 +784,10 @@ impl CpuPolicy {
     pub(crate) fn from_sorted_parts(cpuid: Vec<(CpuidKey, Registers)>, msrs: Vec<(u32, u64)>) -> CpuPolicy {
         debug_assert!(cpuid.windows(2).all(|w| w[0].0 < w[1].0) && cpuid.iter().all(|(_, r)| !r.is_zero()));
         debug_assert!(msrs.windows(2).all(|w| w[0].0 < w[1].0) && msrs.iter().all(|(_, v)| *v != 0));
-        let mut policy = CpuPolicy { msrs, ..CpuPolicy::new() };
+        let mut policy = CpuPolicy::new();
+        for (index, value) in msrs {
+            policy.set_msr(index, value);
+        }
         let mut side = Vec::new();
         for (key, registers) in cpuid {
             match slot_of(key) {
@@ -700,7 +807,7 @@ impl fmt::Debug for CpuPolicy {
         for (key, r) in self.cpuid_entries() {
             writeln!(f, "    {key}: {:08x}:{:08x}:{:08x}:{:08x}", r.eax, r.ebx, r.ecx, r.edx)?;
         }
-        for (index, value) in &self.msrs {
+        for (index, value) in self.msrs() {
             writeln!(f, "    msr {index:#010x}: {value:016x}")?;
         }
         write!(f, "}}")
@@ -833,6 +940,26 @@ mod tests {
         assert_eq!(hash(&rebuilt), hash(&policy));
         policy.retain_cpuid(|key, _| key.leaf % 2 == 0);
         assert!(policy.cpuid_entries().eq(model.iter().filter(|(k, _)| k.leaf % 2 == 0).map(|(k, v)| (*k, *v))));
+    }
+
+    #[test]
+    fn fixed_and_side_msrs_are_one_sorted_map() {
+        let indices = [0x48, 0xce, 0xcf, 0x10a, 0x10b, 0x1000, 0];
+        let mut model = std::collections::BTreeMap::new();
+        let mut policy = CpuPolicy::new();
+        for step in 0..500u64 {
+            let index = indices[(step * 7 % indices.len() as u64) as usize];
+            let value = if step % 5 == 0 { 0 } else { step << 20 };
+            policy.set_msr(index, value);
+            if value == 0 {
+                model.remove(&index);
+            } else {
+                model.insert(index, value);
+            }
+            assert_eq!(policy.msr(index), value);
+            assert!(policy.msrs().eq(model.iter().map(|(i, v)| (*i, *v))));
+            assert_eq!(policy.msrs().len(), model.len());
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use crate::policy::wire_slot;
 use crate::{CpuPolicy, CpuidKey, Registers, XenVersion, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO};
 
 /// `XEN_CPUID_NO_SUBLEAF`: the sub-leaf of a leaf that has none.
@@ -313,6 +314,18 @@ impl fmt::Display for Dropped {
 /// What Xen would refuse in an incoming policy, with the errno its hypercall returns.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
+    /// Buffers too small for the serialised policy (ENOBUFS).
+    #[error("the buffers hold {leaves} leaves and {msrs} MSRs; the policy needs {needed_leaves} and {needed_msrs}")]
+    BufferTooSmall {
+        /// The leaves the buffer holds.
+        leaves: usize,
+        /// The MSRs the buffer holds.
+        msrs: usize,
+        /// The leaves the policy needs.
+        needed_leaves: usize,
+        /// The MSRs the policy needs.
+        needed_msrs: usize,
+    },
     /// More CPUID leaves than the format holds (E2BIG).
     #[error("{count} CPUID leaves given; this Xen accepts at most {max}")]
     TooManyLeaves {
@@ -377,7 +390,9 @@ impl WireError {
         const EINVAL: i32 = 22;
         const ERANGE: i32 = 34;
         const EOVERFLOW: i32 = 75;
+        const ENOBUFS: i32 = 105;
         match self {
+            WireError::BufferTooSmall { .. } => ENOBUFS,
             WireError::TooManyLeaves { .. } | WireError::TooManyMsrs { .. } => E2BIG,
             WireError::LeafOutOfRange { .. } | WireError::MsrOutOfRange { .. } => ERANGE,
             WireError::MsrFlags { .. } => EINVAL,
@@ -419,16 +434,67 @@ impl CpuPolicy {
     /// cannot carry is listed in [`WirePolicy::dropped`]; [`CpuPolicy::from_wire`] of the result
     /// plus the dropped entries is the policy again.
     pub fn to_wire(&self, limits: &WireLimits) -> WirePolicy {
-        let mut leaves = Vec::with_capacity(limits.max_leaves() as usize);
-        let mut emit = |key: CpuidKey, registers: Registers| leaves.push(XenCpuidLeaf::new(key, registers));
+        let mut leaves = vec![XenCpuidLeaf::default(); limits.max_leaves() as usize];
+        let mut msrs = vec![XenMsrEntry::default(); limits.max_msrs as usize];
+        let (nr_leaves, nr_msrs) = match self.to_wire_into(limits, &mut leaves, &mut msrs) {
+            Ok(counts) => counts,
+            Err(error) => unreachable!("buffers of the release's maxima always suffice: {error}"),
+        };
+        leaves.truncate(nr_leaves);
+        msrs.truncate(nr_msrs);
+        let dropped = self.dropped_from(&leaves, limits);
+        WirePolicy { leaves, msrs, dropped }
+    }
 
+    /// Serialises the policy into caller buffers, as `xc_cpu_policy_serialise` does: the same
+    /// entries as [`CpuPolicy::to_wire`] (which is this with buffers of the release's maxima,
+    /// plus what the format could not carry), no allocation. Returns how many leaves and MSRs
+    /// were written; buffers too small get [`WireError::BufferTooSmall`] (Xen's ENOBUFS), naming
+    /// what the policy needs.
+    pub fn to_wire_into(
+        &self,
+        limits: &WireLimits,
+        leaves: &mut [XenCpuidLeaf],
+        msrs: &mut [XenMsrEntry],
+    ) -> Result<(usize, usize), WireError> {
+        let formatted = limits.msrs();
+        // Buffers of the release's maxima always suffice; smaller ones are measured first, so a
+        // refusal writes nothing.
+        if leaves.len() < limits.max_leaves() as usize || msrs.len() < formatted.len() {
+            let mut needed = 0;
+            self.emit_wire(limits, |_, _, _| needed += 1);
+            if needed > leaves.len() || formatted.len() > msrs.len() {
+                return Err(WireError::BufferTooSmall {
+                    leaves: leaves.len(),
+                    msrs: msrs.len(),
+                    needed_leaves: needed,
+                    needed_msrs: formatted.len(),
+                });
+            }
+        }
+        let mut count = 0;
+        self.emit_wire(limits, |leaf, subleaf, r| {
+            leaves[count] = XenCpuidLeaf { leaf, subleaf, a: r.eax, b: r.ebx, c: r.ecx, d: r.edx };
+            count += 1;
+        });
+        for (entry, &index) in msrs.iter_mut().zip(formatted) {
+            let value = self.msr(index);
+            *entry = XenMsrEntry::new(index, if msr_fits(index, value) { value } else { 0 });
+        }
+        Ok((count, formatted.len()))
+    }
+
+    /// Each leaf Xen's serialisation writes, in order (see [`CpuPolicy::to_wire`]).
+    #[inline]
+    fn emit_wire(&self, limits: &WireLimits, mut emit: impl FnMut(u32, u32, Registers)) {
+        const NONE: u32 = XEN_CPUID_NO_SUBLEAF;
         for leaf in 0..=self.max_basic_leaf().min(XEN_MAX_BASIC_LEAF) {
             match leaf {
                 0x4 | 0xb => {
                     let count = if leaf == 0x4 { XEN_CACHE_SUBLEAVES } else { XEN_TOPOLOGY_SUBLEAVES };
                     for subleaf in 0..count {
                         let registers = self.subleaf(leaf, subleaf);
-                        emit(CpuidKey::indexed(leaf, subleaf), registers);
+                        emit(leaf, subleaf, registers);
                         if is_null_subleaf(leaf, registers) {
                             break;
                         }
@@ -436,45 +502,33 @@ impl CpuPolicy {
                 }
                 0x7 => {
                     for subleaf in 0..=self.leaf7_max_subleaf().min(limits.max_leaf7_subleaf) {
-                        emit(CpuidKey::indexed(leaf, subleaf), self.subleaf(leaf, subleaf));
+                        emit(leaf, subleaf, self.subleaf(leaf, subleaf));
                     }
                 }
                 0xd => {
-                    emit(CpuidKey::indexed(leaf, 0), self.subleaf(leaf, 0));
-                    emit(CpuidKey::indexed(leaf, 1), self.subleaf(leaf, 1));
+                    emit(leaf, 0, self.subleaf(leaf, 0));
+                    emit(leaf, 1, self.subleaf(leaf, 1));
                     let mut xstates = self.xstates() >> 2;
                     let mut subleaf = 2;
                     while xstates != 0 && subleaf < XEN_XSTATE_SUBLEAVES {
-                        emit(CpuidKey::indexed(leaf, subleaf), self.subleaf(leaf, subleaf));
+                        emit(leaf, subleaf, self.subleaf(leaf, subleaf));
                         xstates >>= 1;
                         subleaf += 1;
                     }
                 }
-                _ => emit(CpuidKey::plain(leaf), self.leaf(leaf)),
+                _ => emit(leaf, NONE, self.leaf(leaf)),
             }
         }
         for leaf in XEN_HYPERVISOR_LEAVES {
             let held = self.leaf(leaf);
             let limit = if hypervisor_leaf_fits(held) { held.eax } else { 0 };
-            emit(CpuidKey::plain(leaf), Registers::new(limit, 0, 0, 0));
+            emit(leaf, NONE, Registers::new(limit, 0, 0, 0));
         }
         let max_extended = (self.max_extended_leaf() & 0xffff).min(limits.max_extended_leaf & 0xffff);
         for offset in 0..=max_extended {
             let leaf = 0x8000_0000 | offset;
-            emit(CpuidKey::plain(leaf), self.leaf(leaf));
+            emit(leaf, NONE, self.leaf(leaf));
         }
-
-        let msrs = limits
-            .msrs()
-            .iter()
-            .map(|&index| {
-                let value = self.msr(index);
-                XenMsrEntry::new(index, if msr_fits(index, value) { value } else { 0 })
-            })
-            .collect();
-
-        let dropped = self.dropped_from(&leaves, limits);
-        WirePolicy { leaves, msrs, dropped }
     }
 
     /// Deserialises a policy from Xen's format, as Xen checks it (`x86_cpuid_copy_from_buffer`,
@@ -507,8 +561,14 @@ impl CpuPolicy {
         if leaves.len() > limits.max_leaves() as usize {
             return Err(WireError::TooManyLeaves { count: leaves.len(), max: limits.max_leaves() });
         }
-        if let Some((position, entry)) = leaves.iter().enumerate().find(|(_, e)| !leaf_in_range(e, limits)) {
-            return Err(WireError::LeafOutOfRange { position, leaf: entry.leaf, subleaf: entry.subleaf });
+        // Each entry's slot, found while checking it; a full list has at most 120 entries.
+        const _: () = assert!(WireLimits::LATEST.max_leaves() <= 128);
+        let mut slots = [0u8; 128];
+        for (position, entry) in leaves.iter().enumerate() {
+            match wire_slot(entry.leaf, entry.subleaf, limits.max_leaf7_subleaf, limits.max_extended_leaf) {
+                Some(slot) => slots[position] = slot as u8,
+                None => return Err(WireError::LeafOutOfRange { position, leaf: entry.leaf, subleaf: entry.subleaf }),
+            }
         }
         if msrs.len() > limits.max_msrs as usize {
             return Err(WireError::TooManyMsrs { count: msrs.len(), max: limits.max_msrs });
@@ -524,8 +584,8 @@ impl CpuPolicy {
                 return Err(WireError::MsrValueTooWide { position, msr: entry.idx, value: entry.val });
             }
         }
-        for entry in leaves {
-            self.set_cpuid(entry.key(), entry.registers());
+        for (entry, &slot) in leaves.iter().zip(&slots) {
+            self.set_slot(usize::from(slot), [entry.a, entry.b, entry.c, entry.d]);
         }
         for entry in msrs {
             self.set_msr(entry.idx, entry.val);
@@ -601,21 +661,6 @@ fn hypervisor_leaf_fits(registers: Registers) -> bool {
 /// Whether Xen stores this MSR value without truncation (PLATFORM_INFO is 32 bits there).
 fn msr_fits(index: u32, value: u64) -> bool {
     index != MSR_PLATFORM_INFO || value <= u64::from(u32::MAX)
-}
-
-/// Whether Xen's policy has room for this entry (`x86_cpuid_copy_from_buffer`'s checks).
-fn leaf_in_range(entry: &XenCpuidLeaf, limits: &WireLimits) -> bool {
-    let subleaf = entry.subleaf;
-    match entry.leaf {
-        0x4 => subleaf < XEN_CACHE_SUBLEAVES,
-        0x7 => subleaf <= limits.max_leaf7_subleaf,
-        0xb => subleaf < XEN_TOPOLOGY_SUBLEAVES,
-        0xd => subleaf < XEN_XSTATE_SUBLEAVES,
-        0..=XEN_MAX_BASIC_LEAF => subleaf == XEN_CPUID_NO_SUBLEAF,
-        0x4000_0000 | 0x4000_0100 => subleaf == XEN_CPUID_NO_SUBLEAF,
-        0x8000_0000.. if entry.leaf <= limits.max_extended_leaf => subleaf == XEN_CPUID_NO_SUBLEAF,
-        _ => false,
-    }
 }
 
 /// The body of a migration stream `X86_CPUID_POLICY` record (0x11): the entries, little-endian.

@@ -221,3 +221,32 @@ fn migration_records_must_hold_whole_entries() {
     let body: Vec<u8> = [7u32, 0, 2, 3, 4, 5].iter().flat_map(|v| v.to_le_bytes()).collect();
     assert_eq!(cpuid_record_from_bytes(&body).unwrap(), [XenCpuidLeaf { leaf: 7, subleaf: 0, a: 2, b: 3, c: 4, d: 5 }]);
 }
+
+/// Serialising into caller buffers writes what `to_wire` writes; buffers too small are refused
+/// (ENOBUFS), naming what the policy needs, and nothing is written into them.
+#[test]
+fn serialising_into_caller_buffers() {
+    let policy = sample();
+    let wire = policy.to_wire(&WireLimits::LATEST);
+    let (needed, needed_msrs) = (wire.leaves.len(), wire.msrs.len());
+    let mut leaves = vec![XenCpuidLeaf::default(); needed];
+    let mut msrs = vec![XenMsrEntry::default(); needed_msrs];
+    assert_eq!(policy.to_wire_into(&WireLimits::LATEST, &mut leaves, &mut msrs), Ok((needed, needed_msrs)));
+    assert_eq!((leaves, msrs), (wire.leaves.clone(), wire.msrs.clone()));
+    let canary = XenCpuidLeaf { leaf: 0xdead, subleaf: 0xbeef, a: 1, b: 2, c: 3, d: 4 };
+    let mut short = vec![canary; needed - 1];
+    let mut msrs = vec![XenMsrEntry::default(); needed_msrs];
+    let error = policy.to_wire_into(&WireLimits::LATEST, &mut short, &mut msrs).unwrap_err();
+    assert_eq!(
+        error,
+        WireError::BufferTooSmall { leaves: needed - 1, msrs: needed_msrs, needed_leaves: needed, needed_msrs }
+    );
+    assert_eq!(error.errno(), 105);
+    assert!(short.iter().all(|l| *l == canary), "a refusal writes nothing");
+    let mut few_msrs = vec![XenMsrEntry::default(); 1];
+    let mut leaves = vec![XenCpuidLeaf::default(); 200];
+    assert!(matches!(
+        policy.to_wire_into(&WireLimits::LATEST, &mut leaves, &mut few_msrs),
+        Err(WireError::BufferTooSmall { needed_msrs: 2, .. })
+    ));
+}
