@@ -182,9 +182,21 @@ pub fn check_migration(vm: &CpuPolicy, destination: &PoolHost) -> MigrationCheck
     let max_words = max.feature_words();
     let default_words = destination.default.feature_words();
     let reflected_words = destination.reflected_source().feature_words();
+    // One pass finds whether there is anything to report; most checks have nothing.
+    let (mut missing_any, mut warning_any) = (0, 0);
     for w in 0..NR_WORDS {
-        let needed = rules.and(w) | rules.tsx_abort[w];
-        each_bit(vm_words[w] & !max_words[w] & needed, w, |id| result.mismatches.push(Mismatch::Feature(id)));
+        let (v, m) = (vm_words[w], max_words[w]);
+        missing_any |= v & !m & rules.needed[w];
+        warning_any |= ((v ^ reflected_words[w]) & rules.reflected[w])
+            | (v & !m & rules.or[w])
+            | (!v & default_words[w] & rules.or[w]);
+    }
+    if missing_any != 0 {
+        for w in 0..NR_WORDS {
+            each_bit(vm_words[w] & !max_words[w] & rules.needed[w], w, |id| {
+                result.mismatches.push(Mismatch::Feature(id))
+            });
+        }
     }
     for (i, field) in LimitField::ALL.into_iter().enumerate() {
         let (v, h) = (vm_limits.values[i], host_limits.values[i]);
@@ -192,16 +204,18 @@ pub fn check_migration(vm: &CpuPolicy, destination: &PoolHost) -> MigrationCheck
             result.mismatches.push(Mismatch::Limit { field, vm: v, host: h });
         }
     }
-    for w in 0..NR_WORDS {
-        each_bit((vm_words[w] ^ reflected_words[w]) & rules.reflected[w], w, |id| {
-            result.warnings.push(Warning::HostReflected { feature: id, vm: vm_words[w] & id.mask() != 0 })
-        });
-        each_bit(vm_words[w] & !max_words[w] & rules.or[w], w, |id| {
-            result.warnings.push(Warning::ClearedByDestination(id))
-        });
-        each_bit(!vm_words[w] & default_words[w] & rules.or[w], w, |id| {
-            result.warnings.push(Warning::GuestNotTold(id))
-        });
+    if warning_any != 0 {
+        for w in 0..NR_WORDS {
+            each_bit((vm_words[w] ^ reflected_words[w]) & rules.reflected[w], w, |id| {
+                result.warnings.push(Warning::HostReflected { feature: id, vm: vm_words[w] & id.mask() != 0 })
+            });
+            each_bit(vm_words[w] & !max_words[w] & rules.or[w], w, |id| {
+                result.warnings.push(Warning::ClearedByDestination(id))
+            });
+            each_bit(!vm_words[w] & default_words[w] & rules.or[w], w, |id| {
+                result.warnings.push(Warning::GuestNotTold(id))
+            });
+        }
     }
     if let Some(leaks) = destination.pv_leak_through(vm) {
         result.warnings.extend(leaks.into_iter().map(Warning::LeakThrough));

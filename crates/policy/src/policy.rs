@@ -168,12 +168,12 @@ const LEAF7_SLOTS: usize = 4;
 const LEAFB_SLOTS: usize = 4;
 const LEAFD_SLOTS: usize = 64;
 const EXTENDED_SLOTS: usize = 0x22;
-const LEAF4_BASE: usize = BASIC_SLOTS;
-const LEAF7_BASE: usize = LEAF4_BASE + LEAF4_SLOTS;
-const LEAFB_BASE: usize = LEAF7_BASE + LEAF7_SLOTS;
-const LEAFD_BASE: usize = LEAFB_BASE + LEAFB_SLOTS;
-const HYPERVISOR_BASE: usize = LEAFD_BASE + LEAFD_SLOTS;
-const EXTENDED_BASE: usize = HYPERVISOR_BASE + 2;
+pub(crate) const LEAF4_BASE: usize = BASIC_SLOTS;
+pub(crate) const LEAF7_BASE: usize = LEAF4_BASE + LEAF4_SLOTS;
+pub(crate) const LEAFB_BASE: usize = LEAF7_BASE + LEAF7_SLOTS;
+pub(crate) const LEAFD_BASE: usize = LEAFB_BASE + LEAFB_SLOTS;
+pub(crate) const HYPERVISOR_BASE: usize = LEAFD_BASE + LEAFD_SLOTS;
+pub(crate) const EXTENDED_BASE: usize = HYPERVISOR_BASE + 2;
 const SLOTS: usize = EXTENDED_BASE + EXTENDED_SLOTS;
 
 /// The slot a key is stored in, or `None` for the side table.
@@ -759,6 +759,12 @@ impl CpuPolicy {
         }
         let arch_caps = u64::from(words[ARCH_CAPS_WORDS[0]]) | (u64::from(words[ARCH_CAPS_WORDS[1]]) << 32);
         self.set_msr(MSR_ARCH_CAPABILITIES, arch_caps);
+    }
+
+    /// The registers in a slot (see [`slot_of`]).
+    #[inline]
+    pub(crate) fn slot(&self, slot: usize) -> Registers {
+        Registers::from_array(self.slots[slot])
     }
 
     /// Stores into a slot, keeping the count of non-zero slots.

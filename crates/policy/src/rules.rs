@@ -183,6 +183,10 @@ pub(crate) fn each_bit(mut bits: u32, word: usize, mut f: impl FnMut(FeatureId))
 /// The rules as one word mask per rule, for word-at-a-time levelling.
 #[derive(Debug)]
 pub(crate) struct RuleMasks {
+    /// Bits levelled by AND: everything not in another mask.
+    pub and: [u32; NR_WORDS],
+    /// What a migration needs the destination to give: the AND bits and `rtm-always-abort`.
+    pub needed: [u32; NR_WORDS],
     pub or: [u32; NR_WORDS],
     pub reflected: [u32; NR_WORDS],
     pub topology: [u32; NR_WORDS],
@@ -193,13 +197,9 @@ pub(crate) struct RuleMasks {
 
 impl RuleMasks {
     /// Bits levelled by AND: everything not in another mask.
+    #[inline]
     pub fn and(&self, word: usize) -> u32 {
-        !(self.or[word]
-            | self.reflected[word]
-            | self.topology[word]
-            | self.runtime[word]
-            | self.tsx_abort[word]
-            | self.mirror[word])
+        self.and[word]
     }
 
     fn rule_of(&self, id: FeatureId) -> LevelRule {
@@ -228,6 +228,8 @@ pub(crate) fn masks() -> &'static RuleMasks {
     static MASKS: OnceLock<RuleMasks> = OnceLock::new();
     MASKS.get_or_init(|| {
         let mut masks = RuleMasks {
+            and: [0; NR_WORDS],
+            needed: [0; NR_WORDS],
             or: [0; NR_WORDS],
             reflected: [0; NR_WORDS],
             topology: [0; NR_WORDS],
@@ -248,6 +250,15 @@ pub(crate) fn masks() -> &'static RuleMasks {
                 LevelRule::TsxAbort => &mut masks.tsx_abort,
             };
             target[feature.word()] |= feature.id.mask();
+        }
+        for w in 0..NR_WORDS {
+            masks.and[w] = !(masks.or[w]
+                | masks.reflected[w]
+                | masks.topology[w]
+                | masks.runtime[w]
+                | masks.tsx_abort[w]
+                | masks.mirror[w]);
+            masks.needed[w] = masks.and[w] | masks.tsx_abort[w];
         }
         masks
     })

@@ -484,16 +484,23 @@ impl CpuPolicy {
         Ok((count, formatted.len()))
     }
 
-    /// Each leaf Xen's serialisation writes, in order (see [`CpuPolicy::to_wire`]).
+    /// Each leaf Xen's serialisation writes, in order (see [`CpuPolicy::to_wire`]), read
+    /// straight from the slots that hold them.
     #[inline]
     fn emit_wire(&self, limits: &WireLimits, mut emit: impl FnMut(u32, u32, Registers)) {
+        use crate::policy::{EXTENDED_BASE, HYPERVISOR_BASE, LEAF4_BASE, LEAF7_BASE, LEAFB_BASE, LEAFD_BASE};
         const NONE: u32 = XEN_CPUID_NO_SUBLEAF;
-        for leaf in 0..=self.max_basic_leaf().min(XEN_MAX_BASIC_LEAF) {
+        let leaf0 = self.slot(0);
+        for leaf in 0..=leaf0.eax.min(XEN_MAX_BASIC_LEAF) {
             match leaf {
                 0x4 | 0xb => {
-                    let count = if leaf == 0x4 { XEN_CACHE_SUBLEAVES } else { XEN_TOPOLOGY_SUBLEAVES };
+                    let (count, base) = if leaf == 0x4 {
+                        (XEN_CACHE_SUBLEAVES, LEAF4_BASE)
+                    } else {
+                        (XEN_TOPOLOGY_SUBLEAVES, LEAFB_BASE)
+                    };
                     for subleaf in 0..count {
-                        let registers = self.subleaf(leaf, subleaf);
+                        let registers = self.slot(base + subleaf as usize);
                         emit(leaf, subleaf, registers);
                         if is_null_subleaf(leaf, registers) {
                             break;
@@ -501,33 +508,33 @@ impl CpuPolicy {
                     }
                 }
                 0x7 => {
-                    for subleaf in 0..=self.leaf7_max_subleaf().min(limits.max_leaf7_subleaf) {
-                        emit(leaf, subleaf, self.subleaf(leaf, subleaf));
+                    for subleaf in 0..=self.slot(LEAF7_BASE).eax.min(limits.max_leaf7_subleaf) {
+                        emit(leaf, subleaf, self.slot(LEAF7_BASE + subleaf as usize));
                     }
                 }
                 0xd => {
-                    emit(leaf, 0, self.subleaf(leaf, 0));
-                    emit(leaf, 1, self.subleaf(leaf, 1));
-                    let mut xstates = self.xstates() >> 2;
+                    let (sub0, sub1) = (self.slot(LEAFD_BASE), self.slot(LEAFD_BASE + 1));
+                    emit(leaf, 0, sub0);
+                    emit(leaf, 1, sub1);
+                    let mut xstates = ((u64::from(sub0.edx | sub1.edx) << 32) | u64::from(sub0.eax | sub1.ecx)) >> 2;
                     let mut subleaf = 2;
                     while xstates != 0 && subleaf < XEN_XSTATE_SUBLEAVES {
-                        emit(leaf, subleaf, self.subleaf(leaf, subleaf));
+                        emit(leaf, subleaf, self.slot(LEAFD_BASE + subleaf as usize));
                         xstates >>= 1;
                         subleaf += 1;
                     }
                 }
-                _ => emit(leaf, NONE, self.leaf(leaf)),
+                _ => emit(leaf, NONE, self.slot(leaf as usize)),
             }
         }
-        for leaf in XEN_HYPERVISOR_LEAVES {
-            let held = self.leaf(leaf);
+        for (i, leaf) in XEN_HYPERVISOR_LEAVES.into_iter().enumerate() {
+            let held = self.slot(HYPERVISOR_BASE + i);
             let limit = if hypervisor_leaf_fits(held) { held.eax } else { 0 };
             emit(leaf, NONE, Registers::new(limit, 0, 0, 0));
         }
-        let max_extended = (self.max_extended_leaf() & 0xffff).min(limits.max_extended_leaf & 0xffff);
+        let max_extended = (self.slot(EXTENDED_BASE).eax & 0xffff).min(limits.max_extended_leaf & 0xffff);
         for offset in 0..=max_extended {
-            let leaf = 0x8000_0000 | offset;
-            emit(leaf, NONE, self.leaf(leaf));
+            emit(0x8000_0000 | offset, NONE, self.slot(EXTENDED_BASE + offset as usize));
         }
     }
 
