@@ -140,8 +140,6 @@ pub struct CpuPolicy {
     slots: [[u32; 4]; SLOTS],
     /// Every other leaf: sorted by key, no duplicates, no all-zero entries.
     side: Vec<(CpuidKey, Registers)>,
-    /// How many slots are non-zero.
-    in_slots: u16,
     /// The MSRs Xen's policy holds, by [`msr_slot`]; zero where absent.
     msr_slots: [u64; 2],
     /// Every other MSR: sorted by index, no duplicates, no zero values.
@@ -443,7 +441,7 @@ impl ExactSizeIterator for MsrEntries<'_> {}
 impl CpuPolicy {
     /// The empty policy: no leaves, no MSRs.
     pub const fn new() -> CpuPolicy {
-        CpuPolicy { slots: [[0; 4]; SLOTS], side: Vec::new(), in_slots: 0, msr_slots: [0; 2], msr_side: Vec::new() }
+        CpuPolicy { slots: [[0; 4]; SLOTS], side: Vec::new(), msr_slots: [0; 2], msr_side: Vec::new() }
     }
 
     /// The registers of a leaf (zero when the policy holds nothing for it).
@@ -505,7 +503,6 @@ impl CpuPolicy {
             let registers = self.slots[slot];
             if registers != [0; 4] && !keep(key_of_slot(slot), Registers::from_array(registers)) {
                 self.slots[slot] = [0; 4];
-                self.in_slots -= 1;
             }
         }
         self.side.retain(|&(key, registers)| keep(key, registers));
@@ -525,7 +522,7 @@ impl CpuPolicy {
 
     /// Number of (non-zero) leaves held.
     pub fn cpuid_len(&self) -> usize {
-        usize::from(self.in_slots) + self.side.len()
+        self.slots.iter().filter(|r| **r != [0; 4]).count() + self.side.len()
     }
 
     /// An MSR's value (zero when the policy holds none).
@@ -767,15 +764,10 @@ impl CpuPolicy {
         Registers::from_array(self.slots[slot])
     }
 
-    /// Stores into a slot, keeping the count of non-zero slots.
+    /// Stores into a slot.
     #[inline]
     pub(crate) fn set_slot(&mut self, slot: usize, registers: [u32; 4]) {
-        let old = std::mem::replace(&mut self.slots[slot], registers);
-        match (old == [0; 4], registers == [0; 4]) {
-            (true, false) => self.in_slots += 1,
-            (false, true) => self.in_slots -= 1,
-            _ => {}
-        }
+        self.slots[slot] = registers;
     }
 
     /// Leaf 0 (EAX, EBX, ECX, EDX), 7:0 EAX, 0x80000000 EAX and 0x80000008 EAX, read in place:

@@ -571,9 +571,9 @@ impl CpuPolicy {
         // Each entry's slot, found while checking it; a full list has at most 120 entries.
         const _: () = assert!(WireLimits::LATEST.max_leaves() <= 128);
         let mut slots = [0u8; 128];
-        for (position, entry) in leaves.iter().enumerate() {
+        for (position, (entry, slot)) in leaves.iter().zip(slots.iter_mut()).enumerate() {
             match wire_slot(entry.leaf, entry.subleaf, limits.max_leaf7_subleaf, limits.max_extended_leaf) {
-                Some(slot) => slots[position] = slot as u8,
+                Some(found) => *slot = found as u8,
                 None => return Err(WireError::LeafOutOfRange { position, leaf: entry.leaf, subleaf: entry.subleaf }),
             }
         }
