@@ -27,6 +27,7 @@
 mod deps;
 mod error;
 mod feature;
+pub mod ids;
 mod lookup;
 mod masks;
 mod releases;
@@ -56,5 +57,19 @@ pub fn known(name: &str) -> FeatureId {
     match feature_by_name(name) {
         Some(feature) => feature.id,
         None => panic!("cpupolicy-featureset: '{name}' is not a feature name"),
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    /// The generated constants name the bits the table names.
+    #[test]
+    fn constants_match_the_table() {
+        assert_eq!(crate::ids::ALL.len(), crate::FEATURES.len());
+        for (id, name) in crate::ids::ALL {
+            assert_eq!(crate::known(name), *id, "{name}");
+        }
+        assert_eq!(crate::ids::RSBA, crate::known("rsba"));
+        assert_eq!(crate::ids::_3DNOW, crate::known("3dnow"));
     }
 }
