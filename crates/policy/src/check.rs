@@ -265,7 +265,7 @@ pub(crate) fn intel(features: &[&str]) -> CpuPolicy {
 mod tests {
     use super::*;
     use crate::{CpuidKey, Registers, MSR_PLATFORM_INFO};
-    use cpupolicy_featureset::known;
+    use cpupolicy_featureset::ids;
 
     #[test]
     fn every_mismatch_is_reported() {
@@ -297,9 +297,9 @@ mod tests {
         assert_eq!(
             check.warnings,
             [
-                Warning::HostReflected { feature: known("no-fpu-sel"), vm: true },
-                Warning::ClearedByDestination(known("md-clear")),
-                Warning::GuestNotTold(known("rsba")),
+                Warning::HostReflected { feature: ids::NO_FPU_SEL, vm: true },
+                Warning::ClearedByDestination(ids::MD_CLEAR),
+                Warning::GuestNotTold(ids::RSBA),
             ]
         );
     }

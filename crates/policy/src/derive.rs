@@ -35,6 +35,7 @@ use cpupolicy_featureset::{
 
 use crate::{CpuPolicy, CpuidKey, Registers, SystemPolicies, SystemPolicy, Vendor, MSR_ARCH_CAPABILITIES};
 use crate::{MSR_PLATFORM_INFO, PLATFORM_INFO_CPUID_FAULTING};
+use cpupolicy_featureset::ids;
 
 /// How Xen runs HVM guests: with hardware-assisted paging (EPT/NPT) or shadow paging. Decides
 /// which static masks the HVM policies start from (`hvm_hap_supported()`).
@@ -92,9 +93,9 @@ impl DeriveOptions {
     /// CPUID faulting from MSR 0xce, current microcode.
     pub fn detect(raw: &CpuPolicy) -> DeriveOptions {
         let words = raw.feature_words();
-        let hvm = if has(&words, "vmx") {
+        let hvm = if has(&words, ids::VMX) {
             Some(HvmMode::Hap)
-        } else if has(&words, "svm") {
+        } else if has(&words, ids::SVM) {
             Some(if svm_has_npt(raw) { HvmMode::Hap } else { HvmMode::Shadow })
         } else {
             None
@@ -147,10 +148,10 @@ pub fn derive_system_policies(raw: &CpuPolicy, options: &DeriveOptions) -> Resul
     }
     let raw_words = raw.feature_words();
     if let Some(mode) = options.hvm {
-        if !has(&raw_words, "vmx") && !has(&raw_words, "svm") {
+        if !has(&raw_words, ids::VMX) && !has(&raw_words, ids::SVM) {
             return Err(DeriveError::NoHardwareVirtualisation);
         }
-        if mode == HvmMode::Hap && !has(&raw_words, "vmx") && !svm_has_npt(raw) {
+        if mode == HvmMode::Hap && !has(&raw_words, ids::VMX) && !svm_has_npt(raw) {
             return Err(DeriveError::NoNestedPaging);
         }
     }
@@ -190,25 +191,18 @@ type Words = [u32; NR_WORDS];
 /// Features the featureset crate marks as new in 4.21 that `RELEASE-4.20.3` already names
 /// (backported with XSA-471/ITS/FRED work: `git diff RELEASE-4.20.0 RELEASE-4.20.3 --
 /// xen/include/public/arch-x86/cpufeatureset.h`).
-const BACKPORTED_TO_4_20_3: [&str; 6] = ["verw-clear", "its-no", "tsa-sq-no", "tsa-l1-no", "pb-opt-ctrl", "fred"];
+const BACKPORTED_TO_4_20_3: [FeatureId; 6] =
+    [ids::VERW_CLEAR, ids::ITS_NO, ids::TSA_SQ_NO, ids::TSA_L1_NO, ids::PB_OPT_CTRL, ids::FRED];
 
-/// The feature by name; the names used here are all in the table (unit-tested).
-fn fid(name: &str) -> FeatureId {
-    cpupolicy_featureset::known(name)
-}
-
-fn has(words: &Words, name: &str) -> bool {
-    let id = fid(name);
+fn has(words: &Words, id: FeatureId) -> bool {
     words[id.word()] & id.mask() != 0
 }
 
-fn set(words: &mut Words, name: &str) {
-    let id = fid(name);
+fn set(words: &mut Words, id: FeatureId) {
     words[id.word()] |= id.mask();
 }
 
-fn clear(words: &mut Words, name: &str) {
-    let id = fid(name);
+fn clear(words: &mut Words, id: FeatureId) {
     words[id.word()] &= !id.mask();
 }
 
@@ -224,7 +218,7 @@ fn known_4_20() -> &'static Words {
     KNOWN.get_or_init(|| {
         let mut words = [0; NR_WORDS];
         for feature in FEATURES {
-            if feature.first_release <= XenRelease::V4_20 || BACKPORTED_TO_4_20_3.contains(&feature.name) {
+            if feature.first_release <= XenRelease::V4_20 || BACKPORTED_TO_4_20_3.contains(&feature.id) {
                 words[feature.word()] |= feature.id.mask();
             }
         }
@@ -385,7 +379,7 @@ impl XenPolicy {
         for i in 1..=(p.max_extd() & 0xffff).min(NR_EXTD as u32 - 1) {
             p.extd[i as usize] = raw.leaf(EXTD + i);
         }
-        if has(&p.words(), "arch-caps") {
+        if has(&p.words(), ids::ARCH_CAPS) {
             p.arch_caps = raw.msr(MSR_ARCH_CAPABILITIES);
         }
         p
@@ -607,10 +601,10 @@ impl Boot {
             sc_msr_hvm: false,
             amd_virt_spec_ctrl: false,
             cpuid_faulting: false,
-            raw_sep: has(&raw_words, "sep"),
-            raw_clwb: has(&raw_words, "clwb"),
+            raw_sep: has(&raw_words, ids::SEP),
+            raw_clwb: has(&raw_words, ids::CLWB),
         };
-        let hypervisor = has(&raw_words, "hypervisor");
+        let hypervisor = has(&raw_words, ids::HYPERVISOR);
 
         // setup.c runs tsx_init() before the CPU is identified; it sees early_cpu_init()'s
         // words (leaf 1, 7:0 ECX/EDX, MSR_ARCH_CAPS).
@@ -620,8 +614,8 @@ impl Boot {
         // xstate_init() sets CR4.OSXSAVE and before setup.c sets CR4.PKE, so the OS bits read
         // 0 (and the APs' words are ANDed in). Extended words only with a valid 0x8000xxxx max.
         boot.caps = raw_words;
-        clear(&mut boot.caps, "osxsave");
-        clear(&mut boot.caps, "ospke");
+        clear(&mut boot.caps, ids::OSXSAVE);
+        clear(&mut boot.caps, ids::OSPKE);
         if raw.max_extd() >> 16 != 0x8000 {
             for word in ["e1d", "e1c", "e7d", "e8b", "e21a", "e21c"] {
                 if let Some(info) = WORDS.iter().find(|w| w.short_name == word) {
@@ -636,8 +630,8 @@ impl Boot {
             boot.caps[i] = (boot.caps[i] | boot.forced[i]) & !boot.cleared[i];
         }
         // xstate_init(): no XSAVE without leaf 0xd.
-        if has(&boot.caps, "xsave") && raw.max_basic() < 0xd {
-            boot.clear_cap("xsave");
+        if has(&boot.caps, ids::XSAVE) && raw.max_basic() < 0xd {
+            boot.clear_cap(ids::XSAVE);
         }
 
         // init_speculation_mitigations() and the errata checks of the boot path.
@@ -646,7 +640,8 @@ impl Boot {
         boot.rfds_calculations(hypervisor);
         boot.tsa_calculations(hypervisor, options);
         opt_tsx = boot.taa_tsx_choice(opt_tsx);
-        boot.rtm_disabled = (has(&boot.caps, "tsx-ctrl") || has(&boot.caps, "tsx-force-abort")) && opt_tsx & 1 == 0;
+        boot.rtm_disabled =
+            (has(&boot.caps, ids::TSX_CTRL) || has(&boot.caps, ids::TSX_FORCE_ABORT)) && opt_tsx & 1 == 0;
         boot.gds_calculations(hypervisor);
         boot.its_calculations(hypervisor);
         boot.msr_spec_ctrl(raw);
@@ -664,8 +659,7 @@ impl Boot {
     }
 
     /// `setup_force_cpu_cap`: refused for a feature already cleared.
-    fn force_cap(&mut self, name: &str) {
-        let id = fid(name);
+    fn force_cap(&mut self, id: FeatureId) {
         if self.cleared[id.word()] & id.mask() != 0 {
             return;
         }
@@ -674,8 +668,7 @@ impl Boot {
     }
 
     /// `setup_clear_cpu_cap`: the feature and everything depending on it.
-    fn clear_cap(&mut self, name: &str) {
-        let id = fid(name);
+    fn clear_cap(&mut self, id: FeatureId) {
         let mut gone = dependents(id, self.release);
         gone[id.word()] |= id.mask();
         for ((cleared, cap), gone) in self.cleared.iter_mut().zip(self.caps.iter_mut()).zip(gone) {
@@ -684,8 +677,8 @@ impl Boot {
         }
     }
 
-    fn has(&self, name: &str) -> bool {
-        has(&self.caps, name)
+    fn has(&self, id: FeatureId) -> bool {
+        has(&self.caps, id)
     }
 
     /// tsx.c `tsx_init` (first call): returns `opt_tsx` (-1 default, 0 off, 1 on).
@@ -696,21 +689,21 @@ impl Boot {
     /// - HLE and RTM forced visible in Xen's view whenever either control exists.
     fn tsx_init(&mut self, early: &Words) -> i8 {
         let mut opt_tsx: i8 = -1;
-        let tsx_ctrl = has(early, "tsx-ctrl");
-        let force_abort = has(early, "tsx-force-abort");
-        let always_abort = has(early, "rtm-always-abort");
-        if tsx_ctrl && has(early, "srbds-ctrl") && always_abort {
+        let tsx_ctrl = has(early, ids::TSX_CTRL);
+        let force_abort = has(early, ids::TSX_FORCE_ABORT);
+        let always_abort = has(early, ids::RTM_ALWAYS_ABORT);
+        if tsx_ctrl && has(early, ids::SRBDS_CTRL) && always_abort {
             opt_tsx = 0;
         }
         if force_abort && opt_tsx < 0 {
             opt_tsx = i8::from(!always_abort);
         }
         if always_abort {
-            self.force_cap("rtm-always-abort");
+            self.force_cap(ids::RTM_ALWAYS_ABORT);
         }
         if tsx_ctrl || force_abort {
-            self.force_cap("hle");
-            self.force_cap("rtm");
+            self.force_cap(ids::HLE);
+            self.force_cap(ids::RTM);
         }
         opt_tsx
     }
@@ -727,43 +720,43 @@ impl Boot {
                 // taken not to stick (as under QEMU/TCG, the virtualised Xen this project boots:
                 // Xen 4.20 on `-cpu EPYC` reports no LFENCE_DISPATCH).
                 let always = matches!(cpu.family, 0xf | 0x11);
-                if !self.has("lfence-dispatch") && (always || !hypervisor) {
-                    self.force_cap("lfence-dispatch");
+                if !self.has(ids::LFENCE_DISPATCH) && (always || !hypervisor) {
+                    self.force_cap(ids::LFENCE_DISPATCH);
                 }
                 if cpu.vendor == Vendor::Amd {
                     // The 3DNow! alias of PBE.
-                    clear(&mut self.caps, "pbe");
+                    clear(&mut self.caps, ids::PBE);
                     // Erratum #110: LAHF_LM before K8 revision D.
                     if cpu.family == 0xf && cpu.model < 0x14 {
-                        clear(&mut self.caps, "lahf-lm");
+                        clear(&mut self.caps, ids::LAHF_LM);
                     }
                     // Zen2's null-selector behaviour, probed when not virtualised.
-                    if !hypervisor && !self.has("nscb") && cpu.family == 0x17 && self.has("amd-stibp") {
-                        self.force_cap("nscb");
+                    if !hypervisor && !self.has(ids::NSCB) && cpu.family == 0x17 && self.has(ids::AMD_STIBP) {
+                        self.force_cap(ids::NSCB);
                     }
                     match cpu.family {
                         // RDRAND may stop working after S3 on Fam15h/16h.
-                        0x15 | 0x16 if self.has("rdrand") => self.clear_cap("rdrand"),
+                        0x15 | 0x16 if self.has(ids::RDRAND) => self.clear_cap(ids::RDRAND),
                         // Zen3 predates BTC_NO.
-                        0x19 if !hypervisor => set(&mut self.caps, "btc-no"),
+                        0x19 if !hypervisor => set(&mut self.caps, ids::BTC_NO),
                         _ => {}
                     }
                     // Fam15h models 0x10-0x1f: re-enable TopologyExtensions hidden by firmware.
                     if cpu.family == 0x15 && (0x10..=0x1f).contains(&cpu.model) && !hypervisor {
-                        set(&mut self.caps, "topoext");
+                        set(&mut self.caps, ids::TOPOEXT);
                     }
                     // MWAIT does not deep-sleep on Fam10h.
                     if cpu.family == 0x10 {
-                        clear(&mut self.caps, "monitor");
+                        clear(&mut self.caps, ids::MONITOR);
                     }
                 }
                 // SYSENTER does not work in long mode.
-                clear(&mut self.caps, "sep");
+                clear(&mut self.caps, ids::SEP);
             }
             Vendor::Intel => {
                 // The GDS microcode makes CLWB slow on SKX/CLX/CPX.
                 if cpu.intel_fam6_model(&[0x55]) {
-                    self.clear_cap("clwb");
+                    self.clear_cap(ids::CLWB);
                 }
             }
             // centaur.c/shanghai.c change no featureset bit; other vendors are refused.
@@ -777,13 +770,13 @@ impl Boot {
         if !self.cpu.intel_fam6() {
             return;
         }
-        if self.has("eibrs") {
-            if !self.has("rrsba") {
-                self.force_cap("rrsba");
+        if self.has(ids::EIBRS) {
+            if !self.has(ids::RRSBA) {
+                self.force_cap(ids::RRSBA);
             }
             return;
         }
-        if self.has("rsba") || self.has("arch-caps") {
+        if self.has(ids::RSBA) || self.has(ids::ARCH_CAPS) {
             return;
         }
         let safe = match self.cpu.model {
@@ -796,7 +789,7 @@ impl Boot {
             _ => false,
         };
         if !safe {
-            self.force_cap("rsba");
+            self.force_cap(ids::RSBA);
         }
     }
 
@@ -809,43 +802,43 @@ impl Boot {
         if family == 0x19 {
             // The SBPB write succeeds with the SRSO microcode.
             if options.current_microcode {
-                self.force_cap("ibpb-brtype");
-                self.force_cap("sbpb");
+                self.force_cap(ids::IBPB_BRTYPE);
+                self.force_cap(ids::SBPB);
             }
-        } else if family < 0x19 && self.has("ibpb") {
-            self.force_cap("ibpb-brtype");
+        } else if family < 0x19 && self.has(ids::IBPB) {
+            self.force_cap(ids::IBPB_BRTYPE);
         }
         // check_smt_enabled(): siblings from 0x8000001e EBX[15:8] (TOPOEXT).
-        let smt = self.has("topoext") && raw.max_extd() >= 0x8000_001e && (raw.extd[0x1e].ebx >> 8) & 0xff != 0;
+        let smt = self.has(ids::TOPOEXT) && raw.max_extd() >= 0x8000_001e && (raw.extd[0x1e].ebx >> 8) & 0xff != 0;
         if !smt && (family == 0x17 || family == 0x18) {
-            self.force_cap("srso-no");
+            self.force_cap(ids::SRSO_NO);
         }
     }
 
     /// spec_ctrl.c `rfds_calculations`: RFDS_NO on unaffected Intel family 6 parts.
     fn rfds_calculations(&mut self, hypervisor: bool) {
-        if !self.cpu.intel_fam6() || self.has("rfds-no") || self.has("rfds-clear") || hypervisor {
+        if !self.cpu.intel_fam6() || self.has(ids::RFDS_NO) || self.has(ids::RFDS_CLEAR) || hypervisor {
             return;
         }
         let affected = match self.cpu.model {
             // Alder/Raptor Lake: the Xeon SKUs (not hybrid) have no Gracemont cores.
-            0x97 | 0xb7 => self.has("hybrid"),
+            0x97 | 0xb7 => self.has(ids::HYBRID),
             0x9a | 0xba | 0xbf | 0x5c | 0x5f | 0x7a | 0x86 | 0x96 | 0x9c | 0xbe => true,
             _ => false,
         };
         if !affected {
-            self.force_cap("rfds-no");
+            self.force_cap(ids::RFDS_NO);
         }
     }
 
     /// spec_ctrl.c `tsa_calculations` (AMD, not virtualised).
     fn tsa_calculations(&mut self, hypervisor: bool, options: &DeriveOptions) {
-        if self.cpu.vendor != Vendor::Amd || hypervisor || self.has("tsa-sq-no") || self.has("tsa-l1-no") {
+        if self.cpu.vendor != Vendor::Amd || hypervisor || self.has(ids::TSA_SQ_NO) || self.has(ids::TSA_L1_NO) {
             return;
         }
         if self.cpu.family != 0x19 {
-            self.force_cap("tsa-sq-no");
-            self.force_cap("tsa-l1-no");
+            self.force_cap(ids::TSA_SQ_NO);
+            self.force_cap(ids::TSA_L1_NO);
             return;
         }
         // The microcode patch level's top 24 bits name the part (`cpu_sig.rev >> 8`).
@@ -854,7 +847,7 @@ impl Boot {
             0x0a6012, 0x0a7041, 0x0a7052, 0x0a7080, 0x0a70c0, 0x0aa002,
         ];
         if options.current_microcode && KNOWN.contains(&amd_patch_part(self.cpu.signature)) {
-            self.force_cap("verw-clear");
+            self.force_cap(ids::VERW_CLEAR);
         }
     }
 
@@ -862,8 +855,8 @@ impl Boot {
     /// `tsx=0`; the SMT/VERW condition is always true at the defaults) and the second
     /// `tsx_init()` call it makes.
     fn taa_tsx_choice(&mut self, opt_tsx: i8) -> i8 {
-        let taa = (self.has("rtm") || self.has("tsx-ctrl")) && self.has("mds-no") && !self.has("taa-no");
-        if opt_tsx == -1 && taa && self.has("tsx-ctrl") {
+        let taa = (self.has(ids::RTM) || self.has(ids::TSX_CTRL)) && self.has(ids::MDS_NO) && !self.has(ids::TAA_NO);
+        if opt_tsx == -1 && taa && self.has(ids::TSX_CTRL) {
             0
         } else {
             opt_tsx
@@ -876,38 +869,38 @@ impl Boot {
         if !self.cpu.intel_fam6() {
             return;
         }
-        let affected = if self.has("gds-no") {
+        let affected = if self.has(ids::GDS_NO) {
             false
-        } else if self.has("gds-ctrl") {
+        } else if self.has(ids::GDS_CTRL) {
             true
-        } else if !self.has("avx") {
+        } else if !self.has(ids::AVX) {
             false
         } else {
             matches!(self.cpu.model, 0x55 | 0x6a | 0x6c | 0x7e | 0x8c | 0x8d | 0x8e | 0x9e | 0xa5 | 0xa6 | 0xa7)
                 || hypervisor
         };
-        if self.has("gds-ctrl") {
-            if !self.has("gds-no") {
-                self.force_cap("gds-no");
+        if self.has(ids::GDS_CTRL) {
+            if !self.has(ids::GDS_NO) {
+                self.force_cap(ids::GDS_NO);
             }
         } else if !affected {
-            self.force_cap("gds-no");
-        } else if self.has("avx") {
-            self.clear_cap("avx");
+            self.force_cap(ids::GDS_NO);
+        } else if self.has(ids::AVX) {
+            self.clear_cap(ids::AVX);
         }
     }
 
     /// spec_ctrl.c `its_calculations`: ITS_NO synthesised on unaffected parts.
     fn its_calculations(&mut self, hypervisor: bool) {
-        if self.has("its-no") || hypervisor || self.cpu.vendor != Vendor::Intel {
+        if self.has(ids::ITS_NO) || hypervisor || self.cpu.vendor != Vendor::Intel {
             return;
         }
         let affected = self.cpu.family == 6
-            && self.has("eibrs")
-            && !self.has("bhi-ctrl")
+            && self.has(ids::EIBRS)
+            && !self.has(ids::BHI_CTRL)
             && matches!(self.cpu.model, 0x55 | 0x8e | 0x9e | 0xa5 | 0xa6 | 0x6a | 0x6c | 0x7e | 0x8c | 0x8d | 0xa7);
         if !affected {
-            self.force_cap("its-no");
+            self.force_cap(ids::ITS_NO);
         }
     }
 
@@ -916,27 +909,27 @@ impl Boot {
     /// `amd_virt_spec_ctrl` (VIRT_SSBD without AMD_SSBD: from the outer hypervisor, or the
     /// LS_CFG MSR of families 0x15–0x18).
     fn msr_spec_ctrl(&mut self, raw: &XenPolicy) {
-        if self.has("ibrsb") {
+        if self.has(ids::IBRSB) {
             self.sc_msr_pv = true;
             self.sc_msr_hvm = true;
         }
-        if self.has("ibrs") && raw.max_extd() >= 0x8000_000a && raw.extd[0xa].edx & (1 << 20) != 0 {
+        if self.has(ids::IBRS) && raw.max_extd() >= 0x8000_000a && raw.extd[0xa].edx & (1 << 20) != 0 {
             self.sc_msr_hvm = true;
         }
         // set_legacy_ssbd(): LS_CFG's SSBD bit, read back. Under QEMU/TCG it sticks (Xen 4.20
         // on `-cpu EPYC` offers VIRT_SSBD to HVM guests), so a hypervisor does not rule it out.
         let legacy_ssbd = self.cpu.vendor.is_amd_like()
             && (0x15..=0x18).contains(&self.cpu.family)
-            && !self.has("ssb-no")
-            && !self.has("amd-ssbd")
-            && !self.has("virt-ssbd");
-        self.amd_virt_spec_ctrl = !self.has("amd-ssbd") && (self.has("virt-ssbd") || legacy_ssbd);
+            && !self.has(ids::SSB_NO)
+            && !self.has(ids::AMD_SSBD)
+            && !self.has(ids::VIRT_SSBD);
+        self.amd_virt_spec_ctrl = !self.has(ids::AMD_SSBD) && (self.has(ids::VIRT_SSBD) || legacy_ssbd);
     }
 
     /// apic.c `check_deadline_errata`: TSC_DEADLINE off on parts whose microcode is older
     /// than the fix (always for steppings with no fixed revision).
     fn deadline_errata(&mut self, hypervisor: bool, options: &DeriveOptions) {
-        if hypervisor || !self.cpu.intel_fam6() || !self.has("tsc-deadline") {
+        if hypervisor || !self.cpu.intel_fam6() || !self.has(ids::TSC_DEADLINE) {
             return;
         }
         // None: no fixed revision (always affected); Some(0): never affected.
@@ -976,7 +969,7 @@ impl Boot {
             Some(_) => !options.current_microcode,
         };
         if affected {
-            self.clear_cap("tsc-deadline");
+            self.clear_cap(ids::TSC_DEADLINE);
         }
     }
 }
@@ -1007,11 +1000,16 @@ fn recalculate_xstate(p: &mut XenPolicy, raw: &XenPolicy) {
     let da1 = p.xstate[1].eax;
     p.xstate = [Registers::ZERO; NR_XSTATE];
     let words = p.words();
-    if !has(&words, "xsave") {
+    if !has(&words, ids::XSAVE) {
         return;
     }
-    let components: [(&str, &[u32]); 5] =
-        [("avx", &[2]), ("mpx", &[3, 4]), ("avx512f", &[5, 6, 7]), ("pku", &[9]), ("amx-tile", &[17, 18])];
+    let components: [(FeatureId, &[u32]); 5] = [
+        (ids::AVX, &[2]),
+        (ids::MPX, &[3, 4]),
+        (ids::AVX512F, &[5, 6, 7]),
+        (ids::PKU, &[9]),
+        (ids::AMX_TILE, &[17, 18]),
+    ];
     let mut xstates: u64 = 0b11;
     let mut size = 512 + 64;
     for (feature, bits) in components {
@@ -1025,8 +1023,8 @@ fn recalculate_xstate(p: &mut XenPolicy, raw: &XenPolicy) {
     }
     p.xstate[0] = Registers::new(xstates as u32, 0, size, (xstates >> 32) as u32);
     p.xstate[1].eax = da1;
-    let xsavec = da1 & fid("xsavec").mask() != 0;
-    let xsaves = da1 & fid("xsaves").mask() != 0;
+    let xsavec = da1 & ids::XSAVEC.mask() != 0;
+    let xsaves = da1 & ids::XSAVES.mask() != 0;
     let ecx_mask = (if xsavec { 1 << 1 } else { 0 }) | (if xsaves { 1 } else { 0 });
     for i in 2..NR_XSTATE {
         if xstates & (1 << i) != 0 {
@@ -1091,7 +1089,7 @@ fn host_policy(raw: &XenPolicy, boot: &Boot) -> XenPolicy {
     p.feat[0].eax = p.feat[0].eax.min(NR_FEAT as u32 - 1);
     let mut max_extd = p.max_extd();
     // LFENCE made dispatch serialising: extend to the leaf enumerating it.
-    if has(&boot.caps, "lfence-dispatch") {
+    if has(&boot.caps, ids::LFENCE_DISPATCH) {
         max_extd = max_extd.max(0x8000_0021);
     }
     p.extd[0].eax = EXTD | (max_extd & 0xffff).min(NR_EXTD as u32 - 1);
@@ -1103,7 +1101,7 @@ fn host_policy(raw: &XenPolicy, boot: &Boot) -> XenPolicy {
     }
     // Before 4.19 the host policy's SVM leaf was clamped to what nested SVM implements, with
     // VMCB clean bits and the TSC ratio MSR (disabled for guests in 4.19) always emulated.
-    if boot.release < XenRelease::V4_19 && has(&p.words(), "svm") {
+    if boot.release < XenRelease::V4_19 && has(&p.words(), ids::SVM) {
         // NPT (0), LBRV (1), NRIPS (3), DECODEASSISTS (7), PAUSEFILTER (10); VMCBCLEAN (5), TSCRATEMSR (4).
         const KEPT: u32 = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 7) | (1 << 10);
         p.extd[0xa].edx = (p.extd[0xa].edx & KEPT) | (1 << 5) | (1 << 4);
@@ -1120,31 +1118,31 @@ fn max_feature_adjustments(fs: &mut Words, boot: &Boot) {
         Vendor::Intel => {
             // ARCH_CAPS is plain data; RSBA/RRSBA mean "may migrate to a part with RSB
             // underflow to alternative predictors", visible in max in every case.
-            set(fs, "arch-caps");
-            set(fs, "rsba");
-            set(fs, "rrsba");
+            set(fs, ids::ARCH_CAPS);
+            set(fs, ids::RSBA);
+            set(fs, ids::RRSBA);
             // VERW may have scrubbing side effects somewhere in the pool.
-            set(fs, "md-clear");
-            set(fs, "fb-clear");
-            set(fs, "rfds-clear");
+            set(fs, ids::MD_CLEAR);
+            set(fs, ids::FB_CLEAR);
+            set(fs, ids::RFDS_CLEAR);
             // CLWB hidden in the host on SKX/CLX/CPX for speed, still safe for VMs.
             if boot.cpu.intel_fam6_model(&[0x55]) && boot.raw_clwb {
-                set(fs, "clwb");
+                set(fs, ids::CLWB);
             }
             // RTM_ALWAYS_ABORT means "XBEGIN won't fault": fine wherever RTM is.
-            if has(fs, "rtm") {
-                set(fs, "rtm-always-abort");
+            if has(fs, ids::RTM) {
+                set(fs, ids::RTM_ALWAYS_ABORT);
             }
         }
-        Vendor::Amd => set(fs, "verw-clear"),
+        Vendor::Amd => set(fs, ids::VERW_CLEAR),
         _ => {}
     }
     // Topology is the toolstack's choice.
-    set(fs, "htt");
-    set(fs, "cmp-legacy");
+    set(fs, ids::HTT);
+    set(fs, ids::CMP_LEGACY);
     // 4.21: ERMS is a performance hint; a VM that saw it works anywhere.
     if boot.release >= XenRelease::V4_21 {
-        set(fs, "erms");
+        set(fs, ids::ERMS);
     }
 }
 
@@ -1152,60 +1150,59 @@ fn max_feature_adjustments(fs: &mut Words, boot: &Boot) {
 fn default_feature_adjustments(fs: &mut Words, boot: &Boot) {
     let host = &boot.caps;
     // 4.21: ERMS, set in every max, defaults to the host's.
-    if boot.release >= XenRelease::V4_21 && !has(host, "erms") {
-        clear(fs, "erms");
+    if boot.release >= XenRelease::V4_21 && !has(host, ids::ERMS) {
+        clear(fs, ids::ERMS);
     }
     match boot.cpu.vendor {
         Vendor::Intel => {
             // SRBDS: Ivy Bridge client RDRAND leaks and gets no microcode (XSA-320).
-            if boot.cpu.intel_fam6_model(&[0x3a]) && has(host, "rdrand") {
-                clear(fs, "rdrand");
+            if boot.cpu.intel_fam6_model(&[0x3a]) && has(host, ids::RDRAND) {
+                clear(fs, ids::RDRAND);
             }
-            for name in ["md-clear", "fb-clear", "rfds-clear"] {
-                if !has(host, name) {
-                    clear(fs, name);
+            for id in [ids::MD_CLEAR, ids::FB_CLEAR, ids::RFDS_CLEAR] {
+                if !has(host, id) {
+                    clear(fs, id);
                 }
             }
             if boot.cpu.intel_fam6_model(&[0x55]) && boot.raw_clwb {
-                clear(fs, "clwb");
+                clear(fs, ids::CLWB);
             }
             // TSX force-aborting: no RTM by default, but XBEGIN is safe to use.
             if boot.rtm_disabled {
-                clear(fs, "rtm");
-                set(fs, "rtm-always-abort");
+                clear(fs, ids::RTM);
+                set(fs, ids::RTM_ALWAYS_ABORT);
             }
         }
-        Vendor::Amd if !has(host, "verw-clear") => clear(fs, "verw-clear"),
+        Vendor::Amd if !has(host, ids::VERW_CLEAR) => clear(fs, ids::VERW_CLEAR),
         _ => {}
     }
-    if !has(host, "htt") {
-        clear(fs, "htt");
+    if !has(host, ids::HTT) {
+        clear(fs, ids::HTT);
     }
-    if !has(host, "cmp-legacy") {
-        clear(fs, "cmp-legacy");
+    if !has(host, ids::CMP_LEGACY) {
+        clear(fs, ids::CMP_LEGACY);
     }
 }
 
 /// `guest_common_feature_adjustments`.
 fn common_feature_adjustments(fs: &mut Words, host: &XenPolicy) {
-    set(fs, "hypervisor");
-    if has(fs, "ibrsb") {
-        set(fs, "stibp");
+    set(fs, ids::HYPERVISOR);
+    if has(fs, ids::IBRSB) {
+        set(fs, ids::STIBP);
     }
-    if has(fs, "ibrs") {
-        set(fs, "amd-stibp");
+    if has(fs, ids::IBRS) {
+        set(fs, ids::AMD_STIBP);
     }
-    if has(&host.words(), "ibrsb") {
-        set(fs, "ibpb");
+    if has(&host.words(), ids::IBRSB) {
+        set(fs, ids::IBPB);
     }
 }
 
 /// The RSBA/RRSBA reflection of the default policies: with ARCH_CAPS visible on a host with
 /// RSBA or RRSBA, RRSBA if the guest sees eIBRS, else RSBA.
 fn reflect_rsba(fs: &mut Words, boot: &Boot) {
-    if has(fs, "arch-caps") && (has(&boot.caps, "rsba") || has(&boot.caps, "rrsba")) {
-        let name = if has(fs, "eibrs") { "rrsba" } else { "rsba" };
-        set(fs, name);
+    if has(fs, ids::ARCH_CAPS) && (has(&boot.caps, ids::RSBA) || has(&boot.caps, ids::RRSBA)) {
+        set(fs, if has(fs, ids::EIBRS) { ids::RRSBA } else { ids::RSBA });
     }
 }
 
@@ -1225,15 +1222,15 @@ fn pv_max_policy(raw: &XenPolicy, host: &XenPolicy, boot: &Boot) -> XenPolicy {
     // Xen used to leak the host's x2APIC bit: tolerate VMs which saw it (4.19's "Hide x2APIC
     // from PV guests", in Debian's 4.17.7 as a backport; not in 4.14.6).
     if boot.release >= XenRelease::V4_17 {
-        set(&mut fs, "x2apic");
+        set(&mut fs, ids::X2APIC);
     }
     if !boot.sc_msr_pv {
-        clear(&mut fs, "ibrsb");
-        clear(&mut fs, "ibrs");
+        clear(&mut fs, ids::IBRSB);
+        clear(&mut fs, ids::IBRS);
     }
     // SRSO_U/S_NO fits PV64 only with BP_SPEC_REDUCE active (default on with SRSO_MSR_FIX).
-    if !has(&boot.caps, "srso-msr-fix") {
-        clear(&mut fs, "srso-us-no");
+    if !has(&boot.caps, ids::SRSO_MSR_FIX) {
+        clear(&mut fs, ids::SRSO_US_NO);
     }
     max_feature_adjustments(&mut fs, boot);
     common_feature_adjustments(&mut fs, host);
@@ -1280,32 +1277,32 @@ fn hvm_max_policy(raw: &XenPolicy, host: &XenPolicy, boot: &Boot, mode: HvmMode)
     let mut fs = p.words();
     and(&mut fs, &mask(StaticMask::Max(hvm_kind(mode)), boot.release));
     // Xen emulates the (x2)APIC whatever the host's state.
-    set(&mut fs, "apic");
-    set(&mut fs, "x2apic");
+    set(&mut fs, ids::APIC);
+    set(&mut fs, ids::X2APIC);
     // EFER.LMSLE is not supported.
-    set(&mut fs, "no-lmsl");
+    set(&mut fs, ids::NO_LMSL);
     // AMD: SYSENTER works for HVM guests in protected mode.
     if boot.cpu.vendor.is_amd_like() && boot.raw_sep {
-        set(&mut fs, "sep");
+        set(&mut fs, ids::SEP);
     }
     if boot.amd_virt_spec_ctrl {
-        set(&mut fs, "virt-ssbd");
+        set(&mut fs, ids::VIRT_SSBD);
     }
     if !boot.sc_msr_hvm {
-        clear(&mut fs, "ibrsb");
-        clear(&mut fs, "ibrs");
-    } else if has(&boot.caps, "amd-ssbd") {
+        clear(&mut fs, ids::IBRSB);
+        clear(&mut fs, ids::IBRS);
+    } else if has(&boot.caps, ids::AMD_SSBD) {
         // VIRT_SPEC_CTRL.SSBD implementable with SPEC_CTRL.SSBD: max only.
-        set(&mut fs, "virt-ssbd");
+        set(&mut fs, ids::VIRT_SSBD);
     }
     // PKS needs the VMX entry/exit controls.
-    if !has(&boot.caps, "vmx") {
-        clear(&mut fs, "pks");
+    if !has(&boot.caps, ids::VMX) {
+        clear(&mut fs, ids::PKS);
     }
     // Nested SVM: only the features Xen implements, plus VMCB clean bits (always emulated).
     // Before 4.19 ("Move SVM features exposed to guest into hvm_max_cpu_policy") this was done
     // to the host policy, which the HVM max copied.
-    if boot.release >= XenRelease::V4_19 && has(&host.words(), "svm") {
+    if boot.release >= XenRelease::V4_19 && has(&host.words(), ids::SVM) {
         // NPT (0), LBRV (1), NRIPS (3), DECODEASSISTS (7), PAUSEFILTER (10).
         const KEPT: u32 = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 7) | (1 << 10);
         p.extd[0xa].edx = (p.extd[0xa].edx & KEPT) | (1 << 5);
@@ -1329,7 +1326,7 @@ fn hvm_def_policy(raw: &XenPolicy, host: &XenPolicy, max: &XenPolicy, boot: &Boo
     common_feature_adjustments(&mut fs, host);
     default_feature_adjustments(&mut fs, boot);
     if boot.amd_virt_spec_ctrl {
-        set(&mut fs, "virt-ssbd");
+        set(&mut fs, ids::VIRT_SSBD);
     }
     sanitise(&mut fs, boot.release);
     reflect_rsba(&mut fs, boot);
@@ -1355,11 +1352,11 @@ mod tests {
         let mut p = raw_without_hvm(vendor, signature, features);
         if vendor == INTEL {
             let mut fs = p.featureset();
-            fs.insert(known("vmx"));
+            fs.insert(ids::VMX);
             p.set_featureset(&fs).unwrap();
         } else {
             let mut fs = p.featureset();
-            fs.insert(known("svm"));
+            fs.insert(ids::SVM);
             p.set_featureset(&fs).unwrap();
             p.set_max_extended_leaf(0x8000_000a);
             p.set_cpuid(CpuidKey::plain(0x8000_000a), Registers::new(1, 0x10, 0, 1));
@@ -1392,46 +1389,14 @@ mod tests {
         policies.get(which).unwrap()
     }
 
-    fn has_in(policies: &SystemPolicies, which: SystemPolicy, name: &str) -> bool {
-        get(policies, which).has_feature(known(name))
+    fn has_in(policies: &SystemPolicies, which: SystemPolicy, id: FeatureId) -> bool {
+        get(policies, which).has_feature(id)
     }
 
     const SKYLAKE_SP: u32 = 0x0005_0654; // family 6 model 0x55 stepping 4
     const HASWELL: u32 = 0x0003_06c3; // family 6 model 0x3c stepping 3
     const ZEN2: u32 = 0x0083_0f10; // family 0x17 model 0x31
     const ZEN3: u32 = 0x00a0_0f11; // family 0x19 model 0x01 stepping 1 (Milan B1)
-
-    #[test]
-    fn every_feature_name_used_resolves() {
-        // fid() panics on an unknown name: exercise every literal through a derivation of
-        // each vendor path, then check the ones only tests reach.
-        for vendor in [INTEL, AMD] {
-            let p = raw(vendor, HASWELL, &["avx", "xsave"]);
-            derive(&p, DeriveOptions { hvm: None, ..DeriveOptions::default() });
-        }
-        for name in BACKPORTED_TO_4_20_3 {
-            assert!(feature_by_name(name).is_some(), "{name}");
-        }
-    }
-
-    #[test]
-    fn every_name_literal_is_a_feature() {
-        // fid() panics on a name not in the table: every literal of the code above the tests
-        // must be one (the featureset word names excepted).
-        let source = include_str!("derive.rs");
-        let code = &source[..source.find("#[cfg(test)]").unwrap()];
-        let words = ["e1d", "e1c", "e7d", "e8b", "e21a", "e21c"];
-        let mut checked = 0;
-        for literal in code.split('"').skip(1).step_by(2) {
-            let plain = !literal.is_empty()
-                && literal.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-            if plain && !words.contains(&literal) {
-                assert!(feature_by_name(literal).is_some(), "'{literal}' is not a feature name");
-                checked += 1;
-            }
-        }
-        assert!(checked > 80, "{checked}");
-    }
 
     #[test]
     fn arbitrary_input_never_panics() {
@@ -1491,10 +1456,10 @@ mod tests {
         // never carries them. FRED, VERW_CLEAR and ITS_NO were backported to 4.20.3.
         let known = known_4_20();
         for name in ["fred", "verw-clear", "its-no", "tsa-sq-no", "avx", "srso-msr-fix"] {
-            assert!(has(known, name), "{name}");
+            assert!(has(known, cpupolicy_featureset::known(name)), "{name}");
         }
         for name in ["lass", "lam", "cppc", "msrlist", "arch-perf-mon"] {
-            assert!(!has(known, name), "{name}");
+            assert!(!has(known, cpupolicy_featureset::known(name)), "{name}");
         }
     }
 
@@ -1502,16 +1467,16 @@ mod tests {
     fn dependencies_are_4_20s() {
         // gen-cpuid.py 4.20.3 has no `CLFLUSH: [CLZERO]` row (added in 4.21).
         let mut fs = [0; NR_WORDS];
-        set(&mut fs, "clzero");
+        set(&mut fs, ids::CLZERO);
         sanitise(&mut fs, XenRelease::V4_20);
-        assert!(has(&fs, "clzero"));
+        assert!(has(&fs, ids::CLZERO));
         // 4.21 has it.
         sanitise(&mut fs, XenRelease::V4_21);
-        assert!(!has(&fs, "clzero"));
+        assert!(!has(&fs, ids::CLZERO));
         // XSAVE: [.., AVX, ..], AVX: [.., AVX2, ..], AVX2: [AVX512F, ..].
         let mut fs = [0; NR_WORDS];
         for name in ["avx", "avx2", "avx512f", "avx512bw", "fma"] {
-            set(&mut fs, name);
+            set(&mut fs, cpupolicy_featureset::known(name));
         }
         sanitise(&mut fs, XenRelease::V4_20);
         assert_eq!(fs, [0; NR_WORDS]);
@@ -1526,17 +1491,17 @@ mod tests {
         // guest_common_max_feature_adjustments(), RTM_ALWAYS_ABORT since RTM is there.
         let p = raw(INTEL, 0x0008_06ea, &["tsx-force-abort", "rtm-always-abort"]);
         let policies = derive(&p, DeriveOptions::default());
-        assert!(has_in(&policies, SystemPolicy::Host, "rtm"));
-        assert!(has_in(&policies, SystemPolicy::Host, "hle"));
+        assert!(has_in(&policies, SystemPolicy::Host, ids::RTM));
+        assert!(has_in(&policies, SystemPolicy::Host, ids::HLE));
         for which in [SystemPolicy::PvMax, SystemPolicy::HvmMax] {
-            assert!(has_in(&policies, which, "rtm"), "{which}");
-            assert!(has_in(&policies, which, "hle"), "{which}: HLE is 'a', max only");
-            assert!(has_in(&policies, which, "rtm-always-abort"), "{which}");
+            assert!(has_in(&policies, which, ids::RTM), "{which}");
+            assert!(has_in(&policies, which, ids::HLE), "{which}: HLE is 'a', max only");
+            assert!(has_in(&policies, which, ids::RTM_ALWAYS_ABORT), "{which}");
         }
         for which in [SystemPolicy::PvDefault, SystemPolicy::HvmDefault] {
-            assert!(!has_in(&policies, which, "rtm"), "{which}");
-            assert!(!has_in(&policies, which, "hle"), "{which}");
-            assert!(has_in(&policies, which, "rtm-always-abort"), "{which}");
+            assert!(!has_in(&policies, which, ids::RTM), "{which}");
+            assert!(!has_in(&policies, which, ids::HLE), "{which}");
+            assert!(has_in(&policies, which, ids::RTM_ALWAYS_ABORT), "{which}");
         }
     }
 
@@ -1545,9 +1510,9 @@ mod tests {
         // TSX_FORCE_ABORT without RTM_ALWAYS_ABORT (server SKX): `opt_tsx = 1`.
         let p = raw(INTEL, SKYLAKE_SP, &["tsx-force-abort", "rtm", "hle"]);
         let policies = derive(&p, DeriveOptions::default());
-        assert!(has_in(&policies, SystemPolicy::HvmDefault, "rtm"));
-        assert!(!has_in(&policies, SystemPolicy::HvmDefault, "rtm-always-abort"));
-        assert!(has_in(&policies, SystemPolicy::HvmMax, "rtm-always-abort"));
+        assert!(has_in(&policies, SystemPolicy::HvmDefault, ids::RTM));
+        assert!(!has_in(&policies, SystemPolicy::HvmDefault, ids::RTM_ALWAYS_ABORT));
+        assert!(has_in(&policies, SystemPolicy::HvmMax, ids::RTM_ALWAYS_ABORT));
     }
 
     #[test]
@@ -1557,12 +1522,12 @@ mod tests {
         let mut p = raw(INTEL, 0x0005_0657, &["arch-caps", "rtm", "hle"]);
         p.set_msr(MSR_ARCH_CAPABILITIES, (1 << 5) | (1 << 7)); // MDS_NO, TSX_CTRL
         let policies = derive(&p, DeriveOptions::default());
-        assert!(!has_in(&policies, SystemPolicy::PvDefault, "rtm"));
-        assert!(has_in(&policies, SystemPolicy::PvMax, "rtm"));
+        assert!(!has_in(&policies, SystemPolicy::PvDefault, ids::RTM));
+        assert!(has_in(&policies, SystemPolicy::PvMax, ids::RTM));
         // TAA_NO too: TSX stays on.
         p.set_msr(MSR_ARCH_CAPABILITIES, (1 << 5) | (1 << 7) | (1 << 8));
         let policies = derive(&p, DeriveOptions::default());
-        assert!(has_in(&policies, SystemPolicy::PvDefault, "rtm"));
+        assert!(has_in(&policies, SystemPolicy::PvDefault, ids::RTM));
     }
 
     #[test]
@@ -1573,26 +1538,26 @@ mod tests {
         let p = raw(INTEL, HASWELL, &["md-clear"]);
         let policies = derive(&p, DeriveOptions::default());
         for name in ["arch-caps", "rsba", "md-clear", "fb-clear", "rfds-clear"] {
-            assert!(has_in(&policies, SystemPolicy::PvMax, name), "{name}");
+            assert!(has_in(&policies, SystemPolicy::PvMax, known(name)), "{name}");
         }
-        assert!(!has_in(&policies, SystemPolicy::PvMax, "rrsba"));
+        assert!(!has_in(&policies, SystemPolicy::PvMax, ids::RRSBA));
         // Default: the *_CLEAR bits back to the host's (MD_CLEAR kept, FB/RFDS_CLEAR not).
         // ARCH_CAPS ('!A') stays: calculate_pv_def_policy() starts from PV max and nothing
         // clears it, so every Intel default policy enumerates MSR_ARCH_CAPS, with the bits
         // the host synthesised (GDS_NO, RFDS_NO, ITS_NO on this unaffected Haswell).
-        assert!(has_in(&policies, SystemPolicy::PvDefault, "md-clear"));
-        assert!(!has_in(&policies, SystemPolicy::PvDefault, "fb-clear"));
-        assert!(has_in(&policies, SystemPolicy::PvDefault, "arch-caps"));
+        assert!(has_in(&policies, SystemPolicy::PvDefault, ids::MD_CLEAR));
+        assert!(!has_in(&policies, SystemPolicy::PvDefault, ids::FB_CLEAR));
+        assert!(has_in(&policies, SystemPolicy::PvDefault, ids::ARCH_CAPS));
         for name in ["gds-no", "rfds-no", "its-no"] {
-            assert!(has_in(&policies, SystemPolicy::PvDefault, name), "{name}");
+            assert!(has_in(&policies, SystemPolicy::PvDefault, known(name)), "{name}");
         }
         // Haswell is retpoline-safe: no RSBA in the host, none reflected.
-        assert!(!has_in(&policies, SystemPolicy::PvDefault, "rsba"));
+        assert!(!has_in(&policies, SystemPolicy::PvDefault, ids::RSBA));
         // Skylake is not: RSBA forced in the host and reflected (no eIBRS → RSBA).
         let p = raw(INTEL, 0x0004_06e3, &[]);
         let policies = derive(&p, DeriveOptions::default());
-        assert!(has_in(&policies, SystemPolicy::HvmDefault, "rsba"));
-        assert!(!has_in(&policies, SystemPolicy::HvmDefault, "rrsba"));
+        assert!(has_in(&policies, SystemPolicy::HvmDefault, ids::RSBA));
+        assert!(!has_in(&policies, SystemPolicy::HvmDefault, ids::RRSBA));
     }
 
     #[test]
@@ -1602,10 +1567,10 @@ mod tests {
         let mut p = raw(INTEL, 0x0006_06a6, &["arch-caps", "ibrsb"]);
         p.set_msr(MSR_ARCH_CAPABILITIES, 1 << 1); // IBRS_ALL (eIBRS)
         let policies = derive(&p, DeriveOptions::default());
-        assert!(has_in(&policies, SystemPolicy::Host, "rrsba"));
+        assert!(has_in(&policies, SystemPolicy::Host, ids::RRSBA));
         for which in [SystemPolicy::PvDefault, SystemPolicy::HvmDefault] {
-            assert!(has_in(&policies, which, "rrsba"), "{which}");
-            assert!(!has_in(&policies, which, "rsba"), "{which}");
+            assert!(has_in(&policies, which, ids::RRSBA), "{which}");
+            assert!(!has_in(&policies, which, ids::RSBA), "{which}");
         }
     }
 
@@ -1618,7 +1583,7 @@ mod tests {
         let p = raw(INTEL, 0x0004_06e3, &[]); // Skylake M, no AVX: GDS unaffected
         let policies = derive(&p, DeriveOptions::default());
         let host = get(&policies, SystemPolicy::Host);
-        assert!(!host.has_feature(known("arch-caps")));
+        assert!(!host.has_feature(ids::ARCH_CAPS));
         for name in ["rsba", "gds-no", "rfds-no", "its-no"] {
             assert!(host.has_feature(known(name)), "{name}");
         }
@@ -1631,15 +1596,15 @@ mod tests {
         let p = raw(INTEL, SKYLAKE_SP, &["xsave", "avx", "avx2", "fma"]);
         let policies = derive(&p, DeriveOptions::default());
         for which in [SystemPolicy::Host, SystemPolicy::PvMax, SystemPolicy::HvmDefault] {
-            assert!(!has_in(&policies, which, "avx"), "{which}");
-            assert!(!has_in(&policies, which, "avx2"), "{which}");
+            assert!(!has_in(&policies, which, ids::AVX), "{which}");
+            assert!(!has_in(&policies, which, ids::AVX2), "{which}");
         }
         // With the microcode (GDS_CTRL), AVX stays and GDS_NO is synthesised.
         let mut p = raw(INTEL, SKYLAKE_SP, &["xsave", "avx", "avx2", "fma", "arch-caps"]);
         p.set_msr(MSR_ARCH_CAPABILITIES, 1 << 25);
         let policies = derive(&p, DeriveOptions::default());
-        assert!(has_in(&policies, SystemPolicy::HvmDefault, "avx2"));
-        assert!(has_in(&policies, SystemPolicy::HvmDefault, "gds-no"));
+        assert!(has_in(&policies, SystemPolicy::HvmDefault, ids::AVX2));
+        assert!(has_in(&policies, SystemPolicy::HvmDefault, ids::GDS_NO));
     }
 
     #[test]
@@ -1648,10 +1613,10 @@ mod tests {
         // policy had it, default re-hides it.
         let p = raw(INTEL, SKYLAKE_SP, &["clwb"]);
         let policies = derive(&p, DeriveOptions::default());
-        assert!(!has_in(&policies, SystemPolicy::Host, "clwb"));
-        assert!(has_in(&policies, SystemPolicy::PvMax, "clwb"));
-        assert!(has_in(&policies, SystemPolicy::HvmMax, "clwb"));
-        assert!(!has_in(&policies, SystemPolicy::HvmDefault, "clwb"));
+        assert!(!has_in(&policies, SystemPolicy::Host, ids::CLWB));
+        assert!(has_in(&policies, SystemPolicy::PvMax, ids::CLWB));
+        assert!(has_in(&policies, SystemPolicy::HvmMax, ids::CLWB));
+        assert!(!has_in(&policies, SystemPolicy::HvmDefault, ids::CLWB));
     }
 
     #[test]
@@ -1659,8 +1624,8 @@ mod tests {
         // guest_common_default_feature_adjustments(): IvyBridge (0x3a) RDRAND (XSA-320).
         let p = raw(INTEL, 0x0003_06a9, &["rdrand"]);
         let policies = derive(&p, DeriveOptions::default());
-        assert!(has_in(&policies, SystemPolicy::PvMax, "rdrand"));
-        assert!(!has_in(&policies, SystemPolicy::PvDefault, "rdrand"));
+        assert!(has_in(&policies, SystemPolicy::PvMax, ids::RDRAND));
+        assert!(!has_in(&policies, SystemPolicy::PvDefault, ids::RDRAND));
     }
 
     #[test]
@@ -1670,9 +1635,9 @@ mod tests {
         let p = raw(AMD, ZEN2, &["sep", "amd-stibp", "ibpb", "ibrs"]);
         let policies = derive(&p, DeriveOptions { hvm: None, ..DeriveOptions::default() });
         let host = get(&policies, SystemPolicy::Host);
-        assert!(!host.has_feature(known("sep")));
-        assert!(host.has_feature(known("lfence-dispatch")));
-        assert!(host.has_feature(known("nscb")));
+        assert!(!host.has_feature(ids::SEP));
+        assert!(host.has_feature(ids::LFENCE_DISPATCH));
+        assert!(host.has_feature(ids::NSCB));
         assert_eq!(host.max_extended_leaf(), 0x8000_0021);
         // srso_calculations(): family < 0x19 with IBPB → IBPB_BRTYPE; no TOPOEXT so no SMT
         // seen → SRSO_NO on Zen1/2. tsa_calculations(): not family 0x19 → TSA_*_NO.
@@ -1685,8 +1650,8 @@ mod tests {
         // SC_MSR_PV is only ever set on Intel (IBRSB): PV guests on AMD lose IBRS and all
         // that depends on it.
         let pv = get(&policies, SystemPolicy::PvMax);
-        assert!(!pv.has_feature(known("ibrs")));
-        assert!(!pv.has_feature(known("amd-stibp")));
+        assert!(!pv.has_feature(ids::IBRS));
+        assert!(!pv.has_feature(ids::AMD_STIBP));
     }
 
     #[test]
@@ -1697,10 +1662,10 @@ mod tests {
         let mut p = raw(AMD, ZEN2, &["sep"]);
         p.set_cpuid(CpuidKey::plain(0x8000_000a), Registers::new(1, 0x10, 0, 0x0013_bcff));
         let policies = derive(&p, DeriveOptions::default());
-        assert!(has_in(&policies, SystemPolicy::HvmMax, "sep"));
-        assert!(!has_in(&policies, SystemPolicy::PvMax, "sep"));
-        assert!(has_in(&policies, SystemPolicy::HvmMax, "verw-clear"));
-        assert!(!has_in(&policies, SystemPolicy::HvmDefault, "verw-clear"));
+        assert!(has_in(&policies, SystemPolicy::HvmMax, ids::SEP));
+        assert!(!has_in(&policies, SystemPolicy::PvMax, ids::SEP));
+        assert!(has_in(&policies, SystemPolicy::HvmMax, ids::VERW_CLEAR));
+        assert!(!has_in(&policies, SystemPolicy::HvmDefault, ids::VERW_CLEAR));
         // Nested SVM features clamped to NPT|LBRV|NRIPS|DECODEASSISTS|PAUSEFILTER, plus
         // VMCBCLEAN.
         let svm = get(&policies, SystemPolicy::HvmMax).leaf(0x8000_000a);
@@ -1714,14 +1679,14 @@ mod tests {
         // which the default policy then keeps.
         let p = raw(AMD, ZEN3, &[]);
         let policies = derive(&p, DeriveOptions::default());
-        assert!(has_in(&policies, SystemPolicy::Host, "verw-clear"));
-        assert!(has_in(&policies, SystemPolicy::PvDefault, "verw-clear"));
-        assert!(has_in(&policies, SystemPolicy::Host, "btc-no"), "init_amd(): Zen3 BTC_NO");
+        assert!(has_in(&policies, SystemPolicy::Host, ids::VERW_CLEAR));
+        assert!(has_in(&policies, SystemPolicy::PvDefault, ids::VERW_CLEAR));
+        assert!(has_in(&policies, SystemPolicy::Host, ids::BTC_NO), "init_amd(): Zen3 BTC_NO");
         let old = DeriveOptions { current_microcode: false, ..DeriveOptions::default() };
         let policies = derive(&p, old);
-        assert!(!has_in(&policies, SystemPolicy::Host, "verw-clear"));
-        assert!(!has_in(&policies, SystemPolicy::PvDefault, "verw-clear"));
-        assert!(has_in(&policies, SystemPolicy::PvMax, "verw-clear"));
+        assert!(!has_in(&policies, SystemPolicy::Host, ids::VERW_CLEAR));
+        assert!(!has_in(&policies, SystemPolicy::PvDefault, ids::VERW_CLEAR));
+        assert!(has_in(&policies, SystemPolicy::PvMax, ids::VERW_CLEAR));
     }
 
     #[test]
@@ -1731,11 +1696,11 @@ mod tests {
         let p = raw(INTEL, HASWELL, &["vmx"]);
         let policies = derive(&p, DeriveOptions::default());
         for name in ["apic", "x2apic", "no-lmsl"] {
-            assert!(has_in(&policies, SystemPolicy::HvmMax, name), "{name}");
-            assert!(has_in(&policies, SystemPolicy::HvmDefault, name), "{name}");
+            assert!(has_in(&policies, SystemPolicy::HvmMax, known(name)), "{name}");
+            assert!(has_in(&policies, SystemPolicy::HvmDefault, known(name)), "{name}");
         }
-        assert!(has_in(&policies, SystemPolicy::PvMax, "x2apic"));
-        assert!(!has_in(&policies, SystemPolicy::PvDefault, "x2apic"));
+        assert!(has_in(&policies, SystemPolicy::PvMax, ids::X2APIC));
+        assert!(!has_in(&policies, SystemPolicy::PvDefault, ids::X2APIC));
         assert!(get(&policies, SystemPolicy::HvmMax).cpuid_faulting());
     }
 
@@ -1743,13 +1708,13 @@ mod tests {
     fn htt_and_cmp_legacy_max_always_default_as_host() {
         let p = raw(INTEL, HASWELL, &[]);
         let policies = derive(&p, DeriveOptions::default());
-        assert!(has_in(&policies, SystemPolicy::PvMax, "htt"));
-        assert!(has_in(&policies, SystemPolicy::PvMax, "cmp-legacy"));
-        assert!(!has_in(&policies, SystemPolicy::PvDefault, "htt"));
+        assert!(has_in(&policies, SystemPolicy::PvMax, ids::HTT));
+        assert!(has_in(&policies, SystemPolicy::PvMax, ids::CMP_LEGACY));
+        assert!(!has_in(&policies, SystemPolicy::PvDefault, ids::HTT));
         let p = raw(INTEL, HASWELL, &["htt"]);
         let policies = derive(&p, DeriveOptions::default());
-        assert!(has_in(&policies, SystemPolicy::PvDefault, "htt"));
-        assert!(!has_in(&policies, SystemPolicy::PvDefault, "cmp-legacy"));
+        assert!(has_in(&policies, SystemPolicy::PvDefault, ids::HTT));
+        assert!(!has_in(&policies, SystemPolicy::PvDefault, ids::CMP_LEGACY));
     }
 
     #[test]
@@ -1774,7 +1739,7 @@ mod tests {
         // The OS-controlled bits read 0 in Xen's host view.
         let p = raw(INTEL, HASWELL, &["xsave", "osxsave", "avx"]);
         let host = derive(&p, DeriveOptions::default()).get(SystemPolicy::Host).unwrap().clone();
-        assert!(!host.has_feature(known("osxsave")));
+        assert!(!host.has_feature(ids::OSXSAVE));
     }
 
     #[test]
@@ -1786,7 +1751,7 @@ mod tests {
         let max = get(&policies, SystemPolicy::HvmMax);
         assert_eq!(max.subleaf(0xd, 0), Registers::new(0x1f, 0, 0x340, 0));
         assert_eq!(max.subleaf(0xd, 3), Registers::ZERO);
-        assert!(!has_in(&policies, SystemPolicy::PvMax, "mpx"), "MPX is 's': HVM only");
+        assert!(!has_in(&policies, SystemPolicy::PvMax, ids::MPX), "MPX is 's': HVM only");
         assert_eq!(get(&policies, SystemPolicy::PvMax).subleaf(0xd, 0).eax, 0x7);
     }
 

@@ -113,7 +113,7 @@ impl fmt::Display for PolicyDiff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cpupolicy_featureset::known;
+    use cpupolicy_featureset::ids;
 
     #[test]
     fn differences_are_named() {
@@ -126,8 +126,8 @@ mod tests {
         b.set_cpuid_faulting(true);
         let diff = PolicyDiff::between(&a, &b);
         assert_eq!(diff.leaves.len(), 2);
-        assert_eq!(diff.only_in_a, [known("hypervisor")]);
-        assert_eq!(diff.only_in_b, [known("avx")]);
+        assert_eq!(diff.only_in_a, [ids::HYPERVISOR]);
+        assert_eq!(diff.only_in_b, [ids::AVX]);
         let text = diff.to_string();
         assert_eq!(
             text,

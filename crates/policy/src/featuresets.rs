@@ -22,9 +22,10 @@
 //! in the host's max featureset. Accumulate bits, host-reflected, topology and run-time bits
 //! never stop a migration.
 
+use cpupolicy_featureset::ids;
 use std::fmt::Write as _;
 
-use cpupolicy_featureset::{known, FeatureId, Featureset, NR_WORDS};
+use cpupolicy_featureset::{FeatureId, Featureset, NR_WORDS};
 
 use crate::rules::{each_bit, masks};
 
@@ -65,9 +66,9 @@ pub fn combine_featuresets(a: &Featureset, b: &Featureset) -> Featureset {
 /// The RSBA/RRSBA rule on a levelled featureset, given the union of its inputs (see the module
 /// documentation). Also used by [`level_pool`](crate::level_pool) for the pool default.
 pub(crate) fn apply_rsba_rule(levelled: &mut Featureset, any: &Featureset) {
-    let (rsba, rrsba) = (known("rsba"), known("rrsba"));
-    if levelled.contains(known("arch-caps")) && (any.contains(rsba) || any.contains(rrsba)) {
-        let eibrs = levelled.contains(known("eibrs"));
+    let (rsba, rrsba) = (ids::RSBA, ids::RRSBA);
+    if levelled.contains(ids::ARCH_CAPS) && (any.contains(rsba) || any.contains(rrsba)) {
+        let eibrs = levelled.contains(ids::EIBRS);
         levelled.remove(rsba);
         levelled.remove(rrsba);
         levelled.insert(if eibrs { rrsba } else { rsba });

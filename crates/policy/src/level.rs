@@ -15,6 +15,7 @@
 //! family/model) comes from one host, the one with the lowest family/model/stepping: a guest
 //! that applies that part's errata workarounds is safe on the newer parts too.
 
+use cpupolicy_featureset::ids;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -588,7 +589,7 @@ pub fn clear_out_of_range_leaves(policy: &mut CpuPolicy) {
 /// remaining components' offsets and sizes. Xen recomputes these sizes itself when a policy is
 /// set (`recalculate_xstate`); they are kept right here so the policy reads sensibly.
 fn level_xstate(policy: &mut CpuPolicy, hosts: &[PoolHost], role: Role, base_name: &str) -> Result<(), LevelError> {
-    let xsave = cpupolicy_featureset::known("xsave");
+    let xsave = ids::XSAVE;
     if !policy.has_feature(xsave) || policy.max_basic_leaf() < 0xd {
         policy.retain_cpuid(|k, _| k.leaf != 0xd);
         return Ok(());
@@ -809,10 +810,10 @@ mod tests {
         let b = PoolHost::from_single("b", intel(0x306f2, &["fpu", "fxsr", "sse", "sse2", "hypervisor"]));
         let pool = level_pool(&[a, b], LevelOptions { explain: true, ..Default::default() }).unwrap();
         let fs = pool.default.policy.featureset();
-        assert!(fs.contains(known("sse2")) && !fs.contains(known("avx512f")));
+        assert!(fs.contains(ids::SSE2) && !fs.contains(ids::AVX512F));
         assert_eq!(
             pool.default.lost,
-            vec![FeatureLoss { feature: known("avx512f"), cause: LossCause::LackedBy(vec!["b".into()]) }]
+            vec![FeatureLoss { feature: ids::AVX512F, cause: LossCause::LackedBy(vec!["b".into()]) }]
         );
         assert_eq!(pool.default.policy.leaf(1).eax, 0x306f2, "the oldest part is the base");
     }
@@ -829,12 +830,12 @@ mod tests {
         let c = PoolHost::from_single("c", intel(0x50654, &["md-clear"]));
         let d = PoolHost::from_single("d", intel(0x50654, &["arch-caps", "rsba"]));
         let pool = level_pool(&[c, d], LevelOptions { explain: true, ..Default::default() }).unwrap();
-        assert!(!pool.default.policy.has_feature(known("rsba")));
+        assert!(!pool.default.policy.has_feature(ids::RSBA));
         assert!(pool
             .default
             .lost
             .iter()
-            .any(|l| l.feature == known("rsba") && l.cause == LossCause::Dependency(vec![known("arch-caps")])));
+            .any(|l| l.feature == ids::RSBA && l.cause == LossCause::Dependency(vec![ids::ARCH_CAPS])));
     }
 
     #[test]
@@ -844,9 +845,9 @@ mod tests {
         let b = intel(0x50654, &["fpu"]);
         let pool = level_pool(&[PoolHost::from_single("a", a), PoolHost::from_single("b", b)], LevelOptions::default())
             .unwrap();
-        assert!(!pool.default.policy.has_feature(known("osxsave")));
+        assert!(!pool.default.policy.has_feature(ids::OSXSAVE));
         assert_eq!(pool.reflected.len(), 1);
-        assert_eq!(pool.reflected[0].feature, known("no-fpu-sel"));
+        assert_eq!(pool.reflected[0].feature, ids::NO_FPU_SEL);
         assert_eq!(
             (pool.reflected[0].with.clone(), pool.reflected[0].without.clone()),
             (vec!["a".into()], vec!["b".into()])
@@ -860,13 +861,13 @@ mod tests {
         // Host b: working TSX.
         let b = PoolHost::new("b", intel(0x50654, &["rtm"]), intel(0x50654, &["rtm", "rtm-always-abort"]));
         let pool = level_pool(&[a.clone(), b], LevelOptions::default()).unwrap();
-        assert!(!pool.default.policy.has_feature(known("rtm")));
-        assert!(pool.default.policy.has_feature(known("rtm-always-abort")));
-        assert!(pool.acceptance.policy.has_feature(known("rtm")));
+        assert!(!pool.default.policy.has_feature(ids::RTM));
+        assert!(pool.default.policy.has_feature(ids::RTM_ALWAYS_ABORT));
+        assert!(pool.acceptance.policy.has_feature(ids::RTM));
         // Host c never had TSX: XBEGIN faults there.
         let c = PoolHost::from_single("c", intel(0x50654, &[]));
         let pool = level_pool(&[a, c], LevelOptions::default()).unwrap();
-        assert!(!pool.default.policy.has_feature(known("rtm-always-abort")));
+        assert!(!pool.default.policy.has_feature(ids::RTM_ALWAYS_ABORT));
     }
 
     #[test]
@@ -984,10 +985,10 @@ mod tests {
     #[test]
     fn out_of_range_leaves_go() {
         let mut p = intel(0x50654, &["fpu", "xsave", "avx", "avx2", "avx-vnni"]);
-        assert!(p.has_feature(known("avx-vnni")), "7:1 is held");
+        assert!(p.has_feature(ids::AVX_VNNI), "7:1 is held");
         p.set_leaf7_max_subleaf(0);
         clear_out_of_range_leaves(&mut p);
-        assert!(!p.has_feature(known("avx-vnni")));
+        assert!(!p.has_feature(ids::AVX_VNNI));
         assert!(p.contains(CpuidKey::indexed(7, 0)));
     }
 }

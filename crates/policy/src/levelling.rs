@@ -170,7 +170,8 @@ mod tests {
     use super::*;
     use crate::level::words_of;
     use crate::{CpuidKey, Registers};
-    use cpupolicy_featureset::{known, Featureset};
+    use cpupolicy_featureset::ids;
+    use cpupolicy_featureset::Featureset;
 
     fn policy(features: &[&str]) -> CpuPolicy {
         let mut p = CpuPolicy::new();
@@ -212,12 +213,12 @@ mod tests {
         let guest = policy(&["sse4-2"]);
         // Leaf 1 ECX masked (avx hidden), leaf 7:0 EBX not (avx2, avx512f leak).
         let l = Levelling { caps: LevellingCaps::Sysctl(1 << 1 | 1 << 2), platform_info_faulting: false };
-        assert_eq!(l.pv_leak_through(&guest, &raw), Some(vec![known("avx2"), known("avx512f")]));
+        assert_eq!(l.pv_leak_through(&guest, &raw), Some(vec![ids::AVX2, ids::AVX512F]));
         assert_eq!(l.mechanism().to_string(), "masking only (ecx, edx)");
         let l = Levelling { caps: LevellingCaps::Sysctl(0x1fe), platform_info_faulting: false };
         assert_eq!(l.pv_leak_through(&guest, &raw), Some(vec![]));
         let l = Levelling { caps: LevellingCaps::Sysctl(0), platform_info_faulting: false };
-        assert_eq!(l.pv_leak_through(&guest, &raw), Some(vec![known("avx"), known("avx2"), known("avx512f")]));
+        assert_eq!(l.pv_leak_through(&guest, &raw), Some(vec![ids::AVX, ids::AVX2, ids::AVX512F]));
         assert!(!Levelling { caps: LevellingCaps::Sysctl(1), platform_info_faulting: false }.is_consistent());
     }
 }

@@ -8,6 +8,7 @@
 use crate::{
     subleaf_leaf, CpuPolicy, CpuidKey, Vendor, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO, PLATFORM_INFO_CPUID_FAULTING,
 };
+use cpupolicy_featureset::ids;
 
 /// A raw policy read from this machine, with notes on what could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,7 +59,7 @@ impl CpuPolicy {
             }
         };
         read_range(&mut policy, 0);
-        if policy.has_feature(cpupolicy_featureset::known("hypervisor")) {
+        if policy.has_feature(ids::HYPERVISOR) {
             read_range(&mut policy, 0x4000_0000);
             read_range(&mut policy, 0x4000_0100);
         }

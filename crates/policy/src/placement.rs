@@ -770,7 +770,7 @@ pub fn plan(mut fleet: Fleet, changes: Vec<Change>, options: PlacementOptions) -
 mod tests {
     use super::*;
     use crate::check::intel;
-    use cpupolicy_featureset::known;
+    use cpupolicy_featureset::ids;
 
     fn host(name: &str, features: &[&str]) -> PoolHost {
         PoolHost::from_single(name, intel(features))
@@ -818,7 +818,7 @@ mod tests {
         assert_eq!(placement.other_hosts_accepting(1), 4);
         let verdict = placement.verdict(0, 1);
         assert!(!verdict.accepted);
-        assert_eq!(verdict.features(), [known("xsave"), known("avx")]);
+        assert_eq!(verdict.features(), [ids::XSAVE, ids::AVX]);
         assert_eq!(verdict.reasons(), ["features it cannot give: xsave avx"]);
     }
 
@@ -836,7 +836,7 @@ mod tests {
             v.strandings,
             [Stranding::CannotStay(Refusal {
                 host: "a".into(),
-                features: vec![known("xsave"), known("avx")],
+                features: vec![ids::XSAVE, ids::AVX],
                 reasons: vec!["features it cannot give: xsave avx".into()],
             })]
         );
@@ -923,7 +923,7 @@ mod tests {
         let (all, after) = (level_pool(&hosts, options).unwrap(), level_pool(&hosts[..2], options).unwrap());
         assert_eq!(p.after.default.policy, after.default.policy);
         assert_eq!(p.default.featuresets.0, all.default.policy.featureset().to_xen_string());
-        assert_eq!(p.default.gained, [(known("avx"), Some(LossCause::LackedBy(vec!["c".into()])))]);
+        assert_eq!(p.default.gained, [(ids::AVX, Some(LossCause::LackedBy(vec!["c".into()])))]);
         // Causes name a class by its first host.
         let p =
             plan(fleet(hosts, vec![]), vec![Change::Add(host("d", &["fpu"]))], PlacementOptions::default()).unwrap();

@@ -826,7 +826,7 @@ pub enum PolicyError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cpupolicy_featureset::known;
+    use cpupolicy_featureset::ids;
 
     /// The leaves in [`CpuPolicy::summary`] order: leaf 0 (EAX, EBX, ECX, EDX), 7:0 EAX,
     /// 0x80000000 EAX, 0x80000008 EAX.
@@ -991,17 +991,17 @@ mod tests {
         assert_eq!(words[1], 0x8000_2001);
         assert_eq!(words[5], 0x209);
         assert_eq!((words[16], words[17]), (4, 1));
-        assert!(p.has_feature(known("hypervisor")));
-        assert!(!p.has_feature(known("avx2")));
+        assert!(p.has_feature(ids::HYPERVISOR));
+        assert!(!p.has_feature(ids::AVX2));
     }
 
     #[test]
     fn featureset_written_back_reads_back_equal() {
         let mut p = sample();
         let mut fs = p.featureset();
-        fs.remove(known("hypervisor"));
-        fs.insert(known("avx2"));
-        fs.insert(known("rdcl-no"));
+        fs.remove(ids::HYPERVISOR);
+        fs.insert(ids::AVX2);
+        fs.insert(ids::RDCL_NO);
         p.set_featureset(&fs).unwrap();
         assert_eq!(p.featureset(), fs);
         assert_eq!(p.feature_words(), looked_up(&p), "the registers hold what was written");

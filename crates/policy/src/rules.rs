@@ -267,6 +267,7 @@ pub(crate) fn masks() -> &'static RuleMasks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cpupolicy_featureset::ids;
     use cpupolicy_featureset::{known, FEATURES};
 
     #[test]
@@ -318,15 +319,15 @@ mod tests {
 
     #[test]
     fn rules_read_back_from_the_masks() {
-        assert_eq!(level_rule(known("avx2")), LevelRule::And);
-        assert_eq!(level_rule(known("rsba")), LevelRule::Or);
-        assert_eq!(level_rule(known("no-fpu-sel")), LevelRule::HostReflected);
-        assert_eq!(level_rule(known("htt")), LevelRule::Topology);
-        assert_eq!(level_rule(known("osxsave")), LevelRule::RuntimeOnly);
-        assert_eq!(level_rule(known("rtm-always-abort")), LevelRule::TsxAbort);
+        assert_eq!(level_rule(ids::AVX2), LevelRule::And);
+        assert_eq!(level_rule(ids::RSBA), LevelRule::Or);
+        assert_eq!(level_rule(ids::NO_FPU_SEL), LevelRule::HostReflected);
+        assert_eq!(level_rule(ids::HTT), LevelRule::Topology);
+        assert_eq!(level_rule(ids::OSXSAVE), LevelRule::RuntimeOnly);
+        assert_eq!(level_rule(ids::RTM_ALWAYS_ABORT), LevelRule::TsxAbort);
         assert_eq!(level_rule(FeatureId::from_index(18 * 32 + 31)), LevelRule::And, "unnamed bits level by AND");
         assert_eq!(level_rule(FeatureId::new(2, 24).unwrap()), LevelRule::Mirror, "FXSR's AMD copy");
-        assert_eq!(level_rule(known("syscall")), LevelRule::And);
+        assert_eq!(level_rule(ids::SYSCALL), LevelRule::And);
         let m = masks();
         for w in 0..NR_WORDS {
             let all = m.and(w) | m.or[w] | m.reflected[w] | m.topology[w] | m.runtime[w] | m.tsx_abort[w] | m.mirror[w];

@@ -846,7 +846,7 @@ impl fmt::Display for XlForm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cpupolicy_featureset::known;
+    use cpupolicy_featureset::ids;
 
     #[test]
     fn names_resolve_per_release() {
@@ -856,13 +856,13 @@ mod tests {
             resolve("clflush", V4_20),
             Some(XlTarget::Cpuid { leaf: 1, subleaf: None, register: Register::Ebx, bit: 8, width: 8 })
         );
-        assert_eq!(name_for(known("clflush"), V4_20), Some("clfsh"));
+        assert_eq!(name_for(ids::CLFLUSH, V4_20), Some("clfsh"));
         // Feature names from 4.18; MSR ones too.
-        assert_eq!(name_for(known("avx512-vnni"), V4_20), Some("avx512-vnni"));
+        assert_eq!(name_for(ids::AVX512_VNNI, V4_20), Some("avx512-vnni"));
         assert_eq!(resolve("rsba", V4_20), Some(XlTarget::Msr { index: 0x10a, bit: 2 }));
         assert_eq!(resolve("rsba", V4_17), None);
-        assert_eq!(name_for(known("sse4-1"), V4_17), Some("sse4_1"));
-        assert_eq!(name_for(known("avx512-bmm"), V4_20), None, "4.22's feature, unknown to 4.20's libxl");
+        assert_eq!(name_for(ids::SSE4_1, V4_17), Some("sse4_1"));
+        assert_eq!(name_for(ids::AVX512_BMM, V4_20), None, "4.22's feature, unknown to 4.20's libxl");
     }
 
     #[test]
@@ -892,10 +892,10 @@ mod tests {
     #[test]
     fn libvirt_names_reach_the_feature_through_the_driver() {
         use XenRelease::*;
-        assert_eq!(libvirt_name_for(known("sse3"), V4_20), Some("pni"));
-        assert_eq!(libvirt_name_for(known("clflush"), V4_20), Some("clflush"), "renamed clfsh by the driver");
-        assert_eq!(libvirt_name_for(known("rsba"), V4_20), Some("rsba"));
-        assert_eq!(libvirt_name_for(known("rsba"), V4_17), None, "libxl 4.17 has no MSR names");
+        assert_eq!(libvirt_name_for(ids::SSE3, V4_20), Some("pni"));
+        assert_eq!(libvirt_name_for(ids::CLFLUSH, V4_20), Some("clflush"), "renamed clfsh by the driver");
+        assert_eq!(libvirt_name_for(ids::RSBA, V4_20), Some("rsba"));
+        assert_eq!(libvirt_name_for(ids::RSBA, V4_17), None, "libxl 4.17 has no MSR names");
         assert_eq!(libvirt_to_libxl("lahf_lm"), "lahfsahf");
         assert_eq!(libvirt_to_libxl("avx2"), "avx2");
     }
