@@ -563,7 +563,7 @@ pub fn clear_out_of_range_leaves(policy: &mut CpuPolicy) {
     let (basic, extended, leaf7) = (policy.max_basic_leaf(), policy.max_extended_leaf(), policy.leaf7_max_subleaf());
     // The first sub-leaf of type 0 of leaves 4 and 0xB: what follows it goes.
     let first_null = |leaf: u32, kind: fn(Registers) -> u32| {
-        policy.cpuid_entries().find(|(k, r)| k.leaf == leaf && kind(*r) == 0).and_then(|(k, _)| k.subleaf)
+        policy.leaf_entries(leaf).find(|(_, r)| kind(*r) == 0).and_then(|(k, _)| k.subleaf)
     };
     let cache_end = first_null(4, |r| r.eax & 0x1f);
     let topology_end = first_null(0xb, |r| (r.ecx >> 8) & 0xff);

@@ -515,6 +515,31 @@ impl CpuPolicy {
         self.set_cpuid(key, registers);
     }
 
+    /// The held (non-zero) entries of one leaf, in key order: the leaf without sub-leaf first,
+    /// then its sub-leaves.
+    pub fn leaf_entries(&self, leaf: u32) -> impl Iterator<Item = (CpuidKey, Registers)> + '_ {
+        let (base, count) = match leaf {
+            0x4 => (LEAF4_BASE, LEAF4_SLOTS),
+            0x7 => (LEAF7_BASE, LEAF7_SLOTS),
+            0xb => (LEAFB_BASE, LEAFB_SLOTS),
+            0xd => (LEAFD_BASE, LEAFD_SLOTS),
+            _ => (0, 0),
+        };
+        let side_start = self.side.partition_point(|(k, _)| k.leaf < leaf);
+        let side = self.side[side_start..].iter().copied().take_while(move |(k, _)| k.leaf == leaf);
+        let in_slots = (base..base + count)
+            .filter(|&slot| self.slots[slot] != [0; 4])
+            .map(|slot| (key_of_slot(slot), Registers::from_array(self.slots[slot])));
+        let plain_slot = slot_of(CpuidKey::plain(leaf))
+            .filter(|&slot| self.slots[slot] != [0; 4])
+            .map(|slot| (CpuidKey::plain(leaf), Registers::from_array(self.slots[slot])));
+        // Slot entries of a sub-leaf leaf come after its plain form (in the side table) and
+        // before its sub-leaves beyond the slots (also in the side table).
+        let mut side = side.peekable();
+        let plain_side = side.next_if(|(k, _)| k.subleaf.is_none());
+        plain_side.into_iter().chain(plain_slot).chain(in_slots).chain(side)
+    }
+
     /// Every (non-zero) leaf, in key order.
     pub fn cpuid_entries(&self) -> CpuidEntries<'_> {
         CpuidEntries { policy: self, slot: 0, side: 0, remaining: self.cpuid_len() }
@@ -925,6 +950,10 @@ mod tests {
         let entries: Vec<_> = policy.cpuid_entries().collect();
         let expected: Vec<_> = model.iter().map(|(k, v)| (*k, *v)).collect();
         assert_eq!(entries, expected);
+        for &leaf in &leaves {
+            let of_leaf: Vec<_> = expected.iter().copied().filter(|(k, _)| k.leaf == leaf).collect();
+            assert_eq!(policy.leaf_entries(leaf).collect::<Vec<_>>(), of_leaf, "{leaf:#x}");
+        }
         assert_eq!((policy.cpuid_len(), policy.cpuid_entries().len()), (model.len(), model.len()));
         // Built another way round, it is equal (and hashes alike).
         let rebuilt = CpuPolicy::from_sorted_parts(expected.clone(), Vec::new());
