@@ -232,17 +232,8 @@ struct Limits {
 
 impl Limits {
     fn of(policy: &CpuPolicy) -> Limits {
-        let [eax0, ebx0, ecx0, edx0, leaf7, extended, sizes] = policy.summary();
-        let values = [
-            eax0.into(),
-            leaf7.into(),
-            extended.into(),
-            (sizes & 0xff).into(),
-            ((sizes >> 8) & 0xff).into(),
-            policy.msr(crate::MSR_PLATFORM_INFO),
-        ];
-        debug_assert!(LimitField::ALL.iter().zip(values).all(|(field, value)| field.read(policy) == value));
-        Limits { vendor: [ebx0, ecx0, edx0], values }
+        let [_, ebx0, ecx0, edx0, ..] = policy.summary();
+        Limits { vendor: [ebx0, ecx0, edx0], values: LimitField::read_all(policy) }
     }
 }
 

@@ -303,6 +303,21 @@ impl LimitField {
         }
     }
 
+    /// Every field's value in a policy, in [`LimitField::ALL`] order, read in place.
+    pub(crate) fn read_all(policy: &CpuPolicy) -> [u64; 6] {
+        let [eax0, _, _, _, leaf7, extended, sizes] = policy.summary();
+        let values = [
+            eax0.into(),
+            leaf7.into(),
+            extended.into(),
+            (sizes & 0xff).into(),
+            ((sizes >> 8) & 0xff).into(),
+            policy.msr(MSR_PLATFORM_INFO),
+        ];
+        debug_assert!(LimitField::ALL.iter().zip(values).all(|(field, value)| field.read(policy) == value));
+        values
+    }
+
     /// Whether `value` of a VM exceeds `limit` of a host (for PLATFORM_INFO: has a bit the
     /// host lacks).
     pub fn exceeds(self, value: u64, limit: u64) -> bool {
@@ -324,10 +339,19 @@ impl fmt::Display for LimitField {
 pub struct ReflectedDifference {
     /// The feature.
     pub feature: FeatureId,
-    /// The hosts whose hardware sets it.
-    pub with: Vec<String>,
-    /// The hosts whose hardware does not.
-    pub without: Vec<String>,
+    /// The hosts whose hardware sets it, as indices into the hosts levelled (names are built
+    /// only when a report asks: [`ReflectedDifference::names`]).
+    pub with: Vec<usize>,
+    /// The hosts whose hardware does not, as indices.
+    pub without: Vec<usize>,
+}
+
+impl ReflectedDifference {
+    /// The names of the hosts with the bit and without it, from the hosts levelled.
+    pub fn names<'a>(&self, names: &[&'a str]) -> (Vec<&'a str>, Vec<&'a str>) {
+        let pick = |indices: &[usize]| indices.iter().filter_map(|&i| names.get(i).copied()).collect();
+        (pick(&self.with), pick(&self.without))
+    }
 }
 
 /// Levels a pool: the default and acceptance policies every host can run, with, when
@@ -337,9 +361,20 @@ pub struct ReflectedDifference {
 pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledPool, LevelError> {
     let first = hosts.first().ok_or(LevelError::EmptyPool)?;
     let vendor = first.default.vendor();
+    // The vendor compared as leaf 0's three registers: the vendor itself is named only for an
+    // error.
+    let vendor_id = |p: &CpuPolicy| {
+        let [_, ebx, ecx, edx, ..] = p.summary();
+        [ebx, ecx, edx]
+    };
+    let first_id = vendor_id(&first.default);
+    let mixed = hosts.iter().any(|h| {
+        (vendor_id(&h.default) != first_id && h.default.vendor() != vendor)
+            || (vendor_id(&h.max) != first_id && h.max.vendor() != vendor)
+    });
     // A host whose default and max policies disagree on the vendor counts under both: it would
     // refuse the pool's policies itself.
-    if !options.cross_vendor && hosts.iter().any(|h| h.default.vendor() != vendor || h.max.vendor() != vendor) {
+    if !options.cross_vendor && mixed {
         let mut vendors: Vec<(Vendor, Vec<String>)> = Vec::new();
         for host in hosts {
             for v in [host.default.vendor(), host.max.vendor()] {
@@ -352,7 +387,7 @@ pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledP
         }
         return Err(LevelError::MixedVendors { vendors });
     }
-    if options.cross_vendor && hosts.iter().any(|h| h.default.vendor() != vendor || h.max.vendor() != vendor) {
+    if options.cross_vendor && mixed {
         // Xen 4.22 ("Remove cross-vendor support now that VMs can no longer have a different
         // vendor than the host") refuses such guests outright.
         let refusing: Vec<String> = hosts
@@ -371,7 +406,7 @@ pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledP
     let mut base_signature = (u32::MAX, u32::MAX, u32::MAX);
     for (i, host) in hosts.iter().enumerate() {
         acc.add(host);
-        if host.default.vendor() == vendor {
+        if vendor_id(&host.default) == first_id || host.default.vendor() == vendor {
             let signature = (host.default.family(), host.default.model(), host.default.stepping());
             if signature < base_signature {
                 (base, base_signature) = (i, signature);
@@ -420,13 +455,9 @@ pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledP
     if acc.reflected_and != acc.reflected_or {
         for w in 0..NR_WORDS {
             each_bit(acc.reflected_or[w] & !acc.reflected_and[w], w, |feature| {
-                let (with, without): (Vec<&PoolHost>, Vec<&PoolHost>) =
-                    hosts.iter().partition(|h| h.reflected_source().has_feature(feature));
-                reflected.push(ReflectedDifference {
-                    feature,
-                    with: with.iter().map(|h| h.name.clone()).collect(),
-                    without: without.iter().map(|h| h.name.clone()).collect(),
-                });
+                let (with, without): (Vec<usize>, Vec<usize>) =
+                    (0..hosts.len()).partition(|&i| hosts[i].reflected_source().has_feature(feature));
+                reflected.push(ReflectedDifference { feature, with, without });
             });
         }
     }
@@ -494,8 +525,7 @@ impl Accumulated {
             self.reflected_or[w] |= reflected[w] & rules.reflected[w];
         }
         for (limit, policy) in [(&mut self.def_limits, &host.default), (&mut self.max_limits, &host.max)] {
-            for l in limit.iter_mut() {
-                let value = l.field.read(policy);
+            for (l, value) in limit.iter_mut().zip(LimitField::read_all(policy)) {
                 l.value = match l.field {
                     LimitField::PlatformInfo => l.value & value,
                     _ => l.value.min(value),
@@ -848,10 +878,8 @@ mod tests {
         assert!(!pool.default.policy.has_feature(ids::OSXSAVE));
         assert_eq!(pool.reflected.len(), 1);
         assert_eq!(pool.reflected[0].feature, ids::NO_FPU_SEL);
-        assert_eq!(
-            (pool.reflected[0].with.clone(), pool.reflected[0].without.clone()),
-            (vec!["a".into()], vec!["b".into()])
-        );
+        assert_eq!((pool.reflected[0].with.clone(), pool.reflected[0].without.clone()), (vec![0], vec![1]));
+        assert_eq!(pool.reflected[0].names(&["a", "b"]), (vec!["a"], vec!["b"]));
     }
 
     #[test]

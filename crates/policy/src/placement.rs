@@ -575,6 +575,9 @@ pub struct Plan {
     pub acceptance: PolicyChange,
     /// The levelled pool after the change.
     pub after: crate::LevelledPool,
+    /// The names `after` was levelled under, one per class of host: `h1`, or
+    /// `h1 (and 9 identical)` (what its explanation and host-reflected indices refer to).
+    pub after_labels: Vec<String>,
     /// Every VM, stranded ones first (worst first), then in the order given.
     pub vms: Vec<VmPlan>,
 }
@@ -674,7 +677,9 @@ pub fn plan(mut fleet: Fleet, changes: Vec<Change>, options: PlacementOptions) -
     };
     let before = level_pool(&representatives(false), level_options)
         .map_err(|error| PlacementError::Level { when: "before", error })?;
-    let after = level_pool(&representatives(true), level_options)
+    let after_hosts = representatives(true);
+    let after_labels: Vec<String> = after_hosts.iter().map(|h| h.name.clone()).collect();
+    let after = level_pool(&after_hosts, level_options)
         .map_err(|error| PlacementError::Level { when: "after", error })?;
     let hosts_before: Vec<String> = slots.iter().filter(|s| s.before).map(|s| s.name.clone()).collect();
     let hosts_after: Vec<String> = slots.iter().filter(|s| s.after).map(|s| s.name.clone()).collect();
@@ -762,6 +767,7 @@ pub fn plan(mut fleet: Fleet, changes: Vec<Change>, options: PlacementOptions) -
         default: PolicyChange::between(&before.default, &after.default),
         acceptance: PolicyChange::between(&before.acceptance, &after.acceptance),
         after,
+        after_labels,
         vms: plans,
     })
 }

@@ -306,8 +306,8 @@ impl Plan {
     /// pool document after the change), and `vms` (stranded first: `strandings`, `reach`,
     /// `no_longer_reaches`, `newly_reaches`, `joined_refusing`).
     pub fn to_json(&self, kind: GuestKind) -> Result<Value, serde_json::Error> {
-        let hosts_after: Vec<crate::PoolHost> = Vec::new();
-        let mut pool_after = crate::pool_json(&self.after, &hosts_after, kind, true, &[])?;
+        let labels: Vec<&str> = self.after_labels.iter().map(String::as_str).collect();
+        let mut pool_after = crate::report::pool_json_named(&self.after, &labels, kind, true, &[])?;
         pool_after["hosts"] = json!(self.hosts.1);
         // The hazards need the hosts' own policies, which a plan does not keep.
         if let Some(object) = pool_after.as_object_mut() {

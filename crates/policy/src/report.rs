@@ -140,8 +140,14 @@ pub fn pool_hazards(pool: &LevelledPool, hosts: &[PoolHost], kind: GuestKind) ->
         masks.sort_by_key(|(mask, _)| std::cmp::Reverse(mask.count_ones()));
         hazards.push(Hazard::MxcsrMask { masks });
     }
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
     for d in &pool.reflected {
-        hazards.push(Hazard::Reflected { feature: d.feature, with: d.with.clone(), without: d.without.clone() });
+        let (with, without) = d.names(&names);
+        hazards.push(Hazard::Reflected {
+            feature: d.feature,
+            with: with.into_iter().map(String::from).collect(),
+            without: without.into_iter().map(String::from).collect(),
+        });
     }
     hazards
 }
@@ -200,6 +206,18 @@ pub fn pool_json(
     explain: bool,
     hazards: &[Hazard],
 ) -> Result<Value, serde_json::Error> {
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    pool_json_named(pool, &names, kind, explain, hazards)
+}
+
+/// [`pool_json`] with the hosts given by name only.
+pub(crate) fn pool_json_named(
+    pool: &LevelledPool,
+    host_names: &[&str],
+    kind: GuestKind,
+    explain: bool,
+    hazards: &[Hazard],
+) -> Result<Value, serde_json::Error> {
     let levelled = |l: &Levelled| -> Result<Value, serde_json::Error> {
         let policy: Value = serde_json::from_str(&l.policy.to_json())?;
         let mut value = json!({"featureset": l.policy.featureset().to_xen_string(), "policy": policy});
@@ -233,12 +251,13 @@ pub fn pool_json(
         "format": crate::POOL_FORMAT,
         "version": crate::JSON_VERSION,
         "kind": guest_kind_name(kind),
-        "hosts": hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+        "hosts": host_names,
         "default": levelled(&pool.default)?,
         "acceptance": levelled(&pool.acceptance)?,
-        "host_reflected": pool.reflected.iter().map(|d| json!({
-            "feature": feature_name(d.feature), "with": d.with, "without": d.without,
-        })).collect::<Vec<_>>(),
+        "host_reflected": pool.reflected.iter().map(|d| {
+            let (with, without) = d.names(host_names);
+            json!({"feature": feature_name(d.feature), "with": with, "without": without})
+        }).collect::<Vec<_>>(),
         "hazards": hazards.iter().map(Hazard::to_json).collect::<Vec<_>>(),
     }))
 }
