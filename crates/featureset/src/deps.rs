@@ -190,15 +190,30 @@ pub fn prerequisites_of(feature: FeatureId) -> Vec<FeatureId> {
 /// anything was cleared.
 pub fn apply_dependencies_to_words(words: &mut [u32; NR_WORDS]) -> bool {
     let mut cleared = false;
-    for (prerequisite, deep) in deep_table() {
+    for (prerequisite, deep) in sparse_table() {
         if words[prerequisite.word()] & prerequisite.mask() == 0 {
-            for (word, dependents) in words.iter_mut().zip(deep) {
-                cleared |= *word & dependents != 0;
-                *word &= !dependents;
+            for &(word, dependents) in deep.iter() {
+                let word = usize::from(word);
+                cleared |= words[word] & dependents != 0;
+                words[word] &= !dependents;
             }
         }
     }
     cleared
+}
+
+/// [`deep_table`] with only the words each prerequisite's dependents live in.
+fn sparse_table() -> &'static [(FeatureId, Box<[(u8, u32)]>)] {
+    static SPARSE: OnceLock<Vec<(FeatureId, Box<[(u8, u32)]>)>> = OnceLock::new();
+    SPARSE.get_or_init(|| {
+        deep_table()
+            .iter()
+            .map(|(id, deep)| {
+                let words = deep.iter().enumerate().filter(|(_, m)| **m != 0).map(|(w, m)| (w as u8, *m)).collect();
+                (*id, words)
+            })
+            .collect()
+    })
 }
 
 impl Featureset {

@@ -237,6 +237,12 @@ pub(crate) const fn wire_slot(
     }
 }
 
+/// Whether a slot's registers are all zero (one OR, not four compares).
+#[inline]
+const fn is_zero4(r: [u32; 4]) -> bool {
+    r[0] | r[1] | r[2] | r[3] == 0
+}
+
 /// The key each slot holds (the inverse of [`slot_of`]).
 const fn key_of_slot(slot: usize) -> CpuidKey {
     if slot < LEAF4_BASE {
@@ -364,7 +370,7 @@ impl Iterator for CpuidEntries<'_> {
 
     fn next(&mut self) -> Option<(CpuidKey, Registers)> {
         // The next non-zero slot.
-        while self.slot < SLOTS && self.policy.slots[SLOT_ORDER[self.slot]] == [0; 4] {
+        while self.slot < SLOTS && is_zero4(self.policy.slots[SLOT_ORDER[self.slot]]) {
             self.slot += 1;
         }
         let from_slot = (self.slot < SLOTS).then(|| key_of_slot(SLOT_ORDER[self.slot]));
@@ -501,7 +507,7 @@ impl CpuPolicy {
     pub fn retain_cpuid(&mut self, mut keep: impl FnMut(CpuidKey, Registers) -> bool) {
         for slot in 0..SLOTS {
             let registers = self.slots[slot];
-            if registers != [0; 4] && !keep(key_of_slot(slot), Registers::from_array(registers)) {
+            if !is_zero4(registers) && !keep(key_of_slot(slot), Registers::from_array(registers)) {
                 self.slots[slot] = [0; 4];
             }
         }
@@ -528,10 +534,10 @@ impl CpuPolicy {
         let side_start = self.side.partition_point(|(k, _)| k.leaf < leaf);
         let side = self.side[side_start..].iter().copied().take_while(move |(k, _)| k.leaf == leaf);
         let in_slots = (base..base + count)
-            .filter(|&slot| self.slots[slot] != [0; 4])
+            .filter(|&slot| !is_zero4(self.slots[slot]))
             .map(|slot| (key_of_slot(slot), Registers::from_array(self.slots[slot])));
         let plain_slot = slot_of(CpuidKey::plain(leaf))
-            .filter(|&slot| self.slots[slot] != [0; 4])
+            .filter(|&slot| !is_zero4(self.slots[slot]))
             .map(|slot| (CpuidKey::plain(leaf), Registers::from_array(self.slots[slot])));
         // Slot entries of a sub-leaf leaf come after its plain form (in the side table) and
         // before its sub-leaves beyond the slots (also in the side table).
@@ -547,7 +553,7 @@ impl CpuPolicy {
 
     /// Number of (non-zero) leaves held.
     pub fn cpuid_len(&self) -> usize {
-        self.slots.iter().filter(|r| **r != [0; 4]).count() + self.side.len()
+        self.slots.iter().filter(|r| !is_zero4(**r)).count() + self.side.len()
     }
 
     /// An MSR's value (zero when the policy holds none).
