@@ -202,9 +202,12 @@ pub fn apply_dependencies_to_words(words: &mut [u32; NR_WORDS]) -> bool {
     cleared
 }
 
+/// A prerequisite and the (word, dependents) pairs of the words its dependents live in.
+type SparseRow = (FeatureId, Box<[(u8, u32)]>);
+
 /// [`deep_table`] with only the words each prerequisite's dependents live in.
-fn sparse_table() -> &'static [(FeatureId, Box<[(u8, u32)]>)] {
-    static SPARSE: OnceLock<Vec<(FeatureId, Box<[(u8, u32)]>)>> = OnceLock::new();
+fn sparse_table() -> &'static [SparseRow] {
+    static SPARSE: OnceLock<Vec<SparseRow>> = OnceLock::new();
     SPARSE.get_or_init(|| {
         deep_table()
             .iter()
