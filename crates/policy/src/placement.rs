@@ -679,8 +679,8 @@ pub fn plan(mut fleet: Fleet, changes: Vec<Change>, options: PlacementOptions) -
         .map_err(|error| PlacementError::Level { when: "before", error })?;
     let after_hosts = representatives(true);
     let after_labels: Vec<String> = after_hosts.iter().map(|h| h.name.clone()).collect();
-    let after = level_pool(&after_hosts, level_options)
-        .map_err(|error| PlacementError::Level { when: "after", error })?;
+    let after =
+        level_pool(&after_hosts, level_options).map_err(|error| PlacementError::Level { when: "after", error })?;
     let hosts_before: Vec<String> = slots.iter().filter(|s| s.before).map(|s| s.name.clone()).collect();
     let hosts_after: Vec<String> = slots.iter().filter(|s| s.after).map(|s| s.name.clone()).collect();
 
