@@ -22,7 +22,7 @@ use std::fmt;
 use cpupolicy_featureset::{FeatureId, NR_WORDS};
 
 use crate::level::{feature_name, LimitField};
-use crate::rules::{each_bit, masks};
+use crate::level_rules::{each_bit, masks};
 use crate::{CpuPolicy, PoolHost, Vendor};
 
 /// The outcome of a migration check.

@@ -27,7 +27,7 @@ use std::fmt::Write as _;
 
 use cpupolicy_featureset::{FeatureId, Featureset, NR_WORDS};
 
-use crate::rules::{each_bit, masks};
+use crate::level_rules::{each_bit, masks};
 
 /// Levels the featuresets of a pool's hosts (all defaults, or all maxes): see the module
 /// documentation for the rules. The result has as many words as the longest input (inputs are

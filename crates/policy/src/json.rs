@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::levelling::{Levelling, LevellingCaps};
+use crate::pv_leak::{Levelling, LevellingCaps};
 use crate::{
     CpuPolicy, CpuidKey, Registers, SystemPolicies, SystemPolicy, WireLimits, XenVersion, XEN_CPUID_NO_SUBLEAF,
 };

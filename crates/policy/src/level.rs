@@ -24,7 +24,7 @@ use cpupolicy_featureset::{
 };
 
 use crate::featuresets::apply_rsba_rule;
-use crate::rules::{each_bit, masks, LevelRule};
+use crate::level_rules::{each_bit, masks, LevelRule};
 use crate::{
     level_rule, CpuPolicy, CpuidKey, HostBundle, Levelling, Registers, SystemPolicies, SystemPolicy, Vendor,
     MSR_PLATFORM_INFO,

@@ -49,14 +49,14 @@ pub mod json;
 mod leaves;
 mod legacy;
 mod level;
-mod levelling;
+mod level_rules;
 mod libvirt;
 mod native;
 mod placement;
 mod placement_report;
 mod policy;
+mod pv_leak;
 mod report;
-mod rules;
 mod system;
 mod vendor;
 mod wire;
@@ -78,7 +78,7 @@ pub use level::{
     clear_out_of_range_leaves, feature_name, level_pool, FeatureLoss, LevelError, LevelOptions, Levelled, LevelledPool,
     LimitField, LimitLoss, LossCause, PoolHost, ReflectedDifference,
 };
-pub use levelling::{Levelling, LevellingCaps, Mechanism, LEVELCAP_FAULTING, LEVELCAP_MASKS};
+pub use level_rules::{feature_rule, level_rule, FeatureRule, LevelRule, COMMON_1D_FEATURES, SPECIAL_RULES};
 pub use libvirt::LibvirtError;
 pub use native::{NativeError, NativePolicy};
 pub use placement::{
@@ -90,8 +90,8 @@ pub use policy::{
     CpuPolicy, CpuidEntries, CpuidKey, PolicyError, Registers, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO,
     PLATFORM_INFO_CPUID_FAULTING,
 };
+pub use pv_leak::{Levelling, LevellingCaps, Mechanism, LEVELCAP_FAULTING, LEVELCAP_MASKS};
 pub use report::{explanation_text, guest_kind_name, hazards_text, pool_hazards, pool_json, Hazard};
-pub use rules::{feature_rule, level_rule, FeatureRule, LevelRule, COMMON_1D_FEATURES, SPECIAL_RULES};
 pub use system::{FeaturesetIndex, PolicyIndex, SystemPolicies, SystemPolicy, UnknownSystemPolicy, XenVersion};
 pub use vendor::{Vendor, VendorId};
 pub use wire::{

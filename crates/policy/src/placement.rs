@@ -540,8 +540,8 @@ impl PolicyChange {
         };
         let (mut lost, mut gained) = (Vec::new(), Vec::new());
         for w in 0..NR_WORDS {
-            crate::rules::each_bit(b[w] & !a[w], w, |id| lost.push((id, cause(after, id))));
-            crate::rules::each_bit(a[w] & !b[w], w, |id| gained.push((id, cause(before, id))));
+            crate::level_rules::each_bit(b[w] & !a[w], w, |id| lost.push((id, cause(after, id))));
+            crate::level_rules::each_bit(a[w] & !b[w], w, |id| gained.push((id, cause(before, id))));
         }
         let limits = LimitField::ALL
             .into_iter()

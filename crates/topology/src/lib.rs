@@ -42,6 +42,7 @@ pub mod generate;
 pub mod parse;
 #[cfg(feature = "policy")]
 mod policy;
+#[cfg(feature = "qemu")]
 pub mod qemu;
 mod record;
 mod shape;

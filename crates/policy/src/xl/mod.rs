@@ -26,7 +26,7 @@ use std::fmt::{self, Write as _};
 
 use cpupolicy_featureset::{FeatureId, Register, WordSource, XenRelease, FEATURES, WORDS};
 
-use crate::rules::masks;
+use crate::level_rules::masks;
 use crate::{CpuPolicy, CpuidKey, LimitField};
 
 pub(crate) use names::XL_FLAGS;
@@ -355,7 +355,7 @@ impl XlCpuid {
         let mut words = crate::level::words_of(&features);
         // Xen's recalculate_misc: AMD guests see leaf 1 EDX's common bits repeated in
         // 0x80000001 EDX; other vendors see them clear.
-        let common = crate::rules::COMMON_1D_FEATURES;
+        let common = crate::level_rules::COMMON_1D_FEATURES;
         words[2] &= !common;
         if policy.vendor().is_amd_like() {
             words[2] |= words[0] & common;
@@ -569,7 +569,7 @@ fn forced_bits(pool_default: &CpuPolicy, hosts: &[(&str, &CpuPolicy)]) -> Forced
         for (_, policy) in hosts {
             differ |= (policy.feature_words()[w] ^ pooled) & forced_mask(w);
         }
-        crate::rules::each_bit(differ, w, |id| {
+        crate::level_rules::each_bit(differ, w, |id| {
             let on = pooled & id.mask() != 0;
             let culprits = hosts
                 .iter()

@@ -20,7 +20,7 @@ use std::fmt;
 
 use cpupolicy_featureset::{FeatureId, NR_WORDS};
 
-use crate::rules::each_bit;
+use crate::level_rules::each_bit;
 use crate::{CpuPolicy, PLATFORM_INFO_CPUID_FAULTING};
 
 /// `XEN_SYSCTL_CPU_LEVELCAP_faulting`.
