@@ -8,7 +8,8 @@ use std::mem::size_of;
 use featureset::Featureset;
 use policy::{
     CpuPolicy, CpuidKey, Document, ImportError, InputFormat, PolicyDiff, PoolPolicy, Registers, ReportSection,
-    SectionName, WireError, WireLimits, XenCpuidLeaf, XenCpuidReport, XenMsrEntry, XenVersion, XEN_CPUID_NO_SUBLEAF,
+    SectionName, WireError, WireLeaf, WireLimits, XenCpuidLeaf, XenCpuidReport, XenMsrEntry, XenVersion,
+    XEN_CPUID_NO_SUBLEAF,
 };
 
 use crate::featureset::{cpupolicy_featureset, parse_failure};
@@ -613,7 +614,7 @@ pub unsafe extern "C" fn cpupolicy_policy_cpuid(
         let key = key_of(&cpupolicy_cpuid_leaf { leaf, subleaf, ..Default::default() });
         let registers = p.cpuid(key);
         // SAFETY: per this function's contract.
-        unsafe { put_value(entry, XenCpuidLeaf::new(key, registers).into(), "entry") }
+        unsafe { put_value(entry, XenCpuidLeaf::from_key(key, registers).into(), "entry") }
     })
 }
 
@@ -692,7 +693,7 @@ pub unsafe extern "C" fn cpupolicy_policy_cpuid_entries(
         // SAFETY: per this function's contract.
         let p = unsafe { borrow(policy, "policy")? };
         let entries: Vec<cpupolicy_cpuid_leaf> =
-            p.cpuid_entries().map(|(k, r)| XenCpuidLeaf::new(k, r).into()).collect();
+            p.cpuid_entries().map(|(k, r)| XenCpuidLeaf::from_key(k, r).into()).collect();
         // SAFETY: per this function's contract.
         unsafe { output(&entries, false, leaves, capacity, needed) }
     })

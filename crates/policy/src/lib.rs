@@ -96,7 +96,7 @@ pub use system::{FeaturesetIndex, PolicyIndex, SystemPolicies, SystemPolicy, Unk
 pub use vendor::{Vendor, VendorId};
 pub use wire::{
     cpuid_record_from_bytes, cpuid_record_to_bytes, msr_record_from_bytes, msr_record_to_bytes, DropReason, Dropped,
-    RecordError, WireError, WireLimits, WirePolicy, XenCpuidLeaf, XenMsrEntry, REC_TYPE_X86_CPUID_POLICY,
+    RecordError, WireError, WireLeaf, WireLimits, WirePolicy, XenCpuidLeaf, XenMsrEntry, REC_TYPE_X86_CPUID_POLICY,
     REC_TYPE_X86_MSR_POLICY, XEN_CACHE_SUBLEAVES, XEN_CPUID_NO_SUBLEAF, XEN_HYPERVISOR_LEAVES, XEN_MAX_BASIC_LEAF,
     XEN_POLICY_MSRS, XEN_TOPOLOGY_SUBLEAVES, XEN_XSTATE_SUBLEAVES,
 };

@@ -8,6 +8,7 @@
 
 use std::fmt::{self, Write as _};
 
+use crate::wire::WireLeaf;
 use crate::{CpuPolicy, Dropped, HostBundle, SystemPolicy, WireLimits, XenCpuidLeaf, XenMsrEntry};
 
 /// A whole `xen-cpuid -p` output: the system policies, or one domain's (`-d N`).
@@ -216,7 +217,7 @@ fn print_policy(f: &mut fmt::Formatter<'_>, name: &SectionName, printed: &Printe
     out.push_str(" CPUID:\n");
     let _ = writeln!(out, "  {:<8} {:<8} -> {:<8} {:<8} {:<8} {:<8}", "leaf", "subleaf", "eax", "ebx", "ecx", "edx");
     for (key, r) in printed.policy.cpuid_entries() {
-        let wire = XenCpuidLeaf::new(key, r);
+        let wire = XenCpuidLeaf::from_key(key, r);
         let _ = writeln!(
             out,
             "  {:08x}:{:08x} -> {:08x}:{:08x}:{:08x}:{:08x}",
