@@ -12,7 +12,7 @@ pub const REC_TYPE_X86_MSR_POLICY: u32 = 0x12;
 
 /// Xen's `xen_cpuid_leaf_t` (24 bytes).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct XenCpuidLeaf {
     /// The leaf.
     pub leaf: u32,
@@ -30,7 +30,7 @@ pub struct XenCpuidLeaf {
 
 /// Xen's `xen_msr_entry_t` (16 bytes).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct XenMsrEntry {
     /// The MSR index.
     pub idx: u32,

@@ -160,7 +160,7 @@ pub unsafe extern "C" fn cpupolicy_xen_featureset(
     guard(|| {
         // SAFETY: per this function's contract.
         let handle = unsafe { borrow(xen, "xen")? };
-        let which = xen::featureset_index(system_policy(which)?);
+        let which = system_policy(which)?;
         if out.is_null() {
             return Err(Failure::null("out"));
         }

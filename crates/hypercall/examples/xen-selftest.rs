@@ -20,11 +20,11 @@ use std::process::ExitCode;
 
 use cpupolicy_featureset::FeatureId;
 use cpupolicy_hypercall::{
-    CpuidLeaf, DomainId, DomainKind, Error, HostCapabilities, MsrEntry, PolicyRejection, SerialisedPolicy,
-    SystemFeatureset, SystemPolicy, Unavailable, XenHandle,
+    DomainId, DomainKind, Error, HostCapabilities, PolicyRejection, SerialisedPolicy, SystemPolicy, Unavailable,
+    XenCpuidLeaf, XenHandle, XenMsrEntry, XEN_CPUID_NO_SUBLEAF,
 };
 
-const NO_SUBLEAF: u32 = CpuidLeaf::NO_SUBLEAF;
+const NO_SUBLEAF: u32 = XEN_CPUID_NO_SUBLEAF;
 /// MSR_INTEL_PLATFORM_INFO: in every policy since 4.14, 32 bits wide in Xen's policy.
 const MSR_PLATFORM_INFO: u32 = 0xce;
 
@@ -129,9 +129,9 @@ fn self_test() -> ExitCode {
     t.finish()
 }
 
-fn featuresets(xen: &XenHandle, t: &mut Tally, caps: HostCapabilities) -> Vec<(SystemFeatureset, Vec<u32>)> {
+fn featuresets(xen: &XenHandle, t: &mut Tally, caps: HostCapabilities) -> Vec<(SystemPolicy, Vec<u32>)> {
     let mut out = Vec::new();
-    for which in SystemFeatureset::ALL {
+    for which in SystemPolicy::ALL {
         let name = format!("featureset {which}");
         match xen.system_featureset(which) {
             Ok(fs) if fs.words().is_empty() => t.fail(&name, "no words"),
@@ -142,8 +142,8 @@ fn featuresets(xen: &XenHandle, t: &mut Tally, caps: HostCapabilities) -> Vec<(S
             }
             // pv_max/hvm_max: only from 4.18 or with the backport; HVM ones need HVM.
             Err(Error::NotAvailable { what: Unavailable::Featureset(w), reason })
-                if matches!(w, SystemFeatureset::PvMax | SystemFeatureset::HvmMax)
-                    || (!caps.hvm && matches!(w, SystemFeatureset::HvmDefault)) =>
+                if matches!(w, SystemPolicy::PvMax | SystemPolicy::HvmMax)
+                    || (!caps.hvm && matches!(w, SystemPolicy::HvmDefault)) =>
             {
                 t.note(&name, format!("not available: {reason}"))
             }
@@ -184,18 +184,14 @@ fn policies(xen: &XenHandle, t: &mut Tally, caps: HostCapabilities) -> Vec<(Syst
 
 /// Xen builds both from the same structure: featureset word 0 is leaf 1 EDX, word 1 leaf 1 ECX,
 /// word 5 leaf 7.0 EBX. Comparing them proves the two index numberings were not mixed up.
-fn featureset_matches_policy(
-    t: &mut Tally,
-    fs: &[(SystemFeatureset, Vec<u32>)],
-    pol: &[(SystemPolicy, SerialisedPolicy)],
-) {
+fn featureset_matches_policy(t: &mut Tally, fs: &[(SystemPolicy, Vec<u32>)], pol: &[(SystemPolicy, SerialisedPolicy)]) {
     let pairs = [
-        (SystemFeatureset::Raw, SystemPolicy::Raw),
-        (SystemFeatureset::Host, SystemPolicy::Host),
-        (SystemFeatureset::PvDefault, SystemPolicy::PvDefault),
-        (SystemFeatureset::HvmDefault, SystemPolicy::HvmDefault),
-        (SystemFeatureset::PvMax, SystemPolicy::PvMax),
-        (SystemFeatureset::HvmMax, SystemPolicy::HvmMax),
+        (SystemPolicy::Raw, SystemPolicy::Raw),
+        (SystemPolicy::Host, SystemPolicy::Host),
+        (SystemPolicy::PvDefault, SystemPolicy::PvDefault),
+        (SystemPolicy::HvmDefault, SystemPolicy::HvmDefault),
+        (SystemPolicy::PvMax, SystemPolicy::PvMax),
+        (SystemPolicy::HvmMax, SystemPolicy::HvmMax),
     ];
     for (f, p) in pairs {
         let (Some((_, words)), Some((_, policy))) = (fs.iter().find(|x| x.0 == f), pol.iter().find(|x| x.0 == p))
@@ -298,32 +294,35 @@ fn domain_tests(xen: &XenHandle, t: &mut Tally, kind: DomainKind) {
 
     let leaf0 = find(&after, 0, NO_SUBLEAF).copied().unwrap_or_default();
     type Expect = fn(&PolicyRejection) -> bool;
-    let rejects: Vec<(&str, Vec<CpuidLeaf>, Vec<MsrEntry>, Expect)> = vec![
+    let rejects: Vec<(&str, Vec<XenCpuidLeaf>, Vec<XenMsrEntry>, Expect)> = vec![
         ("E2BIG too many leaves", vec![leaf0; 1000], vec![], |r| {
             matches!(r, PolicyRejection::TooManyEntries { leaves: 1000, limit: Some(_), .. })
         }),
-        ("ERANGE leaf 7 sub-leaf 99", vec![CpuidLeaf { leaf: 7, subleaf: 99, ..Default::default() }], vec![], |r| {
+        ("ERANGE leaf 7 sub-leaf 99", vec![XenCpuidLeaf { leaf: 7, subleaf: 99, ..Default::default() }], vec![], |r| {
             *r == PolicyRejection::LeafOutOfRange { leaf: 7, subleaf: Some(99) }
         }),
-        ("ERANGE leaf 1 with a sub-leaf", vec![CpuidLeaf { leaf: 1, subleaf: 0, ..Default::default() }], vec![], |r| {
-            *r == PolicyRejection::LeafOutOfRange { leaf: 1, subleaf: Some(0) }
-        }),
+        (
+            "ERANGE leaf 1 with a sub-leaf",
+            vec![XenCpuidLeaf { leaf: 1, subleaf: 0, ..Default::default() }],
+            vec![],
+            |r| *r == PolicyRejection::LeafOutOfRange { leaf: 1, subleaf: Some(0) },
+        ),
         (
             "ERANGE leaf 0x50000000",
-            vec![CpuidLeaf { leaf: 0x5000_0000, subleaf: NO_SUBLEAF, ..Default::default() }],
+            vec![XenCpuidLeaf { leaf: 0x5000_0000, subleaf: NO_SUBLEAF, ..Default::default() }],
             vec![],
             |r| *r == PolicyRejection::LeafOutOfRange { leaf: 0x5000_0000, subleaf: None },
         ),
-        ("ERANGE unknown MSR 0x10", vec![], vec![MsrEntry { index: 0x10, flags: 0, value: 0 }], |r| {
+        ("ERANGE unknown MSR 0x10", vec![], vec![XenMsrEntry { idx: 0x10, flags: 0, val: 0 }], |r| {
             *r == PolicyRejection::MsrOutOfRange { index: 0x10 }
         }),
-        ("EINVAL MSR flags", vec![], vec![MsrEntry { index: MSR_PLATFORM_INFO, flags: 1, value: 0 }], |r| {
+        ("EINVAL MSR flags", vec![], vec![XenMsrEntry { idx: MSR_PLATFORM_INFO, flags: 1, val: 0 }], |r| {
             *r == PolicyRejection::MsrFlagsNotZero { index: MSR_PLATFORM_INFO }
         }),
-        ("EOVERFLOW MSR value", vec![], vec![MsrEntry { index: MSR_PLATFORM_INFO, flags: 0, value: 1 << 32 }], |r| {
+        ("EOVERFLOW MSR value", vec![], vec![XenMsrEntry { idx: MSR_PLATFORM_INFO, flags: 0, val: 1 << 32 }], |r| {
             *r == PolicyRejection::ValueTooWide { index: MSR_PLATFORM_INFO }
         }),
-        ("EINVAL max leaf beyond max policy", vec![CpuidLeaf { a: 0xff, ..leaf0 }], vec![], |r| {
+        ("EINVAL max leaf beyond max policy", vec![XenCpuidLeaf { a: 0xff, ..leaf0 }], vec![], |r| {
             *r == PolicyRejection::LeafExceedsMax { leaf: 0, subleaf: None }
         }),
     ];
@@ -369,11 +368,11 @@ impl Drop for Destroy<'_> {
     }
 }
 
-fn find(p: &SerialisedPolicy, leaf: u32, subleaf: u32) -> Option<&CpuidLeaf> {
+fn find(p: &SerialisedPolicy, leaf: u32, subleaf: u32) -> Option<&XenCpuidLeaf> {
     p.leaves.iter().find(|l| l.leaf == leaf && l.subleaf == subleaf)
 }
 
-fn reg_of(l: &CpuidLeaf, reg: char) -> u32 {
+fn reg_of(l: &XenCpuidLeaf, reg: char) -> u32 {
     match reg {
         'a' => l.a,
         'b' => l.b,
@@ -382,7 +381,7 @@ fn reg_of(l: &CpuidLeaf, reg: char) -> u32 {
     }
 }
 
-fn reg_mut(l: &mut CpuidLeaf, reg: char) -> &mut u32 {
+fn reg_mut(l: &mut XenCpuidLeaf, reg: char) -> &mut u32 {
     match reg {
         'a' => &mut l.a,
         'b' => &mut l.b,

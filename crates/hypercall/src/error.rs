@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::types::{CpuidLeaf, DomainId, SystemFeatureset, SystemPolicy};
+use crate::types::{DomainId, SystemPolicy, XEN_CPUID_NO_SUBLEAF};
 
 /// Everything that can go wrong talking to Xen.
 #[derive(Debug, thiserror::Error)]
@@ -190,7 +190,7 @@ impl fmt::Display for Interface {
 pub enum Unavailable {
     /// A system featureset (pv_max/hvm_max before Xen 4.18 without the backport; HVM ones
     /// without HVM support).
-    Featureset(SystemFeatureset),
+    Featureset(SystemPolicy),
     /// A system policy (HVM ones on a host without HVM support, PV ones without PV).
     Policy(SystemPolicy),
     /// `XEN_SYSCTL_get_cpu_levelling_caps` (removed in Xen 4.22).
@@ -220,7 +220,7 @@ pub enum Operation {
     /// `sysctl get_cpu_levelling_caps`.
     LevellingCaps,
     /// `sysctl get_cpu_featureset`.
-    Featureset(SystemFeatureset),
+    Featureset(SystemPolicy),
     /// `sysctl get_cpu_policy`.
     SystemPolicy(SystemPolicy),
     /// `domctl get_cpu_policy`.
@@ -329,7 +329,7 @@ pub enum PolicyRejection {
     LeafOutOfRange {
         /// The leaf.
         leaf: u32,
-        /// The sub-leaf (`None` = [`CpuidLeaf::NO_SUBLEAF`]).
+        /// The sub-leaf (`None` = [`XEN_CPUID_NO_SUBLEAF`]).
         subleaf: Option<u32>,
     },
     /// ERANGE: an MSR Xen does not keep in a CPU policy.
@@ -352,7 +352,7 @@ pub enum PolicyRejection {
         /// The leaf (0 = max basic leaf, 7 = max sub-leaf of leaf 7, 0x80000000 = max
         /// extended leaf).
         leaf: u32,
-        /// The sub-leaf (`None` = [`CpuidLeaf::NO_SUBLEAF`]).
+        /// The sub-leaf (`None` = [`XEN_CPUID_NO_SUBLEAF`]).
         subleaf: Option<u32>,
     },
     /// EINVAL after merging: MSR bits the max policy does not have (PLATFORM_INFO).
@@ -397,11 +397,11 @@ impl PolicyRejection {
         err_leaf: u32,
         err_subleaf: u32,
         err_msr: u32,
-        msrs: &[crate::MsrEntry],
+        msrs: &[crate::XenMsrEntry],
     ) -> PolicyRejection {
         const NONE: u32 = !0;
-        let subleaf = (err_subleaf != CpuidLeaf::NO_SUBLEAF).then_some(err_subleaf);
-        let sent_flags = |index| msrs.iter().any(|m| m.index == index && m.flags != 0);
+        let subleaf = (err_subleaf != XEN_CPUID_NO_SUBLEAF).then_some(err_subleaf);
+        let sent_flags = |index| msrs.iter().any(|m| m.idx == index && m.flags != 0);
         match (errno.0, err_leaf != NONE, err_msr != NONE) {
             (libc::E2BIG, _, _) => PolicyRejection::TooManyEntries { leaves: 0, msrs: 0, limit: None },
             (libc::ERANGE, true, _) => PolicyRejection::LeafOutOfRange { leaf: err_leaf, subleaf },
@@ -484,11 +484,11 @@ impl fmt::Display for PolicyRejection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::MsrEntry;
+    use crate::XenMsrEntry;
 
     const NONE: u32 = !0;
 
-    fn reject(errno: i32, leaf: u32, sub: u32, msr: u32, msrs: &[MsrEntry]) -> PolicyRejection {
+    fn reject(errno: i32, leaf: u32, sub: u32, msr: u32, msrs: &[XenMsrEntry]) -> PolicyRejection {
         PolicyRejection::from_xen(Errno(errno), leaf, sub, msr, msrs)
     }
 
@@ -505,7 +505,7 @@ mod tests {
         );
         assert_eq!(reject(libc::ERANGE, NONE, NONE, 0x10, &[]), PolicyRejection::MsrOutOfRange { index: 0x10 });
         assert_eq!(reject(libc::EOVERFLOW, NONE, NONE, 0xce, &[]), PolicyRejection::ValueTooWide { index: 0xce });
-        let flagged = [MsrEntry { index: 0xce, flags: 1, value: 0 }];
+        let flagged = [XenMsrEntry { idx: 0xce, flags: 1, val: 0 }];
         assert_eq!(reject(libc::EINVAL, NONE, NONE, 0xce, &flagged), PolicyRejection::MsrFlagsNotZero { index: 0xce });
         assert_eq!(reject(libc::EINVAL, NONE, NONE, 0xce, &[]), PolicyRejection::MsrExceedsMax { index: 0xce });
         assert_eq!(

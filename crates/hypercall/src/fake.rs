@@ -12,7 +12,7 @@ use crate::buffer::{BufferSource, HypercallBuffer, Pod};
 use crate::error::{Errno, Error};
 use crate::numbers::*;
 use crate::transport::Transport;
-use crate::types::{CpuidLeaf, DomainId, MsrEntry, SerialisedPolicy};
+use crate::types::{DomainId, SerialisedPolicy, XenCpuidLeaf, XenMsrEntry};
 
 const NONE: u32 = !0;
 
@@ -75,8 +75,8 @@ impl FakeXen {
                 leaf(0x8000_0000, NONE, [0x8000_000a, 0, 0, 0]),
             ],
             msrs: vec![
-                MsrEntry { index: 0xce, flags: 0, value: 0x8000_0000 },
-                MsrEntry { index: 0x10a, flags: 0, value: 0 },
+                XenMsrEntry { idx: 0xce, flags: 0, val: 0x8000_0000 },
+                XenMsrEntry { idx: 0x10a, flags: 0, val: 0 },
             ],
         };
         FakeXen {
@@ -261,7 +261,7 @@ impl FakeXen {
         if p.nr_leaves > self.max_leaves || p.nr_msrs > self.max_msrs {
             return fail(libc::E2BIG, NONE, NONE, NONE);
         }
-        let leaves: Vec<CpuidLeaf> =
+        let leaves: Vec<XenCpuidLeaf> =
             mem.read_vec(p.leaves.p as u64, p.nr_leaves as usize).map_err(|e| (e, (NONE, NONE, NONE)))?;
         for l in leaves {
             let ok = match l.leaf {
@@ -279,18 +279,18 @@ impl FakeXen {
                 None => policy.leaves.push(l),
             }
         }
-        let msrs: Vec<MsrEntry> =
+        let msrs: Vec<XenMsrEntry> =
             mem.read_vec(p.msrs.p as u64, p.nr_msrs as usize).map_err(|e| (e, (NONE, NONE, NONE)))?;
         for m in msrs {
             if m.flags != 0 {
-                return fail(libc::EINVAL, NONE, NONE, m.index);
+                return fail(libc::EINVAL, NONE, NONE, m.idx);
             }
-            match m.index {
-                0xce if m.value > u32::MAX as u64 => return fail(libc::EOVERFLOW, NONE, NONE, m.index),
+            match m.idx {
+                0xce if m.val > u32::MAX as u64 => return fail(libc::EOVERFLOW, NONE, NONE, m.idx),
                 0xce | 0x10a => {}
-                _ => return fail(libc::ERANGE, NONE, NONE, m.index),
+                _ => return fail(libc::ERANGE, NONE, NONE, m.idx),
             }
-            match policy.msrs.iter_mut().find(|x| x.index == m.index) {
+            match policy.msrs.iter_mut().find(|x| x.idx == m.idx) {
                 Some(x) => *x = m,
                 None => policy.msrs.push(m),
             }
@@ -342,8 +342,8 @@ impl FakeXen {
     }
 }
 
-pub(crate) fn leaf(leaf: u32, subleaf: u32, [a, b, c, d]: [u32; 4]) -> CpuidLeaf {
-    CpuidLeaf { leaf, subleaf, a, b, c, d }
+pub(crate) fn leaf(leaf: u32, subleaf: u32, [a, b, c, d]: [u32; 4]) -> XenCpuidLeaf {
+    XenCpuidLeaf { leaf, subleaf, a, b, c, d }
 }
 
 /// The fake's memory: every buffer it ever handed out, kept until the fake is dropped, so any

@@ -84,8 +84,8 @@ impl XenHandle {
         let raw: [u8; 16] = buf.read(0);
         let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
         Ok(XenVersion {
-            major: (version >> 16) as u16,
-            minor: version as u16,
+            major: ((version >> 16) & 0xffff) as u32,
+            minor: (version & 0xffff) as u32,
             extra: String::from_utf8_lossy(&raw[..end]).into_owned(),
         })
     }
@@ -136,13 +136,13 @@ impl XenHandle {
     /// version), then fetches; ENOBUFS is retried with a larger buffer. `PvMax`/`HvmMax` exist
     /// from Xen 4.18 and in some backports without a version bump: elsewhere they are
     /// [`Error::NotAvailable`].
-    pub fn system_featureset(&self, which: SystemFeatureset) -> Result<Featureset, Error> {
+    pub fn system_featureset(&self, which: SystemPolicy) -> Result<Featureset, Error> {
         let operation = Operation::Featureset(which);
         let fail = |errno| Error::from_hypercall(operation, errno);
 
         // A NULL handle asks for the count. Xen answers this before it looks at the index.
         let mut op = self.sysctl(SYSCTL_GET_CPU_FEATURESET)?;
-        op.set_payload(xen::xen_sysctl_cpu_featureset { index: which.index(), ..Default::default() });
+        op.set_payload(xen::xen_sysctl_cpu_featureset { index: which.featureset_index().get(), ..Default::default() });
         // SAFETY: the features handle is NULL; Xen writes only nr_features in the op buffer.
         unsafe { op.issue(self, &[]) }.map_err(fail)?;
         let mut words = op.payload::<xen::xen_sysctl_cpu_featureset>().nr_features.max(1) as usize;
@@ -151,7 +151,7 @@ impl XenHandle {
             let array = self.alloc(words * size_of::<u32>())?;
             let mut op = self.sysctl(SYSCTL_GET_CPU_FEATURESET)?;
             op.set_payload(xen::xen_sysctl_cpu_featureset {
-                index: which.index(),
+                index: which.featureset_index().get(),
                 nr_features: words as u32,
                 features: xen::__guest_handle_uint32 { p: array.address() as *mut u32 },
             });
@@ -191,7 +191,7 @@ impl XenHandle {
         let request = |leaves: Option<&HypercallBuffer>, msrs: Option<&HypercallBuffer>, nr: (u32, u32)| {
             let mut op = self.sysctl(SYSCTL_GET_CPU_POLICY)?;
             op.set_payload(xen::xen_sysctl_cpu_policy {
-                index: which.index(),
+                index: which.policy_index().get(),
                 nr_leaves: nr.0,
                 nr_msrs: nr.1,
                 _rsvd: 0,
@@ -235,7 +235,12 @@ impl XenHandle {
     /// list changes only what it names. Xen silently clears feature bits the host cannot give
     /// (read the policy back to see what was applied); it refuses malformed input and max
     /// leaves beyond the max policy with [`Error::SetPolicy`], naming the entry.
-    pub fn set_domain_policy(&self, domid: DomainId, leaves: &[CpuidLeaf], msrs: &[MsrEntry]) -> Result<(), Error> {
+    pub fn set_domain_policy(
+        &self,
+        domid: DomainId,
+        leaves: &[XenCpuidLeaf],
+        msrs: &[XenMsrEntry],
+    ) -> Result<(), Error> {
         let operation = Operation::SetDomainPolicy(domid);
         let leaf_buf = self.array(leaves)?;
         let msr_buf = self.array(msrs)?;
@@ -322,8 +327,8 @@ impl XenHandle {
         (nr_leaves, nr_msrs) = (nr_leaves.max(1), nr_msrs.max(1));
 
         for _ in 0..FETCH_ATTEMPTS {
-            let leaves = self.alloc(nr_leaves as usize * size_of::<CpuidLeaf>())?;
-            let msrs = self.alloc(nr_msrs as usize * size_of::<MsrEntry>())?;
+            let leaves = self.alloc(nr_leaves as usize * size_of::<XenCpuidLeaf>())?;
+            let msrs = self.alloc(nr_msrs as usize * size_of::<XenMsrEntry>())?;
             let mut op = request(Some(&leaves), Some(&msrs), (nr_leaves, nr_msrs))?;
             // SAFETY: the handles are `leaves` and `msrs`, live for the call and sized for the
             // counts we pass, which bound what Xen writes.
@@ -373,7 +378,7 @@ impl XenHandle {
         }
         let xen = xen.ok();
         let mut tried = Vec::new();
-        for version in probe_order(interface, xen.as_ref().map(|v| (v.major, v.minor))) {
+        for version in probe_order(interface, xen.as_ref().map(|v| (v.major as u16, v.minor as u16))) {
             tried.push(version);
             match self.probe(interface, version) {
                 Ok(true) => {
@@ -605,7 +610,7 @@ mod tests {
     fn restricted_descriptor_says_so() {
         let (xen, _) = handle_on(FakeXen::xen_4_20());
         let xen = xen.restrict(5).unwrap();
-        let err = xen.system_featureset(SystemFeatureset::Host).unwrap_err();
+        let err = xen.system_featureset(SystemPolicy::Host).unwrap_err();
         assert!(matches!(err, Error::NotPermitted { .. }), "{err:?}");
         assert!(err.to_string().contains("restricted"), "{err}");
     }
@@ -613,7 +618,7 @@ mod tests {
     #[test]
     fn featureset_takes_the_hypervisors_count() {
         let (xen, _) = handle_on(FakeXen::xen_4_20());
-        let fs = xen.system_featureset(SystemFeatureset::HvmMax).unwrap();
+        let fs = xen.system_featureset(SystemPolicy::HvmMax).unwrap();
         assert_eq!(fs.words().len(), 19);
         assert_eq!(fs.words()[0], 0x0781_abfd + 5);
     }
@@ -622,9 +627,9 @@ mod tests {
     fn featureset_enobufs_race_is_retried_with_more_room() {
         let (xen, fake) = handle_on(FakeXen::xen_4_20());
         fake.with(|x| x.enobufs = 2);
-        assert_eq!(xen.system_featureset(SystemFeatureset::Raw).unwrap().words().len(), 19);
+        assert_eq!(xen.system_featureset(SystemPolicy::Raw).unwrap().words().len(), 19);
         fake.with(|x| x.enobufs = 100);
-        let err = xen.system_featureset(SystemFeatureset::Raw).unwrap_err();
+        let err = xen.system_featureset(SystemPolicy::Raw).unwrap_err();
         assert!(matches!(err, Error::BufferTooSmall { attempts: FETCH_ATTEMPTS, .. }), "{err:?}");
     }
 
@@ -633,7 +638,7 @@ mod tests {
         // Xen under-reports (say, a count cached before a live update): ENOBUFS, then retry.
         let (xen, fake) = handle_on(FakeXen::xen_4_20());
         fake.with(|x| x.featuresets[1] = FakeFeatureset::Words((0..30).collect()));
-        assert_eq!(xen.system_featureset(SystemFeatureset::Host).unwrap().words(), (0..30).collect::<Vec<_>>());
+        assert_eq!(xen.system_featureset(SystemPolicy::Host).unwrap().words(), (0..30).collect::<Vec<_>>());
     }
 
     #[test]
@@ -642,7 +647,7 @@ mod tests {
         x.featuresets[4] = FakeFeatureset::Invalid;
         x.featuresets[3] = FakeFeatureset::Unsupported;
         let (xen, _) = handle_on(x);
-        for which in [SystemFeatureset::PvMax, SystemFeatureset::HvmDefault] {
+        for which in [SystemPolicy::PvMax, SystemPolicy::HvmDefault] {
             match xen.system_featureset(which) {
                 Err(Error::NotAvailable { what: Unavailable::Featureset(w), .. }) => assert_eq!(w, which),
                 other => panic!("{which}: {other:?}"),
@@ -721,7 +726,7 @@ mod tests {
     fn set_policy_errors_name_the_entry() {
         let (xen, fake) = handle_on(FakeXen::xen_4_20());
         let domid = xen.create_domain(DomainKind::Pv).unwrap();
-        let reject = |leaves: &[CpuidLeaf], msrs: &[MsrEntry]| match xen.set_domain_policy(domid, leaves, msrs) {
+        let reject = |leaves: &[XenCpuidLeaf], msrs: &[XenMsrEntry]| match xen.set_domain_policy(domid, leaves, msrs) {
             Err(Error::SetPolicy { domid: d, rejection }) => {
                 assert_eq!(d, domid);
                 rejection
@@ -736,15 +741,15 @@ mod tests {
         assert_eq!(reject(&[leaf(7, 9, [0; 4])], &[]), PolicyRejection::LeafOutOfRange { leaf: 7, subleaf: Some(9) });
         assert_eq!(reject(&[leaf(1, 0, [0; 4])], &[]), PolicyRejection::LeafOutOfRange { leaf: 1, subleaf: Some(0) });
         assert_eq!(
-            reject(&[], &[MsrEntry { index: 0x10, flags: 0, value: 0 }]),
+            reject(&[], &[XenMsrEntry { idx: 0x10, flags: 0, val: 0 }]),
             PolicyRejection::MsrOutOfRange { index: 0x10 }
         );
         assert_eq!(
-            reject(&[], &[MsrEntry { index: 0xce, flags: 1, value: 0 }]),
+            reject(&[], &[XenMsrEntry { idx: 0xce, flags: 1, val: 0 }]),
             PolicyRejection::MsrFlagsNotZero { index: 0xce }
         );
         assert_eq!(
-            reject(&[], &[MsrEntry { index: 0xce, flags: 0, value: 1 << 32 }]),
+            reject(&[], &[XenMsrEntry { idx: 0xce, flags: 0, val: 1 << 32 }]),
             PolicyRejection::ValueTooWide { index: 0xce }
         );
         assert_eq!(

@@ -16,7 +16,7 @@
 //!    structures never changed layout), negotiates buffer sizes with Xen, and turns errno values
 //!    into [`Error`]s that say what to do.
 //!
-//! Leaves and MSRs come back as plain [`CpuidLeaf`]/[`MsrEntry`] arrays in Xen's own layout;
+//! Leaves and MSRs come back as plain [`XenCpuidLeaf`]/[`XenMsrEntry`] arrays in Xen's own layout;
 //! modelling them is the policy crate's job, not this one's.
 
 #![deny(missing_docs, clippy::undocumented_unsafe_blocks)]
@@ -38,6 +38,6 @@ pub use cpupolicy_featureset::Featureset;
 pub use error::{Errno, Error, Interface, Operation, PolicyRejection, Unavailable};
 pub use handle::XenHandle;
 pub use types::{
-    CpuidLeaf, DomainId, DomainKind, HostCapabilities, InterfaceVersions, LevellingCaps, MsrEntry, SerialisedPolicy,
-    SystemFeatureset, SystemPolicy, XenVersion,
+    DomainId, DomainKind, HostCapabilities, InterfaceVersions, LevellingCaps, SerialisedPolicy, SystemPolicy,
+    XenCpuidLeaf, XenMsrEntry, XenVersion, XEN_CPUID_NO_SUBLEAF,
 };

@@ -8,192 +8,38 @@ use crate::buffer::Pod;
 /// A Xen domain id (`domid_t`).
 pub type DomainId = u16;
 
-/// One serialised CPUID leaf, laid out exactly as Xen's `xen_cpuid_leaf_t` (24 bytes).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CpuidLeaf {
-    /// The leaf (EAX input).
-    pub leaf: u32,
-    /// The sub-leaf (ECX input), or [`CpuidLeaf::NO_SUBLEAF`].
-    pub subleaf: u32,
-    /// EAX output.
-    pub a: u32,
-    /// EBX output.
-    pub b: u32,
-    /// ECX output.
-    pub c: u32,
-    /// EDX output.
-    pub d: u32,
-}
-
-impl CpuidLeaf {
-    /// Sub-leaf value of leaves that have no sub-leaves (`XEN_CPUID_NO_SUBLEAF`).
-    pub const NO_SUBLEAF: u32 = xen::XEN_CPUID_NO_SUBLEAF;
-}
+pub use cpupolicy_abi::{SystemPolicy, XenCpuidLeaf, XenMsrEntry, XenVersion, XEN_CPUID_NO_SUBLEAF};
 
 // SAFETY: repr(C) struct of six u32, no padding; every bit pattern is valid.
-unsafe impl Pod for CpuidLeaf {}
-
-/// One serialised MSR, laid out exactly as Xen's `xen_msr_entry_t` (16 bytes).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MsrEntry {
-    /// MSR index.
-    pub index: u32,
-    /// Reserved, must be zero (Xen rejects anything else with EINVAL).
-    pub flags: u32,
-    /// MSR value.
-    pub value: u64,
-}
+unsafe impl Pod for XenCpuidLeaf {}
 
 // SAFETY: repr(C) struct of u32, u32, u64 with no padding; every bit pattern is valid.
-unsafe impl Pod for MsrEntry {}
+unsafe impl Pod for XenMsrEntry {}
+
+// Xen's numbering, as the ABI crate has it, is the one in Xen's own headers.
+const _: () = {
+    assert!(XEN_CPUID_NO_SUBLEAF == xen::XEN_CPUID_NO_SUBLEAF);
+    assert!(SystemPolicy::Raw.policy_index().get() == xen::XEN_SYSCTL_cpu_policy_raw);
+    assert!(SystemPolicy::Host.policy_index().get() == xen::XEN_SYSCTL_cpu_policy_host);
+    assert!(SystemPolicy::PvMax.policy_index().get() == xen::XEN_SYSCTL_cpu_policy_pv_max);
+    assert!(SystemPolicy::HvmMax.policy_index().get() == xen::XEN_SYSCTL_cpu_policy_hvm_max);
+    assert!(SystemPolicy::PvDefault.policy_index().get() == xen::XEN_SYSCTL_cpu_policy_pv_default);
+    assert!(SystemPolicy::HvmDefault.policy_index().get() == xen::XEN_SYSCTL_cpu_policy_hvm_default);
+    assert!(SystemPolicy::Raw.featureset_index().get() == xen::XEN_SYSCTL_cpu_featureset_raw);
+    assert!(SystemPolicy::Host.featureset_index().get() == xen::XEN_SYSCTL_cpu_featureset_host);
+    assert!(SystemPolicy::PvDefault.featureset_index().get() == xen::XEN_SYSCTL_cpu_featureset_pv);
+    assert!(SystemPolicy::HvmDefault.featureset_index().get() == xen::XEN_SYSCTL_cpu_featureset_hvm);
+    assert!(SystemPolicy::PvMax.featureset_index().get() == xen::XEN_SYSCTL_cpu_featureset_pv_max);
+    assert!(SystemPolicy::HvmMax.featureset_index().get() == xen::XEN_SYSCTL_cpu_featureset_hvm_max);
+};
 
 /// A CPU policy as Xen serialises it: CPUID leaves and MSRs, in Xen's order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SerialisedPolicy {
     /// CPUID leaves.
-    pub leaves: Vec<CpuidLeaf>,
+    pub leaves: Vec<XenCpuidLeaf>,
     /// MSR entries.
-    pub msrs: Vec<MsrEntry>,
-}
-
-/// Which system featureset to fetch (`XEN_SYSCTL_cpu_featureset_*`).
-///
-/// Not the same numbering as [`SystemPolicy`]: the two sysctls number their indices differently,
-/// and keeping them apart by type makes mixing them up a compile error.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SystemFeatureset {
-    /// What the hardware reports.
-    Raw,
-    /// What Xen itself uses.
-    Host,
-    /// What a new PV guest gets.
-    PvDefault,
-    /// What a new HVM guest gets.
-    HvmDefault,
-    /// The most a PV guest may have (Xen 4.18+, and backports without a version bump).
-    PvMax,
-    /// The most an HVM guest may have (Xen 4.18+, and backports without a version bump).
-    HvmMax,
-}
-
-impl SystemFeatureset {
-    /// Every featureset, in index order.
-    pub const ALL: [SystemFeatureset; 6] = [
-        SystemFeatureset::Raw,
-        SystemFeatureset::Host,
-        SystemFeatureset::PvDefault,
-        SystemFeatureset::HvmDefault,
-        SystemFeatureset::PvMax,
-        SystemFeatureset::HvmMax,
-    ];
-
-    /// The sysctl's index for this featureset.
-    pub fn index(self) -> u32 {
-        match self {
-            SystemFeatureset::Raw => xen::XEN_SYSCTL_cpu_featureset_raw,
-            SystemFeatureset::Host => xen::XEN_SYSCTL_cpu_featureset_host,
-            SystemFeatureset::PvDefault => xen::XEN_SYSCTL_cpu_featureset_pv,
-            SystemFeatureset::HvmDefault => xen::XEN_SYSCTL_cpu_featureset_hvm,
-            SystemFeatureset::PvMax => xen::XEN_SYSCTL_cpu_featureset_pv_max,
-            SystemFeatureset::HvmMax => xen::XEN_SYSCTL_cpu_featureset_hvm_max,
-        }
-    }
-
-    /// Short name, as `xen-cpuid` prints it.
-    pub fn name(self) -> &'static str {
-        match self {
-            SystemFeatureset::Raw => "raw",
-            SystemFeatureset::Host => "host",
-            SystemFeatureset::PvDefault => "pv_default",
-            SystemFeatureset::HvmDefault => "hvm_default",
-            SystemFeatureset::PvMax => "pv_max",
-            SystemFeatureset::HvmMax => "hvm_max",
-        }
-    }
-}
-
-impl fmt::Display for SystemFeatureset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Which system CPU policy to fetch (`XEN_SYSCTL_cpu_policy_*`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SystemPolicy {
-    /// What the hardware reports.
-    Raw,
-    /// What Xen itself uses.
-    Host,
-    /// The most a PV guest may have: what an incoming PV migration is checked against.
-    PvMax,
-    /// The most an HVM guest may have: what an incoming HVM migration is checked against.
-    HvmMax,
-    /// What a newly booted PV guest gets.
-    PvDefault,
-    /// What a newly booted HVM guest gets.
-    HvmDefault,
-}
-
-impl SystemPolicy {
-    /// Every policy, in index order.
-    pub const ALL: [SystemPolicy; 6] = [
-        SystemPolicy::Raw,
-        SystemPolicy::Host,
-        SystemPolicy::PvMax,
-        SystemPolicy::HvmMax,
-        SystemPolicy::PvDefault,
-        SystemPolicy::HvmDefault,
-    ];
-
-    /// The sysctl's index for this policy.
-    pub fn index(self) -> u32 {
-        match self {
-            SystemPolicy::Raw => xen::XEN_SYSCTL_cpu_policy_raw,
-            SystemPolicy::Host => xen::XEN_SYSCTL_cpu_policy_host,
-            SystemPolicy::PvMax => xen::XEN_SYSCTL_cpu_policy_pv_max,
-            SystemPolicy::HvmMax => xen::XEN_SYSCTL_cpu_policy_hvm_max,
-            SystemPolicy::PvDefault => xen::XEN_SYSCTL_cpu_policy_pv_default,
-            SystemPolicy::HvmDefault => xen::XEN_SYSCTL_cpu_policy_hvm_default,
-        }
-    }
-
-    /// Short name, as `xen-cpuid -p` prints it.
-    pub fn name(self) -> &'static str {
-        match self {
-            SystemPolicy::Raw => "raw",
-            SystemPolicy::Host => "host",
-            SystemPolicy::PvMax => "pv_max",
-            SystemPolicy::HvmMax => "hvm_max",
-            SystemPolicy::PvDefault => "pv_default",
-            SystemPolicy::HvmDefault => "hvm_default",
-        }
-    }
-}
-
-impl fmt::Display for SystemPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The running hypervisor's version (`XENVER_version`, `XENVER_extraversion`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct XenVersion {
-    /// Major version (4 in 4.20.3).
-    pub major: u16,
-    /// Minor version (20 in 4.20.3).
-    pub minor: u16,
-    /// The rest, as Xen reports it (".3" or "-unstable"; distributions append their own tags).
-    pub extra: String,
-}
-
-impl fmt::Display for XenVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}{}", self.major, self.minor, self.extra)
-    }
+    pub msrs: Vec<XenMsrEntry>,
 }
 
 /// The sysctl and domctl interface versions this hypervisor accepted.
@@ -310,19 +156,19 @@ impl fmt::Display for DomainKind {
 // Our leaf/MSR types are written straight into hypercall buffers Xen reads as its own types.
 const _: () = {
     use std::mem::{offset_of, size_of};
-    assert!(size_of::<CpuidLeaf>() == size_of::<xen::xen_cpuid_leaf_t>());
-    assert!(size_of::<CpuidLeaf>() == 24);
-    assert!(offset_of!(CpuidLeaf, leaf) == offset_of!(xen::xen_cpuid_leaf_t, leaf));
-    assert!(offset_of!(CpuidLeaf, subleaf) == offset_of!(xen::xen_cpuid_leaf_t, subleaf));
-    assert!(offset_of!(CpuidLeaf, a) == offset_of!(xen::xen_cpuid_leaf_t, a));
-    assert!(offset_of!(CpuidLeaf, b) == offset_of!(xen::xen_cpuid_leaf_t, b));
-    assert!(offset_of!(CpuidLeaf, c) == offset_of!(xen::xen_cpuid_leaf_t, c));
-    assert!(offset_of!(CpuidLeaf, d) == offset_of!(xen::xen_cpuid_leaf_t, d));
-    assert!(size_of::<MsrEntry>() == size_of::<xen::xen_msr_entry_t>());
-    assert!(size_of::<MsrEntry>() == 16);
-    assert!(offset_of!(MsrEntry, index) == offset_of!(xen::xen_msr_entry_t, idx));
-    assert!(offset_of!(MsrEntry, flags) == offset_of!(xen::xen_msr_entry_t, flags));
-    assert!(offset_of!(MsrEntry, value) == offset_of!(xen::xen_msr_entry_t, val));
+    assert!(size_of::<XenCpuidLeaf>() == size_of::<xen::xen_cpuid_leaf_t>());
+    assert!(size_of::<XenCpuidLeaf>() == 24);
+    assert!(offset_of!(XenCpuidLeaf, leaf) == offset_of!(xen::xen_cpuid_leaf_t, leaf));
+    assert!(offset_of!(XenCpuidLeaf, subleaf) == offset_of!(xen::xen_cpuid_leaf_t, subleaf));
+    assert!(offset_of!(XenCpuidLeaf, a) == offset_of!(xen::xen_cpuid_leaf_t, a));
+    assert!(offset_of!(XenCpuidLeaf, b) == offset_of!(xen::xen_cpuid_leaf_t, b));
+    assert!(offset_of!(XenCpuidLeaf, c) == offset_of!(xen::xen_cpuid_leaf_t, c));
+    assert!(offset_of!(XenCpuidLeaf, d) == offset_of!(xen::xen_cpuid_leaf_t, d));
+    assert!(size_of::<XenMsrEntry>() == size_of::<xen::xen_msr_entry_t>());
+    assert!(size_of::<XenMsrEntry>() == 16);
+    assert!(offset_of!(XenMsrEntry, idx) == offset_of!(xen::xen_msr_entry_t, idx));
+    assert!(offset_of!(XenMsrEntry, flags) == offset_of!(xen::xen_msr_entry_t, flags));
+    assert!(offset_of!(XenMsrEntry, val) == offset_of!(xen::xen_msr_entry_t, val));
 };
 
 #[cfg(test)]
@@ -332,14 +178,11 @@ mod tests {
     #[test]
     fn the_two_numberings_differ_where_xen_says() {
         // Featureset: pv/hvm default are 2/3, max 4/5. Policy: max 2/3, default 4/5.
-        let fs: Vec<u32> = SystemFeatureset::ALL.iter().map(|f| f.index()).collect();
-        let pol: Vec<u32> = SystemPolicy::ALL.iter().map(|p| p.index()).collect();
-        assert_eq!(fs, [0, 1, 2, 3, 4, 5]);
-        assert_eq!(pol, [0, 1, 2, 3, 4, 5]);
-        assert_eq!(SystemFeatureset::PvDefault.index(), 2);
-        assert_eq!(SystemPolicy::PvDefault.index(), 4);
-        assert_eq!(SystemFeatureset::HvmMax.index(), 5);
-        assert_eq!(SystemPolicy::HvmMax.index(), 3);
+        assert_eq!(SystemPolicy::PvDefault.featureset_index().get(), xen::XEN_SYSCTL_cpu_featureset_pv);
+        assert_eq!(SystemPolicy::PvDefault.featureset_index().get(), 2);
+        assert_eq!(SystemPolicy::PvDefault.policy_index().get(), 4);
+        assert_eq!(SystemPolicy::HvmMax.featureset_index().get(), 5);
+        assert_eq!(SystemPolicy::HvmMax.policy_index().get(), 3);
     }
 
     #[test]

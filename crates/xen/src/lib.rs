@@ -3,11 +3,8 @@
 //! re-exports it as `cpupolicy::xen`; the C API uses it too.
 
 use cpupolicy_featureset::Featureset;
-use cpupolicy_hypercall::{self as hypercall, SystemFeatureset, XenHandle};
-use cpupolicy_policy::{
-    CpuPolicy, HostBundle, LevellingCaps, SystemPolicies, SystemPolicy, WireLimits, XenCpuidLeaf, XenMsrEntry,
-    XenVersion,
-};
+use cpupolicy_hypercall::{self as hypercall, XenHandle};
+use cpupolicy_policy::{CpuPolicy, HostBundle, LevellingCaps, SystemPolicies, SystemPolicy, WireLimits, XenVersion};
 
 /// A failure fetching from Xen.
 #[derive(Debug, thiserror::Error)]
@@ -35,13 +32,13 @@ pub enum XenError {
 
 /// The six system featuresets in `xen-cpuid`'s order ("Dynamic sets"), each with its label and
 /// `None` where this Xen does not provide it.
-pub const FEATURESETS: [(SystemFeatureset, &str); 6] = [
-    (SystemFeatureset::Raw, "Raw"),
-    (SystemFeatureset::Host, "Host"),
-    (SystemFeatureset::PvDefault, "PV Default"),
-    (SystemFeatureset::HvmDefault, "HVM Default"),
-    (SystemFeatureset::PvMax, "PV Max"),
-    (SystemFeatureset::HvmMax, "HVM Max"),
+pub const FEATURESETS: [(SystemPolicy, &str); 6] = [
+    (SystemPolicy::Raw, "Raw"),
+    (SystemPolicy::Host, "Host"),
+    (SystemPolicy::PvDefault, "PV Default"),
+    (SystemPolicy::HvmDefault, "HVM Default"),
+    (SystemPolicy::PvMax, "PV Max"),
+    (SystemPolicy::HvmMax, "HVM Max"),
 ];
 
 /// Every system featureset, in [`FEATURESETS`] order; `None` where Xen does not provide it.
@@ -56,10 +53,9 @@ pub fn system_featuresets(handle: &XenHandle) -> Result<Vec<Option<Featureset>>,
         .collect()
 }
 
-/// The version of the Xen behind `handle`, in the policy crate's terms.
+/// The version of the Xen behind `handle`.
 pub fn xen_version(handle: &XenHandle) -> Result<XenVersion, XenError> {
-    let version = handle.xen_version()?;
-    Ok(XenVersion { major: version.major.into(), minor: version.minor.into(), extra: version.extra })
+    Ok(handle.xen_version()?)
 }
 
 /// The running Xen's version and its policy format (the newest known one where the version
@@ -76,7 +72,7 @@ pub fn host_bundle(handle: &XenHandle) -> Result<HostBundle, XenError> {
     let interfaces = handle.interface_versions()?;
     let mut policies = SystemPolicies::new();
     for which in SystemPolicy::ALL {
-        let serialised = match handle.system_policy(hypercall_policy(which)) {
+        let serialised = match handle.system_policy(which) {
             Ok(serialised) => serialised,
             Err(hypercall::Error::NotAvailable { .. }) => continue,
             Err(error) => return Err(error.into()),
@@ -142,54 +138,16 @@ pub fn set_domain_policy(
 ) -> Result<Vec<cpupolicy_policy::Dropped>, XenError> {
     let (_, limits) = version_and_limits(handle)?;
     let wire = policy.to_wire(&limits);
-    let leaves: Vec<hypercall::CpuidLeaf> = wire
-        .leaves
-        .iter()
-        .map(|l| hypercall::CpuidLeaf { leaf: l.leaf, subleaf: l.subleaf, a: l.a, b: l.b, c: l.c, d: l.d })
-        .collect();
-    let msrs: Vec<hypercall::MsrEntry> =
-        wire.msrs.iter().map(|m| hypercall::MsrEntry { index: m.idx, flags: m.flags, value: m.val }).collect();
-    handle.set_domain_policy(domid, &leaves, &msrs)?;
+    handle.set_domain_policy(domid, &wire.leaves, &wire.msrs)?;
     Ok(wire.dropped)
 }
 
-/// Converts Xen's arrays (the hypercall crate's ABI structs) into a policy.
+/// Reads Xen's arrays (the ABI crate's entries, as the hypercall crate returns them) into a policy.
 pub fn policy_from_xen(
     serialised: &hypercall::SerialisedPolicy,
     limits: &WireLimits,
 ) -> Result<CpuPolicy, cpupolicy_policy::WireError> {
-    let leaves: Vec<XenCpuidLeaf> = serialised
-        .leaves
-        .iter()
-        .map(|l| XenCpuidLeaf { leaf: l.leaf, subleaf: l.subleaf, a: l.a, b: l.b, c: l.c, d: l.d })
-        .collect();
-    let msrs: Vec<XenMsrEntry> =
-        serialised.msrs.iter().map(|m| XenMsrEntry { idx: m.index, flags: m.flags, val: m.value }).collect();
-    CpuPolicy::from_wire(&leaves, &msrs, limits)
-}
-
-/// The featureset sysctl's name for a system policy.
-pub fn featureset_index(which: SystemPolicy) -> SystemFeatureset {
-    match which {
-        SystemPolicy::Raw => SystemFeatureset::Raw,
-        SystemPolicy::Host => SystemFeatureset::Host,
-        SystemPolicy::PvMax => SystemFeatureset::PvMax,
-        SystemPolicy::HvmMax => SystemFeatureset::HvmMax,
-        SystemPolicy::PvDefault => SystemFeatureset::PvDefault,
-        SystemPolicy::HvmDefault => SystemFeatureset::HvmDefault,
-    }
-}
-
-/// The hypercall crate's name for a system policy (its own index numbering).
-fn hypercall_policy(which: SystemPolicy) -> hypercall::SystemPolicy {
-    match which {
-        SystemPolicy::Raw => hypercall::SystemPolicy::Raw,
-        SystemPolicy::Host => hypercall::SystemPolicy::Host,
-        SystemPolicy::PvMax => hypercall::SystemPolicy::PvMax,
-        SystemPolicy::HvmMax => hypercall::SystemPolicy::HvmMax,
-        SystemPolicy::PvDefault => hypercall::SystemPolicy::PvDefault,
-        SystemPolicy::HvmDefault => hypercall::SystemPolicy::HvmDefault,
-    }
+    CpuPolicy::from_wire(&serialised.leaves, &serialised.msrs, limits)
 }
 
 #[cfg(test)]
