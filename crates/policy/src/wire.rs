@@ -143,6 +143,14 @@ impl WireLimits {
         self.max_extended_leaf
     }
 
+    /// Whether the format holds an entry for this key: what `x86_cpuid_copy_from_buffer`
+    /// accepts (the check [`CpuPolicy::apply_wire`] makes; a leaf without sub-leaves only as
+    /// such).
+    pub fn carries(&self, key: CpuidKey) -> bool {
+        let subleaf = key.subleaf.unwrap_or(XEN_CPUID_NO_SUBLEAF);
+        wire_slot(key.leaf, subleaf, self.max_leaf7_subleaf, self.max_extended_leaf).is_some()
+    }
+
     /// The MSRs the format holds, in order.
     pub fn msrs(&self) -> &'static [u32] {
         &XEN_POLICY_MSRS[..self.max_msrs as usize]

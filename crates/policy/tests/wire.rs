@@ -2,7 +2,7 @@
 
 use cpupolicy_policy::{
     cpuid_record_from_bytes, msr_record_from_bytes, CpuPolicy, CpuidKey, DropReason, Dropped, RecordError, Registers,
-    WireError, WireLimits, XenCpuidLeaf, XenMsrEntry, XEN_CPUID_NO_SUBLEAF,
+    WireError, WireLeaf, WireLimits, XenCpuidLeaf, XenMsrEntry, XEN_CPUID_NO_SUBLEAF,
 };
 
 const NONE: u32 = XEN_CPUID_NO_SUBLEAF;
@@ -249,4 +249,28 @@ fn serialising_into_caller_buffers() {
         policy.to_wire_into(&WireLimits::LATEST, &mut leaves, &mut few_msrs),
         Err(WireError::BufferTooSmall { needed_msrs: 2, .. })
     ));
+}
+
+/// `WireLimits::carries` says of each key exactly what deserialising a one-entry list says.
+#[test]
+fn carries_is_what_xen_accepts() {
+    let mut keys = Vec::new();
+    for leaf in
+        [0, 1, 4, 7, 0xb, 0xd, 0xe, 0x14, 0x4000_0000, 0x4000_0001, 0x4000_0100, 0x8000_0000, 0x8000_0021, 0x8000_0022]
+    {
+        keys.push(CpuidKey::plain(leaf));
+        for subleaf in [0, 1, 2, 3, 5, 6, 62, 63] {
+            keys.push(CpuidKey::indexed(leaf, subleaf));
+        }
+    }
+    for limits in [WireLimits::XEN_4_14_0, WireLimits::XEN_4_16_0, WireLimits::LATEST] {
+        for key in &keys {
+            let entry = XenCpuidLeaf::from_key(*key, Registers::new(1, 0, 0, 0));
+            let accepted = CpuPolicy::from_wire(&[entry], &[], &limits).is_ok();
+            assert_eq!(limits.carries(*key), accepted, "{key} {limits:?}");
+        }
+    }
+    assert!(WireLimits::LATEST.carries(CpuidKey::indexed(7, 2)));
+    assert!(!WireLimits::XEN_4_14_0.carries(CpuidKey::indexed(7, 2)));
+    assert!(!WireLimits::LATEST.carries(CpuidKey::plain(0x1f)));
 }
