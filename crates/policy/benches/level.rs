@@ -7,7 +7,7 @@
 //! `cargo bench -p cpupolicy-policy --bench level`.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cpupolicy_featureset::GuestKind;
 use cpupolicy_policy::{
@@ -16,24 +16,12 @@ use cpupolicy_policy::{
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod timing;
+
+use timing::best_of;
 
 const LEVEL_TARGET_NS_PER_HOST: f64 = 2000.0;
 const CHECK_TARGET_NS: f64 = 200.0;
-
-/// Runs `f` repeatedly for at least `budget`, returns the best time of one run over five rounds.
-fn best_of(budget: Duration, mut f: impl FnMut()) -> Duration {
-    let mut best = Duration::MAX;
-    for _ in 0..5 {
-        let start = Instant::now();
-        let mut runs = 0u32;
-        while start.elapsed() < budget / 5 || runs == 0 {
-            f();
-            runs += 1;
-        }
-        best = best.min(start.elapsed() / runs);
-    }
-    best
-}
 
 fn main() {
     let Some(dumps) = common::libvirt_dumps() else {

@@ -19,7 +19,7 @@ use std::ffi::c_void;
 use std::hint::black_box;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cpupolicy_featureset::GuestKind;
 use cpupolicy_policy::{
@@ -29,6 +29,9 @@ use cpupolicy_policy::{
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod timing;
+
+use timing::best_of;
 
 /// Counts the heap in use, and its peak, to report a large pool's memory.
 struct Counting;
@@ -291,21 +294,6 @@ fn instructions(op: &str, index: usize, calls: usize) -> Option<f64> {
         .parse()
         .ok()?;
     Some(total / calls as f64)
-}
-
-/// The best native time of one call of `f`, over five rounds of `budget / 5`.
-fn best_of(budget: Duration, mut f: impl FnMut()) -> Duration {
-    let mut best = Duration::MAX;
-    for _ in 0..5 {
-        let start = Instant::now();
-        let mut runs = 0u32;
-        while start.elapsed() < budget / 5 || runs == 0 {
-            f();
-            runs += 1;
-        }
-        best = best.min(start.elapsed() / runs);
-    }
-    best
 }
 
 fn main() {
