@@ -178,7 +178,7 @@ typedef uint32_t cpupolicy_pool_role;
 typedef struct {
   // The leaf (EAX input).
   uint32_t leaf;
-  // The sub-leaf (ECX input), or `CPUPOLICY_NO_SUBLEAF`.
+  // The sub-leaf (ECX input), or `0xffffffff` (`XEN_CPUID_NO_SUBLEAF`) for none.
   uint32_t subleaf;
   // EAX output.
   uint32_t a;
@@ -189,6 +189,8 @@ typedef struct {
   // EDX output.
   uint32_t d;
 } cpupolicy_cpuid_leaf;
+// Size in bytes, as in the ABI.
+#define cpupolicy_cpuid_leaf_SIZE 24
 
 // One MSR, laid out exactly as Xen's `xen_msr_entry_t` (16 bytes).
 typedef struct {
@@ -199,6 +201,8 @@ typedef struct {
   // The value.
   uint64_t val;
 } cpupolicy_msr_entry;
+// Size in bytes, as in the ABI.
+#define cpupolicy_msr_entry_SIZE 16
 
 // The typed fields of a policy, for `cpupolicy_policy_field` and `cpupolicy_policy_set_field`:
 // one of the `CPUPOLICY_FIELD_*` values.
@@ -447,6 +451,8 @@ typedef struct {
 // What Xen up to 4.22 gives every HVM guest (APIC ID = 2 x vCPU, at most 128 vCPUs); VMs that
 // booted with it must keep it.
 #define CPUPOLICY_SCHEME_XEN_LEGACY 1
+
+
 
 #ifdef __cplusplus
 extern "C" {

@@ -10,31 +10,32 @@ pub const REC_TYPE_X86_CPUID_POLICY: u32 = 0x11;
 /// Migration stream record type carrying a `xen_msr_entry_t` array.
 pub const REC_TYPE_X86_MSR_POLICY: u32 = 0x12;
 
-/// Xen's `xen_cpuid_leaf_t` (24 bytes).
+/// One CPUID leaf, laid out exactly as Xen's `xen_cpuid_leaf_t` (24 bytes), so arrays of it
+/// can be passed to and from libxc/libxl or a migration stream as they are.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct XenCpuidLeaf {
-    /// The leaf.
+    /// The leaf (EAX input).
     pub leaf: u32,
-    /// The sub-leaf, or [`XEN_CPUID_NO_SUBLEAF`].
+    /// The sub-leaf (ECX input), or `0xffffffff` (`XEN_CPUID_NO_SUBLEAF`) for none.
     pub subleaf: u32,
-    /// EAX.
+    /// EAX output.
     pub a: u32,
-    /// EBX.
+    /// EBX output.
     pub b: u32,
-    /// ECX.
+    /// ECX output.
     pub c: u32,
-    /// EDX.
+    /// EDX output.
     pub d: u32,
 }
 
-/// Xen's `xen_msr_entry_t` (16 bytes).
+/// One MSR, laid out exactly as Xen's `xen_msr_entry_t` (16 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct XenMsrEntry {
     /// The MSR index.
     pub idx: u32,
-    /// Must be zero.
+    /// Reserved: must be zero.
     pub flags: u32,
     /// The value.
     pub val: u64,

@@ -3,13 +3,12 @@
 //! featureset view, and differences.
 
 use std::ffi::c_char;
-use std::mem::size_of;
 
+use abi::{XenCpuidLeaf, XenMsrEntry};
 use featureset::Featureset;
 use policy::{
     CpuPolicy, CpuidKey, Document, ImportError, InputFormat, PolicyDiff, PoolPolicy, Registers, ReportSection,
-    SectionName, WireError, WireLeaf, WireLimits, XenCpuidLeaf, XenCpuidReport, XenMsrEntry, XenVersion,
-    XEN_CPUID_NO_SUBLEAF,
+    SectionName, WireError, WireLeaf, WireLimits, XenCpuidReport, XenVersion, XEN_CPUID_NO_SUBLEAF,
 };
 
 use crate::featureset::{cpupolicy_featureset, parse_failure};
@@ -31,67 +30,9 @@ impl Tagged for CpuPolicy {
 /// The sub-leaf of a leaf that has none (Xen's `XEN_CPUID_NO_SUBLEAF`).
 pub const CPUPOLICY_NO_SUBLEAF: u32 = u32::MAX;
 
-/// One CPUID leaf, laid out exactly as Xen's `xen_cpuid_leaf_t` (24 bytes), so arrays of it
-/// can be passed to and from libxc/libxl or a migration stream as they are.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[allow(non_camel_case_types)]
-pub struct cpupolicy_cpuid_leaf {
-    /// The leaf (EAX input).
-    pub leaf: u32,
-    /// The sub-leaf (ECX input), or `CPUPOLICY_NO_SUBLEAF`.
-    pub subleaf: u32,
-    /// EAX output.
-    pub a: u32,
-    /// EBX output.
-    pub b: u32,
-    /// ECX output.
-    pub c: u32,
-    /// EDX output.
-    pub d: u32,
-}
-
-/// One MSR, laid out exactly as Xen's `xen_msr_entry_t` (16 bytes).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[allow(non_camel_case_types)]
-pub struct cpupolicy_msr_entry {
-    /// The MSR index.
-    pub idx: u32,
-    /// Reserved: must be zero.
-    pub flags: u32,
-    /// The value.
-    pub val: u64,
-}
-
-// The layouts are Xen's ABI: checked at compile time.
-const _: () = assert!(size_of::<cpupolicy_cpuid_leaf>() == XenCpuidLeaf::SIZE);
-const _: () = assert!(size_of::<cpupolicy_msr_entry>() == XenMsrEntry::SIZE);
+// Xen's entries are the ABI crate's `XenCpuidLeaf` and `XenMsrEntry`, named
+// `XenCpuidLeaf` and `XenMsrEntry` in C (cbindgen.toml).
 const _: () = assert!(CPUPOLICY_NO_SUBLEAF == XEN_CPUID_NO_SUBLEAF);
-
-impl From<XenCpuidLeaf> for cpupolicy_cpuid_leaf {
-    fn from(l: XenCpuidLeaf) -> Self {
-        cpupolicy_cpuid_leaf { leaf: l.leaf, subleaf: l.subleaf, a: l.a, b: l.b, c: l.c, d: l.d }
-    }
-}
-
-impl From<cpupolicy_cpuid_leaf> for XenCpuidLeaf {
-    fn from(l: cpupolicy_cpuid_leaf) -> Self {
-        XenCpuidLeaf { leaf: l.leaf, subleaf: l.subleaf, a: l.a, b: l.b, c: l.c, d: l.d }
-    }
-}
-
-impl From<XenMsrEntry> for cpupolicy_msr_entry {
-    fn from(m: XenMsrEntry) -> Self {
-        cpupolicy_msr_entry { idx: m.idx, flags: m.flags, val: m.val }
-    }
-}
-
-impl From<cpupolicy_msr_entry> for XenMsrEntry {
-    fn from(m: cpupolicy_msr_entry) -> Self {
-        XenMsrEntry { idx: m.idx, flags: m.flags, val: m.val }
-    }
-}
 
 /// The typed fields of a policy, for `cpupolicy_policy_field` and `cpupolicy_policy_set_field`:
 /// one of the `CPUPOLICY_FIELD_*` values.
@@ -152,9 +93,9 @@ pub(crate) fn wire_failure(error: WireError) -> Failure {
     Failure::rejected(error.to_string(), cpupolicy_rejection { error_number: error.errno(), leaf, subleaf, msr })
 }
 
-/// The leaf and sub-leaf a `cpupolicy_cpuid_leaf` names.
-fn key_of(entry: &cpupolicy_cpuid_leaf) -> CpuidKey {
-    XenCpuidLeaf::from(*entry).key()
+/// The leaf and sub-leaf a `XenCpuidLeaf` names.
+fn key_of(entry: &XenCpuidLeaf) -> CpuidKey {
+    entry.key()
 }
 
 /// A new empty policy (no leaves, no MSRs) in `*out`, owned by the caller. Thread-safe.
@@ -365,9 +306,9 @@ pub unsafe extern "C" fn cpupolicy_policy_to_xen_cpuid(
 /// NUL-terminated string; `out` valid for a pointer write.
 #[no_mangle]
 pub unsafe extern "C" fn cpupolicy_policy_from_xen(
-    leaves: *const cpupolicy_cpuid_leaf,
+    leaves: *const XenCpuidLeaf,
     nr_leaves: usize,
-    msrs: *const cpupolicy_msr_entry,
+    msrs: *const XenMsrEntry,
     nr_msrs: usize,
     xen_version: *const c_char,
     out: *mut *mut cpupolicy_policy,
@@ -386,9 +327,7 @@ pub unsafe extern "C" fn cpupolicy_policy_from_xen(
         // SAFETY: per this function's contract; the counts are within the format's limits.
         let (leaves, msrs) =
             unsafe { (c_slice(leaves, nr_leaves, nr_leaves, "leaves")?, c_slice(msrs, nr_msrs, nr_msrs, "msrs")?) };
-        let leaves: Vec<XenCpuidLeaf> = leaves.iter().map(|&l| l.into()).collect();
-        let msrs: Vec<XenMsrEntry> = msrs.iter().map(|&m| m.into()).collect();
-        let policy = CpuPolicy::from_wire(&leaves, &msrs, &limits).map_err(wire_failure)?;
+        let policy = CpuPolicy::from_wire(leaves, msrs, &limits).map_err(wire_failure)?;
         // SAFETY: per this function's contract.
         unsafe { put(out, policy) }
     })
@@ -406,7 +345,7 @@ pub unsafe extern "C" fn cpupolicy_policy_from_xen(
 pub unsafe extern "C" fn cpupolicy_policy_to_xen_leaves(
     policy: *const cpupolicy_policy,
     xen_version: *const c_char,
-    leaves: *mut cpupolicy_cpuid_leaf,
+    leaves: *mut XenCpuidLeaf,
     capacity: usize,
     needed: *mut usize,
 ) -> cpupolicy_status {
@@ -414,7 +353,7 @@ pub unsafe extern "C" fn cpupolicy_policy_to_xen_leaves(
         // SAFETY: per this function's contract.
         let (policy, version) = unsafe { (borrow(policy, "policy")?, opt_c_str(xen_version, "xen_version")?) };
         let wire = policy.to_wire(&wire_limits(version)?);
-        let entries: Vec<cpupolicy_cpuid_leaf> = wire.leaves.into_iter().map(Into::into).collect();
+        let entries = wire.leaves;
         // SAFETY: per this function's contract.
         unsafe { output(&entries, false, leaves, capacity, needed) }
     })
@@ -429,7 +368,7 @@ pub unsafe extern "C" fn cpupolicy_policy_to_xen_leaves(
 pub unsafe extern "C" fn cpupolicy_policy_to_xen_msrs(
     policy: *const cpupolicy_policy,
     xen_version: *const c_char,
-    msrs: *mut cpupolicy_msr_entry,
+    msrs: *mut XenMsrEntry,
     capacity: usize,
     needed: *mut usize,
 ) -> cpupolicy_status {
@@ -437,7 +376,7 @@ pub unsafe extern "C" fn cpupolicy_policy_to_xen_msrs(
         // SAFETY: per this function's contract.
         let (policy, version) = unsafe { (borrow(policy, "policy")?, opt_c_str(xen_version, "xen_version")?) };
         let wire = policy.to_wire(&wire_limits(version)?);
-        let entries: Vec<cpupolicy_msr_entry> = wire.msrs.into_iter().map(Into::into).collect();
+        let entries = wire.msrs;
         // SAFETY: per this function's contract.
         unsafe { output(&entries, false, msrs, capacity, needed) }
     })
@@ -606,15 +545,15 @@ pub unsafe extern "C" fn cpupolicy_policy_cpuid(
     policy: *const cpupolicy_policy,
     leaf: u32,
     subleaf: u32,
-    entry: *mut cpupolicy_cpuid_leaf,
+    entry: *mut XenCpuidLeaf,
 ) -> cpupolicy_status {
     guard(|| {
         // SAFETY: per this function's contract.
         let p = unsafe { borrow(policy, "policy")? };
-        let key = key_of(&cpupolicy_cpuid_leaf { leaf, subleaf, ..Default::default() });
+        let key = key_of(&XenCpuidLeaf { leaf, subleaf, ..Default::default() });
         let registers = p.cpuid(key);
         // SAFETY: per this function's contract.
-        unsafe { put_value(entry, XenCpuidLeaf::from_key(key, registers).into(), "entry") }
+        unsafe { put_value(entry, XenCpuidLeaf::from_key(key, registers), "entry") }
     })
 }
 
@@ -627,7 +566,7 @@ pub unsafe extern "C" fn cpupolicy_policy_cpuid(
 #[no_mangle]
 pub unsafe extern "C" fn cpupolicy_policy_set_cpuid(
     policy: *mut cpupolicy_policy,
-    entry: *const cpupolicy_cpuid_leaf,
+    entry: *const XenCpuidLeaf,
 ) -> cpupolicy_status {
     guard(|| {
         if entry.is_null() {
@@ -685,15 +624,14 @@ pub unsafe extern "C" fn cpupolicy_policy_set_msr(
 #[no_mangle]
 pub unsafe extern "C" fn cpupolicy_policy_cpuid_entries(
     policy: *const cpupolicy_policy,
-    leaves: *mut cpupolicy_cpuid_leaf,
+    leaves: *mut XenCpuidLeaf,
     capacity: usize,
     needed: *mut usize,
 ) -> cpupolicy_status {
     guard(|| {
         // SAFETY: per this function's contract.
         let p = unsafe { borrow(policy, "policy")? };
-        let entries: Vec<cpupolicy_cpuid_leaf> =
-            p.cpuid_entries().map(|(k, r)| XenCpuidLeaf::from_key(k, r).into()).collect();
+        let entries: Vec<XenCpuidLeaf> = p.cpuid_entries().map(|(k, r)| XenCpuidLeaf::from_key(k, r)).collect();
         // SAFETY: per this function's contract.
         unsafe { output(&entries, false, leaves, capacity, needed) }
     })
@@ -707,14 +645,14 @@ pub unsafe extern "C" fn cpupolicy_policy_cpuid_entries(
 #[no_mangle]
 pub unsafe extern "C" fn cpupolicy_policy_msr_entries(
     policy: *const cpupolicy_policy,
-    msrs: *mut cpupolicy_msr_entry,
+    msrs: *mut XenMsrEntry,
     capacity: usize,
     needed: *mut usize,
 ) -> cpupolicy_status {
     guard(|| {
         // SAFETY: per this function's contract.
         let p = unsafe { borrow(policy, "policy")? };
-        let entries: Vec<cpupolicy_msr_entry> = p.msrs().map(|(i, v)| XenMsrEntry::new(i, v).into()).collect();
+        let entries: Vec<XenMsrEntry> = p.msrs().map(|(i, v)| XenMsrEntry::new(i, v)).collect();
         // SAFETY: per this function's contract.
         unsafe { output(&entries, false, msrs, capacity, needed) }
     })
@@ -858,8 +796,8 @@ mod tests {
     #[test]
     fn xen_arrays_round_trip_and_rejections_name_the_entry() {
         let p = intel();
-        let mut leaves = vec![cpupolicy_cpuid_leaf::default(); 64];
-        let mut msrs = [cpupolicy_msr_entry::default(); 2];
+        let mut leaves = vec![XenCpuidLeaf::default(); 64];
+        let mut msrs = [XenMsrEntry::default(); 2];
         let (mut nr_leaves, mut nr_msrs) = (0, 0);
         // SAFETY: the buffers hold 64 and 2 entries.
         unsafe {
@@ -939,7 +877,7 @@ mod tests {
     #[test]
     fn dropped_entries_are_listed_and_versions_checked() {
         let p = intel();
-        let entry = cpupolicy_cpuid_leaf { leaf: 0x1f, subleaf: 0, a: 1, b: 2, c: 0x100, d: 0 };
+        let entry = XenCpuidLeaf { leaf: 0x1f, subleaf: 0, a: 1, b: 2, c: 0x100, d: 0 };
         // SAFETY: `p` is a live policy handle; `entry` a valid place.
         assert_eq!(unsafe { cpupolicy_policy_set_cpuid(p, &entry) }, CPUPOLICY_OK);
         // SAFETY: `p` is live; the closure passes the harness's buffers.

@@ -10,7 +10,8 @@ use topology::{
 
 use crate::ffi::cpupolicy_status::*;
 use crate::ffi::*;
-use crate::policy::{cpupolicy_cpuid_leaf, cpupolicy_policy, wire_limits, CPUPOLICY_NO_SUBLEAF};
+use crate::policy::{cpupolicy_policy, wire_limits, CPUPOLICY_NO_SUBLEAF};
+use abi::XenCpuidLeaf;
 
 /// An opaque topology handle: a checked shape with its vendor and APIC ID scheme, from
 /// `cpupolicy_topology_new`; release with `cpupolicy_topology_free`.
@@ -314,7 +315,7 @@ pub unsafe extern "C" fn cpupolicy_topology_vcpu_leaves(
     topology: *const cpupolicy_topology,
     base: *const cpupolicy_policy,
     vcpu: u32,
-    leaves: *mut cpupolicy_cpuid_leaf,
+    leaves: *mut XenCpuidLeaf,
     capacity: usize,
     needed: *mut usize,
 ) -> cpupolicy_status {
@@ -330,9 +331,9 @@ pub unsafe extern "C" fn cpupolicy_topology_vcpu_leaves(
             topology.cpuid_for_vcpu(unsafe { borrow(base, "base")? }, vcpu)
         }
         .map_err(topology_failure)?;
-        let entries: Vec<cpupolicy_cpuid_leaf> = computed
+        let entries: Vec<XenCpuidLeaf> = computed
             .iter()
-            .map(|(leaf, subleaf, [a, b, c, d])| cpupolicy_cpuid_leaf {
+            .map(|(leaf, subleaf, [a, b, c, d])| XenCpuidLeaf {
                 leaf,
                 subleaf: subleaf.unwrap_or(CPUPOLICY_NO_SUBLEAF),
                 a,
