@@ -505,7 +505,8 @@ impl Accumulated {
             def_or: [0; NR_WORDS],
             max_and: [!0; NR_WORDS],
             max_or: [0; NR_WORDS],
-            reflected_and: [!0; NR_WORDS],
+            // Host-reflected bits only: the AND over no host is every one of them.
+            reflected_and: masks().reflected,
             reflected_or: [0; NR_WORDS],
             def_limits: limits,
             max_limits: limits,
@@ -515,14 +516,18 @@ impl Accumulated {
     fn add(&mut self, host: &PoolHost) {
         let rules = masks();
         let (def, max) = (host.default.feature_words(), host.max.feature_words());
-        let reflected = host.reflected_source().feature_words();
         for w in 0..NR_WORDS {
             self.def_and[w] &= def[w];
             self.def_or[w] |= def[w];
             self.max_and[w] &= max[w];
             self.max_or[w] |= max[w];
-            self.reflected_and[w] &= reflected[w] & rules.reflected[w];
-            self.reflected_or[w] |= reflected[w] & rules.reflected[w];
+        }
+        // Host-reflected bits live in a word or two: read only those.
+        let reflected = host.reflected_source();
+        for &w in &rules.reflected_words {
+            let bits = reflected.feature_word(w) & rules.reflected[w];
+            self.reflected_and[w] &= bits;
+            self.reflected_or[w] |= bits;
         }
         for (limit, policy) in [(&mut self.def_limits, &host.default), (&mut self.max_limits, &host.max)] {
             for (l, value) in limit.iter_mut().zip(LimitField::read_all(policy)) {

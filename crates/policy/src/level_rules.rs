@@ -187,6 +187,8 @@ pub(crate) struct RuleMasks {
     pub and: [u32; NR_WORDS],
     /// What a migration needs the destination to give: the AND bits and `rtm-always-abort`.
     pub needed: [u32; NR_WORDS],
+    /// The words holding host-reflected bits.
+    pub reflected_words: Vec<usize>,
     pub or: [u32; NR_WORDS],
     pub reflected: [u32; NR_WORDS],
     pub topology: [u32; NR_WORDS],
@@ -230,6 +232,7 @@ pub(crate) fn masks() -> &'static RuleMasks {
         let mut masks = RuleMasks {
             and: [0; NR_WORDS],
             needed: [0; NR_WORDS],
+            reflected_words: Vec::new(),
             or: [0; NR_WORDS],
             reflected: [0; NR_WORDS],
             topology: [0; NR_WORDS],
@@ -260,6 +263,7 @@ pub(crate) fn masks() -> &'static RuleMasks {
                 | masks.mirror[w]);
             masks.needed[w] = masks.and[w] | masks.tsx_abort[w];
         }
+        masks.reflected_words = (0..NR_WORDS).filter(|&w| masks.reflected[w] != 0).collect();
         masks
     })
 }

@@ -740,6 +740,22 @@ impl CpuPolicy {
         words
     }
 
+    /// One featureset word, read in place.
+    #[inline]
+    pub(crate) fn feature_word(&self, word: usize) -> u32 {
+        let (slot, register) = WORD_REGISTERS[word];
+        if slot != MSR_WORD {
+            self.slots[usize::from(slot)][usize::from(register)]
+        } else {
+            let arch_caps = self.msr(MSR_ARCH_CAPABILITIES);
+            if word == ARCH_CAPS_WORDS[1] {
+                (arch_caps >> 32) as u32
+            } else {
+                arch_caps as u32
+            }
+        }
+    }
+
     /// The featureset, read from the leaves and MSR each word mirrors (Xen's
     /// `x86_cpu_policy_to_featureset`), all [`NR_WORDS`] words.
     pub fn featureset(&self) -> Featureset {
