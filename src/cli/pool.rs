@@ -115,7 +115,7 @@ pub fn level(args: LevelArgs) -> Outcome {
     let pool = level_pool(&hosts, LevelOptions { cross_vendor: args.cross_vendor, explain: args.explain })?;
     let kind = args.kind.guest_kind();
     let hazards = pool_hazards(&pool, &hosts, kind);
-    let explanation = if args.explain { explanation_text(&pool) } else { String::new() };
+    let explanation = if args.explain { explanation_text(&pool, &hosts) } else { String::new() };
     match args.format {
         LevelFormat::Text => {
             let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();

@@ -220,7 +220,7 @@ pub unsafe extern "C" fn cpupolicy_pool_explain(
                 ));
             }
             let hazards = pool_hazards(&pool.levelled, &pool.hosts, pool.kind);
-            Ok(explanation_text(&pool.levelled) + &hazards_text(&hazards))
+            Ok(explanation_text(&pool.levelled, &pool.hosts) + &hazards_text(&hazards))
         })
     }
 }

@@ -226,14 +226,14 @@ pub struct FeatureLoss {
 /// Why a feature was lost.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LossCause {
-    /// These hosts lack it.
-    LackedBy(Vec<String>),
+    /// These hosts lack it (indices into the hosts levelled; [`LossCause::describe`] names them).
+    LackedBy(Vec<usize>),
     /// (Default policy only.) These hosts cannot accept it from a migration: their max lacks it.
-    NotAcceptedBy(Vec<String>),
+    NotAcceptedBy(Vec<usize>),
     /// A feature it needs was lost.
     Dependency(Vec<FeatureId>),
     /// The leaf holding it is beyond the pool's max leaf (these hosts have the lower limit).
-    OutOfRange(Vec<String>),
+    OutOfRange(Vec<usize>),
     /// Its rule clears it (run-time-only bits).
     Rule(LevelRule),
 }
@@ -247,8 +247,8 @@ pub struct LimitLoss {
     pub highest: u64,
     /// The pool's value.
     pub pooled: u64,
-    /// The hosts whose value is lower than the highest.
-    pub hosts: Vec<String>,
+    /// The hosts whose value is lower than the highest (indices into the hosts levelled).
+    pub hosts: Vec<usize>,
 }
 
 /// The numeric fields levelling takes the minimum (or, for PLATFORM_INFO, the AND) of.
@@ -697,8 +697,7 @@ fn explain_features(
     }
     let mut lost = Vec::new();
     for feature in any.difference(&result).iter() {
-        let lacking: Vec<String> =
-            hosts.iter().filter(|h| !role.policy(h).has_feature(feature)).map(|h| h.name.clone()).collect();
+        let lacking: Vec<usize> = (0..hosts.len()).filter(|&i| !role.policy(&hosts[i]).has_feature(feature)).collect();
         let rule = level_rule(feature);
         let cause = if rule == LevelRule::RuntimeOnly {
             LossCause::Rule(rule)
@@ -706,7 +705,7 @@ fn explain_features(
             LossCause::LackedBy(lacking)
         } else if let Some(not_accepting) = acceptance
             .filter(|a| !a.has_feature(feature) && rule != LevelRule::Or)
-            .map(|_| hosts.iter().filter(|h| !h.max.has_feature(feature)).map(|h| h.name.clone()).collect::<Vec<_>>())
+            .map(|_| (0..hosts.len()).filter(|&i| !hosts[i].max.has_feature(feature)).collect::<Vec<_>>())
             .filter(|names| !names.is_empty())
         {
             LossCause::NotAcceptedBy(not_accepting)
@@ -714,11 +713,7 @@ fn explain_features(
             let missing = missing_prerequisites(feature, &result);
             if missing.is_empty() {
                 LossCause::OutOfRange(
-                    hosts
-                        .iter()
-                        .filter(|h| !holds_word_leaf(role.policy(h), feature))
-                        .map(|h| h.name.clone())
-                        .collect(),
+                    (0..hosts.len()).filter(|&i| !holds_word_leaf(role.policy(&hosts[i]), feature)).collect(),
                 )
             } else {
                 LossCause::Dependency(missing)
@@ -759,37 +754,41 @@ fn explain_limits(policy: &CpuPolicy, hosts: &[PoolHost], role: Role) -> Vec<Lim
         if highest == pooled {
             continue;
         }
-        let below: Vec<String> = hosts
+        let below: Vec<usize> = values
             .iter()
-            .zip(&values)
+            .enumerate()
             .filter(|(_, &v)| match field {
                 LimitField::PlatformInfo => v != highest,
                 _ => v < highest,
             })
-            .map(|(h, _)| h.name.clone())
+            .map(|(i, _)| i)
             .collect();
         losses.push(LimitLoss { field, highest, pooled, hosts: below });
     }
     losses
 }
 
-impl fmt::Display for LossCause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl LossCause {
+    /// The cause in words, naming the hosts from `names` (the hosts levelled, in order):
+    /// `lacked by host2`, `needs avx, which the pool lost`, …
+    pub fn describe(&self, names: &[&str]) -> String {
+        let named =
+            |hosts: &[usize]| hosts.iter().filter_map(|&i| names.get(i).copied()).collect::<Vec<_>>().join(", ");
         match self {
-            LossCause::LackedBy(hosts) => write!(f, "lacked by {}", hosts.join(", ")),
+            LossCause::LackedBy(hosts) => format!("lacked by {}", named(hosts)),
             LossCause::NotAcceptedBy(hosts) => {
-                write!(f, "not accepted by {} (their max policy lacks it)", hosts.join(", "))
+                format!("not accepted by {} (their max policy lacks it)", named(hosts))
             }
             LossCause::Dependency(needs) => {
-                let names: Vec<String> = needs.iter().map(|id| feature_name(*id)).collect();
-                write!(f, "needs {}, which the pool lost", names.join(", "))
+                let needed: Vec<String> = needs.iter().map(|id| feature_name(*id)).collect();
+                format!("needs {}, which the pool lost", needed.join(", "))
             }
-            LossCause::OutOfRange(hosts) if hosts.is_empty() => f.write_str("its leaf is beyond the pool's max leaf"),
+            LossCause::OutOfRange(hosts) if hosts.is_empty() => "its leaf is beyond the pool's max leaf".into(),
             LossCause::OutOfRange(hosts) => {
-                write!(f, "its leaf is beyond the pool's max leaf (held down by {})", hosts.join(", "))
+                format!("its leaf is beyond the pool's max leaf (held down by {})", named(hosts))
             }
-            LossCause::Rule(LevelRule::RuntimeOnly) => f.write_str("reflects guest state at run time; never levelled"),
-            LossCause::Rule(rule) => write!(f, "rule {rule:?}"),
+            LossCause::Rule(LevelRule::RuntimeOnly) => "reflects guest state at run time; never levelled".into(),
+            LossCause::Rule(rule) => format!("rule {rule:?}"),
         }
     }
 }
@@ -803,13 +802,14 @@ pub fn feature_name(id: FeatureId) -> String {
 }
 
 impl Levelled {
-    /// The losses grouped by the hosts that caused them: host name → features it lacked.
-    pub fn losses_by_host(&self) -> BTreeMap<String, Vec<FeatureId>> {
-        let mut by_host: BTreeMap<String, Vec<FeatureId>> = BTreeMap::new();
+    /// The losses grouped by the hosts that caused them: host (index into the hosts levelled)
+    /// → features it lacked.
+    pub fn losses_by_host(&self) -> BTreeMap<usize, Vec<FeatureId>> {
+        let mut by_host: BTreeMap<usize, Vec<FeatureId>> = BTreeMap::new();
         for loss in &self.lost {
             if let LossCause::LackedBy(hosts) | LossCause::NotAcceptedBy(hosts) = &loss.cause {
-                for host in hosts {
-                    by_host.entry(host.clone()).or_default().push(loss.feature);
+                for &host in hosts {
+                    by_host.entry(host).or_default().push(loss.feature);
                 }
             }
         }
@@ -846,10 +846,8 @@ mod tests {
         let pool = level_pool(&[a, b], LevelOptions { explain: true, ..Default::default() }).unwrap();
         let fs = pool.default.policy.featureset();
         assert!(fs.contains(ids::SSE2) && !fs.contains(ids::AVX512F));
-        assert_eq!(
-            pool.default.lost,
-            vec![FeatureLoss { feature: ids::AVX512F, cause: LossCause::LackedBy(vec!["b".into()]) }]
-        );
+        assert_eq!(pool.default.lost, vec![FeatureLoss { feature: ids::AVX512F, cause: LossCause::LackedBy(vec![1]) }]);
+        assert_eq!(pool.default.lost[0].cause.describe(&["a", "b"]), "lacked by b");
         assert_eq!(pool.default.policy.leaf(1).eax, 0x306f2, "the oldest part is the base");
     }
 
@@ -920,7 +918,7 @@ mod tests {
         assert_eq!((p.max_phys_addr_bits(), p.max_basic_leaf(), p.msr(MSR_PLATFORM_INFO)), (39, 0xd, 0));
         let fields: Vec<LimitField> = pool.default.limits.iter().map(|l| l.field).collect();
         assert_eq!(fields, [LimitField::MaxBasicLeaf, LimitField::MaxPhysAddrBits, LimitField::PlatformInfo]);
-        assert!(pool.default.limits.iter().all(|l| l.hosts == ["b"]));
+        assert!(pool.default.limits.iter().all(|l| l.hosts == [1]), "held down by b");
     }
 
     #[test]

@@ -35,8 +35,8 @@ use cpupolicy_featureset::{FeatureId, NR_WORDS};
 
 use crate::level::feature_name;
 use crate::{
-    check_migration, level_pool, CpuPolicy, LevelError, LevelOptions, Levelled, LimitField, LossCause, MigrationCheck,
-    Mismatch, PoolHost, Warning,
+    check_migration, level_pool, CpuPolicy, LevelError, LevelOptions, Levelled, LimitField, MigrationCheck, Mismatch,
+    PoolHost, Warning,
 };
 
 /// A VM of a fleet: the policy it booted with and, when known, the host it runs on.
@@ -524,24 +524,26 @@ impl VmPlan {
 pub struct PolicyChange {
     /// The featureset before and after.
     pub featuresets: (String, String),
-    /// Features lost, with why the pool after the change lacks them.
-    pub lost: Vec<(FeatureId, Option<LossCause>)>,
-    /// Features gained, with why the pool before the change lacked them.
-    pub gained: Vec<(FeatureId, Option<LossCause>)>,
+    /// Features lost, with why the pool after the change lacks them (in words).
+    pub lost: Vec<(FeatureId, Option<String>)>,
+    /// Features gained, with why the pool before the change lacked them (in words).
+    pub gained: Vec<(FeatureId, Option<String>)>,
     /// Limits that moved: field, before, after.
     pub limits: Vec<(LimitField, u64, u64)>,
 }
 
 impl PolicyChange {
-    fn between(before: &Levelled, after: &Levelled) -> PolicyChange {
+    /// How `before` moved to `after`; `names` name the hosts each was levelled over.
+    fn between(before: (&Levelled, &[&str]), after: (&Levelled, &[&str])) -> PolicyChange {
+        let ((before, before_names), (after, after_names)) = (before, after);
         let (b, a) = (before.policy.feature_words(), after.policy.feature_words());
-        let cause = |levelled: &Levelled, id: FeatureId| {
-            levelled.lost.iter().find(|loss| loss.feature == id).map(|loss| loss.cause.clone())
+        let cause = |levelled: &Levelled, names: &[&str], id: FeatureId| {
+            levelled.lost.iter().find(|loss| loss.feature == id).map(|loss| loss.cause.describe(names))
         };
         let (mut lost, mut gained) = (Vec::new(), Vec::new());
         for w in 0..NR_WORDS {
-            crate::level_rules::each_bit(b[w] & !a[w], w, |id| lost.push((id, cause(after, id))));
-            crate::level_rules::each_bit(a[w] & !b[w], w, |id| gained.push((id, cause(before, id))));
+            crate::level_rules::each_bit(b[w] & !a[w], w, |id| lost.push((id, cause(after, after_names, id))));
+            crate::level_rules::each_bit(a[w] & !b[w], w, |id| gained.push((id, cause(before, before_names, id))));
         }
         let limits = LimitField::ALL
             .into_iter()
@@ -675,10 +677,13 @@ pub fn plan(mut fleet: Fleet, changes: Vec<Change>, options: PlacementOptions) -
             })
             .collect::<Vec<PoolHost>>()
     };
-    let before = level_pool(&representatives(false), level_options)
-        .map_err(|error| PlacementError::Level { when: "before", error })?;
+    let before_hosts = representatives(false);
+    let before_labels: Vec<&str> = before_hosts.iter().map(|h| h.name.as_str()).collect();
+    let before =
+        level_pool(&before_hosts, level_options).map_err(|error| PlacementError::Level { when: "before", error })?;
     let after_hosts = representatives(true);
     let after_labels: Vec<String> = after_hosts.iter().map(|h| h.name.clone()).collect();
+    let after_refs: Vec<&str> = after_labels.iter().map(String::as_str).collect();
     let after =
         level_pool(&after_hosts, level_options).map_err(|error| PlacementError::Level { when: "after", error })?;
     let hosts_before: Vec<String> = slots.iter().filter(|s| s.before).map(|s| s.name.clone()).collect();
@@ -764,8 +769,8 @@ pub fn plan(mut fleet: Fleet, changes: Vec<Change>, options: PlacementOptions) -
     Ok(Plan {
         changes: changes_text,
         hosts: (hosts_before, hosts_after),
-        default: PolicyChange::between(&before.default, &after.default),
-        acceptance: PolicyChange::between(&before.acceptance, &after.acceptance),
+        default: PolicyChange::between((&before.default, &before_labels), (&after.default, &after_refs)),
+        acceptance: PolicyChange::between((&before.acceptance, &before_labels), (&after.acceptance, &after_refs)),
         after,
         after_labels,
         vms: plans,
@@ -929,12 +934,12 @@ mod tests {
         let (all, after) = (level_pool(&hosts, options).unwrap(), level_pool(&hosts[..2], options).unwrap());
         assert_eq!(p.after.default.policy, after.default.policy);
         assert_eq!(p.default.featuresets.0, all.default.policy.featureset().to_xen_string());
-        assert_eq!(p.default.gained, [(ids::AVX, Some(LossCause::LackedBy(vec!["c".into()])))]);
+        assert_eq!(p.default.gained, [(ids::AVX, Some("lacked by c".to_string()))]);
         // Causes name a class by its first host.
         let p =
             plan(fleet(hosts, vec![]), vec![Change::Add(host("d", &["fpu"]))], PlacementOptions::default()).unwrap();
         let lost: Vec<_> = p.default.lost.iter().map(|(id, cause)| (feature_name(*id), cause.clone())).collect();
-        assert_eq!(lost, [("xsave".to_string(), Some(LossCause::LackedBy(vec!["d".into()])))]);
+        assert_eq!(lost, [("xsave".to_string(), Some("lacked by d".to_string()))]);
         assert!(p.acceptance.lost.iter().all(|(_, c)| c.is_some()));
     }
 }

@@ -196,10 +196,8 @@ fn stranding_json(stranding: &Stranding) -> Value {
 }
 
 fn policy_change_json(change: &PolicyChange) -> Value {
-    let features = |list: &[(cpupolicy_featureset::FeatureId, Option<crate::LossCause>)]| -> Vec<Value> {
-        list.iter()
-            .map(|(id, cause)| json!({"feature": feature_name(*id), "cause": cause.as_ref().map(|c| c.to_string())}))
-            .collect()
+    let features = |list: &[(cpupolicy_featureset::FeatureId, Option<String>)]| -> Vec<Value> {
+        list.iter().map(|(id, cause)| json!({"feature": feature_name(*id), "cause": cause})).collect()
     };
     json!({
         "before": change.featuresets.0,

@@ -160,8 +160,14 @@ pub fn hazards_text(hazards: &[Hazard]) -> String {
 /// What levelling cost (the pool must have been levelled with `explain`): per policy
 /// (`default`, `acceptance`) `nothing lost`, or `lost` and one indented line per feature
 /// (`  svm: lacked by host2`) and per limit (`  leaf7-max-subleaf: 0x2 -> 0x0, held down by
-/// host1`).
-pub fn explanation_text(pool: &LevelledPool) -> String {
+/// host1`). `hosts` are the hosts levelled, which name the causes.
+pub fn explanation_text(pool: &LevelledPool, hosts: &[PoolHost]) -> String {
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    explanation_text_named(pool, &names)
+}
+
+/// [`explanation_text`] with the hosts given by name only.
+pub(crate) fn explanation_text_named(pool: &LevelledPool, names: &[&str]) -> String {
     let mut out = String::new();
     for (label, levelled) in [("default", &pool.default), ("acceptance", &pool.acceptance)] {
         if levelled.lost.is_empty() && levelled.limits.is_empty() {
@@ -170,7 +176,7 @@ pub fn explanation_text(pool: &LevelledPool) -> String {
         }
         out += &format!("{label}: lost\n");
         for loss in &levelled.lost {
-            out += &format!("  {}: {}\n", feature_name(loss.feature), loss.cause);
+            out += &format!("  {}: {}\n", feature_name(loss.feature), loss.cause.describe(names));
         }
         for limit in &levelled.limits {
             out += &format!(
@@ -178,11 +184,16 @@ pub fn explanation_text(pool: &LevelledPool) -> String {
                 limit.field,
                 limit.highest,
                 limit.pooled,
-                limit.hosts.join(", ")
+                pick(names, &limit.hosts).join(", ")
             );
         }
     }
     out
+}
+
+/// The names of these hosts (indices into `names`).
+fn pick<'a>(names: &[&'a str], hosts: &[usize]) -> Vec<&'a str> {
+    hosts.iter().filter_map(|&i| names.get(i).copied()).collect()
 }
 
 /// The name of a kind of guest in documents: `pv`, `hvm` (HAP) or `hvm-shadow`.
@@ -227,9 +238,9 @@ pub(crate) fn pool_json_named(
                 .iter()
                 .map(|loss| {
                     let (cause, key, detail) = match &loss.cause {
-                        LossCause::LackedBy(hosts) => ("lacked-by", "hosts", json!(hosts)),
-                        LossCause::NotAcceptedBy(hosts) => ("not-accepted-by", "hosts", json!(hosts)),
-                        LossCause::OutOfRange(hosts) => ("out-of-range", "hosts", json!(hosts)),
+                        LossCause::LackedBy(hosts) => ("lacked-by", "hosts", json!(pick(host_names, hosts))),
+                        LossCause::NotAcceptedBy(hosts) => ("not-accepted-by", "hosts", json!(pick(host_names, hosts))),
+                        LossCause::OutOfRange(hosts) => ("out-of-range", "hosts", json!(pick(host_names, hosts))),
                         LossCause::Dependency(needs) => ("dependency", "needs", json!(names(needs))),
                         LossCause::Rule(_) => ("runtime-only", "hosts", json!([])),
                     };
@@ -241,7 +252,7 @@ pub(crate) fn pool_json_named(
                 .iter()
                 .map(|limit| {
                     json!({"field": limit.field.name(), "highest": limit.highest, "pooled": limit.pooled,
-                           "hosts": limit.hosts})
+                           "hosts": pick(host_names, &limit.hosts)})
                 })
                 .collect();
         }

@@ -84,10 +84,12 @@ fn check_pair(a: &PoolHost, b: &PoolHost, context: &str) -> usize {
     // The explanation names the culprits truthfully: each named host lacks the feature and
     // some host has it.
     for loss in &pool.default.lost {
-        if let LossCause::LackedBy(names) = &loss.cause {
-            assert!(!names.is_empty(), "{context}");
-            for name in names {
-                let host = [a, b].into_iter().find(|h| &h.name == name).unwrap();
+        if let LossCause::LackedBy(blamed) = &loss.cause {
+            assert!(!blamed.is_empty(), "{context}");
+            for &index in blamed {
+                // Indices into the hosts levelled: [a, b].
+                let host = [a, b][index];
+                let name = &host.name;
                 assert!(!host.default.has_feature(loss.feature), "{context}: {name} was blamed for {:?}", loss.feature);
             }
             assert!(
