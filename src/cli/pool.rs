@@ -7,8 +7,8 @@ use cpupolicy::featureset::GuestKind;
 use cpupolicy::policy::xl::{libvirt_for_pool, xl_for_pool, xl_release};
 use cpupolicy::policy::{
     check_migration, derive_system_policies, explanation_text, feature_name, guest_kind_name, hazards_text, level_pool,
-    pool_hazards, pool_json, synthesise_legacy, CpuPolicy, DeriveOptions, Document, Hazard, HostBundle, HvmMode,
-    InputFormat, LegacyRules, LevelOptions, MigrationCheck, PolicyDiff, PoolHost, ReportSection, SectionName,
+    mxcsr_faults, pool_hazards, pool_json, synthesise_legacy, CpuPolicy, DeriveOptions, Document, Hazard, HostBundle,
+    HvmMode, InputFormat, LegacyRules, LevelOptions, MigrationCheck, PolicyDiff, PoolHost, ReportSection, SectionName,
     SystemPolicies, SystemPolicy, Warning, XenCpuidReport, XenVersion,
 };
 use serde_json::json;
@@ -239,9 +239,7 @@ pub fn check(args: CheckArgs) -> Outcome {
     let checks: Vec<(&PoolHost, MigrationCheck, Option<String>)> =
         hosts.iter().map(|h| (h, check_migration(&vm, h), mxcsr_warning(vm_mxcsr, h))).collect();
     let strict_failure = |c: &MigrationCheck, mxcsr: &Option<String>| {
-        args.strict
-            && (mxcsr.is_some()
-                || c.warnings.iter().any(|w| matches!(w, Warning::HostReflected { .. } | Warning::LeakThrough(_))))
+        args.strict && (mxcsr.is_some() || c.warnings.iter().any(Warning::is_strict_refusal))
     };
     let compatible = checks.iter().all(|(_, c, mxcsr)| c.is_compatible() && !strict_failure(c, mxcsr));
     match args.format {
@@ -400,11 +398,11 @@ pub(super) fn vm_from_document(
 /// When the VM's host accepts MXCSR bits the destination does not (both masks known): a
 /// guest that set them faults on the destination, whatever its CPUID policy says.
 fn mxcsr_warning(vm_mask: Option<u32>, host: &PoolHost) -> Option<String> {
+    let faults = mxcsr_faults(vm_mask, host.mxcsr_mask);
     let (from, to) = (vm_mask?, host.mxcsr_mask?);
-    (from & !to != 0).then(|| {
+    (faults != 0).then(|| {
         format!(
-            "MXCSR mask {from:#x} where the VM runs, {to:#x} here: MXCSR bits {:#x} fault here (LDMXCSR/FXRSTOR/XRSTOR #GP); no policy can hide it",
-            from & !to
+            "MXCSR mask {from:#x} where the VM runs, {to:#x} here: MXCSR bits {faults:#x} fault here (LDMXCSR/FXRSTOR/XRSTOR #GP); no policy can hide it"
         )
     })
 }

@@ -158,6 +158,12 @@ impl Warning {
         }
     }
 
+    /// Whether `--strict` counts it as the destination refusing the VM: what the guest sees
+    /// would change under it (host-reflected) or leak to it (PV).
+    pub fn is_strict_refusal(&self) -> bool {
+        matches!(self, Warning::HostReflected { .. } | Warning::LeakThrough(_))
+    }
+
     /// The feature the warning is about.
     pub fn feature(&self) -> FeatureId {
         match self {
@@ -221,6 +227,16 @@ pub fn check_migration(vm: &CpuPolicy, destination: &PoolHost) -> MigrationCheck
         result.warnings.extend(leaks.into_iter().map(Warning::LeakThrough));
     }
     result
+}
+
+/// MXCSR bits a guest may have set where it runs (FXSAVE's mask `from`) that fault on a host
+/// whose mask is `to` (LDMXCSR/FXRSTOR/XRSTOR #GP, whatever the CPUID policy says); 0 when
+/// either mask is unknown.
+pub fn mxcsr_faults(from: Option<u32>, to: Option<u32>) -> u32 {
+    match (from, to) {
+        (Some(from), Some(to)) => from & !to,
+        _ => 0,
+    }
 }
 
 /// The vendor string and the limits of a policy, read with one look-up per leaf.

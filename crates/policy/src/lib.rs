@@ -63,7 +63,7 @@ mod wire;
 mod xen_cpuid;
 pub mod xl;
 
-pub use check::{check_migration, MigrationCheck, Mismatch, Warning};
+pub use check::{check_migration, mxcsr_faults, MigrationCheck, Mismatch, Warning};
 pub use derive::{derive_system_policies, DeriveError, DeriveOptions, HvmMode};
 pub use diff::{LeafDiff, MsrDiff, PolicyDiff};
 pub use featuresets::{

@@ -254,13 +254,8 @@ pub struct Verdict {
 impl Verdict {
     fn of(vm: &VmClass, host: &PoolHost, strict: bool) -> Verdict {
         let check = check_migration(&vm.policy, host);
-        let mxcsr_faults = match (vm.mxcsr_mask, host.mxcsr_mask) {
-            (Some(from), Some(to)) => from & !to,
-            _ => 0,
-        };
-        let strict_refusal = strict
-            && (mxcsr_faults != 0
-                || check.warnings.iter().any(|w| matches!(w, Warning::HostReflected { .. } | Warning::LeakThrough(_))));
+        let mxcsr_faults = crate::mxcsr_faults(vm.mxcsr_mask, host.mxcsr_mask);
+        let strict_refusal = strict && (mxcsr_faults != 0 || check.warnings.iter().any(Warning::is_strict_refusal));
         let accepted = check.is_compatible() && !strict_refusal;
         Verdict { check, mxcsr_faults, accepted }
     }
@@ -278,13 +273,8 @@ impl Verdict {
             self.check.mismatches.iter().filter(|m| !matches!(m, Mismatch::Feature(_))).map(Mismatch::to_string),
         );
         if !self.accepted && reasons.is_empty() {
-            reasons.extend(
-                self.check
-                    .warnings
-                    .iter()
-                    .filter(|w| matches!(w, Warning::HostReflected { .. } | Warning::LeakThrough(_)))
-                    .map(|w| format!("--strict: {w}")),
-            );
+            reasons
+                .extend(self.check.warnings.iter().filter(|w| w.is_strict_refusal()).map(|w| format!("--strict: {w}")));
             if self.mxcsr_faults != 0 {
                 reasons.push(format!("--strict: MXCSR bits {:#x} fault here", self.mxcsr_faults));
             }
@@ -598,8 +588,6 @@ struct Slot {
     after: bool,
     /// For a replacement: the slot it replaces.
     replaces: Option<usize>,
-    /// Added by the change (joined, or a replacement).
-    new: bool,
 }
 
 /// Plans `changes` to the pool of the fleet's hosts, with the fleet's VMs on it (see the
@@ -614,7 +602,7 @@ pub fn plan(mut fleet: Fleet, changes: Vec<Change>, options: PlacementOptions) -
     let mut slots: Vec<Slot> = fleet
         .host_names
         .iter()
-        .map(|name| Slot { name: name.clone(), before: true, after: true, replaces: None, new: false })
+        .map(|name| Slot { name: name.clone(), before: true, after: true, replaces: None })
         .collect();
     let changes_text: Vec<String> = changes.iter().map(Change::to_string).collect();
     // The current slot of each name after the changes applied so far.
@@ -645,7 +633,8 @@ pub fn plan(mut fleet: Fleet, changes: Vec<Change>, options: PlacementOptions) -
             }
         };
         let index = slots.len();
-        slots.push(Slot { name: name.clone(), before: false, after: true, replaces, new: true });
+        // Added by the change (joined, or a replacement): not in the pool before.
+        slots.push(Slot { name: name.clone(), before: false, after: true, replaces });
         current.insert(name.clone(), index);
         // Inside the fleet a slot's name is unique (and no VM can name it); reports use
         // `Slot::name`.
@@ -702,7 +691,7 @@ pub fn plan(mut fleet: Fleet, changes: Vec<Change>, options: PlacementOptions) -
         .map(|vm| placement.accepting_classes(vm).fold((0, 0), |(b, a), h| (b + counts[h].0, a + counts[h].1)))
         .collect();
     // The hosts a change touched (removed, replaced, new), and where each name ends up.
-    let changed: Vec<usize> = (0..slots.len()).filter(|&i| slots[i].new || !slots[i].after).collect();
+    let changed: Vec<usize> = (0..slots.len()).filter(|&i| !slots[i].before || !slots[i].after).collect();
     let successor: HashMap<&str, usize> =
         slots.iter().enumerate().filter(|(_, s)| s.after).map(|(i, s)| (s.name.as_str(), i)).collect();
     let mut plans = Vec::with_capacity(fleet.vm_count());
@@ -722,7 +711,8 @@ pub fn plan(mut fleet: Fleet, changes: Vec<Change>, options: PlacementOptions) -
             if slot.before && !slot.after && takes(i) && successor.get(slot.name.as_str()).is_none_or(|&s| !takes(s)) {
                 no_longer.push(slot.name.clone());
             }
-            if !(slot.after && slot.new) {
+            // Only hosts the change brought in can be newly reached or refuse.
+            if slot.before || !slot.after {
                 continue;
             }
             let took_before = slot.replaces.is_some_and(takes);
