@@ -85,12 +85,17 @@ pub struct PlanArgs {
     format: super::TextOrJson,
 }
 
+/// What each distinct file content was parsed into, by the content's hash (the content kept to
+/// tell collisions apart).
+type ByContent<T> = HashMap<u64, Vec<(String, T)>>;
+
 /// Reads hosts and VMs' policies, parsing each distinct file content once: a fleet's files are
 /// mostly copies.
 #[derive(Default)]
 struct Reader {
-    hosts: HashMap<u64, Vec<(String, PoolHost)>>,
-    vms: HashMap<u64, Vec<(String, CpuPolicy, bool)>>,
+    hosts: ByContent<PoolHost>,
+    /// A VM's policy, and whether its file held a host's policies.
+    vms: ByContent<(CpuPolicy, bool)>,
     /// How many VM files held a host's policies (standing for its default).
     vms_from_hosts: usize,
 }
@@ -110,34 +115,39 @@ fn text_of(path: &Path) -> Result<Option<(String, u64)>, CliError> {
     }
 }
 
+/// What `parse` makes of the file at `path`, parsed once per distinct content in `cache`;
+/// `None` for a path [`text_of`] leaves to the ordinary reading.
+fn parsed_once<T: Clone>(
+    cache: &mut ByContent<T>,
+    path: &Path,
+    parse: impl FnOnce(Document) -> Result<T, CliError>,
+) -> Result<Option<T>, CliError> {
+    let Some((text, hash)) = text_of(path)? else { return Ok(None) };
+    let entries = cache.entry(hash).or_default();
+    if let Some((_, value)) = entries.iter().find(|(t, _)| *t == text) {
+        return Ok(Some(value.clone()));
+    }
+    let document = Document::parse(&text).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+    let value = parse(document)?;
+    entries.push((text, value.clone()));
+    Ok(Some(value))
+}
+
 impl Reader {
     fn host(&mut self, path: &Path, kind: Kind) -> Result<PoolHost, CliError> {
-        let Some((text, hash)) = text_of(path)? else { return super::pool::load_host(path, kind) };
-        let entries = self.hosts.entry(hash).or_default();
-        let mut host = match entries.iter().find(|(t, _)| *t == text) {
-            Some((_, host)) => host.clone(),
-            None => {
-                let document = Document::parse(&text).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
-                let host = host_from_document(path, document, kind)?;
-                entries.push((text, host.clone()));
-                host
+        match parsed_once(&mut self.hosts, path, |document| host_from_document(path, document, kind))? {
+            Some(mut host) => {
+                host.name = host_name(path);
+                Ok(host)
             }
-        };
-        host.name = host_name(path);
-        Ok(host)
+            None => super::pool::load_host(path, kind),
+        }
     }
 
     fn vm_policy(&mut self, path: &Path, kind: Kind) -> Result<CpuPolicy, CliError> {
-        let Some((text, hash)) = text_of(path)? else { return Ok(load_vm(path, kind)?.0) };
-        let entries = self.vms.entry(hash).or_default();
-        let (policy, from_host) = match entries.iter().find(|(t, _, _)| *t == text) {
-            Some((_, policy, from_host)) => (policy.clone(), *from_host),
-            None => {
-                let document = Document::parse(&text).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
-                let (policy, _, from_host) = vm_from_document(path, document, kind)?;
-                entries.push((text, policy.clone(), from_host));
-                (policy, from_host)
-            }
+        let parse = |document| vm_from_document(path, document, kind).map(|(policy, _, from_host)| (policy, from_host));
+        let Some((policy, from_host)) = parsed_once(&mut self.vms, path, parse)? else {
+            return Ok(load_vm(path, kind)?.0);
         };
         self.vms_from_hosts += usize::from(from_host);
         Ok(policy)
