@@ -230,10 +230,10 @@ impl Featureset {
     /// handing a featureset to a guest. Returns what was cleared.
     pub fn apply_dependencies(&mut self) -> Featureset {
         let before = self.clone();
-        for (prerequisite, deep) in deep_table() {
+        for (prerequisite, deep) in sparse_table() {
             if !self.contains(*prerequisite) {
-                for (word, dependents) in deep.iter().enumerate() {
-                    let value = self.word(word);
+                for &(word, dependents) in deep.iter() {
+                    let (word, value) = (usize::from(word), self.word(usize::from(word)));
                     if value & dependents != 0 {
                         self.set_word(word, value & !dependents);
                     }

@@ -88,6 +88,11 @@ def features(text):
             out.append((name, idx, attrs, desc))
     return out
 
+def rust_ident(name):
+    """Xen's identifier as a Rust constant's name (a leading digit gets an underscore)."""
+    ident = name.upper()
+    return "_" + ident if ident[0].isdigit() else ident
+
 def release_variant(rel):
     return "Master" if rel == "master" else "V" + rel.replace(".", "_")
 
@@ -138,9 +143,7 @@ def main():
     w("//! digit (`3DNOW`) take a leading underscore.")
     w("use crate::FeatureId;")
     for name, idx, attrs, desc in sorted(newest, key=lambda f: f[1]):
-        ident = name.upper()
-        if ident[0].isdigit():
-            ident = "_" + ident
+        ident = rust_ident(name)
         xname = name.lower().replace("_", "-")
         doc = desc.replace("\\", "\\\\")
         w()
@@ -151,10 +154,7 @@ def main():
     w("#[cfg(test)]")
     w("pub(crate) const ALL: &[(FeatureId, &str)] = &[")
     for name, idx, attrs, desc in sorted(newest, key=lambda f: f[1]):
-        ident = name.upper()
-        if ident[0].isdigit():
-            ident = "_" + ident
-        w(f'    ({ident}, "{name.lower().replace("_", "-")}"),')
+        w(f'    ({rust_ident(name)}, "{name.lower().replace("_", "-")}"),')
     w("];")
     out.close()
 
