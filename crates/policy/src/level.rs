@@ -25,6 +25,7 @@ use cpupolicy_featureset::{
 
 use crate::featuresets::apply_rsba_rule;
 use crate::level_rules::{each_bit, masks, LevelRule};
+use crate::policy::InRange;
 use crate::{
     level_rule, CpuPolicy, CpuidKey, HostBundle, Levelling, Registers, SystemPolicies, SystemPolicy, Vendor,
     MSR_PLATFORM_INFO,
@@ -565,8 +566,9 @@ fn finish(
     policy.set_feature_words(&words);
     clear_out_of_range_leaves(&mut policy);
     // Words whose leaf fell out of range are gone now; their dependents go too.
+    // (Unchanged words are closed already: the closure is idempotent.)
     let mut in_range = policy.feature_words();
-    if apply_dependencies_to_words(&mut in_range) {
+    if in_range != words && apply_dependencies_to_words(&mut in_range) {
         policy.set_feature_words(&in_range);
     }
     level_xstate(&mut policy, hosts, role, &base.name)?;
@@ -598,25 +600,15 @@ pub fn clear_out_of_range_leaves(policy: &mut CpuPolicy) {
     let (basic, extended, leaf7) = (policy.max_basic_leaf(), policy.max_extended_leaf(), policy.leaf7_max_subleaf());
     // The first sub-leaf of type 0 of leaves 4 and 0xB: what follows it goes.
     let first_null = |leaf: u32, kind: fn(Registers) -> u32| {
-        policy.leaf_entries(leaf).find(|(_, r)| kind(*r) == 0).and_then(|(k, _)| k.subleaf)
+        policy.first_entry_where(leaf, |r| kind(r) == 0).and_then(|k| k.subleaf)
     };
     let cache_end = first_null(4, |r| r.eax & 0x1f);
     let topology_end = first_null(0xb, |r| (r.ecx >> 8) & 0xff);
     let xstates = policy.xstates();
     // Highest valid 0xD sub-leaf: 1 at least, else that of the highest component.
     let xstate_end = (xstates != 0).then(|| (64 - xstates.leading_zeros()).max(2) - 1);
-    policy.retain_cpuid(|key, _| {
-        let sub = key.subleaf.unwrap_or(0);
-        match key.leaf {
-            0..=0x3fff_ffff if key.leaf > basic => false,
-            4 => cache_end.is_none_or(|end| key.subleaf.is_none_or(|s| s <= end)),
-            7 => sub <= leaf7,
-            0xb => topology_end.is_none_or(|end| key.subleaf.is_none_or(|s| s <= end)),
-            0xd => xstate_end.is_some_and(|end| sub <= end),
-            0x8000_0000..=0x8fff_ffff => key.leaf - 0x8000_0000 <= (extended & 0xffff),
-            _ => true,
-        }
-    });
+    let range = InRange { basic, extended, leaf7, cache_end, topology_end, xstate_end };
+    policy.retain_in_range(&range);
 }
 
 /// Leaf 0xD: the xstate components every host supports (the AND of 0xD:0 EAX/EDX and 0xD:1
@@ -626,7 +618,7 @@ pub fn clear_out_of_range_leaves(policy: &mut CpuPolicy) {
 fn level_xstate(policy: &mut CpuPolicy, hosts: &[PoolHost], role: Role, base_name: &str) -> Result<(), LevelError> {
     let xsave = ids::XSAVE;
     if !policy.has_feature(xsave) || policy.max_basic_leaf() < 0xd {
-        policy.retain_cpuid(|k, _| k.leaf != 0xd);
+        policy.retain_leaf(0xd, |_, _| false);
         return Ok(());
     }
     let (mut xcr0, mut xss) = (u64::MAX, u64::MAX);
@@ -637,9 +629,7 @@ fn level_xstate(policy: &mut CpuPolicy, hosts: &[PoolHost], role: Role, base_nam
         xss &= (u64::from(sub1.edx) << 32) | u64::from(sub1.ecx);
     }
     let components = xcr0 | xss;
-    policy.retain_cpuid(|k, _| {
-        !(k.leaf == 0xd && k.subleaf.is_some_and(|s| s >= 2 && (s >= 64 || components & (1 << s) == 0)))
-    });
+    policy.retain_leaf(0xd, |k, _| !k.subleaf.is_some_and(|s| s >= 2 && (s >= 64 || components & (1 << s) == 0)));
     // Sizes are computed in 64 bits: a component whose offset and size overflow 32 bits is
     // refused, naming it, rather than wrapped or saturated into a wrong size.
     let too_big = |subleaf: u32| LevelError::XstateSize { host: base_name.to_string(), subleaf };

@@ -117,6 +117,41 @@ impl Registers {
 pub(crate) const REGISTER_NAMES: [(Register, &str); 4] =
     [(Register::Eax, "eax"), (Register::Ebx, "ebx"), (Register::Ecx, "ecx"), (Register::Edx, "edx")];
 
+/// The leaves a policy's own limits leave in range (Xen's
+/// `x86_cpu_policy_clear_out_of_range_leaves`); see
+/// [`clear_out_of_range_leaves`](crate::clear_out_of_range_leaves).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InRange {
+    /// The max basic leaf.
+    pub basic: u32,
+    /// The max extended leaf (its low 16 bits count).
+    pub extended: u32,
+    /// Leaf 7's max sub-leaf.
+    pub leaf7: u32,
+    /// The first leaf 4 sub-leaf of type 0, if any: later ones go.
+    pub cache_end: Option<u32>,
+    /// The first leaf 0xB sub-leaf of type 0, if any: later ones go.
+    pub topology_end: Option<u32>,
+    /// The highest valid leaf 0xD sub-leaf; `None`: all of 0xD goes.
+    pub xstate_end: Option<u32>,
+}
+
+impl InRange {
+    /// Whether `key` stays.
+    pub(crate) fn keeps(&self, key: CpuidKey) -> bool {
+        let sub = key.subleaf.unwrap_or(0);
+        match key.leaf {
+            0..=0x3fff_ffff if key.leaf > self.basic => false,
+            4 => self.cache_end.is_none_or(|end| key.subleaf.is_none_or(|s| s <= end)),
+            7 => sub <= self.leaf7,
+            0xb => self.topology_end.is_none_or(|end| key.subleaf.is_none_or(|s| s <= end)),
+            0xd => self.xstate_end.is_some_and(|end| sub <= end),
+            0x8000_0000..=0x8fff_ffff => key.leaf - 0x8000_0000 <= (self.extended & 0xffff),
+            _ => true,
+        }
+    }
+}
+
 /// One CPU policy: CPUID leaves and MSR values, as a CPU reports them or as Xen offers them to
 /// a guest.
 ///
@@ -241,6 +276,18 @@ pub(crate) const fn wire_slot(
 #[inline]
 const fn is_zero4(r: [u32; 4]) -> bool {
     r[0] | r[1] | r[2] | r[3] == 0
+}
+
+/// The run of slots holding the sub-leaves of `leaf`: `(base, count)`, `count` 0 for a leaf
+/// without.
+const fn subleaf_block(leaf: u32) -> (usize, usize) {
+    match leaf {
+        0x4 => (LEAF4_BASE, LEAF4_SLOTS),
+        0x7 => (LEAF7_BASE, LEAF7_SLOTS),
+        0xb => (LEAFB_BASE, LEAFB_SLOTS),
+        0xd => (LEAFD_BASE, LEAFD_SLOTS),
+        _ => (0, 0),
+    }
 }
 
 /// The key each slot holds (the inverse of [`slot_of`]).
@@ -514,6 +561,89 @@ impl CpuPolicy {
         self.side.retain(|&(key, registers)| keep(key, registers));
     }
 
+    /// [`CpuPolicy::retain_cpuid`] for the entries of one leaf only, the rest untouched without
+    /// being visited.
+    pub fn retain_leaf(&mut self, leaf: u32, mut keep: impl FnMut(CpuidKey, Registers) -> bool) {
+        let (base, count) = subleaf_block(leaf);
+        if let Some(slot) = slot_of(CpuidKey::plain(leaf)) {
+            let registers = self.slots[slot];
+            if !is_zero4(registers) && !keep(CpuidKey::plain(leaf), Registers::from_array(registers)) {
+                self.slots[slot] = [0; 4];
+            }
+        }
+        for (subleaf, slot) in self.slots[base..base + count].iter_mut().enumerate() {
+            if !is_zero4(*slot) && !keep(CpuidKey::indexed(leaf, subleaf as u32), Registers::from_array(*slot)) {
+                *slot = [0; 4];
+            }
+        }
+        let start = self.side.partition_point(|(k, _)| k.leaf < leaf);
+        let end = start + self.side[start..].partition_point(|(k, _)| k.leaf == leaf);
+        if start < end {
+            let mut index = start;
+            let mut kept = start;
+            while index < end {
+                let (key, registers) = self.side[index];
+                if keep(key, registers) {
+                    self.side[kept] = self.side[index];
+                    kept += 1;
+                }
+                index += 1;
+            }
+            self.side.drain(kept..end);
+        }
+    }
+
+    /// The first held entry of `leaf`, in [`CpuPolicy::leaf_entries`] order, whose registers
+    /// satisfy `matches`.
+    pub(crate) fn first_entry_where(&self, leaf: u32, mut matches: impl FnMut(Registers) -> bool) -> Option<CpuidKey> {
+        let (base, count) = subleaf_block(leaf);
+        let start = self.side.partition_point(|(k, _)| k.leaf < leaf);
+        let side = self.side[start..].iter().take_while(|(k, _)| k.leaf == leaf);
+        let mut side = side.peekable();
+        if let Some((key, registers)) = side.next_if(|(k, _)| k.subleaf.is_none()) {
+            if matches(*registers) {
+                return Some(*key);
+            }
+        }
+        if let Some(slot) = slot_of(CpuidKey::plain(leaf)) {
+            let registers = self.slots[slot];
+            if !is_zero4(registers) && matches(Registers::from_array(registers)) {
+                return Some(CpuidKey::plain(leaf));
+            }
+        }
+        for (subleaf, registers) in self.slots[base..base + count].iter().enumerate() {
+            if !is_zero4(*registers) && matches(Registers::from_array(*registers)) {
+                return Some(CpuidKey::indexed(leaf, subleaf as u32));
+            }
+        }
+        side.find(|(_, registers)| matches(*registers)).map(|(key, _)| *key)
+    }
+
+    /// Keeps only the leaves `range` keeps: [`InRange::keeps`], applied to whole runs of slots at
+    /// once (what [`clear_out_of_range_leaves`](crate::clear_out_of_range_leaves) needs on every
+    /// levelled policy), then to the side table entry by entry.
+    pub(crate) fn retain_in_range(&mut self, range: &InRange) {
+        let basic = range.basic as usize;
+        self.slots[(basic + 1).min(BASIC_SLOTS)..BASIC_SLOTS].fill([0; 4]);
+        let blocks = [
+            (0x4, LEAF4_BASE, LEAF4_SLOTS, range.cache_end),
+            (0x7, LEAF7_BASE, LEAF7_SLOTS, Some(range.leaf7)),
+            (0xb, LEAFB_BASE, LEAFB_SLOTS, range.topology_end),
+            (0xd, LEAFD_BASE, LEAFD_SLOTS, Some(range.xstate_end.unwrap_or(u32::MAX))),
+        ];
+        for (leaf, base, count, end) in blocks {
+            let kept = if leaf > basic || (leaf == 0xd && range.xstate_end.is_none()) {
+                0
+            } else {
+                end.map_or(count, |end| (end as usize).saturating_add(1).min(count))
+            };
+            self.slots[base + kept..base + count].fill([0; 4]);
+        }
+        let extended = ((range.extended & 0xffff) as usize).saturating_add(1).min(EXTENDED_SLOTS);
+        self.slots[EXTENDED_BASE + extended..SLOTS].fill([0; 4]);
+        self.side.retain(|&(key, _)| range.keeps(key));
+    }
+
     /// Sets one register of a leaf.
     pub fn set_register(&mut self, key: CpuidKey, register: Register, value: u32) {
         let mut registers = self.cpuid(key);
@@ -524,13 +654,7 @@ impl CpuPolicy {
     /// The held (non-zero) entries of one leaf, in key order: the leaf without sub-leaf first,
     /// then its sub-leaves.
     pub fn leaf_entries(&self, leaf: u32) -> impl Iterator<Item = (CpuidKey, Registers)> + '_ {
-        let (base, count) = match leaf {
-            0x4 => (LEAF4_BASE, LEAF4_SLOTS),
-            0x7 => (LEAF7_BASE, LEAF7_SLOTS),
-            0xb => (LEAFB_BASE, LEAFB_SLOTS),
-            0xd => (LEAFD_BASE, LEAFD_SLOTS),
-            _ => (0, 0),
-        };
+        let (base, count) = subleaf_block(leaf);
         let side_start = self.side.partition_point(|(k, _)| k.leaf < leaf);
         let side = self.side[side_start..].iter().copied().take_while(move |(k, _)| k.leaf == leaf);
         let in_slots = (base..base + count)
@@ -910,6 +1034,64 @@ mod tests {
         p.set_cpuid(CpuidKey::plain(0x8000_0008), Registers::new(0x3028, 0, 0x1001, 0));
         p.set_msr(MSR_ARCH_CAPABILITIES, 0x1_0000_0004);
         p
+    }
+
+    /// Clearing runs of slots keeps exactly what [`InRange::keeps`] keeps, entry by entry: on a
+    /// policy holding every slot and side-table keys of the same leaves, for limits at and
+    /// around every boundary.
+    #[test]
+    fn range_clearing_by_slots_matches_the_rule() {
+        let mut full = CpuPolicy::new();
+        for slot in 0..SLOTS {
+            let key = key_of_slot(slot);
+            if slot_of(key) == Some(slot) {
+                full.set_cpuid(key, Registers::new(slot as u32 + 1, 0, 0, 0));
+            }
+        }
+        for key in [
+            CpuidKey::plain(4),
+            CpuidKey::indexed(4, 9),
+            CpuidKey::indexed(7, 5),
+            CpuidKey::indexed(0xb, 6),
+            CpuidKey::indexed(0xd, 64),
+            CpuidKey::plain(0x1f),
+            CpuidKey::plain(0x4000_0010),
+            CpuidKey::indexed(0x8000_001d, 0),
+            CpuidKey::plain(0x8000_0026),
+        ] {
+            full.set_cpuid(key, Registers::new(7, 7, 7, 7));
+        }
+        let ends = [None, Some(0), Some(1), Some(3), Some(7), Some(70)];
+        for basic in [0, 3, 4, 6, 7, 0xa, 0xb, 0xc, 0xd, 0x1f] {
+            for extended in [0x8000_0000, 0x8000_0008, 0x8000_0021, 0x8000_0030, 0x8000_ffff] {
+                for (i, end) in ends.iter().enumerate() {
+                    let range = InRange {
+                        basic,
+                        extended,
+                        leaf7: end.unwrap_or(0),
+                        cache_end: *end,
+                        topology_end: ends[(i + 1) % ends.len()],
+                        xstate_end: ends[(i + 2) % ends.len()],
+                    };
+                    let (mut by_slots, mut by_entry) = (full.clone(), full.clone());
+                    by_slots.retain_in_range(&range);
+                    by_entry.retain_cpuid(|key, _| range.keeps(key));
+                    assert_eq!(by_slots, by_entry, "{range:?}");
+                }
+            }
+        }
+        // One leaf's retain and search agree with the whole-policy walk and `leaf_entries`.
+        for leaf in [0, 4, 7, 0xb, 0xd, 0x1f, 0x4000_0000, 0x8000_001d, 0x8000_0008] {
+            for modulus in [1, 2, 3] {
+                let keep = |key: CpuidKey, r: Registers| (r.eax + key.subleaf.unwrap_or(0)).is_multiple_of(modulus);
+                let (mut one, mut all) = (full.clone(), full.clone());
+                one.retain_leaf(leaf, keep);
+                all.retain_cpuid(|key, r| key.leaf != leaf || keep(key, r));
+                assert_eq!(one, all, "{leaf:#x} {modulus}");
+                let found = full.first_entry_where(leaf, |r| r.eax.is_multiple_of(modulus));
+                assert_eq!(found, full.leaf_entries(leaf).find(|(_, r)| r.eax.is_multiple_of(modulus)).map(|(k, _)| k));
+            }
+        }
     }
 
     #[test]
