@@ -7,15 +7,26 @@
 //!   ([`PolicyIndex`] for `XEN_SYSCTL_get_cpu_policy`, [`FeaturesetIndex`] for
 //!   `XEN_SYSCTL_get_cpu_featureset`), typed apart.
 //! - [`XenVersion`]: the version the hypervisor reports.
+//! - [`WireLimits`] and [`layout`]: what Xen's policy format holds, release by release, and
+//!   one flat index of its arrays.
+//! - [`CpuidKey`], [`Registers`], [`Register`]: a CPUID leaf and sub-leaf and its output.
 //!
 //! No `unsafe`, no I/O.
 
 #![forbid(unsafe_code)]
 
+mod cpuid;
 mod entries;
+pub mod layout;
 mod system;
 
+pub use cpuid::{CpuidKey, Register, Registers};
 pub use entries::{
     XenCpuidLeaf, XenMsrEntry, REC_TYPE_X86_CPUID_POLICY, REC_TYPE_X86_MSR_POLICY, XEN_CPUID_NO_SUBLEAF,
+};
+pub use layout::{
+    WireLimits, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO, XEN_CACHE_SUBLEAVES, XEN_HYPERVISOR_LEAVES,
+    XEN_MAX_BASIC_LEAF, XEN_MAX_EXTENDED_LEAF, XEN_MAX_LEAF7_SUBLEAF, XEN_POLICY_MSRS, XEN_TOPOLOGY_SUBLEAVES,
+    XEN_XSTATE_SUBLEAVES,
 };
 pub use system::{FeaturesetIndex, PolicyIndex, SystemPolicy, UnknownSystemPolicy, XenVersion};

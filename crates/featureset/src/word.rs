@@ -21,26 +21,6 @@ pub enum WordSource {
     },
 }
 
-/// A CPUID output register.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[allow(missing_docs)]
-pub enum Register {
-    Eax,
-    Ebx,
-    Ecx,
-    Edx,
-}
-
-impl Register {
-    /// All four, in `[eax, ebx, ecx, edx]` order.
-    pub const ALL: [Register; 4] = [Register::Eax, Register::Ebx, Register::Ecx, Register::Edx];
-
-    /// Position in `[eax, ebx, ecx, edx]`.
-    pub const fn index(self) -> usize {
-        self as usize
-    }
-}
-
 /// One featureset word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WordInfo {
@@ -65,6 +45,7 @@ const fn cpuid(
     WordInfo { index, short_name, long_name, source: WordSource::Cpuid { leaf, subleaf, register } }
 }
 
+pub use cpupolicy_abi::Register;
 use Register::*;
 
 /// Every word Xen defines up to 4.21, in order (REFERENCE §3; xen-cpuid.c `leaf_info[]`).

@@ -591,7 +591,7 @@ pub(crate) fn words_of(featureset: &Featureset) -> [u32; NR_WORDS] {
 
 /// Removes what lies beyond the policy's own limits, as Xen's
 /// `x86_cpu_policy_clear_out_of_range_leaves` does: basic leaves beyond the max basic leaf;
-/// leaf 4 and 0xB sub-leaves after the first of type 0 (EAX[4:0], ECX[15:8]); leaf 7 sub-leaves
+/// leaf 4 and 0xB sub-leaves after the first of type 0 (`EAX[4:0]`, `ECX[15:8]`); leaf 7 sub-leaves
 /// beyond its max; leaf 0xD sub-leaves above the highest xstate component (from 2 on), and all
 /// of 0xD when there is none; extended leaves whose low 16 bits exceed the max extended leaf's
 /// (its index from 0x80000000 beyond the max's low 16 bits; 0x80000000 itself always stays). Hypervisor leaves, and leaves Xen's arrays do not have, are

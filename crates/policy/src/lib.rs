@@ -98,6 +98,6 @@ pub use wire::{
     cpuid_record_from_bytes, cpuid_record_to_bytes, msr_record_from_bytes, msr_record_to_bytes, DropReason, Dropped,
     RecordError, WireError, WireLeaf, WireLimits, WirePolicy, XenCpuidLeaf, XenMsrEntry, REC_TYPE_X86_CPUID_POLICY,
     REC_TYPE_X86_MSR_POLICY, XEN_CACHE_SUBLEAVES, XEN_CPUID_NO_SUBLEAF, XEN_HYPERVISOR_LEAVES, XEN_MAX_BASIC_LEAF,
-    XEN_POLICY_MSRS, XEN_TOPOLOGY_SUBLEAVES, XEN_XSTATE_SUBLEAVES,
+    XEN_MAX_EXTENDED_LEAF, XEN_MAX_LEAF7_SUBLEAF, XEN_POLICY_MSRS, XEN_TOPOLOGY_SUBLEAVES, XEN_XSTATE_SUBLEAVES,
 };
 pub use xen_cpuid::{PrintedPolicy, ReportSection, SectionName, TextError, XenCpuidReport};

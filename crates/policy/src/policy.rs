@@ -7,111 +7,17 @@ use cpupolicy_featureset::{FeatureId, Featureset, Register, WordSource, NR_WORDS
 
 use crate::Vendor;
 
-/// MSR_INTEL_PLATFORM_INFO. Xen's policy only gives bit 31 a meaning: CPUID faulting.
-pub const MSR_PLATFORM_INFO: u32 = 0xce;
-/// MSR_ARCH_CAPABILITIES: enumerates hardware fixes for speculative side channels; featureset
-/// words 16 (`m10Al`) and 17 (`m10Ah`).
-pub const MSR_ARCH_CAPABILITIES: u32 = 0x10a;
+pub use cpupolicy_abi::{CpuidKey, Registers};
+
+pub(crate) use cpupolicy_abi::layout::wire_slot;
+use cpupolicy_abi::layout::{
+    key_of_slot, msr_slot, slot_of, subleaf_block, BASIC_SLOTS, EXTENDED_BASE, EXTENDED_SLOTS, LEAF4_BASE, LEAF4_SLOTS,
+    LEAF7_BASE, LEAF7_SLOTS, LEAFB_BASE, LEAFB_SLOTS, LEAFD_BASE, LEAFD_SLOTS, MSR_SLOTS, SLOTS, SLOT_ORDER,
+};
+pub use cpupolicy_abi::{MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO};
+
 /// Bit 31 of [`MSR_PLATFORM_INFO`]: CPUID faulting is available.
 pub const PLATFORM_INFO_CPUID_FAULTING: u64 = 1 << 31;
-
-/// Where a CPUID result lives: the leaf (EAX input) and, for leaves that have them, the
-/// sub-leaf (ECX input).
-///
-/// Keys sort by leaf, then sub-leaf with "no sub-leaf" first; within one leaf Xen never mixes
-/// the two, so this is Xen's serialisation order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct CpuidKey {
-    /// The leaf (EAX input).
-    pub leaf: u32,
-    /// The sub-leaf (ECX input); `None` for leaves without sub-leaves.
-    pub subleaf: Option<u32>,
-}
-
-impl CpuidKey {
-    /// A key from its parts.
-    pub const fn new(leaf: u32, subleaf: Option<u32>) -> CpuidKey {
-        CpuidKey { leaf, subleaf }
-    }
-
-    /// A leaf without sub-leaves.
-    pub const fn plain(leaf: u32) -> CpuidKey {
-        CpuidKey { leaf, subleaf: None }
-    }
-
-    /// Sub-leaf `subleaf` of `leaf`.
-    pub const fn indexed(leaf: u32, subleaf: u32) -> CpuidKey {
-        CpuidKey { leaf, subleaf: Some(subleaf) }
-    }
-}
-
-impl fmt::Display for CpuidKey {
-    /// `0x00000001`, or `0x00000007:0x1` with a sub-leaf.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.subleaf {
-            None => write!(f, "{:#010x}", self.leaf),
-            Some(subleaf) => write!(f, "{:#010x}:{subleaf:#x}", self.leaf),
-        }
-    }
-}
-
-/// The four output registers of one CPUID invocation.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Registers {
-    /// EAX.
-    pub eax: u32,
-    /// EBX.
-    pub ebx: u32,
-    /// ECX.
-    pub ecx: u32,
-    /// EDX.
-    pub edx: u32,
-}
-
-impl Registers {
-    /// All four zero: what CPUID returns for a leaf that says nothing.
-    pub const ZERO: Registers = Registers { eax: 0, ebx: 0, ecx: 0, edx: 0 };
-
-    /// Registers from their values.
-    pub const fn new(eax: u32, ebx: u32, ecx: u32, edx: u32) -> Registers {
-        Registers { eax, ebx, ecx, edx }
-    }
-
-    /// From `[eax, ebx, ecx, edx]`.
-    pub const fn from_array(values: [u32; 4]) -> Registers {
-        Registers { eax: values[0], ebx: values[1], ecx: values[2], edx: values[3] }
-    }
-
-    /// As `[eax, ebx, ecx, edx]`.
-    pub const fn to_array(self) -> [u32; 4] {
-        [self.eax, self.ebx, self.ecx, self.edx]
-    }
-
-    /// One register.
-    pub const fn get(self, register: Register) -> u32 {
-        match register {
-            Register::Eax => self.eax,
-            Register::Ebx => self.ebx,
-            Register::Ecx => self.ecx,
-            Register::Edx => self.edx,
-        }
-    }
-
-    /// Sets one register.
-    pub fn set(&mut self, register: Register, value: u32) {
-        match register {
-            Register::Eax => self.eax = value,
-            Register::Ebx => self.ebx = value,
-            Register::Ecx => self.ecx = value,
-            Register::Edx => self.edx = value,
-        }
-    }
-
-    /// All four are zero.
-    pub const fn is_zero(self) -> bool {
-        self.eax == 0 && self.ebx == 0 && self.ecx == 0 && self.edx == 0
-    }
-}
 
 /// The register names in CPUID output order, for messages and text formats.
 pub(crate) const REGISTER_NAMES: [(Register, &str); 4] =
@@ -181,173 +87,11 @@ pub struct CpuPolicy {
     msr_side: Vec<(u32, u64)>,
 }
 
-/// The MSRs with a fixed place, in index order.
-const MSR_SLOTS: [u32; 2] = [MSR_PLATFORM_INFO, MSR_ARCH_CAPABILITIES];
-
-#[inline]
-const fn msr_slot(index: u32) -> Option<usize> {
-    match index {
-        MSR_PLATFORM_INFO => Some(0),
-        MSR_ARCH_CAPABILITIES => Some(1),
-        _ => None,
-    }
-}
-
-// The slot layout: basic leaves 0..=0xd without sub-leaves at their own number; then the
-// sub-leaves of 4, 7, 0xb and 0xd; the hypervisor limit leaves; the extended leaves.
-const BASIC_SLOTS: usize = 0xe;
-const LEAF4_SLOTS: usize = 8;
-const LEAF7_SLOTS: usize = 4;
-const LEAFB_SLOTS: usize = 4;
-const LEAFD_SLOTS: usize = 64;
-const EXTENDED_SLOTS: usize = 0x22;
-pub(crate) const LEAF4_BASE: usize = BASIC_SLOTS;
-pub(crate) const LEAF7_BASE: usize = LEAF4_BASE + LEAF4_SLOTS;
-pub(crate) const LEAFB_BASE: usize = LEAF7_BASE + LEAF7_SLOTS;
-pub(crate) const LEAFD_BASE: usize = LEAFB_BASE + LEAFB_SLOTS;
-pub(crate) const HYPERVISOR_BASE: usize = LEAFD_BASE + LEAFD_SLOTS;
-pub(crate) const EXTENDED_BASE: usize = HYPERVISOR_BASE + 2;
-const SLOTS: usize = EXTENDED_BASE + EXTENDED_SLOTS;
-
-/// The slot a key is stored in, or `None` for the side table.
-#[inline]
-const fn slot_of(key: CpuidKey) -> Option<usize> {
-    let leaf = key.leaf as usize;
-    match key.subleaf {
-        None => match key.leaf {
-            0x4 | 0x7 | 0xb | 0xd => None,
-            0..=0xd => Some(leaf),
-            0x4000_0000 => Some(HYPERVISOR_BASE),
-            0x4000_0100 => Some(HYPERVISOR_BASE + 1),
-            0x8000_0000..=0x8000_0021 => Some(EXTENDED_BASE + (leaf - 0x8000_0000)),
-            _ => None,
-        },
-        Some(subleaf) => {
-            let subleaf = subleaf as usize;
-            match key.leaf {
-                0x4 if subleaf < LEAF4_SLOTS => Some(LEAF4_BASE + subleaf),
-                0x7 if subleaf < LEAF7_SLOTS => Some(LEAF7_BASE + subleaf),
-                0xb if subleaf < LEAFB_SLOTS => Some(LEAFB_BASE + subleaf),
-                0xd if subleaf < LEAFD_SLOTS => Some(LEAFD_BASE + subleaf),
-                _ => None,
-            }
-        }
-    }
-}
-
-// Every entry Xen's format can hold has a slot.
-const _: () = assert!(
-    crate::wire::XEN_CACHE_SUBLEAVES as usize <= LEAF4_SLOTS
-        && crate::wire::XEN_TOPOLOGY_SUBLEAVES as usize <= LEAFB_SLOTS
-        && crate::wire::XEN_XSTATE_SUBLEAVES as usize <= LEAFD_SLOTS
-        && crate::wire::XEN_MAX_BASIC_LEAF as usize + 1 == BASIC_SLOTS
-);
-
-/// The slot of an entry of Xen's format (`leaf`, `subleaf` as Xen writes them, sub-leaf
-/// `0xffffffff` for none), or `None` when Xen's policy has no room for it
-/// (`x86_cpuid_copy_from_buffer`'s checks): leaf 7 up to `max_leaf7_subleaf`, extended leaves
-/// up to `max_extended_leaf`.
-#[inline]
-pub(crate) const fn wire_slot(
-    leaf: u32,
-    subleaf: u32,
-    max_leaf7_subleaf: u32,
-    max_extended_leaf: u32,
-) -> Option<usize> {
-    const NONE: u32 = crate::wire::XEN_CPUID_NO_SUBLEAF;
-    let s = subleaf as usize;
-    match leaf {
-        0x4 if subleaf < crate::wire::XEN_CACHE_SUBLEAVES => Some(LEAF4_BASE + s),
-        0x7 if subleaf <= max_leaf7_subleaf && s < LEAF7_SLOTS => Some(LEAF7_BASE + s),
-        0xb if subleaf < crate::wire::XEN_TOPOLOGY_SUBLEAVES => Some(LEAFB_BASE + s),
-        0xd if subleaf < crate::wire::XEN_XSTATE_SUBLEAVES => Some(LEAFD_BASE + s),
-        0x4 | 0x7 | 0xb | 0xd => None,
-        0..=0xd if subleaf == NONE => Some(leaf as usize),
-        0x4000_0000 if subleaf == NONE => Some(HYPERVISOR_BASE),
-        0x4000_0100 if subleaf == NONE => Some(HYPERVISOR_BASE + 1),
-        0x8000_0000..=0x8000_0021 if leaf <= max_extended_leaf && subleaf == NONE => {
-            Some(EXTENDED_BASE + (leaf - 0x8000_0000) as usize)
-        }
-        _ => None,
-    }
-}
-
 /// Whether a slot's registers are all zero (one OR, not four compares).
 #[inline]
 const fn is_zero4(r: [u32; 4]) -> bool {
     r[0] | r[1] | r[2] | r[3] == 0
 }
-
-/// The run of slots holding the sub-leaves of `leaf`: `(base, count)`, `count` 0 for a leaf
-/// without.
-const fn subleaf_block(leaf: u32) -> (usize, usize) {
-    match leaf {
-        0x4 => (LEAF4_BASE, LEAF4_SLOTS),
-        0x7 => (LEAF7_BASE, LEAF7_SLOTS),
-        0xb => (LEAFB_BASE, LEAFB_SLOTS),
-        0xd => (LEAFD_BASE, LEAFD_SLOTS),
-        _ => (0, 0),
-    }
-}
-
-/// The key each slot holds (the inverse of [`slot_of`]).
-const fn key_of_slot(slot: usize) -> CpuidKey {
-    if slot < LEAF4_BASE {
-        CpuidKey::plain(slot as u32)
-    } else if slot < LEAF7_BASE {
-        CpuidKey::indexed(4, (slot - LEAF4_BASE) as u32)
-    } else if slot < LEAFB_BASE {
-        CpuidKey::indexed(7, (slot - LEAF7_BASE) as u32)
-    } else if slot < LEAFD_BASE {
-        CpuidKey::indexed(0xb, (slot - LEAFB_BASE) as u32)
-    } else if slot < HYPERVISOR_BASE {
-        CpuidKey::indexed(0xd, (slot - LEAFD_BASE) as u32)
-    } else if slot == HYPERVISOR_BASE {
-        CpuidKey::plain(0x4000_0000)
-    } else if slot == HYPERVISOR_BASE + 1 {
-        CpuidKey::plain(0x4000_0100)
-    } else {
-        CpuidKey::plain(0x8000_0000 + (slot - EXTENDED_BASE) as u32)
-    }
-}
-
-/// The slots in key order (slot order is key order but for the unused plain slots of the
-/// sub-leaf leaves, which stay zero and are skipped as such).
-const SLOT_ORDER: [usize; SLOTS] = {
-    let mut order = [0; SLOTS];
-    let mut i = 0;
-    // Basic leaves interleave with their sub-leaves: 0..=3, 4:*, 5, 6, 7:*, 8..=0xa, 0xb:*, 0xc, 0xd:*.
-    let mut leaf = 0;
-    while leaf < BASIC_SLOTS {
-        let (base, count) = match leaf {
-            0x4 => (LEAF4_BASE, LEAF4_SLOTS),
-            0x7 => (LEAF7_BASE, LEAF7_SLOTS),
-            0xb => (LEAFB_BASE, LEAFB_SLOTS),
-            0xd => (LEAFD_BASE, LEAFD_SLOTS),
-            _ => (leaf, 1),
-        };
-        let mut j = 0;
-        while j < count {
-            order[i] = base + j;
-            i += 1;
-            j += 1;
-        }
-        leaf += 1;
-    }
-    // The unused plain slots of 4, 7, 0xb and 0xd (always zero) keep the array full.
-    order[i] = 0x4;
-    order[i + 1] = 0x7;
-    order[i + 2] = 0xb;
-    order[i + 3] = 0xd;
-    i += 4;
-    let mut slot = HYPERVISOR_BASE;
-    while slot < SLOTS {
-        order[i] = slot;
-        i += 1;
-        slot += 1;
-    }
-    order
-};
 
 /// [`WORD_REGISTERS`]' slot for a word held in an MSR.
 const MSR_WORD: u16 = u16::MAX;

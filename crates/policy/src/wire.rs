@@ -10,10 +10,12 @@
 use std::fmt;
 
 use crate::policy::wire_slot;
-use crate::{CpuPolicy, CpuidKey, Registers, XenVersion, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO};
+use crate::{CpuPolicy, CpuidKey, Registers, MSR_PLATFORM_INFO};
 
 pub use cpupolicy_abi::{
-    XenCpuidLeaf, XenMsrEntry, REC_TYPE_X86_CPUID_POLICY, REC_TYPE_X86_MSR_POLICY, XEN_CPUID_NO_SUBLEAF,
+    WireLimits, XenCpuidLeaf, XenMsrEntry, REC_TYPE_X86_CPUID_POLICY, REC_TYPE_X86_MSR_POLICY, XEN_CACHE_SUBLEAVES,
+    XEN_CPUID_NO_SUBLEAF, XEN_HYPERVISOR_LEAVES, XEN_MAX_BASIC_LEAF, XEN_MAX_EXTENDED_LEAF, XEN_MAX_LEAF7_SUBLEAF,
+    XEN_POLICY_MSRS, XEN_TOPOLOGY_SUBLEAVES, XEN_XSTATE_SUBLEAVES,
 };
 
 /// A `xen_cpuid_leaf_t` in this crate's terms: its key and registers.
@@ -39,121 +41,6 @@ impl WireLeaf for XenCpuidLeaf {
 
     fn registers(&self) -> Registers {
         Registers::new(self.a, self.b, self.c, self.d)
-    }
-}
-
-/// Highest basic leaf Xen's policy holds (`CPUID_GUEST_NR_BASIC` − 1), every release.
-pub const XEN_MAX_BASIC_LEAF: u32 = 0xd;
-/// Leaf 4 sub-leaves Xen's policy holds (`CPUID_GUEST_NR_CACHE`).
-pub const XEN_CACHE_SUBLEAVES: u32 = 6;
-/// Leaf 0xb sub-leaves Xen's policy holds (`CPUID_GUEST_NR_TOPO`).
-pub const XEN_TOPOLOGY_SUBLEAVES: u32 = 2;
-/// Leaf 0xd sub-leaves Xen's policy holds (`CPUID_GUEST_NR_XSTATE`).
-pub const XEN_XSTATE_SUBLEAVES: u32 = 63;
-/// The hypervisor leaves whose EAX (Xen's `hv_limit`, `hv2_limit`, 8 bits each) Xen carries.
-pub const XEN_HYPERVISOR_LEAVES: [u32; 2] = [0x4000_0000, 0x4000_0100];
-/// The MSRs of Xen's policy, in serialisation order; a release carrying one MSR carries the first.
-pub const XEN_POLICY_MSRS: [u32; 2] = [MSR_PLATFORM_INFO, MSR_ARCH_CAPABILITIES];
-
-/// What one Xen release's policy format holds: the array sizes that decide which leaves are
-/// serialised and which incoming leaves are out of range.
-///
-/// Only two sizes ever changed (from `cpuid.h`/`cpu-policy.h` of every release tag):
-///
-/// | release                          | leaf 7 sub-leaves | extended leaves | leaves | MSRs |
-/// |----------------------------------|-------------------|-----------------|--------|------|
-/// | 4.14.0                           | 0–1               | to 0x8000001c   | 114    | 1    |
-/// | 4.14.1–4.14.4, 4.15.0–4.15.2     | 0–1               | to 0x8000001c   | 114    | 2    |
-/// | 4.16.0                           | 0–1               | to 0x80000021   | 119    | 2    |
-/// | 4.14.5+, 4.15.3+, 4.16.1+, 4.17+ | 0–2               | to 0x80000021   | 120    | 2    |
-///
-/// The leaf count is Xen's `CPUID_MAX_SERIALISED_LEAVES`: 14 basic leaves, plus the extra
-/// sub-leaves of leaves 4 (6), 7, 0xb (2) and 0xd (63), plus the extended leaves, plus the two
-/// hypervisor leaves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct WireLimits {
-    max_leaf7_subleaf: u32,
-    max_extended_leaf: u32,
-    max_msrs: u32,
-}
-
-impl WireLimits {
-    /// Xen 4.14.0.
-    pub const XEN_4_14_0: WireLimits = WireLimits::new(1, 0x8000_001c, 1);
-    /// Xen 4.14.1–4.14.4 and 4.15.0–4.15.2.
-    pub const XEN_4_14_1: WireLimits = WireLimits::new(1, 0x8000_001c, 2);
-    /// Xen 4.16.0.
-    pub const XEN_4_16_0: WireLimits = WireLimits::new(1, 0x8000_0021, 2);
-    /// Xen 4.17 and later (and the backports 4.14.5+, 4.15.3+, 4.16.1+).
-    pub const XEN_4_17: WireLimits = WireLimits::new(2, 0x8000_0021, 2);
-    /// The newest layout this crate knows (4.17 to 4.22).
-    pub const LATEST: WireLimits = WireLimits::XEN_4_17;
-
-    const fn new(max_leaf7_subleaf: u32, max_extended_leaf: u32, max_msrs: u32) -> WireLimits {
-        WireLimits { max_leaf7_subleaf, max_extended_leaf, max_msrs }
-    }
-
-    /// The limits of a Xen release (table above); `None` before 4.14. An unreadable point
-    /// release is taken as `.0`, the smallest layout of its branch.
-    pub fn for_xen(version: &XenVersion) -> Option<WireLimits> {
-        let micro = version.micro().unwrap_or(0);
-        Some(match (version.major, version.minor) {
-            (4, 14) if micro == 0 => WireLimits::XEN_4_14_0,
-            (4, 14) if micro <= 4 => WireLimits::XEN_4_14_1,
-            (4, 15) if micro <= 2 => WireLimits::XEN_4_14_1,
-            (4, 16) if micro == 0 => WireLimits::XEN_4_16_0,
-            (4, 14..) | (5.., _) => WireLimits::XEN_4_17,
-            _ => return None,
-        })
-    }
-
-    /// The limits matching the maxima a hypervisor reports (`get_cpu_policy` with a NULL
-    /// buffer: 114, 119 or 120 leaves; 1 or 2 MSRs). `None` for any other pair.
-    pub fn from_maxima(max_leaves: u32, max_msrs: u32) -> Option<WireLimits> {
-        [WireLimits::XEN_4_14_0, WireLimits::XEN_4_14_1, WireLimits::XEN_4_16_0, WireLimits::XEN_4_17]
-            .into_iter()
-            .find(|l| l.max_leaves() == max_leaves && l.max_msrs == max_msrs)
-    }
-
-    /// Xen's `CPUID_MAX_SERIALISED_LEAVES`.
-    pub const fn max_leaves(&self) -> u32 {
-        let nr_extd = (self.max_extended_leaf & 0xffff) + 1;
-        let nr_extd = if nr_extd < 9 { 9 } else { nr_extd };
-        (XEN_MAX_BASIC_LEAF + 1)
-            + (self.max_leaf7_subleaf + 1 - 1)
-            + (XEN_CACHE_SUBLEAVES - 1)
-            + (XEN_TOPOLOGY_SUBLEAVES - 1)
-            + (XEN_XSTATE_SUBLEAVES - 1)
-            + nr_extd
-            + XEN_HYPERVISOR_LEAVES.len() as u32
-    }
-
-    /// Xen's `MSR_MAX_SERIALISED_ENTRIES`.
-    pub const fn max_msrs(&self) -> u32 {
-        self.max_msrs
-    }
-
-    /// Highest leaf 7 sub-leaf the format holds.
-    pub const fn max_leaf7_subleaf(&self) -> u32 {
-        self.max_leaf7_subleaf
-    }
-
-    /// Highest extended leaf the format holds.
-    pub const fn max_extended_leaf(&self) -> u32 {
-        self.max_extended_leaf
-    }
-
-    /// Whether the format holds an entry for this key: what `x86_cpuid_copy_from_buffer`
-    /// accepts (the check [`CpuPolicy::apply_wire`] makes; a leaf without sub-leaves only as
-    /// such).
-    pub fn carries(&self, key: CpuidKey) -> bool {
-        let subleaf = key.subleaf.unwrap_or(XEN_CPUID_NO_SUBLEAF);
-        wire_slot(key.leaf, subleaf, self.max_leaf7_subleaf, self.max_extended_leaf).is_some()
-    }
-
-    /// The MSRs the format holds, in order.
-    pub fn msrs(&self) -> &'static [u32] {
-        &XEN_POLICY_MSRS[..self.max_msrs as usize]
     }
 }
 
@@ -365,7 +252,7 @@ impl CpuPolicy {
     /// plus the dropped entries is the policy again.
     pub fn to_wire(&self, limits: &WireLimits) -> WirePolicy {
         let mut leaves = vec![XenCpuidLeaf::default(); limits.max_leaves() as usize];
-        let mut msrs = vec![XenMsrEntry::default(); limits.max_msrs as usize];
+        let mut msrs = vec![XenMsrEntry::default(); limits.max_msrs() as usize];
         let (nr_leaves, nr_msrs) = match self.to_wire_into(limits, &mut leaves, &mut msrs) {
             Ok(counts) => counts,
             Err(error) => unreachable!("buffers of the release's maxima always suffice: {error}"),
@@ -418,7 +305,7 @@ impl CpuPolicy {
     /// straight from the slots that hold them.
     #[inline]
     fn emit_wire(&self, limits: &WireLimits, mut emit: impl FnMut(u32, u32, Registers)) {
-        use crate::policy::{EXTENDED_BASE, HYPERVISOR_BASE, LEAF4_BASE, LEAF7_BASE, LEAFB_BASE, LEAFD_BASE};
+        use cpupolicy_abi::layout::{EXTENDED_BASE, HYPERVISOR_BASE, LEAF4_BASE, LEAF7_BASE, LEAFB_BASE, LEAFD_BASE};
         const NONE: u32 = XEN_CPUID_NO_SUBLEAF;
         let leaf0 = self.slot(0);
         for leaf in 0..=leaf0.eax.min(XEN_MAX_BASIC_LEAF) {
@@ -438,7 +325,7 @@ impl CpuPolicy {
                     }
                 }
                 0x7 => {
-                    for subleaf in 0..=self.slot(LEAF7_BASE).eax.min(limits.max_leaf7_subleaf) {
+                    for subleaf in 0..=self.slot(LEAF7_BASE).eax.min(limits.max_leaf7_subleaf()) {
                         emit(leaf, subleaf, self.slot(LEAF7_BASE + subleaf as usize));
                     }
                 }
@@ -462,7 +349,7 @@ impl CpuPolicy {
             let limit = if hypervisor_leaf_fits(held) { held.eax } else { 0 };
             emit(leaf, NONE, Registers::new(limit, 0, 0, 0));
         }
-        let max_extended = (self.slot(EXTENDED_BASE).eax & 0xffff).min(limits.max_extended_leaf & 0xffff);
+        let max_extended = (self.slot(EXTENDED_BASE).eax & 0xffff).min(limits.max_extended_leaf() & 0xffff);
         for offset in 0..=max_extended {
             emit(0x8000_0000 | offset, NONE, self.slot(EXTENDED_BASE + offset as usize));
         }
@@ -502,13 +389,13 @@ impl CpuPolicy {
         const _: () = assert!(WireLimits::LATEST.max_leaves() <= 128);
         let mut slots = [0u8; 128];
         for (position, (entry, slot)) in leaves.iter().zip(slots.iter_mut()).enumerate() {
-            match wire_slot(entry.leaf, entry.subleaf, limits.max_leaf7_subleaf, limits.max_extended_leaf) {
+            match wire_slot(entry.leaf, entry.subleaf, limits.max_leaf7_subleaf(), limits.max_extended_leaf()) {
                 Some(found) => *slot = found as u8,
                 None => return Err(WireError::LeafOutOfRange { position, leaf: entry.leaf, subleaf: entry.subleaf }),
             }
         }
-        if msrs.len() > limits.max_msrs as usize {
-            return Err(WireError::TooManyMsrs { count: msrs.len(), max: limits.max_msrs });
+        if msrs.len() > limits.max_msrs() as usize {
+            return Err(WireError::TooManyMsrs { count: msrs.len(), max: limits.max_msrs() });
         }
         for (position, entry) in msrs.iter().enumerate() {
             if entry.flags != 0 {
@@ -568,7 +455,7 @@ impl CpuPolicy {
             0..=XEN_MAX_BASIC_LEAF if indexed_by_xen && key.subleaf.is_none() => DropReason::MissingSubleaf,
             0..=XEN_MAX_BASIC_LEAF if !indexed_by_xen && key.subleaf.is_some() => DropReason::UnexpectedSubleaf,
             0..=XEN_MAX_BASIC_LEAF => DropReason::SubleafNotSerialised,
-            0x8000_0000.. if key.leaf <= limits.max_extended_leaf => {
+            0x8000_0000.. if key.leaf <= limits.max_extended_leaf() => {
                 if key.subleaf.is_some() {
                     DropReason::UnexpectedSubleaf
                 } else {
@@ -651,6 +538,7 @@ fn check_record(record_type: u32, body: &[u8], entry_size: usize) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::XenVersion;
 
     #[test]
     fn abi_sizes_match_xen() {
