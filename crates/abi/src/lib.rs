@@ -9,6 +9,8 @@
 //! - [`XenVersion`]: the version the hypervisor reports.
 //! - [`WireLimits`] and [`layout`]: what Xen's policy format holds, release by release, and
 //!   one flat index of its arrays.
+//! - [`XenRelease`] and [`RELEASES`]: every release from 4.14 with its interface versions,
+//!   featureset length, policy format and what changed.
 //! - [`CpuidKey`], [`Registers`], [`Register`]: a CPUID leaf and sub-leaf and its output.
 //!
 //! No `unsafe`, no I/O.
@@ -18,6 +20,7 @@
 mod cpuid;
 mod entries;
 pub mod layout;
+mod release;
 mod system;
 
 pub use cpuid::{CpuidKey, Register, Registers};
@@ -29,4 +32,5 @@ pub use layout::{
     XEN_MAX_BASIC_LEAF, XEN_MAX_EXTENDED_LEAF, XEN_MAX_LEAF7_SUBLEAF, XEN_POLICY_MSRS, XEN_TOPOLOGY_SUBLEAVES,
     XEN_XSTATE_SUBLEAVES,
 };
+pub use release::{ReleaseFacts, XenRelease, RELEASES};
 pub use system::{FeaturesetIndex, PolicyIndex, SystemPolicy, UnknownSystemPolicy, XenVersion};

@@ -172,66 +172,17 @@ impl GuestKind {
     pub const ALL: [GuestKind; 3] = [GuestKind::Pv, GuestKind::HvmShadow, GuestKind::HvmHap];
 }
 
-/// Xen releases this crate knows facts about (the `x.y.0` release).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[allow(missing_docs)]
-pub enum XenRelease {
-    V4_14,
-    V4_15,
-    V4_16,
-    V4_17,
-    V4_18,
-    V4_19,
-    V4_20,
-    V4_21,
-    V4_22,
-    /// Xen's development branch, after the newest release.
-    Master,
-}
+pub use cpupolicy_abi::XenRelease;
 
-impl fmt::Display for XenRelease {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = match self {
-            XenRelease::V4_14 => "4.14",
-            XenRelease::V4_15 => "4.15",
-            XenRelease::V4_16 => "4.16",
-            XenRelease::V4_17 => "4.17",
-            XenRelease::V4_18 => "4.18",
-            XenRelease::V4_19 => "4.19",
-            XenRelease::V4_20 => "4.20",
-            XenRelease::V4_21 => "4.21",
-            XenRelease::V4_22 => "4.22",
-            XenRelease::Master => "master",
-        };
-        f.write_str(text)
-    }
-}
-
-impl XenRelease {
-    /// Every release, oldest first, then master.
-    pub const ALL: [XenRelease; 10] = [
-        XenRelease::V4_14,
-        XenRelease::V4_15,
-        XenRelease::V4_16,
-        XenRelease::V4_17,
-        XenRelease::V4_18,
-        XenRelease::V4_19,
-        XenRelease::V4_20,
-        XenRelease::V4_21,
-        XenRelease::V4_22,
-        XenRelease::Master,
-    ];
-
-    /// `4.20`, `4.20.3` (the point release is ignored) or `master`.
-    pub fn parse(text: &str) -> Option<XenRelease> {
-        let text = text.trim();
-        let minor_of = |t: &str| t.split('.').take(2).collect::<Vec<_>>().join(".");
-        XenRelease::ALL.into_iter().find(|r| r.to_string() == text || r.to_string() == minor_of(text))
-    }
-
+/// What a Xen release's `cpufeatureset.h` says of a feature (the feature table is master's).
+pub trait ReleaseAttributes {
     /// What this release's `cpufeatureset.h` (at the newest point release of its branch) says
     /// of a feature: its attribute letters then, or `None` when it does not name the bit.
-    pub fn attributes_of(self, feature: &Feature) -> Option<Attributes> {
+    fn attributes_of(self, feature: &Feature) -> Option<Attributes>;
+}
+
+impl ReleaseAttributes for XenRelease {
+    fn attributes_of(self, feature: &Feature) -> Option<Attributes> {
         let Some(diff) = crate::releases::RELEASE_DIFFS.iter().find(|d| d.release == self) else {
             return Some(feature.attributes); // master: the table itself
         };

@@ -38,7 +38,7 @@ mod word;
 
 pub use deps::{apply_dependencies_to_words, dependents_of, prerequisites_of, Dependency, Dependents, DEPENDENCIES};
 pub use error::Error;
-pub use feature::{Attributes, Feature, FeatureId, GuestKind, ReleaseDiff, XenRelease};
+pub use feature::{Attributes, Feature, FeatureId, GuestKind, ReleaseAttributes, ReleaseDiff, XenRelease};
 pub use lookup::feature_by_name;
 pub use masks::{static_mask, static_mask_in, StaticMask};
 pub use set::Featureset;

@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use crate::{Attributes, Featureset, GuestKind, FEATURES};
+use crate::{Attributes, Featureset, GuestKind, ReleaseAttributes, FEATURES};
 
 /// One of Xen's static masks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -4,6 +4,7 @@
 //! are computed the way Linux's `_IOC` does, and checked against the known constants below.
 
 use crate::bindings::xen;
+use cpupolicy_abi::RELEASES;
 
 /// `_IOC_NONE`: privcmd's ioctls carry no direction bits.
 const IOC_NONE: u32 = 0;
@@ -45,23 +46,24 @@ pub(crate) const DOMID_INVALID: u16 = 0x7ff4;
 /// `DOMID_FIRST_RESERVED`: domain ids from here on are special, never a real domain.
 pub(crate) const DOMID_FIRST_RESERVED: u16 = 0x7ff0;
 
-/// Known `(Xen major, minor, XEN_SYSCTL_INTERFACE_VERSION, XEN_DOMCTL_INTERFACE_VERSION)`.
+/// Known `(Xen major, minor, XEN_SYSCTL_INTERFACE_VERSION, XEN_DOMCTL_INTERFACE_VERSION)`,
+/// from the release table ([`cpupolicy_abi::RELEASES`]).
 ///
 /// The versions are bumped for changes elsewhere in the sysctl/domctl unions; the CPU-policy
 /// structures have kept one layout throughout, so every listed version is safe to speak. Only
 /// `xen_domctl_createdomain` follows the domctl version (see `createdomain.rs`). A version not
 /// listed here is never guessed: its layouts are unknown.
-pub(crate) const INTERFACE_VERSIONS: &[(u16, u16, u32, u32)] = &[
-    (4, 14, 0x13, 0x12),
-    (4, 15, 0x13, 0x13),
-    (4, 16, 0x14, 0x14),
-    (4, 17, 0x15, 0x15),
-    (4, 18, 0x15, 0x16),
-    (4, 19, 0x15, 0x17),
-    (4, 20, 0x15, 0x17),
-    (4, 21, 0x16, 0x17),
-    (4, 22, 0x16, 0x18),
-];
+pub(crate) const INTERFACE_VERSIONS: [(u16, u16, u32, u32); RELEASES.len()] = {
+    let mut out = [(0, 0, 0, 0); RELEASES.len()];
+    let mut i = 0;
+    while i < RELEASES.len() {
+        let facts = &RELEASES[i];
+        let Some((major, minor)) = facts.release.version() else { panic!("a release table row without a version") };
+        out[i] = (major, minor, facts.sysctl_interface_version, facts.domctl_interface_version);
+        i += 1;
+    }
+    out
+};
 
 #[cfg(test)]
 mod tests {
