@@ -11,6 +11,8 @@
 //!   one flat index of its arrays.
 //! - [`XenRelease`] and [`RELEASES`]: every release from 4.14 with its interface versions,
 //!   featureset length, policy format and what changed.
+//! - [`Vendor`]: the CPU vendor from leaf 0.
+//! - [`SUBLEAF_LEAVES`]: which leaves have sub-leaves and how each enumerates them.
 //! - [`CpuidKey`], [`Registers`], [`Register`]: a CPUID leaf and sub-leaf and its output.
 //!
 //! No `unsafe`, no I/O.
@@ -20,8 +22,10 @@
 mod cpuid;
 mod entries;
 pub mod layout;
+mod leaves;
 mod release;
 mod system;
+mod vendor;
 
 pub use cpuid::{CpuidKey, Register, Registers};
 pub use entries::{
@@ -32,5 +36,7 @@ pub use layout::{
     XEN_MAX_BASIC_LEAF, XEN_MAX_EXTENDED_LEAF, XEN_MAX_LEAF7_SUBLEAF, XEN_POLICY_MSRS, XEN_TOPOLOGY_SUBLEAVES,
     XEN_XSTATE_SUBLEAVES,
 };
+pub use leaves::{has_subleaves, subleaf_leaf, SubleafLeaf, SubleafWalk, MAX_WALKED_SUBLEAVES, SUBLEAF_LEAVES};
 pub use release::{ReleaseFacts, XenRelease, RELEASES};
 pub use system::{FeaturesetIndex, PolicyIndex, SystemPolicy, UnknownSystemPolicy, XenVersion};
+pub use vendor::{Vendor, VendorId};

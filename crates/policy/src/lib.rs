@@ -46,7 +46,6 @@ mod featuresets;
 mod import;
 mod input;
 pub mod json;
-mod leaves;
 mod legacy;
 mod level;
 mod level_rules;
@@ -58,12 +57,13 @@ mod policy;
 mod pv_leak;
 mod report;
 mod system;
-mod vendor;
 mod wire;
 mod xen_cpuid;
 pub mod xl;
 
 pub use check::{check_migration, mxcsr_faults, MigrationCheck, Mismatch, Warning};
+pub use cpupolicy_abi::{has_subleaves, subleaf_leaf, SubleafLeaf, SubleafWalk, MAX_WALKED_SUBLEAVES, SUBLEAF_LEAVES};
+pub use cpupolicy_abi::{Vendor, VendorId};
 pub use derive::{derive_system_policies, DeriveError, DeriveOptions, HvmMode};
 pub use diff::{LeafDiff, MsrDiff, PolicyDiff};
 pub use featuresets::{
@@ -72,7 +72,6 @@ pub use featuresets::{
 pub use import::{Document, ImportError, InputFormat, PoolPolicy};
 pub use input::{read_input, InputError, MAX_INPUT_BYTES};
 pub use json::{HostBundle, JsonError, HOST_BUNDLE_FORMAT, JSON_VERSION, POLICY_FORMAT, POOL_FORMAT};
-pub use leaves::{has_subleaves, subleaf_leaf, SubleafLeaf, SubleafWalk, MAX_WALKED_SUBLEAVES, SUBLEAF_LEAVES};
 pub use legacy::{synthesise_legacy, LegacyRules};
 pub use level::{
     clear_out_of_range_leaves, feature_name, level_pool, FeatureLoss, LevelError, LevelOptions, Levelled, LevelledPool,
@@ -93,7 +92,6 @@ pub use policy::{
 pub use pv_leak::{Levelling, LevellingCaps, Mechanism, LEVELCAP_FAULTING, LEVELCAP_MASKS};
 pub use report::{explanation_text, guest_kind_name, hazards_text, pool_hazards, pool_json, Hazard};
 pub use system::{FeaturesetIndex, PolicyIndex, SystemPolicies, SystemPolicy, UnknownSystemPolicy, XenVersion};
-pub use vendor::{Vendor, VendorId};
 pub use wire::{
     cpuid_record_from_bytes, cpuid_record_to_bytes, msr_record_from_bytes, msr_record_to_bytes, DropReason, Dropped,
     RecordError, WireError, WireLeaf, WireLimits, WirePolicy, XenCpuidLeaf, XenMsrEntry, REC_TYPE_X86_CPUID_POLICY,

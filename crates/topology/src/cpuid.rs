@@ -63,34 +63,13 @@ pub mod bit {
     pub const TOPOEXT: (usize, u32) = (ECX, 1 << 22);
 }
 
-/// Whether a leaf is indexed by ECX (has sub-leaves) on real hardware.
+/// Whether a leaf is indexed by ECX (has sub-leaves) on real hardware: the ABI's table
+/// ([`cpupolicy_abi::SUBLEAF_LEAVES`], from the Intel SDM and AMD APM CPUID chapters).
 ///
 /// Used by importers of dumps that record every leaf with an ECX input (libvirt's
-/// `ecx_in='0x00'`, Linux's `/dev/cpu/N/cpuid`): leaves not listed here are stored with
-/// `subleaf = None`. From the Intel SDM and AMD APM CPUID chapters.
-pub fn has_subleaves(leaf: u32) -> bool {
-    matches!(
-        leaf,
-        0x4 | 0x7
-            | 0xb
-            | 0xd
-            | 0xf
-            | 0x10
-            | 0x12
-            | 0x14
-            | 0x17
-            | 0x18
-            | 0x1b
-            | 0x1d
-            | 0x1f
-            | 0x20
-            | 0x23
-            | 0x24
-            | 0x8000_001d
-            | 0x8000_0020
-            | 0x8000_0026
-    )
-}
+/// `ecx_in='0x00'`, Linux's `/dev/cpu/N/cpuid`): leaves not listed there are stored with
+/// `subleaf = None`.
+pub use cpupolicy_abi::has_subleaves;
 
 /// Read access to CPUID leaves, and the ability to change them.
 ///

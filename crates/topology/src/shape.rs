@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use cpupolicy_abi::Vendor as AbiVendor;
 use serde::{Deserialize, Serialize};
 
 use crate::cpuid::{count_order, shr, CpuidAccess, Registers};
@@ -16,7 +17,8 @@ pub const MAX_VCPUS: u32 = 4096;
 /// APIC IDs 2 × vCPU stay below 0xFF for all of them.
 pub const XEN_LEGACY_MAX_VCPUS: u32 = 128;
 
-/// The CPU vendor whose CPUID conventions the guest sees.
+/// The CPU vendor whose CPUID conventions the guest sees: the three whose topology leaves this
+/// crate writes (a subset of [`cpupolicy_abi::Vendor`], which names them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Vendor {
@@ -32,24 +34,27 @@ impl Vendor {
     /// The vendor named by leaf 0 EBX/EDX/ECX, if it is one of the three.
     pub fn from_cpuid(leaves: &impl CpuidAccess) -> Option<Self> {
         let [_, ebx, ecx, edx] = leaves.cpuid(0, None)?;
-        let name = [ebx, edx, ecx].map(u32::to_le_bytes).concat();
-        match &name[..] {
-            b"GenuineIntel" => Some(Self::Intel),
-            b"AuthenticAMD" => Some(Self::Amd),
-            b"HygonGenuine" => Some(Self::Hygon),
+        match AbiVendor::from_leaf0(ebx, ecx, edx) {
+            AbiVendor::Intel => Some(Self::Intel),
+            AbiVendor::Amd => Some(Self::Amd),
+            AbiVendor::Hygon => Some(Self::Hygon),
             _ => None,
         }
     }
 
     /// Leaf 0 registers `[max_leaf, ebx, ecx, edx]` naming this vendor.
     pub fn leaf0(self, max_leaf: u32) -> Registers {
-        let name: &[u8; 12] = match self {
-            Self::Intel => b"GenuineIntel",
-            Self::Amd => b"AuthenticAMD",
-            Self::Hygon => b"HygonGenuine",
-        };
-        let word = |i: usize| u32::from_le_bytes([name[i], name[i + 1], name[i + 2], name[i + 3]]);
-        [max_leaf, word(0), word(8), word(4)]
+        let (ebx, ecx, edx) = self.abi().id().leaf0();
+        [max_leaf, ebx, ecx, edx]
+    }
+
+    /// The same vendor in the ABI's terms.
+    pub fn abi(self) -> AbiVendor {
+        match self {
+            Self::Intel => AbiVendor::Intel,
+            Self::Amd => AbiVendor::Amd,
+            Self::Hygon => AbiVendor::Hygon,
+        }
     }
 
     /// Whether the vendor follows AMD's CPUID topology conventions.
@@ -60,11 +65,7 @@ impl Vendor {
 
 impl fmt::Display for Vendor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Intel => "Intel",
-            Self::Amd => "AMD",
-            Self::Hygon => "Hygon",
-        })
+        self.abi().fmt(f)
     }
 }
 

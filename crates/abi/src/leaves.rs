@@ -6,7 +6,7 @@
 //! tell "sub-leaf 0" from "no sub-leaf" (libvirt records both as `ecx_in='0x00'`), and the
 //! native reader that walks the sub-leaves of this machine's CPU.
 
-use cpupolicy_featureset::Register;
+use crate::Register;
 
 use crate::Registers;
 

@@ -27,14 +27,22 @@ impl Vendor {
     /// The vendor from leaf 0's registers.
     pub fn from_leaf0(ebx: u32, ecx: u32, edx: u32) -> Vendor {
         let id = VendorId::from_leaf0(ebx, ecx, edx);
-        match &id.0 {
-            b"GenuineIntel" => Vendor::Intel,
-            b"AuthenticAMD" => Vendor::Amd,
-            b"HygonGenuine" => Vendor::Hygon,
-            b"CentaurHauls" => Vendor::Centaur,
-            b"  Shanghai  " => Vendor::Shanghai,
-            _ => Vendor::Other(id),
-        }
+        [Vendor::Intel, Vendor::Amd, Vendor::Hygon, Vendor::Centaur, Vendor::Shanghai]
+            .into_iter()
+            .find(|known| known.id() == id)
+            .unwrap_or(Vendor::Other(id))
+    }
+
+    /// The 12-byte identification string, in EBX, EDX, ECX order.
+    pub const fn id(self) -> VendorId {
+        VendorId(*match self {
+            Vendor::Intel => b"GenuineIntel",
+            Vendor::Amd => b"AuthenticAMD",
+            Vendor::Hygon => b"HygonGenuine",
+            Vendor::Centaur => b"CentaurHauls",
+            Vendor::Shanghai => b"  Shanghai  ",
+            Vendor::Other(id) => return id,
+        })
     }
 
     /// AMD or Hygon: the vendors whose extended leaves follow AMD's layout.
@@ -65,6 +73,18 @@ impl VendorId {
         bytes[4..8].copy_from_slice(&edx.to_le_bytes());
         bytes[8..12].copy_from_slice(&ecx.to_le_bytes());
         VendorId(bytes)
+    }
+}
+
+impl VendorId {
+    /// Leaf 0's EBX, ECX, EDX spelling this string.
+    pub const fn leaf0(self) -> (u32, u32, u32) {
+        let b = self.0;
+        (
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+            u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+        )
     }
 }
 
@@ -99,5 +119,9 @@ mod tests {
         let other = Vendor::from_leaf0(0x4b4d_564b, 0x0000_004d, 0x564b_4d56);
         assert_eq!(other.to_string(), "KVMKVMKVM\\x00\\x00\\x00");
         assert!(Vendor::Hygon.is_amd_like() && !Vendor::Intel.is_amd_like());
+        for vendor in [Vendor::Intel, Vendor::Amd, Vendor::Hygon, Vendor::Centaur, Vendor::Shanghai, other] {
+            let (ebx, ecx, edx) = vendor.id().leaf0();
+            assert_eq!(Vendor::from_leaf0(ebx, ecx, edx), vendor);
+        }
     }
 }
