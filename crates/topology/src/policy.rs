@@ -7,10 +7,7 @@
 //!
 //! [`Topology::apply`]: crate::Topology::apply
 
-use cpupolicy_policy::{
-    CpuPolicy, CpuidKey, Registers as PolicyRegisters, WireLimits, XEN_CACHE_SUBLEAVES, XEN_HYPERVISOR_LEAVES,
-    XEN_MAX_BASIC_LEAF, XEN_TOPOLOGY_SUBLEAVES, XEN_XSTATE_SUBLEAVES,
-};
+use cpupolicy_policy::{CpuPolicy, CpuidKey, Registers as PolicyRegisters, WireLimits};
 
 use crate::cpuid::{CpuidAccess, Registers, UnstorableLeaf, EAX, EBX, ECX, EDX};
 
@@ -48,17 +45,15 @@ pub struct XenPolicyTarget<'a> {
 }
 
 impl XenPolicyTarget<'_> {
+    /// What `x86_cpuid_copy_from_buffer` of this release accepts ([`WireLimits::carries`]),
+    /// and AMD's cache topology sub-leaves (0x8000001d): Xen's format holds that leaf only
+    /// without sub-leaves, and Xen empties it for every AMD and Hygon guest
+    /// (`recalculate_misc`, "TopoExt Cache"), so what a topology writes there stays in the
+    /// model and is listed as dropped when serialised ([`CpuPolicy::to_wire`]) rather than
+    /// refused.
     fn carries(&self, leaf: u32, subleaf: Option<u32>) -> bool {
-        let sub = subleaf.unwrap_or(0);
-        match leaf {
-            4 => sub < XEN_CACHE_SUBLEAVES,
-            7 => sub <= self.limits.max_leaf7_subleaf(),
-            0xb => sub < XEN_TOPOLOGY_SUBLEAVES,
-            0xd => sub < XEN_XSTATE_SUBLEAVES,
-            0..=XEN_MAX_BASIC_LEAF => true,
-            0x8000_0000..=0x8fff_ffff => leaf <= self.limits.max_extended_leaf(),
-            _ => XEN_HYPERVISOR_LEAVES.contains(&leaf),
-        }
+        self.limits.carries(CpuidKey::new(leaf, subleaf))
+            || (leaf == crate::cpuid::leaf::AMD_CACHE_TOPOLOGY && leaf <= self.limits.max_extended_leaf())
     }
 }
 
