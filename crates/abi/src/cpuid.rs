@@ -18,6 +18,7 @@ impl Register {
     pub const ALL: [Register; 4] = [Register::Eax, Register::Ebx, Register::Ecx, Register::Edx];
 
     /// Position in `[eax, ebx, ecx, edx]`.
+    #[inline]
     pub const fn index(self) -> usize {
         self as usize
     }
@@ -38,16 +39,19 @@ pub struct CpuidKey {
 
 impl CpuidKey {
     /// A key from its parts.
+    #[inline]
     pub const fn new(leaf: u32, subleaf: Option<u32>) -> CpuidKey {
         CpuidKey { leaf, subleaf }
     }
 
     /// A leaf without sub-leaves.
+    #[inline]
     pub const fn plain(leaf: u32) -> CpuidKey {
         CpuidKey { leaf, subleaf: None }
     }
 
     /// Sub-leaf `subleaf` of `leaf`.
+    #[inline]
     pub const fn indexed(leaf: u32, subleaf: u32) -> CpuidKey {
         CpuidKey { leaf, subleaf: Some(subleaf) }
     }
@@ -81,21 +85,25 @@ impl Registers {
     pub const ZERO: Registers = Registers { eax: 0, ebx: 0, ecx: 0, edx: 0 };
 
     /// Registers from their values.
+    #[inline]
     pub const fn new(eax: u32, ebx: u32, ecx: u32, edx: u32) -> Registers {
         Registers { eax, ebx, ecx, edx }
     }
 
     /// From `[eax, ebx, ecx, edx]`.
+    #[inline]
     pub const fn from_array(values: [u32; 4]) -> Registers {
         Registers { eax: values[0], ebx: values[1], ecx: values[2], edx: values[3] }
     }
 
     /// As `[eax, ebx, ecx, edx]`.
+    #[inline]
     pub const fn to_array(self) -> [u32; 4] {
         [self.eax, self.ebx, self.ecx, self.edx]
     }
 
     /// One register.
+    #[inline]
     pub const fn get(self, register: Register) -> u32 {
         match register {
             Register::Eax => self.eax,
@@ -106,6 +114,7 @@ impl Registers {
     }
 
     /// Sets one register.
+    #[inline]
     pub fn set(&mut self, register: Register, value: u32) {
         match register {
             Register::Eax => self.eax = value,
@@ -116,6 +125,7 @@ impl Registers {
     }
 
     /// All four are zero.
+    #[inline]
     pub const fn is_zero(self) -> bool {
         self.eax == 0 && self.ebx == 0 && self.ecx == 0 && self.edx == 0
     }

@@ -46,6 +46,7 @@ impl XenCpuidLeaf {
     pub const SIZE: usize = 24;
 
     /// Little-endian bytes, as the migration stream stores them.
+    #[inline]
     pub fn to_le_bytes(&self) -> [u8; 24] {
         let mut out = [0; 24];
         for (chunk, value) in out.chunks_exact_mut(4).zip([self.leaf, self.subleaf, self.a, self.b, self.c, self.d]) {
@@ -55,6 +56,7 @@ impl XenCpuidLeaf {
     }
 
     /// From little-endian bytes.
+    #[inline]
     pub fn from_le_bytes(bytes: &[u8; 24]) -> XenCpuidLeaf {
         let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         XenCpuidLeaf { leaf: word(0), subleaf: word(4), a: word(8), b: word(12), c: word(16), d: word(20) }
@@ -66,11 +68,13 @@ impl XenMsrEntry {
     pub const SIZE: usize = 16;
 
     /// The entry for one MSR (flags zero).
+    #[inline]
     pub const fn new(idx: u32, val: u64) -> XenMsrEntry {
         XenMsrEntry { idx, flags: 0, val }
     }
 
     /// Little-endian bytes, as the migration stream stores them.
+    #[inline]
     pub fn to_le_bytes(&self) -> [u8; 16] {
         let mut out = [0; 16];
         out[0..4].copy_from_slice(&self.idx.to_le_bytes());
@@ -80,6 +84,7 @@ impl XenMsrEntry {
     }
 
     /// From little-endian bytes.
+    #[inline]
     pub fn from_le_bytes(bytes: &[u8; 16]) -> XenMsrEntry {
         let mut idx = [0; 4];
         let mut flags = [0; 4];

@@ -73,6 +73,7 @@ impl WireLimits {
 
     /// The limits of a Xen release (table above); `None` before 4.14. An unreadable point
     /// release is taken as `.0`, the smallest layout of its branch.
+    #[inline]
     pub fn for_xen(version: &XenVersion) -> Option<WireLimits> {
         let micro = version.micro().unwrap_or(0);
         Some(match (version.major, version.minor) {
@@ -87,6 +88,7 @@ impl WireLimits {
 
     /// The limits matching the maxima a hypervisor reports (`get_cpu_policy` with a NULL
     /// buffer: 114, 119 or 120 leaves; 1 or 2 MSRs). `None` for any other pair.
+    #[inline]
     pub fn from_maxima(max_leaves: u32, max_msrs: u32) -> Option<WireLimits> {
         [WireLimits::XEN_4_14_0, WireLimits::XEN_4_14_1, WireLimits::XEN_4_16_0, WireLimits::XEN_4_17]
             .into_iter()
@@ -94,6 +96,7 @@ impl WireLimits {
     }
 
     /// Xen's `CPUID_MAX_SERIALISED_LEAVES`.
+    #[inline]
     pub const fn max_leaves(&self) -> u32 {
         let nr_extd = (self.max_extended_leaf & 0xffff) + 1;
         let nr_extd = if nr_extd < 9 { 9 } else { nr_extd };
@@ -107,27 +110,32 @@ impl WireLimits {
     }
 
     /// Xen's `MSR_MAX_SERIALISED_ENTRIES`.
+    #[inline]
     pub const fn max_msrs(&self) -> u32 {
         self.max_msrs
     }
 
     /// Highest leaf 7 sub-leaf the format holds.
+    #[inline]
     pub const fn max_leaf7_subleaf(&self) -> u32 {
         self.max_leaf7_subleaf
     }
 
     /// Highest extended leaf the format holds.
+    #[inline]
     pub const fn max_extended_leaf(&self) -> u32 {
         self.max_extended_leaf
     }
 
     /// Whether the format holds an entry for this key: what `x86_cpuid_copy_from_buffer`
     /// accepts (a leaf without sub-leaves only as such).
+    #[inline]
     pub fn carries(&self, key: CpuidKey) -> bool {
         key_slot(key, self.max_leaf7_subleaf, self.max_extended_leaf).is_some()
     }
 
     /// The MSRs the format holds, in order.
+    #[inline]
     pub fn msrs(&self) -> &'static [u32] {
         &XEN_POLICY_MSRS[..self.max_msrs as usize]
     }
@@ -201,25 +209,53 @@ const fn key_slot(key: CpuidKey, max_leaf7_subleaf: u32, max_extended_leaf: u32)
 #[inline]
 pub const fn wire_slot(leaf: u32, subleaf: u32, max_leaf7_subleaf: u32, max_extended_leaf: u32) -> Option<usize> {
     const NONE: u32 = XEN_CPUID_NO_SUBLEAF;
-    let s = subleaf as usize;
-    match leaf {
-        0x4 if subleaf < XEN_CACHE_SUBLEAVES => Some(LEAF4_BASE + s),
-        0x7 if subleaf <= max_leaf7_subleaf && s < LEAF7_SLOTS => Some(LEAF7_BASE + s),
-        0xb if subleaf < XEN_TOPOLOGY_SUBLEAVES => Some(LEAFB_BASE + s),
-        0xd if subleaf < XEN_XSTATE_SUBLEAVES => Some(LEAFD_BASE + s),
-        0x4 | 0x7 | 0xb | 0xd => None,
-        0..=0xd if subleaf == NONE => Some(leaf as usize),
-        0x4000_0000 if subleaf == NONE => Some(HYPERVISOR_BASE),
-        0x4000_0100 if subleaf == NONE => Some(HYPERVISOR_BASE + 1),
-        0x8000_0000..=XEN_MAX_EXTENDED_LEAF if leaf <= max_extended_leaf && subleaf == NONE => {
-            Some(EXTENDED_BASE + (leaf - 0x8000_0000) as usize)
+    if leaf <= XEN_MAX_BASIC_LEAF {
+        let (base, count) = BASIC_BLOCKS[leaf as usize];
+        let (base, count) = (base as usize, count as u32);
+        if count == 0 {
+            if subleaf == NONE {
+                Some(leaf as usize)
+            } else {
+                None
+            }
+        } else if subleaf < count && (leaf != 7 || subleaf <= max_leaf7_subleaf) {
+            Some(base + subleaf as usize)
+        } else {
+            None
         }
-        _ => None,
+    } else if leaf >= 0x8000_0000 {
+        if leaf <= max_extended_leaf && leaf <= XEN_MAX_EXTENDED_LEAF && subleaf == NONE {
+            Some(EXTENDED_BASE + (leaf - 0x8000_0000) as usize)
+        } else {
+            None
+        }
+    } else if subleaf == NONE && leaf == 0x4000_0000 {
+        Some(HYPERVISOR_BASE)
+    } else if subleaf == NONE && leaf == 0x4000_0100 {
+        Some(HYPERVISOR_BASE + 1)
+    } else {
+        None
     }
 }
 
+/// Per basic leaf, the first slot and count of its sub-leaves (count 0: a leaf without).
+const BASIC_BLOCKS: [(u8, u8); BASIC_SLOTS] = {
+    let mut blocks = [(0u8, 0u8); BASIC_SLOTS];
+    let mut leaf = 0;
+    while leaf < BASIC_SLOTS {
+        let (base, count) = subleaf_block(leaf as u32);
+        blocks[leaf] = (base as u8, count as u8);
+        leaf += 1;
+    }
+    blocks
+};
+
+// Slot numbers fit the table's bytes.
+const _: () = assert!(SLOTS <= 256);
+
 /// The run of slots holding the sub-leaves of `leaf`: `(base, count)`, `count` 0 for a leaf
 /// without.
+#[inline]
 pub const fn subleaf_block(leaf: u32) -> (usize, usize) {
     match leaf {
         0x4 => (LEAF4_BASE, LEAF4_SLOTS),
@@ -231,6 +267,7 @@ pub const fn subleaf_block(leaf: u32) -> (usize, usize) {
 }
 
 /// The key each slot holds (the inverse of [`slot_of`]).
+#[inline]
 pub const fn key_of_slot(slot: usize) -> CpuidKey {
     if slot < LEAF4_BASE {
         CpuidKey::plain(slot as u32)

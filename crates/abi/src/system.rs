@@ -35,6 +35,7 @@ pub struct PolicyIndex(u32);
 
 impl FeaturesetIndex {
     /// The number to put in the sysctl.
+    #[inline]
     pub const fn get(self) -> u32 {
         self.0
     }
@@ -42,6 +43,7 @@ impl FeaturesetIndex {
 
 impl PolicyIndex {
     /// The number to put in the sysctl.
+    #[inline]
     pub const fn get(self) -> u32 {
         self.0
     }
@@ -59,6 +61,7 @@ impl SystemPolicy {
     ];
 
     /// Its index for `XEN_SYSCTL_get_cpu_featureset`.
+    #[inline]
     pub const fn featureset_index(self) -> FeaturesetIndex {
         FeaturesetIndex(match self {
             SystemPolicy::Raw => 0,
@@ -71,6 +74,7 @@ impl SystemPolicy {
     }
 
     /// Its index for `XEN_SYSCTL_get_cpu_policy`.
+    #[inline]
     pub const fn policy_index(self) -> PolicyIndex {
         PolicyIndex(match self {
             SystemPolicy::Raw => 0,
@@ -83,16 +87,19 @@ impl SystemPolicy {
     }
 
     /// The policy with this featureset index.
+    #[inline]
     pub fn from_featureset_index(index: u32) -> Option<SystemPolicy> {
         SystemPolicy::ALL.into_iter().find(|p| p.featureset_index().0 == index)
     }
 
     /// The policy with this policy index.
+    #[inline]
     pub fn from_policy_index(index: u32) -> Option<SystemPolicy> {
         SystemPolicy::ALL.into_iter().find(|p| p.policy_index().0 == index)
     }
 
     /// The name used in this project's JSON and command line: `raw`, `pv_max`, …
+    #[inline]
     pub const fn name(self) -> &'static str {
         match self {
             SystemPolicy::Raw => "raw",
@@ -105,6 +112,7 @@ impl SystemPolicy {
     }
 
     /// The label `xen-cpuid -p` prints: `Raw`, `PV Max`, …
+    #[inline]
     pub const fn xen_cpuid_label(self) -> &'static str {
         match self {
             SystemPolicy::Raw => "Raw",
@@ -161,17 +169,20 @@ pub struct XenVersion {
 
 impl XenVersion {
     /// A version from its parts.
+    #[inline]
     pub fn new(major: u32, minor: u32, extra: impl Into<String>) -> XenVersion {
         XenVersion { major, minor, extra: extra.into() }
     }
 
     /// The point release, when the extra version starts with `.N` (`.3` → 3, `.6-pre` → 6).
+    #[inline]
     pub fn micro(&self) -> Option<u32> {
         let digits: String = self.extra.strip_prefix('.')?.chars().take_while(char::is_ascii_digit).collect();
         digits.parse().ok()
     }
 
     /// Parses `4.20.3`, `4.21-unstable`, `4.17.6-pre`.
+    #[inline]
     pub fn parse(text: &str) -> Option<XenVersion> {
         let (major, rest) = text.trim().split_once('.')?;
         let split = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());

@@ -25,6 +25,7 @@ pub struct VendorId(pub [u8; 12]);
 
 impl Vendor {
     /// The vendor from leaf 0's registers.
+    #[inline]
     pub fn from_leaf0(ebx: u32, ecx: u32, edx: u32) -> Vendor {
         let id = VendorId::from_leaf0(ebx, ecx, edx);
         [Vendor::Intel, Vendor::Amd, Vendor::Hygon, Vendor::Centaur, Vendor::Shanghai]
@@ -34,6 +35,7 @@ impl Vendor {
     }
 
     /// The 12-byte identification string, in EBX, EDX, ECX order.
+    #[inline]
     pub const fn id(self) -> VendorId {
         VendorId(*match self {
             Vendor::Intel => b"GenuineIntel",
@@ -46,6 +48,7 @@ impl Vendor {
     }
 
     /// AMD or Hygon: the vendors whose extended leaves follow AMD's layout.
+    #[inline]
     pub fn is_amd_like(self) -> bool {
         matches!(self, Vendor::Amd | Vendor::Hygon)
     }
@@ -67,6 +70,7 @@ impl fmt::Display for Vendor {
 
 impl VendorId {
     /// The string from leaf 0's registers.
+    #[inline]
     pub fn from_leaf0(ebx: u32, ecx: u32, edx: u32) -> VendorId {
         let mut bytes = [0; 12];
         bytes[0..4].copy_from_slice(&ebx.to_le_bytes());
@@ -78,6 +82,7 @@ impl VendorId {
 
 impl VendorId {
     /// Leaf 0's EBX, ECX, EDX spelling this string.
+    #[inline]
     pub const fn leaf0(self) -> (u32, u32, u32) {
         let b = self.0;
         (
