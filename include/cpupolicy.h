@@ -1044,6 +1044,40 @@ cpupolicy_status cpupolicy_policy_to_xen_msrs(const cpupolicy_policy *policy,
                                               size_t capacity,
                                               size_t *needed);
 
+// The policy's CPUID leaves and MSRs as the Xen release `xen_version` (NULL: the newest
+// format) serialises them, into caller buffers in one call, in the shape of libxenguest's
+// `xc_cpu_policy_serialise`: the entries `cpupolicy_policy_to_xen_leaves` and
+// `cpupolicy_policy_to_xen_msrs` give. On entry `*nr_leaves` and `*nr_msrs` are the capacities
+// of `leaves` and `msrs` in entries; on success they are the counts written.
+//
+// - A buffer too small for its entries gets `CPUPOLICY_BUFFER_TOO_SMALL`, with `*nr_leaves`
+//   and `*nr_msrs` both set to the counts the policy needs and nothing written to either
+//   buffer (libxenguest writes what fits and fails with ENOBUFS).
+// - `leaves` NULL with `*nr_leaves` 0 is a size query for the leaves: none are written and
+//   `*nr_leaves` receives their count; likewise `msrs` with `*nr_msrs`. A buffer passed beside
+//   a size query is filled as usual (libxenguest skips a NULL array); both NULL with 0 is a size
+//   query of both.
+// - `policy`, `nr_leaves` and `nr_msrs` must not be NULL. A NULL buffer with a non-zero
+//   capacity, and a `xen_version` that is no version or predates 4.14, get
+//   `CPUPOLICY_INVALID_ARGUMENT`; the counts are then untouched.
+//
+// Nothing is allocated for the entries (only a failure's message is): the policy is serialised
+// once into arrays of the largest format's size on the stack (120 leaves and 2 MSRs, under
+// 3 KiB whatever the policy holds), which gives the counts before any buffer is written, and
+// the entries are copied out from there. The caller's buffers may be uninitialised memory: they
+// are only written, never read. Thread-safe for readers.
+//
+// # Safety
+// `policy` a policy handle; `xen_version` NULL or a NUL-terminated string; `nr_leaves` and
+// `nr_msrs` valid for a read and a write; `leaves` NULL or valid for `*nr_leaves` writes,
+// `msrs` NULL or valid for `*nr_msrs` writes.
+cpupolicy_status cpupolicy_policy_serialise(const cpupolicy_policy *policy,
+                                            const char *xen_version,
+                                            cpupolicy_cpuid_leaf *leaves,
+                                            size_t *nr_leaves,
+                                            cpupolicy_msr_entry *msrs,
+                                            size_t *nr_msrs);
+
 // What Xen's format of release `xen_version` (NULL: the newest) cannot carry of the policy,
 // one line per entry with the reason (`leaf 0x0000001f:0x0 (…): Xen's policy has no room for
 // it`); the empty string when it carries everything. NUL-terminated, size-query convention.

@@ -213,6 +213,7 @@ const C_PROGRAMS: &[CProgram] = &[
         source: "tests/c/policy_errors.c",
         runs: |_| Ok(vec![CRun { lines: strings(&["policy_errors: all checks passed"]), ..CRun::default() }]),
     },
+    CProgram { source: "tests/c/policy_serialise.c", runs: policy_serialise_runs },
     CProgram {
         source: "examples/featureset.c",
         runs: |_| {
@@ -230,6 +231,54 @@ const C_PROGRAMS: &[CProgram] = &[
     CProgram { source: "examples/topology.c", runs: topology_runs },
     CProgram { source: "examples/xen_fetch.c", runs: xen_fetch_runs },
 ];
+
+/// `cpupolicy_policy_serialise` on real policies: every system policy of the recorded Xen boots
+/// and some real CPU dumps. The program checks itself against `cpupolicy_policy_to_xen_leaves`/
+/// `_msrs` in every layout (and short buffers against canaries); the counts it prints for the
+/// newest layout must be the ones real Xen's `xen-cpuid -p` printed (every recorded Xen has that
+/// layout, as the files' first line says), and for a dump the ones `cpupolicy import --format
+/// xen-cpuid` prints.
+fn policy_serialise_runs(ctx: &Context) -> Result<Vec<CRun>, String> {
+    let Some(reference) = &ctx.reference else { return Ok(Vec::new()) };
+    let (mut args, mut lines) = (Vec::new(), Vec::new());
+    let mut recorded: Vec<PathBuf> = std::fs::read_dir(reference)
+        .map_err(|e| format!("{}: {e}", reference.display()))?
+        .filter_map(|entry| Some(entry.ok()?.path()))
+        .filter(|path| path.to_string_lossy().ends_with(".policy.txt"))
+        .collect();
+    recorded.sort();
+    for path in recorded {
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let path_text = path.display().to_string();
+        // The counts the program prints are the newest layout's: compared where Xen had it.
+        if text.starts_with("Xen reports there are maximum 120 leaves and 2 MSRs\n") {
+            let counts = text.lines().filter(|l| l.contains(" policy: ") && l.ends_with(" MSRs"));
+            lines.extend(counts.map(|l| format!("{path_text}: {l}")));
+        }
+        args.push(path_text);
+    }
+    let dumps = reference.join("../cpu-dumps/libvirt");
+    match std::fs::read_to_string(dumps.join("INDEX.tsv")) {
+        Ok(index) => {
+            // A spread of them, both vendors, old and new.
+            for file in index.lines().skip(1).step_by(9).filter_map(|l| l.split('\t').next()) {
+                let path = dumps.join(file).display().to_string();
+                let (_, printed, _) =
+                    ctx.cli(&strings(&["import", "--format", "xen-cpuid", "--label", "domain:0", &path]))?;
+                let counts = printed
+                    .lines()
+                    .next()
+                    .and_then(|l| l.strip_prefix("Domain 0 policy: "))
+                    .ok_or_else(|| format!("`cpupolicy import` of {path} printed no policy line:\n{printed}"))?;
+                lines.push(format!("{path}: {counts}"));
+                args.push(path);
+            }
+        }
+        Err(_) => println!("SKIP: {} is absent; policy_serialise runs on the recorded boots only", dumps.display()),
+    }
+    lines.push("policy_serialise: all checks passed".into());
+    Ok(vec![CRun { args, lines, ..CRun::default() }])
+}
 
 /// The pool of the three reference hosts, per guest kind: the default featureset must be what
 /// `cpupolicy level --format featureset` prints, the acceptance featureset and every line of

@@ -10,6 +10,9 @@
 //!   last detailed message (which leaf, which feature, which token).
 //! - Caller-allocated buffers use the size-query convention: pass `NULL`/0 to learn the size
 //!   through `*needed`; a short buffer gets `CPUPOLICY_BUFFER_TOO_SMALL` and is never written past.
+//!   `cpupolicy_policy_serialise`, shaped after libxenguest's `xc_cpu_policy_serialise`, fills
+//!   two buffers at once: its counts are capacities on entry and the counts (written, or needed)
+//!   on return, and a short buffer leaves both unwritten.
 //! - Objects are opaque handles created by `cpupolicy_*_new`/`_parse`/… and released by the
 //!   matching `_free`. Every live handle is registered with its type: passing the wrong kind of
 //!   handle, a freed one or a foreign pointer gets `CPUPOLICY_WRONG_HANDLE` without the memory
@@ -28,9 +31,9 @@
 //! - `cpupolicy_featureset`: parse, format, decode, names, set operations, static masks.
 //! - `cpupolicy_policy`: one CPU policy; import from JSON, `xen-cpuid -p DOMID` text, libvirt
 //!   dumps or Xen's `xen_cpuid_leaf_t`/`xen_msr_entry_t` arrays (`cpupolicy_cpuid_leaf`,
-//!   `cpupolicy_msr_entry`, same layout); export to each; typed fields, raw leaves and MSRs,
-//!   the featureset view, differences, and the libvirt-style `cpupolicy_compare` and
-//!   `cpupolicy_baseline`.
+//!   `cpupolicy_msr_entry`, same layout); export to each (Xen's arrays also straight into
+//!   caller buffers, without allocating); typed fields, raw leaves and MSRs, the featureset view,
+//!   differences, and the libvirt-style `cpupolicy_compare` and `cpupolicy_baseline`.
 //! - `cpupolicy_host`: a host's six system policies (JSON host bundle, `xen-cpuid -p`, Xen, or
 //!   predicted from a raw policy by `cpupolicy_derive`).
 //! - `cpupolicy_pool`: a levelled pool (`cpupolicy_level`) with its explanation, and the xl

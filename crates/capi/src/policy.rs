@@ -352,10 +352,9 @@ pub unsafe extern "C" fn cpupolicy_policy_to_xen_leaves(
     guard(|| {
         // SAFETY: per this function's contract.
         let (policy, version) = unsafe { (borrow(policy, "policy")?, opt_c_str(xen_version, "xen_version")?) };
-        let wire = policy.to_wire(&wire_limits(version)?);
-        let entries = wire.leaves;
+        let wire = Serialised::of(policy, &wire_limits(version)?)?;
         // SAFETY: per this function's contract.
-        unsafe { output(&entries, false, leaves, capacity, needed) }
+        unsafe { output(wire.leaves(), false, leaves, capacity, needed) }
     })
 }
 
@@ -375,11 +374,159 @@ pub unsafe extern "C" fn cpupolicy_policy_to_xen_msrs(
     guard(|| {
         // SAFETY: per this function's contract.
         let (policy, version) = unsafe { (borrow(policy, "policy")?, opt_c_str(xen_version, "xen_version")?) };
-        let wire = policy.to_wire(&wire_limits(version)?);
-        let entries = wire.msrs;
+        let wire = Serialised::of(policy, &wire_limits(version)?)?;
         // SAFETY: per this function's contract.
-        unsafe { output(&entries, false, msrs, capacity, needed) }
+        unsafe { output(wire.msrs(), false, msrs, capacity, needed) }
     })
+}
+
+/// The policy's CPUID leaves and MSRs as the Xen release `xen_version` (NULL: the newest
+/// format) serialises them, into caller buffers in one call, in the shape of libxenguest's
+/// `xc_cpu_policy_serialise`: the entries `cpupolicy_policy_to_xen_leaves` and
+/// `cpupolicy_policy_to_xen_msrs` give. On entry `*nr_leaves` and `*nr_msrs` are the capacities
+/// of `leaves` and `msrs` in entries; on success they are the counts written.
+///
+/// - A buffer too small for its entries gets `CPUPOLICY_BUFFER_TOO_SMALL`, with `*nr_leaves`
+///   and `*nr_msrs` both set to the counts the policy needs and nothing written to either
+///   buffer (libxenguest writes what fits and fails with ENOBUFS).
+/// - `leaves` NULL with `*nr_leaves` 0 is a size query for the leaves: none are written and
+///   `*nr_leaves` receives their count; likewise `msrs` with `*nr_msrs`. A buffer passed beside
+///   a size query is filled as usual (libxenguest skips a NULL array); both NULL with 0 is a size
+///   query of both.
+/// - `policy`, `nr_leaves` and `nr_msrs` must not be NULL. A NULL buffer with a non-zero
+///   capacity, and a `xen_version` that is no version or predates 4.14, get
+///   `CPUPOLICY_INVALID_ARGUMENT`; the counts are then untouched.
+///
+/// Nothing is allocated for the entries (only a failure's message is): the policy is serialised
+/// once into arrays of the largest format's size on the stack (120 leaves and 2 MSRs, under
+/// 3 KiB whatever the policy holds), which gives the counts before any buffer is written, and
+/// the entries are copied out from there. The caller's buffers may be uninitialised memory: they
+/// are only written, never read. Thread-safe for readers.
+///
+/// # Safety
+/// `policy` a policy handle; `xen_version` NULL or a NUL-terminated string; `nr_leaves` and
+/// `nr_msrs` valid for a read and a write; `leaves` NULL or valid for `*nr_leaves` writes,
+/// `msrs` NULL or valid for `*nr_msrs` writes.
+#[no_mangle]
+pub unsafe extern "C" fn cpupolicy_policy_serialise(
+    policy: *const cpupolicy_policy,
+    xen_version: *const c_char,
+    leaves: *mut XenCpuidLeaf,
+    nr_leaves: *mut usize,
+    msrs: *mut XenMsrEntry,
+    nr_msrs: *mut usize,
+) -> cpupolicy_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let (policy, version) = unsafe { (borrow(policy, "policy")?, opt_c_str(xen_version, "xen_version")?) };
+        let limits = wire_limits(version)?;
+        // SAFETY: per this function's contract; NULL is reported.
+        let (leaf_capacity, msr_capacity) =
+            unsafe { (capacity_of(nr_leaves, "nr_leaves")?, capacity_of(nr_msrs, "nr_msrs")?) };
+        let parts = [
+            (leaves.is_null(), leaf_capacity, "leaves", "nr_leaves"),
+            (msrs.is_null(), msr_capacity, "msrs", "nr_msrs"),
+        ];
+        if let Some((_, capacity, what, count)) =
+            parts.iter().find(|(is_null, capacity, ..)| *is_null && *capacity != 0)
+        {
+            return Err(Failure::new(CPUPOLICY_INVALID_ARGUMENT, format!("{what} is NULL but *{count} is {capacity}")));
+        }
+        let wire = Serialised::of(policy, &limits)?;
+        let needed = [wire.nr_leaves, wire.nr_msrs];
+        let short: Vec<String> = parts
+            .iter()
+            .zip(needed)
+            .filter(|((is_null, capacity, ..), needed)| !is_null && capacity < needed)
+            .map(|((_, capacity, what, _), needed)| format!("{what}: buffer of {capacity} too small: {needed} needed"))
+            .collect();
+        if short.is_empty() {
+            let (from_leaves, from_msrs) = (wire.leaves(), wire.msrs());
+            // SAFETY: each non-NULL buffer is valid for its capacity's writes per this function's
+            // contract, and that capacity is at least the entries copied (checked just above);
+            // the sources are slices of this function's own stack, so they cannot overlap.
+            unsafe {
+                if !leaves.is_null() {
+                    std::ptr::copy_nonoverlapping(from_leaves.as_ptr(), leaves, from_leaves.len());
+                }
+                if !msrs.is_null() {
+                    std::ptr::copy_nonoverlapping(from_msrs.as_ptr(), msrs, from_msrs.len());
+                }
+            }
+        }
+        // The counts are written on success and, as the size-query convention's `*needed`, when
+        // a buffer is too short.
+        // SAFETY: both non-NULL (checked above) and valid for writes per this function's contract.
+        unsafe {
+            nr_leaves.write(wire.nr_leaves);
+            nr_msrs.write(wire.nr_msrs);
+        }
+        if short.is_empty() {
+            Ok(())
+        } else {
+            Err(Failure::new(CPUPOLICY_BUFFER_TOO_SMALL, short.join("; ")))
+        }
+    })
+}
+
+/// The capacity an in/out count holds on entry.
+///
+/// # Safety
+/// `count` NULL (reported) or valid for a read.
+unsafe fn capacity_of(count: *const usize, what: &str) -> Result<usize, Failure> {
+    if count.is_null() {
+        return Err(Failure::null(what));
+    }
+    // SAFETY: non-NULL and valid for a read per this function's contract.
+    Ok(unsafe { count.read() })
+}
+
+/// The most leaves and MSRs any known release's format serialises (Xen 4.17 on).
+const MAX_WIRE_LEAVES: usize = WireLimits::LATEST.max_leaves() as usize;
+const MAX_WIRE_MSRS: usize = WireLimits::LATEST.max_msrs() as usize;
+const _: () = {
+    let layouts = [WireLimits::XEN_4_14_0, WireLimits::XEN_4_14_1, WireLimits::XEN_4_16_0, WireLimits::XEN_4_17];
+    let mut i = 0;
+    while i < layouts.len() {
+        assert!(layouts[i].max_leaves() as usize <= MAX_WIRE_LEAVES);
+        assert!(layouts[i].max_msrs() as usize <= MAX_WIRE_MSRS);
+        i += 1;
+    }
+};
+
+/// A policy serialised in Xen's format (`CpuPolicy::to_wire_into`) into arrays of the largest
+/// format's size: no allocation, whatever the policy holds.
+struct Serialised {
+    leaves: [XenCpuidLeaf; MAX_WIRE_LEAVES],
+    nr_leaves: usize,
+    msrs: [XenMsrEntry; MAX_WIRE_MSRS],
+    nr_msrs: usize,
+}
+
+impl Serialised {
+    fn of(policy: &CpuPolicy, limits: &WireLimits) -> Result<Serialised, Failure> {
+        let mut wire = Serialised {
+            leaves: [XenCpuidLeaf::default(); MAX_WIRE_LEAVES],
+            nr_leaves: 0,
+            msrs: [XenMsrEntry::default(); MAX_WIRE_MSRS],
+            nr_msrs: 0,
+        };
+        // Arrays of the format's maxima always suffice (and every known format fits in these).
+        let (nr_leaves, nr_msrs) = policy.to_wire_into(limits, &mut wire.leaves, &mut wire.msrs).map_err(|e| {
+            Failure::new(CPUPOLICY_INTERNAL_ERROR, format!("serialising into arrays of the largest format: {e}"))
+        })?;
+        wire.nr_leaves = nr_leaves;
+        wire.nr_msrs = nr_msrs;
+        Ok(wire)
+    }
+
+    fn leaves(&self) -> &[XenCpuidLeaf] {
+        &self.leaves[..self.nr_leaves]
+    }
+
+    fn msrs(&self) -> &[XenMsrEntry] {
+        &self.msrs[..self.nr_msrs]
+    }
 }
 
 /// What Xen's format of release `xen_version` (NULL: the newest) cannot carry of the policy,
@@ -832,6 +979,301 @@ mod tests {
         assert_eq!(refused, std::ptr::dangling_mut::<cpupolicy_policy>());
         // SAFETY: live handles, not used afterwards.
         unsafe { (cpupolicy_policy_free(p), cpupolicy_policy_free(back)) };
+    }
+
+    /// Every byte of a caller's buffer before the call, to see what was written.
+    const LEAF_CANARY: XenCpuidLeaf = XenCpuidLeaf {
+        leaf: 0xdead_beef,
+        subleaf: 0xdead_beef,
+        a: 0xdead_beef,
+        b: 0xdead_beef,
+        c: 0xdead_beef,
+        d: 0xdead_beef,
+    };
+    const MSR_CANARY: XenMsrEntry = XenMsrEntry { idx: 0xdead_beef, flags: 0xdead_beef, val: 0xdead_beef_dead_beef };
+
+    /// Versions naming each layout (the newest; 4.14.0's one MSR; 4.16.0's leaf 7 sub-leaves)
+    /// and the library's limits for them.
+    const FORMATS: [(Option<&std::ffi::CStr>, WireLimits); 4] = [
+        (None, WireLimits::LATEST),
+        (Some(c"4.14.0"), WireLimits::XEN_4_14_0),
+        (Some(c"4.16.0"), WireLimits::XEN_4_16_0),
+        (Some(c"4.20.3"), WireLimits::XEN_4_17),
+    ];
+
+    /// What one call of `cpupolicy_policy_serialise` returned and left in the buffers.
+    #[derive(Debug, PartialEq)]
+    struct Outcome {
+        status: cpupolicy_status,
+        nr_leaves: usize,
+        nr_msrs: usize,
+        leaves: Option<Vec<XenCpuidLeaf>>,
+        msrs: Option<Vec<XenMsrEntry>>,
+    }
+
+    /// Calls `cpupolicy_policy_serialise` with buffers of these capacities full of canaries
+    /// (`None`: a NULL buffer with a count of 0, the size query).
+    fn serialise(
+        p: *const cpupolicy_policy,
+        version: Option<&std::ffi::CStr>,
+        leaf_capacity: Option<usize>,
+        msr_capacity: Option<usize>,
+    ) -> Outcome {
+        let mut leaves = leaf_capacity.map(|n| vec![LEAF_CANARY; n]);
+        let mut msrs = msr_capacity.map(|n| vec![MSR_CANARY; n]);
+        let (mut nr_leaves, mut nr_msrs) = (leaf_capacity.unwrap_or(0), msr_capacity.unwrap_or(0));
+        // SAFETY: each buffer is NULL with a count of 0 or holds its count; the counts are valid
+        // places; `version` is NULL or NUL-terminated.
+        let status = unsafe {
+            cpupolicy_policy_serialise(
+                p,
+                version.map_or(null(), |v| v.as_ptr()),
+                leaves.as_mut().map_or(null_mut(), |l| l.as_mut_ptr()),
+                &mut nr_leaves,
+                msrs.as_mut().map_or(null_mut(), |m| m.as_mut_ptr()),
+                &mut nr_msrs,
+            )
+        };
+        Outcome { status, nr_leaves, nr_msrs, leaves, msrs }
+    }
+
+    /// The entries `cpupolicy_policy_to_xen_leaves` and `_msrs` give.
+    fn to_xen(p: *const cpupolicy_policy, version: Option<&std::ffi::CStr>) -> (Vec<XenCpuidLeaf>, Vec<XenMsrEntry>) {
+        let version = version.map_or(null(), |v| v.as_ptr());
+        let (mut nr_leaves, mut nr_msrs) = (0, 0);
+        // SAFETY: size queries (NULL, 0) with valid places for the counts.
+        unsafe {
+            assert_eq!(cpupolicy_policy_to_xen_leaves(p, version, null_mut(), 0, &mut nr_leaves), CPUPOLICY_OK);
+            assert_eq!(cpupolicy_policy_to_xen_msrs(p, version, null_mut(), 0, &mut nr_msrs), CPUPOLICY_OK);
+        }
+        let (mut leaves, mut msrs) = (vec![LEAF_CANARY; nr_leaves], vec![MSR_CANARY; nr_msrs]);
+        // SAFETY: the buffers hold the counts given.
+        unsafe {
+            assert_eq!(
+                cpupolicy_policy_to_xen_leaves(p, version, leaves.as_mut_ptr(), nr_leaves, null_mut()),
+                CPUPOLICY_OK
+            );
+            assert_eq!(cpupolicy_policy_to_xen_msrs(p, version, msrs.as_mut_ptr(), nr_msrs, null_mut()), CPUPOLICY_OK);
+        }
+        (leaves, msrs)
+    }
+
+    /// The constructed policy and, when `../shared` is beside the checkout, every real CPU dump
+    /// of `cpu-dumps/libvirt` and every system policy that real Xen printed in `xen-reference`:
+    /// (name, handle), the caller frees the handles.
+    fn policies() -> Vec<(String, *mut cpupolicy_policy)> {
+        let mut out = vec![("constructed Intel".to_string(), intel())];
+        let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
+        let files = |sub: &str, suffix: &str| -> Vec<std::path::PathBuf> {
+            let Ok(entries) = std::fs::read_dir(shared.join(sub)) else {
+                eprintln!("SKIP: {} is absent; only the constructed policy is serialised", shared.join(sub).display());
+                return Vec::new();
+            };
+            let mut paths: Vec<_> = entries
+                .filter_map(|e| Some(e.ok()?.path()))
+                .filter(|p| p.to_string_lossy().ends_with(suffix))
+                .collect();
+            paths.sort();
+            paths
+        };
+        let c_path = |path: &std::path::Path| std::ffi::CString::new(path.to_string_lossy().into_owned()).unwrap();
+        for path in files("cpu-dumps/libvirt", ".xml") {
+            let mut p = null_mut();
+            // SAFETY: a NUL-terminated path; `p` a valid place.
+            let status = unsafe { cpupolicy_policy_read(c_path(&path).as_ptr(), &mut p) };
+            assert_eq!(status, CPUPOLICY_OK, "{}", last_error());
+            out.push((path.display().to_string(), p));
+        }
+        for path in files("xen-reference", ".policy.txt") {
+            let mut host = null_mut();
+            // SAFETY: a NUL-terminated path; `host` a valid place.
+            let status = unsafe { crate::host::cpupolicy_host_read(c_path(&path).as_ptr(), &mut host) };
+            assert_eq!(status, CPUPOLICY_OK, "{}", last_error());
+            for which in 0..=crate::host::CPUPOLICY_SYSTEM_HVM_DEFAULT {
+                let mut p = null_mut();
+                // SAFETY: `host` is live; `p` a valid place.
+                if unsafe { crate::host::cpupolicy_host_policy(host, which, &mut p) } == CPUPOLICY_OK {
+                    out.push((format!("{} system policy {which}", path.display()), p));
+                }
+            }
+            // SAFETY: the live handle, not used afterwards.
+            unsafe { crate::host::cpupolicy_host_free(host) };
+        }
+        out
+    }
+
+    fn free_all(policies: Vec<(String, *mut cpupolicy_policy)>) {
+        for (_, p) in policies {
+            // SAFETY: live handles from `policies`, not used afterwards.
+            assert_eq!(unsafe { cpupolicy_policy_free(p) }, CPUPOLICY_OK);
+        }
+    }
+
+    #[test]
+    fn serialise_writes_what_to_wire_and_the_array_functions_give() {
+        let all = policies();
+        for (name, p) in &all {
+            for (version, limits) in FORMATS {
+                // SAFETY: a live policy handle, only read here.
+                let expected = unsafe { &(**p).value }.to_wire(&limits);
+                let (nl, nm) = (expected.leaves.len(), expected.msrs.len());
+                let what = format!("{name}, Xen {version:?}");
+                // Exact sizes: everything written, the counts are the entries.
+                let exact = serialise(*p, version, Some(nl), Some(nm));
+                let written = Outcome {
+                    status: CPUPOLICY_OK,
+                    nr_leaves: nl,
+                    nr_msrs: nm,
+                    leaves: Some(expected.leaves.clone()),
+                    msrs: Some(expected.msrs.clone()),
+                };
+                assert_eq!(exact, written, "{what}: {}", last_error());
+                assert_eq!(last_error(), "");
+                // The array functions, now over the same serialisation, give the same entries.
+                assert_eq!(to_xen(*p, version), (expected.leaves.clone(), expected.msrs.clone()), "{what}");
+                // Larger buffers: the entries, then the rest untouched.
+                let large = serialise(*p, version, Some(nl + 3), Some(nm + 1));
+                assert_eq!((large.status, large.nr_leaves, large.nr_msrs), (CPUPOLICY_OK, nl, nm), "{what}");
+                let (leaves, msrs) = (large.leaves.unwrap(), large.msrs.unwrap());
+                assert_eq!((&leaves[..nl], &msrs[..nm]), (&expected.leaves[..], &expected.msrs[..]), "{what}");
+                assert!(leaves[nl..].iter().all(|l| *l == LEAF_CANARY), "{what}");
+                assert!(msrs[nm..].iter().all(|m| *m == MSR_CANARY), "{what}");
+            }
+        }
+        free_all(all);
+    }
+
+    #[test]
+    fn serialise_into_a_short_buffer_writes_nothing_and_names_the_need() {
+        let all = policies();
+        for (name, p) in &all {
+            for (version, limits) in FORMATS {
+                // SAFETY: a live policy handle, only read here.
+                let expected = unsafe { &(**p).value }.to_wire(&limits);
+                let (nl, nm) = (expected.leaves.len(), expected.msrs.len());
+                let what = format!("{name}, Xen {version:?}");
+                let untouched = |leaves: Option<usize>, msrs: Option<usize>| Outcome {
+                    status: CPUPOLICY_BUFFER_TOO_SMALL,
+                    nr_leaves: nl,
+                    nr_msrs: nm,
+                    leaves: leaves.map(|n| vec![LEAF_CANARY; n]),
+                    msrs: msrs.map(|n| vec![MSR_CANARY; n]),
+                };
+                // One leaf short: neither buffer written, both counts what is needed.
+                assert_eq!(serialise(*p, version, Some(nl - 1), Some(nm)), untouched(Some(nl - 1), Some(nm)), "{what}");
+                assert_eq!(last_error(), format!("leaves: buffer of {} too small: {nl} needed", nl - 1));
+                // One MSR short.
+                assert_eq!(serialise(*p, version, Some(nl), Some(nm - 1)), untouched(Some(nl), Some(nm - 1)), "{what}");
+                assert_eq!(last_error(), format!("msrs: buffer of {} too small: {nm} needed", nm - 1));
+                // Both short: both named.
+                assert_eq!(serialise(*p, version, Some(2), Some(0)), untouched(Some(2), Some(0)), "{what}");
+                assert_eq!(
+                    last_error(),
+                    format!("leaves: buffer of 2 too small: {nl} needed; msrs: buffer of 0 too small: {nm} needed")
+                );
+                // A size query beside a short buffer: still too small, nothing written.
+                assert_eq!(serialise(*p, version, None, Some(nm - 1)), untouched(None, Some(nm - 1)), "{what}");
+                assert_eq!(serialise(*p, version, Some(nl - 1), None), untouched(Some(nl - 1), None), "{what}");
+            }
+        }
+        free_all(all);
+    }
+
+    #[test]
+    fn serialise_size_queries_count_each_array() {
+        let all = policies();
+        for (name, p) in &all {
+            for (version, limits) in FORMATS {
+                // SAFETY: a live policy handle, only read here.
+                let expected = unsafe { &(**p).value }.to_wire(&limits);
+                let (nl, nm) = (expected.leaves.len(), expected.msrs.len());
+                let what = format!("{name}, Xen {version:?}");
+                let result = |leaves: Option<Vec<XenCpuidLeaf>>, msrs: Option<Vec<XenMsrEntry>>| Outcome {
+                    status: CPUPOLICY_OK,
+                    nr_leaves: nl,
+                    nr_msrs: nm,
+                    leaves,
+                    msrs,
+                };
+                assert_eq!(serialise(*p, version, None, None), result(None, None), "{what}");
+                // One array queried, the other written.
+                let msrs_only = serialise(*p, version, None, Some(nm));
+                assert_eq!(msrs_only, result(None, Some(expected.msrs.clone())), "{what}");
+                let leaves_only = serialise(*p, version, Some(nl), None);
+                assert_eq!(leaves_only, result(Some(expected.leaves.clone()), None), "{what}");
+            }
+        }
+        free_all(all);
+    }
+
+    #[test]
+    fn serialise_refuses_bad_arguments_touching_nothing() {
+        let p = intel();
+        let set = Featureset::new().into_handle();
+        let mut leaves = [LEAF_CANARY; 64];
+        let mut msrs = [MSR_CANARY; 2];
+        // Each call with buffers of 64 leaves and 2 MSRs (enough for `p`), all else as given.
+        let call = |policy: *const cpupolicy_policy,
+                    version: *const c_char,
+                    leaves: *mut XenCpuidLeaf,
+                    nr_leaves: Option<usize>,
+                    msrs: *mut XenMsrEntry,
+                    nr_msrs: Option<usize>| {
+            let (mut l, mut m) = (nr_leaves.unwrap_or(0), nr_msrs.unwrap_or(0));
+            let l_ptr: *mut usize = if nr_leaves.is_some() { &mut l } else { null_mut() };
+            let m_ptr: *mut usize = if nr_msrs.is_some() { &mut m } else { null_mut() };
+            // SAFETY: the buffers hold 64 leaves and 2 MSRs, at least the counts given; the
+            // counts are NULL or valid places; `version` is NULL or NUL-terminated.
+            let status = unsafe { cpupolicy_policy_serialise(policy, version, leaves, l_ptr, msrs, m_ptr) };
+            (status, last_error(), l, m)
+        };
+        let (l, m) = (leaves.as_mut_ptr(), msrs.as_mut_ptr());
+        let refused = |status, message: &str| (status, message.to_string(), 64, 2);
+        assert_eq!(
+            call(null(), null(), l, Some(64), m, Some(2)),
+            refused(CPUPOLICY_INVALID_ARGUMENT, "policy is NULL")
+        );
+        assert_eq!(
+            call(set.cast(), null(), l, Some(64), m, Some(2)),
+            refused(CPUPOLICY_WRONG_HANDLE, "policy: expected a policy, got a handle of another type")
+        );
+        assert_eq!(
+            call(p, c"four".as_ptr(), l, Some(64), m, Some(2)),
+            refused(CPUPOLICY_INVALID_ARGUMENT, "xen_version 'four' is not a Xen version such as 4.20.3")
+        );
+        assert_eq!(
+            call(p, c"4.13".as_ptr(), l, Some(64), m, Some(2)),
+            refused(CPUPOLICY_INVALID_ARGUMENT, "Xen 4.13 predates 4.14: no CPU policy format is known")
+        );
+        assert_eq!(call(p, null(), l, None, m, Some(2)).0, CPUPOLICY_INVALID_ARGUMENT);
+        assert_eq!(last_error(), "nr_leaves is NULL");
+        assert_eq!(call(p, null(), l, Some(64), m, None).0, CPUPOLICY_INVALID_ARGUMENT);
+        assert_eq!(last_error(), "nr_msrs is NULL");
+        assert_eq!(
+            call(p, null(), null_mut(), Some(64), m, Some(2)),
+            (CPUPOLICY_INVALID_ARGUMENT, "leaves is NULL but *nr_leaves is 64".to_string(), 64, 2)
+        );
+        assert_eq!(
+            call(p, null(), l, Some(64), null_mut(), Some(2)),
+            (CPUPOLICY_INVALID_ARGUMENT, "msrs is NULL but *nr_msrs is 2".to_string(), 64, 2)
+        );
+        assert!(leaves.iter().all(|e| *e == LEAF_CANARY) && msrs.iter().all(|e| *e == MSR_CANARY));
+        // A freed handle, checked right after its free on this thread (nothing allocated
+        // between, so its address names no new policy): refused without being read.
+        let freed = intel();
+        // SAFETY: a live handle, not used afterwards but as the freed pointer below.
+        assert_eq!(unsafe { cpupolicy_policy_free(freed) }, CPUPOLICY_OK);
+        let (mut nl, mut nm) = (64, 2);
+        // SAFETY: the library looks a handle up before touching it; the rest as above.
+        let status = unsafe { cpupolicy_policy_serialise(freed, null(), l, &mut nl, m, &mut nm) };
+        assert_eq!((status, nl, nm), (CPUPOLICY_WRONG_HANDLE, 64, 2));
+        assert!(last_error().starts_with("policy: expected a policy, got a pointer that is not a live handle"));
+        assert!(leaves.iter().all(|e| *e == LEAF_CANARY) && msrs.iter().all(|e| *e == MSR_CANARY));
+        // SAFETY: live handles, not used afterwards.
+        unsafe {
+            cpupolicy_policy_free(p);
+            crate::featureset::cpupolicy_featureset_free(set);
+        }
     }
 
     #[test]
