@@ -454,6 +454,14 @@ typedef struct {
 
 
 
+
+
+
+
+
+
+
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
