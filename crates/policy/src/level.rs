@@ -16,8 +16,9 @@
 //! that applies that part's errata workarounds is safe on the newer parts too.
 
 use cpupolicy_featureset::ids;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use cpupolicy_featureset::{
     apply_dependencies_to_words, prerequisites_of, static_mask, FeatureId, Featureset, GuestKind, StaticMask, NR_WORDS,
@@ -681,13 +682,65 @@ fn explain_features(
     acceptance: Option<&CpuPolicy>,
 ) -> Vec<FeatureLoss> {
     let result = policy.featureset();
-    let mut any = Featureset::new();
+    let result_words = policy.feature_words();
+    // Hosts with the same feature words lack the same features: group them (one pass), then
+    // work per group, and only the final lists are per host.
+    let mut groups: HashMap<[u32; NR_WORDS], u32, BuildHasherDefault<WordsHasher>> = HashMap::default();
+    let mut group_words: Vec<[u32; NR_WORDS]> = Vec::new();
+    let mut group_of: Vec<u32> = Vec::with_capacity(hosts.len());
     for host in hosts {
-        any.union_with(&role.policy(host).featureset());
+        let words = role.policy(host).feature_words();
+        let next = group_words.len() as u32;
+        let group = *groups.entry(words).or_insert(next);
+        if group == next {
+            group_words.push(words);
+        }
+        group_of.push(group);
+    }
+    let mut any = [0u32; NR_WORDS];
+    for words in &group_words {
+        for (a, w) in any.iter_mut().zip(words) {
+            *a |= w;
+        }
+    }
+    // The lost features in order; per group the positions (in that order) of those it lacks;
+    // per lost feature how many hosts lack it, so each list is allocated to size.
+    let mut order = Vec::new();
+    let mut position = [[0u16; 32]; NR_WORDS];
+    for (w, (&a, &r)) in any.iter().zip(&result_words).enumerate() {
+        each_bit(a & !r, w, |feature| {
+            position[w][feature.bit() as usize] = order.len() as u16;
+            order.push(feature);
+        });
+    }
+    let mut group_size = vec![0usize; group_words.len()];
+    group_of.iter().for_each(|&g| group_size[g as usize] += 1);
+    let mut counts = vec![0usize; order.len()];
+    let group_lacks: Vec<Vec<u16>> = group_words
+        .iter()
+        .zip(&group_size)
+        .map(|(words, &size)| {
+            let mut lacks = Vec::new();
+            for (w, ((&a, &r), &held)) in any.iter().zip(&result_words).zip(words).enumerate() {
+                let mut bits = a & !r & !held;
+                while bits != 0 {
+                    let at = position[w][bits.trailing_zeros() as usize & 31];
+                    bits &= bits - 1;
+                    counts[usize::from(at)] += size;
+                    lacks.push(at);
+                }
+            }
+            lacks
+        })
+        .collect();
+    let mut lacking_by_feature: Vec<Vec<usize>> = counts.iter().map(|&n| Vec::with_capacity(n)).collect();
+    for (host, &group) in group_of.iter().enumerate() {
+        for &at in &group_lacks[group as usize] {
+            lacking_by_feature[usize::from(at)].push(host);
+        }
     }
     let mut lost = Vec::new();
-    for feature in any.difference(&result).iter() {
-        let lacking: Vec<usize> = (0..hosts.len()).filter(|&i| !role.policy(&hosts[i]).has_feature(feature)).collect();
+    for (feature, lacking) in order.into_iter().zip(lacking_by_feature) {
         let rule = level_rule(feature);
         let cause = if rule == LevelRule::RuntimeOnly {
             LossCause::Rule(rule)
@@ -714,6 +767,25 @@ fn explain_features(
     lost
 }
 
+/// A fast hash of featureset words for grouping hosts (not for untrusted keys: collisions
+/// only cost time, and the words come from the pool's own policies).
+#[derive(Default)]
+struct WordsHasher(u64);
+
+impl Hasher for WordsHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+}
+
 /// The prerequisites of `feature` (direct or not) that `result` lacks.
 fn missing_prerequisites(feature: FeatureId, result: &Featureset) -> Vec<FeatureId> {
     prerequisites_of(feature).into_iter().filter(|&p| !result.contains(p)).collect()
@@ -733,13 +805,15 @@ fn holds_word_leaf(policy: &CpuPolicy, feature: FeatureId) -> bool {
 }
 
 fn explain_limits(policy: &CpuPolicy, hosts: &[PoolHost], role: Role) -> Vec<LimitLoss> {
+    // Every host's six values in one read each, then per field the highest.
+    let values: Vec<[u64; 6]> = hosts.iter().map(|h| LimitField::read_all(role.policy(h))).collect();
+    let pooled_all = LimitField::read_all(policy);
     let mut losses = Vec::new();
-    for field in LimitField::ALL {
-        let pooled = field.read(policy);
-        let values: Vec<u64> = hosts.iter().map(|h| field.read(role.policy(h))).collect();
+    for (i, field) in LimitField::ALL.into_iter().enumerate() {
+        let pooled = pooled_all[i];
         let highest = match field {
-            LimitField::PlatformInfo => values.iter().fold(0, |a, v| a | v),
-            _ => values.iter().copied().max().unwrap_or(0),
+            LimitField::PlatformInfo => values.iter().fold(0, |a, v| a | v[i]),
+            _ => values.iter().map(|v| v[i]).max().unwrap_or(0),
         };
         if highest == pooled {
             continue;
@@ -747,11 +821,11 @@ fn explain_limits(policy: &CpuPolicy, hosts: &[PoolHost], role: Role) -> Vec<Lim
         let below: Vec<usize> = values
             .iter()
             .enumerate()
-            .filter(|(_, &v)| match field {
-                LimitField::PlatformInfo => v != highest,
-                _ => v < highest,
+            .filter(|(_, v)| match field {
+                LimitField::PlatformInfo => v[i] != highest,
+                _ => v[i] < highest,
             })
-            .map(|(i, _)| i)
+            .map(|(host, _)| host)
             .collect();
         losses.push(LimitLoss { field, highest, pooled, hosts: below });
     }

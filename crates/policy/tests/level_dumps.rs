@@ -300,3 +300,46 @@ fn hazard_reports_on_real_parts() {
     // The dumps include hosts on both sides of a host-reflected bit, so the report is exercised.
     assert!(seen_reflected > 0, "no pool of real parts differs in a host-reflected bit");
 }
+
+/// The explanation of a whole-vendor pool, every host present twice and interleaved (so equal
+/// hosts are not neighbours), blames exactly the hosts that lack each lost feature, in order,
+/// and for each limit exactly the hosts below the highest: the same answer as asking every
+/// host, for the default and the acceptance policy.
+#[test]
+fn explanations_of_a_whole_pool_blame_exactly_the_lacking_hosts() {
+    use cpupolicy_policy::LimitField;
+    let Some(hosts) = hosts() else { return };
+    for vendor in [Vendor::Intel, Vendor::Amd] {
+        let once: Vec<PoolHost> = hosts.iter().filter(|h| h.vendor == vendor).map(|h| h.pv.clone()).collect();
+        let twice: Vec<PoolHost> = once.iter().chain(once.iter().rev()).cloned().collect();
+        let pool = level_pool(&twice, LevelOptions { explain: true, ..Default::default() }).unwrap();
+        let mut blamed_lists = 0;
+        for (levelled, policy_of) in [
+            (&pool.default, (|h: &PoolHost| h.default.clone()) as fn(&PoolHost) -> CpuPolicy),
+            (&pool.acceptance, |h: &PoolHost| h.max.clone()),
+        ] {
+            let policies: Vec<CpuPolicy> = twice.iter().map(policy_of).collect();
+            for loss in &levelled.lost {
+                if let LossCause::LackedBy(blamed) = &loss.cause {
+                    let lacking: Vec<usize> =
+                        (0..policies.len()).filter(|&i| !policies[i].has_feature(loss.feature)).collect();
+                    assert_eq!(blamed, &lacking, "{vendor}: {:?}", loss.feature);
+                    blamed_lists += 1;
+                }
+            }
+            for limit in &levelled.limits {
+                let below: Vec<usize> = (0..policies.len())
+                    .filter(|&i| {
+                        let value = limit.field.read(&policies[i]);
+                        match limit.field {
+                            LimitField::PlatformInfo => value != limit.highest,
+                            _ => value < limit.highest,
+                        }
+                    })
+                    .collect();
+                assert_eq!(limit.hosts, below, "{vendor}: {:?}", limit.field);
+            }
+        }
+        assert!(blamed_lists > 0, "{vendor}: nothing was blamed; the case is not exercised");
+    }
+}
