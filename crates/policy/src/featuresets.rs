@@ -75,6 +75,19 @@ pub(crate) fn apply_rsba_rule(levelled: &mut Featureset, any: &Featureset) {
     }
 }
 
+/// [`apply_rsba_rule`] on featureset words, without allocating.
+pub(crate) fn apply_rsba_rule_to_words(levelled: &mut [u32; NR_WORDS], any: &[u32; NR_WORDS]) {
+    let has = |words: &[u32; NR_WORDS], id: FeatureId| words[id.word()] & id.mask() != 0;
+    let (rsba, rrsba) = (ids::RSBA, ids::RRSBA);
+    if has(levelled, ids::ARCH_CAPS) && (has(any, rsba) || has(any, rrsba)) {
+        let eibrs = has(levelled, ids::EIBRS);
+        levelled[rsba.word()] &= !rsba.mask();
+        levelled[rrsba.word()] &= !rrsba.mask();
+        let kept = if eibrs { rrsba } else { rsba };
+        levelled[kept.word()] |= kept.mask();
+    }
+}
+
 /// The features a VM that booted with `vm` saw and a host whose max featureset is `host`
 /// cannot give, in order: empty when the VM may go there.
 pub fn featureset_missing(vm: &Featureset, host: &Featureset) -> Vec<FeatureId> {
@@ -123,6 +136,27 @@ mod tests {
 
     fn set(names: &[&str]) -> Featureset {
         Featureset::from_names(names.iter().copied()).unwrap()
+    }
+
+    /// The rule on words and on featuresets agree on every combination of the bits it reads.
+    #[test]
+    fn rsba_rule_on_words_is_the_rule_on_featuresets() {
+        let bits = [ids::ARCH_CAPS, ids::EIBRS, ids::RSBA, ids::RRSBA];
+        for combination in 0u32..1 << 8 {
+            let (mut levelled, mut any) = ([0u32; NR_WORDS], [0u32; NR_WORDS]);
+            for (i, id) in bits.iter().enumerate() {
+                if combination & (1 << i) != 0 {
+                    levelled[id.word()] |= id.mask();
+                }
+                if combination & (1 << (i + 4)) != 0 {
+                    any[id.word()] |= id.mask();
+                }
+            }
+            let mut set = Featureset::from_words(levelled.to_vec());
+            apply_rsba_rule(&mut set, &Featureset::from_words(any.to_vec()));
+            apply_rsba_rule_to_words(&mut levelled, &any);
+            assert_eq!(Featureset::from_words(levelled.to_vec()), set, "{combination:#x}");
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ use cpupolicy_featureset::{
     apply_dependencies_to_words, prerequisites_of, static_mask, FeatureId, Featureset, GuestKind, StaticMask, NR_WORDS,
 };
 
-use crate::featuresets::apply_rsba_rule;
+use crate::featuresets::apply_rsba_rule_to_words;
 use crate::level_rules::{each_bit, masks, LevelRule};
 use crate::policy::InRange;
 use crate::{
@@ -430,9 +430,7 @@ pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledP
         default_words[w] = default & (acceptance_words[w] | rules.or[w]);
     }
     // Xen's RSBA/RRSBA derivation, as for each host's own default (see `featuresets`).
-    let mut default_set = Featureset::from_words(default_words);
-    apply_rsba_rule(&mut default_set, &Featureset::from_words(acc.def_or));
-    let default_words = words_of(&default_set);
+    apply_rsba_rule_to_words(&mut default_words, &acc.def_or);
 
     let acceptance =
         finish(&hosts[base], acceptance_words, &acc.max_limits, hosts, Role::Acceptance, options.explain, None)?;
@@ -455,7 +453,7 @@ pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledP
 
     let mut reflected = Vec::new();
     if acc.reflected_and != acc.reflected_or {
-        for w in 0..NR_WORDS {
+        for w in (0..NR_WORDS).filter(|&w| acc.reflected_or[w] != acc.reflected_and[w]) {
             each_bit(acc.reflected_or[w] & !acc.reflected_and[w], w, |feature| {
                 let (with, without): (Vec<usize>, Vec<usize>) =
                     (0..hosts.len()).partition(|&i| hosts[i].reflected_source().has_feature(feature));
@@ -531,13 +529,14 @@ impl Accumulated {
             self.reflected_and[w] &= bits;
             self.reflected_or[w] |= bits;
         }
+        // In `LimitField::ALL` order: five minima, then PLATFORM_INFO's AND.
+        const _: () = assert!(matches!(LimitField::ALL[5], LimitField::PlatformInfo));
         for (limit, policy) in [(&mut self.def_limits, &host.default), (&mut self.max_limits, &host.max)] {
-            for (l, value) in limit.iter_mut().zip(LimitField::read_all(policy)) {
-                l.value = match l.field {
-                    LimitField::PlatformInfo => l.value & value,
-                    _ => l.value.min(value),
-                };
+            let values = LimitField::read_all(policy);
+            for (l, value) in limit[..5].iter_mut().zip(values) {
+                l.value = l.value.min(value);
             }
+            limit[5].value &= values[5];
         }
     }
 }
@@ -630,7 +629,7 @@ fn level_xstate(policy: &mut CpuPolicy, hosts: &[PoolHost], role: Role, base_nam
         xss &= (u64::from(sub1.edx) << 32) | u64::from(sub1.ecx);
     }
     let components = xcr0 | xss;
-    policy.retain_leaf(0xd, |k, _| !k.subleaf.is_some_and(|s| s >= 2 && (s >= 64 || components & (1 << s) == 0)));
+    policy.retain_subleaves_in(0xd, components | 0b11);
     // Sizes are computed in 64 bits: a component whose offset and size overflow 32 bits is
     // refused, naming it, rather than wrapped or saturated into a wrong size.
     let too_big = |subleaf: u32| LevelError::XstateSize { host: base_name.to_string(), subleaf };

@@ -242,25 +242,32 @@ impl CpuPolicy {
     }
 
     /// The registers of a leaf (zero when the policy holds nothing for it).
-    #[inline]
+    #[inline(always)]
     pub fn cpuid(&self, key: CpuidKey) -> Registers {
         match slot_of(key) {
             Some(slot) => Registers::from_array(self.slots[slot]),
-            None => match self.side.binary_search_by(|(k, _)| k.cmp(&key)) {
-                Ok(i) => self.side[i].1,
-                Err(_) => Registers::ZERO,
-            },
+            None => self.side_cpuid(key),
+        }
+    }
+
+    /// [`CpuPolicy::cpuid`] of a key without a slot: a search of the side table, kept out of
+    /// line so the slot read inlines (and folds, for a constant key) wherever it is used.
+    #[inline(never)]
+    fn side_cpuid(&self, key: CpuidKey) -> Registers {
+        match self.side.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(i) => self.side[i].1,
+            Err(_) => Registers::ZERO,
         }
     }
 
     /// Leaf `leaf` without sub-leaf.
-    #[inline]
+    #[inline(always)]
     pub fn leaf(&self, leaf: u32) -> Registers {
         self.cpuid(CpuidKey::plain(leaf))
     }
 
     /// Sub-leaf `subleaf` of `leaf`.
-    #[inline]
+    #[inline(always)]
     pub fn subleaf(&self, leaf: u32, subleaf: u32) -> Registers {
         self.cpuid(CpuidKey::indexed(leaf, subleaf))
     }
@@ -334,6 +341,24 @@ impl CpuPolicy {
                 index += 1;
             }
             self.side.drain(kept..end);
+        }
+    }
+
+    /// Keeps, of the sub-leaves of `leaf`, only those below 64 whose bit is set in `keep`
+    /// (the plain leaf stays): [`CpuPolicy::retain_leaf`] with that rule, one store per
+    /// sub-leaf cleared.
+    pub(crate) fn retain_subleaves_in(&mut self, leaf: u32, keep: u64) {
+        let (base, count) = subleaf_block(leaf);
+        let in_block = if count >= 64 { u64::MAX } else { (1u64 << count) - 1 };
+        let mut clear = !keep & in_block;
+        while clear != 0 {
+            let subleaf = clear.trailing_zeros() as usize;
+            clear &= clear - 1;
+            self.slots[base + subleaf] = [0; 4];
+        }
+        let kept = |key: CpuidKey| key.subleaf.is_none_or(|s| s < 64 && keep & (1 << s) != 0);
+        if self.side.iter().any(|(key, _)| key.leaf == leaf && !kept(*key)) {
+            self.side.retain(|(key, _)| key.leaf != leaf || kept(*key));
         }
     }
 
@@ -473,12 +498,14 @@ impl CpuPolicy {
     }
 
     /// Leaf 1 EAX: the processor signature (stepping, model, family and their extensions).
+    #[inline]
     pub fn signature(&self) -> u32 {
         self.leaf(1).eax
     }
 
     /// The display family: base family, plus the extended family when the base is 0xf
     /// (Xen's `x86_cpuid_family`).
+    #[inline]
     pub fn family(&self) -> u32 {
         let raw = self.signature();
         let base = (raw >> 8) & 0xf;
@@ -491,6 +518,7 @@ impl CpuPolicy {
 
     /// The display model: base model, with the extended model above it from family 6 on
     /// (Xen's `x86_cpuid_model`).
+    #[inline]
     pub fn model(&self) -> u32 {
         let raw = self.signature();
         let model = (raw >> 4) & 0xf;
@@ -502,11 +530,13 @@ impl CpuPolicy {
     }
 
     /// The stepping (leaf 1 `EAX[3:0]`).
+    #[inline]
     pub fn stepping(&self) -> u32 {
         self.signature() & 0xf
     }
 
     /// The highest basic leaf (leaf 0 EAX).
+    #[inline]
     pub fn max_basic_leaf(&self) -> u32 {
         self.leaf(0).eax
     }
@@ -517,6 +547,7 @@ impl CpuPolicy {
     }
 
     /// The highest extended leaf (leaf 0x80000000 EAX, e.g. `0x80000021`).
+    #[inline]
     pub fn max_extended_leaf(&self) -> u32 {
         self.leaf(0x8000_0000).eax
     }
@@ -527,6 +558,7 @@ impl CpuPolicy {
     }
 
     /// The highest sub-leaf of leaf 7 (leaf 7:0 EAX).
+    #[inline]
     pub fn leaf7_max_subleaf(&self) -> u32 {
         self.subleaf(7, 0).eax
     }
@@ -832,6 +864,11 @@ mod tests {
                 one.retain_leaf(leaf, keep);
                 all.retain_cpuid(|key, r| key.leaf != leaf || keep(key, r));
                 assert_eq!(one, all, "{leaf:#x} {modulus}");
+                let keep_bits = 0x5555_5555_5555_5557u64.rotate_left(modulus);
+                let (mut by_mask, mut by_rule) = (full.clone(), full.clone());
+                by_mask.retain_subleaves_in(leaf, keep_bits);
+                by_rule.retain_leaf(leaf, |key, _| key.subleaf.is_none_or(|s| s < 64 && keep_bits & (1 << s) != 0));
+                assert_eq!(by_mask, by_rule, "{leaf:#x} {keep_bits:#x}");
                 let found = full.first_entry_where(leaf, |r| r.eax.is_multiple_of(modulus));
                 assert_eq!(found, full.leaf_entries(leaf).find(|(_, r)| r.eax.is_multiple_of(modulus)).map(|(k, _)| k));
             }
