@@ -432,8 +432,23 @@ pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledP
     // Xen's RSBA/RRSBA derivation, as for each host's own default (see `featuresets`).
     apply_rsba_rule_to_words(&mut default_words, &acc.def_or);
 
-    let acceptance =
-        finish(&hosts[base], acceptance_words, &acc.max_limits, hosts, Role::Acceptance, options.explain, None)?;
+    // Built in place: each levelled policy is written once, where it is returned from.
+    let mut pool = LevelledPool {
+        default: Levelled { policy: CpuPolicy::new(), lost: Vec::new(), limits: Vec::new() },
+        acceptance: Levelled { policy: CpuPolicy::new(), lost: Vec::new(), limits: Vec::new() },
+        reflected: Vec::new(),
+    };
+    let base = &hosts[base];
+    finish(
+        &mut pool.acceptance,
+        base,
+        acceptance_words,
+        &acc.max_limits,
+        hosts,
+        Role::Acceptance,
+        options.explain,
+        None,
+    )?;
     let mut default_limits = acc.def_limits;
     for (limit, bound) in default_limits.iter_mut().zip(acc.max_limits) {
         *limit = match limit.field {
@@ -441,17 +456,18 @@ pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledP
             _ => Limit { value: limit.value.min(bound.value), ..*limit },
         };
     }
-    let default = finish(
-        &hosts[base],
+    finish(
+        &mut pool.default,
+        base,
         default_words,
         &default_limits,
         hosts,
         Role::Default,
         options.explain,
-        Some(&acceptance.policy),
+        Some(&pool.acceptance.policy),
     )?;
 
-    let mut reflected = Vec::new();
+    let reflected = &mut pool.reflected;
     if acc.reflected_and != acc.reflected_or {
         for w in (0..NR_WORDS).filter(|&w| acc.reflected_or[w] != acc.reflected_and[w]) {
             each_bit(acc.reflected_or[w] & !acc.reflected_and[w], w, |feature| {
@@ -461,7 +477,7 @@ pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledP
             });
         }
     }
-    Ok(LevelledPool { default, acceptance, reflected })
+    Ok(pool)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -543,7 +559,9 @@ impl Accumulated {
 
 /// Builds one levelled policy from its base host's policy (of the role), and explains it when
 /// asked.
+#[allow(clippy::too_many_arguments)]
 fn finish(
+    out: &mut Levelled,
     base: &PoolHost,
     words: [u32; NR_WORDS],
     limits: &[Limit; 6],
@@ -551,8 +569,9 @@ fn finish(
     role: Role,
     explain: bool,
     acceptance: Option<&CpuPolicy>,
-) -> Result<Levelled, LevelError> {
-    let mut policy = role.policy(base).clone();
+) -> Result<(), LevelError> {
+    let policy = &mut out.policy;
+    policy.clone_from(role.policy(base));
     let value = |field: LimitField| limits.iter().find(|l| l.field == field).map_or(0, |l| l.value);
     policy.set_max_basic_leaf(value(LimitField::MaxBasicLeaf) as u32);
     policy.set_leaf7_max_subleaf(value(LimitField::Leaf7MaxSubleaf) as u32);
@@ -564,21 +583,20 @@ fn finish(
     let mut words = words;
     apply_dependencies_to_words(&mut words);
     policy.set_feature_words(&words);
-    clear_out_of_range_leaves(&mut policy);
+    clear_out_of_range_leaves(policy);
     // Words whose leaf fell out of range are gone now; their dependents go too.
     // (Unchanged words are closed already: the closure is idempotent.)
     let mut in_range = policy.feature_words();
     if in_range != words && apply_dependencies_to_words(&mut in_range) {
         policy.set_feature_words(&in_range);
     }
-    level_xstate(&mut policy, hosts, role, &base.name)?;
+    level_xstate(policy, hosts, role, &base.name)?;
 
-    let (lost, limit_losses) = if explain {
-        (explain_features(&policy, hosts, role, acceptance), explain_limits(&policy, hosts, role))
-    } else {
-        (Vec::new(), Vec::new())
-    };
-    Ok(Levelled { policy, lost, limits: limit_losses })
+    if explain {
+        out.lost = explain_features(&out.policy, hosts, role, acceptance);
+        out.limits = explain_limits(&out.policy, hosts, role);
+    }
+    Ok(())
 }
 
 pub(crate) fn words_of(featureset: &Featureset) -> [u32; NR_WORDS] {
@@ -618,7 +636,7 @@ pub fn clear_out_of_range_leaves(policy: &mut CpuPolicy) {
 fn level_xstate(policy: &mut CpuPolicy, hosts: &[PoolHost], role: Role, base_name: &str) -> Result<(), LevelError> {
     let xsave = ids::XSAVE;
     if !policy.has_feature(xsave) || policy.max_basic_leaf() < 0xd {
-        policy.retain_leaf(0xd, |_, _| false);
+        policy.remove_leaf(0xd);
         return Ok(());
     }
     let (mut xcr0, mut xss) = (u64::MAX, u64::MAX);

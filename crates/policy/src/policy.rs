@@ -74,7 +74,7 @@ impl InRange {
 /// hypervisor limit leaves, extended leaves 0x80000000–0x80000021), so reading or writing one
 /// is an index and a load or store, and the featureset words are read in place; the few leaves
 /// beyond (native dumps have them) live in a small sorted side table.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(PartialEq, Eq, Hash)]
 pub struct CpuPolicy {
     /// The leaves Xen's format carries, by [`slot_of`], as `[eax, ebx, ecx, edx]`; zero where
     /// absent.
@@ -138,6 +138,25 @@ const ARCH_CAPS_WORDS: [usize; 2] = {
     assert!(found[0] != usize::MAX && found[1] != usize::MAX, "both halves of ARCH_CAPS are words");
     found
 };
+
+impl Clone for CpuPolicy {
+    fn clone(&self) -> CpuPolicy {
+        CpuPolicy {
+            slots: self.slots,
+            side: self.side.clone(),
+            msr_slots: self.msr_slots,
+            msr_side: self.msr_side.clone(),
+        }
+    }
+
+    /// In place: one copy of the registers, and the side tables' allocations reused.
+    fn clone_from(&mut self, source: &CpuPolicy) {
+        self.slots = source.slots;
+        self.side.clone_from(&source.side);
+        self.msr_slots = source.msr_slots;
+        self.msr_side.clone_from(&source.msr_side);
+    }
+}
 
 impl Default for CpuPolicy {
     fn default() -> CpuPolicy {
@@ -278,18 +297,25 @@ impl CpuPolicy {
     }
 
     /// Sets a leaf; all-zero registers remove it.
-    #[inline]
+    #[inline(always)]
     pub fn set_cpuid(&mut self, key: CpuidKey, registers: Registers) {
         match slot_of(key) {
             Some(slot) => self.set_slot(slot, registers.to_array()),
-            None => match self.side.binary_search_by(|(k, _)| k.cmp(&key)) {
-                Ok(i) if registers.is_zero() => {
-                    self.side.remove(i);
-                }
-                Ok(i) => self.side[i].1 = registers,
-                Err(_) if registers.is_zero() => {}
-                Err(i) => self.side.insert(i, (key, registers)),
-            },
+            None => self.set_side_cpuid(key, registers),
+        }
+    }
+
+    /// [`CpuPolicy::set_cpuid`] of a key without a slot, out of line (see
+    /// [`CpuPolicy::cpuid`]).
+    #[inline(never)]
+    fn set_side_cpuid(&mut self, key: CpuidKey, registers: Registers) {
+        match self.side.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(i) if registers.is_zero() => {
+                self.side.remove(i);
+            }
+            Ok(i) => self.side[i].1 = registers,
+            Err(_) if registers.is_zero() => {}
+            Err(i) => self.side.insert(i, (key, registers)),
         }
     }
 
@@ -342,6 +368,18 @@ impl CpuPolicy {
             }
             self.side.drain(kept..end);
         }
+    }
+
+    /// Removes every entry of `leaf`: the leaf and all its sub-leaves.
+    pub fn remove_leaf(&mut self, leaf: u32) {
+        let (base, count) = subleaf_block(leaf);
+        self.slots[base..base + count].fill([0; 4]);
+        if let Some(slot) = slot_of(CpuidKey::plain(leaf)) {
+            self.slots[slot] = [0; 4];
+        }
+        let start = self.side.partition_point(|(k, _)| k.leaf < leaf);
+        let end = start + self.side[start..].partition_point(|(k, _)| k.leaf == leaf);
+        self.side.drain(start..end);
     }
 
     /// Keeps, of the sub-leaves of `leaf`, only those below 64 whose bit is set in `keep`
@@ -414,6 +452,7 @@ impl CpuPolicy {
     }
 
     /// Sets one register of a leaf.
+    #[inline]
     pub fn set_register(&mut self, key: CpuidKey, register: Register, value: u32) {
         let mut registers = self.cpuid(key);
         registers.set(register, value);
@@ -542,6 +581,7 @@ impl CpuPolicy {
     }
 
     /// Sets the highest basic leaf (leaf 0 EAX).
+    #[inline]
     pub fn set_max_basic_leaf(&mut self, leaf: u32) {
         self.set_register(CpuidKey::plain(0), Register::Eax, leaf);
     }
@@ -553,6 +593,7 @@ impl CpuPolicy {
     }
 
     /// Sets the highest extended leaf (leaf 0x80000000 EAX).
+    #[inline]
     pub fn set_max_extended_leaf(&mut self, leaf: u32) {
         self.set_register(CpuidKey::plain(0x8000_0000), Register::Eax, leaf);
     }
@@ -564,27 +605,32 @@ impl CpuPolicy {
     }
 
     /// Sets the highest sub-leaf of leaf 7 (leaf 7:0 EAX).
+    #[inline]
     pub fn set_leaf7_max_subleaf(&mut self, subleaf: u32) {
         self.set_register(CpuidKey::indexed(7, 0), Register::Eax, subleaf);
     }
 
     /// Physical address bits (leaf 0x80000008 `EAX[7:0]`). A number, levelled by minimum.
+    #[inline]
     pub fn max_phys_addr_bits(&self) -> u8 {
         self.leaf(0x8000_0008).eax as u8
     }
 
     /// Sets the physical address bits (leaf 0x80000008 `EAX[7:0]`).
+    #[inline]
     pub fn set_max_phys_addr_bits(&mut self, bits: u8) {
         let eax = self.leaf(0x8000_0008).eax;
         self.set_register(CpuidKey::plain(0x8000_0008), Register::Eax, (eax & !0xff) | u32::from(bits));
     }
 
     /// Linear address bits (leaf 0x80000008 `EAX[15:8]`).
+    #[inline]
     pub fn max_lin_addr_bits(&self) -> u8 {
         (self.leaf(0x8000_0008).eax >> 8) as u8
     }
 
     /// Sets the linear address bits (leaf 0x80000008 `EAX[15:8]`).
+    #[inline]
     pub fn set_max_lin_addr_bits(&mut self, bits: u8) {
         let eax = self.leaf(0x8000_0008).eax;
         self.set_register(CpuidKey::plain(0x8000_0008), Register::Eax, (eax & !0xff00) | (u32::from(bits) << 8));
@@ -864,6 +910,10 @@ mod tests {
                 one.retain_leaf(leaf, keep);
                 all.retain_cpuid(|key, r| key.leaf != leaf || keep(key, r));
                 assert_eq!(one, all, "{leaf:#x} {modulus}");
+                let (mut removed, mut by_rule) = (full.clone(), full.clone());
+                removed.remove_leaf(leaf);
+                by_rule.retain_cpuid(|key, _| key.leaf != leaf);
+                assert_eq!(removed, by_rule, "{leaf:#x}");
                 let keep_bits = 0x5555_5555_5555_5557u64.rotate_left(modulus);
                 let (mut by_mask, mut by_rule) = (full.clone(), full.clone());
                 by_mask.retain_subleaves_in(leaf, keep_bits);
