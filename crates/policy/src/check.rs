@@ -22,7 +22,7 @@ use std::fmt;
 use cpupolicy_featureset::{FeatureId, NR_WORDS};
 
 use crate::level::{feature_name, LimitField};
-use crate::level_rules::{each_bit, masks};
+use crate::level_rules::{each_bit, masks, WARNING_WORDS};
 use crate::{CpuPolicy, PoolHost, Vendor};
 
 /// The outcome of a migration check.
@@ -184,20 +184,24 @@ pub fn check_migration(vm: &CpuPolicy, destination: &PoolHost) -> MigrationCheck
     }
 
     let rules = masks();
-    let vm_words = vm.feature_words();
-    let max_words = max.feature_words();
-    let default_words = destination.default.feature_words();
-    let reflected_words = destination.reflected_source().feature_words();
-    // One pass finds whether there is anything to report; most checks have nothing.
-    let (mut missing_any, mut warning_any) = (0, 0);
-    for w in 0..NR_WORDS {
-        let (v, m) = (vm_words[w], max_words[w]);
-        missing_any |= v & !m & rules.needed[w];
-        warning_any |= ((v ^ reflected_words[w]) & rules.reflected[w])
+    // Whether there is anything to report is found reading the policies in place; most checks
+    // have nothing, and only then are the words gathered to name it. Warnings can only come
+    // from the few words with host-reflected or accumulate bits.
+    let (default, reflected) = (&destination.default, destination.reflected_source());
+    let missing_any = vm.any_beyond(max, &rules.needed);
+    let mut warning_any = 0;
+    for w in WARNING_WORDS {
+        let (v, m) = (vm.feature_word(w), max.feature_word(w));
+        warning_any |= ((v ^ reflected.feature_word(w)) & rules.reflected[w])
             | (v & !m & rules.or[w])
-            | (!v & default_words[w] & rules.or[w]);
+            | (!v & default.feature_word(w) & rules.or[w]);
     }
-    if missing_any != 0 {
+    let (vm_words, max_words) = if missing_any || warning_any != 0 {
+        (vm.feature_words(), max.feature_words())
+    } else {
+        ([0; NR_WORDS], [0; NR_WORDS])
+    };
+    if missing_any {
         for w in 0..NR_WORDS {
             each_bit(vm_words[w] & !max_words[w] & rules.needed[w], w, |id| {
                 result.mismatches.push(Mismatch::Feature(id))
@@ -211,6 +215,7 @@ pub fn check_migration(vm: &CpuPolicy, destination: &PoolHost) -> MigrationCheck
         }
     }
     if warning_any != 0 {
+        let (default_words, reflected_words) = (default.feature_words(), reflected.feature_words());
         for w in 0..NR_WORDS {
             each_bit((vm_words[w] ^ reflected_words[w]) & rules.reflected[w], w, |id| {
                 result.warnings.push(Warning::HostReflected { feature: id, vm: vm_words[w] & id.mask() != 0 })

@@ -226,6 +226,11 @@ impl RuleMasks {
     }
 }
 
+/// The featureset words holding host-reflected or accumulate bits: the only words in which a
+/// migration check can warn. A constant, so the check reads just these words of the
+/// destination's default and reflected policies; a test keeps it equal to the rule table's.
+pub(crate) const WARNING_WORDS: [usize; 5] = [5, 8, 9, 11, 16];
+
 pub(crate) fn masks() -> &'static RuleMasks {
     static MASKS: OnceLock<RuleMasks> = OnceLock::new();
     MASKS.get_or_init(|| {
@@ -271,6 +276,13 @@ pub(crate) fn masks() -> &'static RuleMasks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warning_words_are_the_words_with_reflected_or_accumulate_bits() {
+        let masks = masks();
+        let words: Vec<usize> = (0..NR_WORDS).filter(|&w| masks.reflected[w] | masks.or[w] != 0).collect();
+        assert_eq!(WARNING_WORDS.to_vec(), words);
+    }
     use cpupolicy_featureset::ids;
     use cpupolicy_featureset::{known, FEATURES};
 

@@ -686,6 +686,27 @@ impl CpuPolicy {
         words
     }
 
+    /// Whether any featureset word has a bit set in `self`, clear in `other` and set in `mask`
+    /// (`self & !other & mask`): read in place, word by word at fixed places, nothing built.
+    #[inline(always)]
+    pub(crate) fn any_beyond(&self, other: &CpuPolicy, mask: &[u32; NR_WORDS]) -> bool {
+        let mut any = 0;
+        macro_rules! words {
+            ($($w:literal)*) => {$(
+                if WORD_REGISTERS[$w].0 != MSR_WORD {
+                    let (slot, register) = (WORD_REGISTERS[$w].0 as usize, WORD_REGISTERS[$w].1 as usize);
+                    any |= self.slots[slot][register] & !other.slots[slot][register] & mask[$w];
+                }
+            )*};
+        }
+        words!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18);
+        const _: () = assert!(NR_WORDS == 19, "any_beyond reads words 0 to 18");
+        let (a, b) = (self.msr(MSR_ARCH_CAPABILITIES), other.msr(MSR_ARCH_CAPABILITIES));
+        any |= (a as u32) & !(b as u32) & mask[ARCH_CAPS_WORDS[0]];
+        any |= ((a >> 32) as u32) & !((b >> 32) as u32) & mask[ARCH_CAPS_WORDS[1]];
+        any != 0
+    }
+
     /// One featureset word, read in place.
     #[inline]
     pub(crate) fn feature_word(&self, word: usize) -> u32 {
@@ -861,6 +882,40 @@ mod tests {
     /// Clearing runs of slots keeps exactly what [`InRange::keeps`] keeps, entry by entry: on a
     /// policy holding every slot and side-table keys of the same leaves, for limits at and
     /// around every boundary.
+    /// Reading in place agrees with comparing the gathered words, bit by bit, MSR words
+    /// included.
+    #[test]
+    fn any_beyond_is_the_word_comparison() {
+        let mut state = 0x853c_49e6_748f_ea9bu64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..200 {
+            let (mut a, mut b) = (CpuPolicy::new(), CpuPolicy::new());
+            let words = |next: &mut dyn FnMut() -> u64| std::array::from_fn::<u32, NR_WORDS, _>(|_| next() as u32);
+            a.set_feature_words(&words(&mut next));
+            b.set_feature_words(&words(&mut next));
+            for w in 0..NR_WORDS {
+                // Often equal words, so that single bits decide.
+                if next() % 2 == 0 {
+                    let mut bw = b.feature_words();
+                    bw[w] = a.feature_words()[w];
+                    b.set_feature_words(&bw);
+                }
+            }
+            for bit in 0..NR_WORDS * 32 {
+                let mut mask = [0u32; NR_WORDS];
+                mask[bit / 32] = 1 << (bit % 32);
+                let (fa, fb) = (a.feature_words(), b.feature_words());
+                let expected = (0..NR_WORDS).any(|w| fa[w] & !fb[w] & mask[w] != 0);
+                assert_eq!(a.any_beyond(&b, &mask), expected, "bit {bit}");
+            }
+        }
+    }
+
     #[test]
     fn range_clearing_by_slots_matches_the_rule() {
         let mut full = CpuPolicy::new();
