@@ -415,7 +415,7 @@ pub const VPCLMULQDQ: FeatureId = FeatureId::from_index(202);
 /// `avx512-vnni` (6*32+11): Vector Neural Network Instrs
 pub const AVX512_VNNI: FeatureId = FeatureId::from_index(203);
 
-/// `avx512-bitalg` (6*32+12): Support for VPOPCNT[B,W] and VPSHUFBITQMB
+/// `avx512-bitalg` (6*32+12): Support for VPOPCNT\[B,W\] and VPSHUFBITQMB
 pub const AVX512_BITALG: FeatureId = FeatureId::from_index(204);
 
 /// `tme` (6*32+13): Total Memory Encryption

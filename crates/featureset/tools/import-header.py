@@ -145,7 +145,8 @@ def main():
     for name, idx, attrs, desc in sorted(newest, key=lambda f: f[1]):
         ident = rust_ident(name)
         xname = name.lower().replace("_", "-")
-        doc = desc.replace("\\", "\\\\")
+        # Rustdoc reads `[...]` as a link: escape brackets (`VPOPCNT[B,W]`).
+        doc = desc.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
         w()
         w(f"/// `{xname}` ({idx // 32}*32+{idx % 32}): {doc}")
         w(f"pub const {ident}: FeatureId = FeatureId::from_index({idx});")
