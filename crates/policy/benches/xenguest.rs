@@ -148,6 +148,11 @@ fn cpupolicy_policy(input: &Input) -> CpuPolicy {
 #[no_mangle]
 #[inline(never)]
 fn measured_xenguest_deserialise(policy: *mut c_void, input: &Input) {
+    xenguest_update(policy, input);
+}
+
+/// libxenguest's deserialisation of `input` onto `policy` (a live xc_cpu_policy).
+fn xenguest_update(policy: *mut c_void, input: &Input) {
     // SAFETY: `policy` is a live xc_cpu_policy; the arrays are valid for their lengths and laid
     // out as xen_cpuid_leaf_t / xen_msr_entry_t (repr(C), same fields).
     let status = unsafe {
@@ -166,6 +171,11 @@ fn measured_cpupolicy_serialise(policy: &CpuPolicy, leaves: &mut [XenCpuidLeaf],
 #[no_mangle]
 #[inline(never)]
 fn measured_xenguest_serialise(policy: *const c_void, leaves: &mut [XenCpuidLeaf], msrs: &mut [XenMsrEntry]) -> u32 {
+    xenguest_serialise(policy, leaves, msrs)
+}
+
+/// libxenguest's serialisation of `policy` (a live xc_cpu_policy) into the buffers.
+fn xenguest_serialise(policy: *const c_void, leaves: &mut [XenCpuidLeaf], msrs: &mut [XenMsrEntry]) -> u32 {
     let (mut nr_leaves, mut nr_msrs) = (leaves.len() as u32, msrs.len() as u32);
     // SAFETY: `policy` is live; the buffers are valid for the lengths passed.
     let status = unsafe {
@@ -207,12 +217,7 @@ fn xenguest_policy(input: &Input) -> *mut c_void {
     let policy = unsafe { xc_cpu_policy_init() };
     assert!(!policy.is_null());
     // Not through `measured_xenguest_deserialise`: building the object is not what is counted.
-    // SAFETY: `policy` is live; the arrays are valid for their lengths and laid out as Xen's.
-    let status = unsafe {
-        xc_cpu_policy_update_cpuid(std::ptr::null_mut(), policy, input.leaves.as_ptr(), input.leaves.len() as u32)
-            | xc_cpu_policy_update_msrs(std::ptr::null_mut(), policy, input.msrs.as_ptr(), input.msrs.len() as u32)
-    };
-    assert_eq!(status, 0, "libxenguest refused {}", input.name);
+    xenguest_update(policy, input);
     policy
 }
 
@@ -229,16 +234,7 @@ fn run(op: &str, index: usize, calls: usize) {
         "xenguest-deserialise" => {
             // SAFETY: plain constructor.
             let policy = unsafe { xc_cpu_policy_init() };
-            // SAFETY: as in `measured_xenguest_deserialise` (the warm-up, not counted).
-            let warm = unsafe {
-                xc_cpu_policy_update_cpuid(
-                    std::ptr::null_mut(),
-                    policy,
-                    input.leaves.as_ptr(),
-                    input.leaves.len() as u32,
-                )
-            };
-            assert_eq!(warm, 0);
+            xenguest_update(policy, input); // the warm-up, not counted
             (0..calls).for_each(|_| measured_xenguest_deserialise(policy, input));
             // SAFETY: from xc_cpu_policy_init, not used afterwards.
             unsafe { xc_cpu_policy_destroy(policy) };
@@ -254,19 +250,7 @@ fn run(op: &str, index: usize, calls: usize) {
         "xenguest-serialise" => {
             let policy = xenguest_policy(input);
             let (mut leaves, mut msrs) = (vec![XenCpuidLeaf::default(); 256], vec![XenMsrEntry::default(); 16]);
-            let (mut nr_leaves, mut nr_msrs) = (leaves.len() as u32, msrs.len() as u32);
-            // SAFETY: the warm-up, as in `measured_xenguest_serialise`.
-            let warm = unsafe {
-                xc_cpu_policy_serialise(
-                    std::ptr::null_mut(),
-                    policy,
-                    leaves.as_mut_ptr(),
-                    &mut nr_leaves,
-                    msrs.as_mut_ptr(),
-                    &mut nr_msrs,
-                )
-            };
-            assert_eq!(warm, 0);
+            xenguest_serialise(policy, &mut leaves, &mut msrs); // the warm-up, not counted
             (0..calls).for_each(|_| {
                 let _ = black_box(measured_xenguest_serialise(policy, &mut leaves, &mut msrs));
             });
