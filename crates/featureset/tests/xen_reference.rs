@@ -178,3 +178,28 @@ fn static_sets_of_every_recorded_release_are_the_tables() {
     }
     assert!(compared >= 8 * 7, "{compared} static sets compared");
 }
+
+/// The featureset length each recorded hypervisor reports (`nr_features`, what the sysctl
+/// returns for a NULL buffer) is the release table's length at the newest point release of its
+/// branch (Debian ships 4.14.6, 4.17.x and 4.20.x; 4.21.2 and 4.22.0 were built from their tags).
+#[test]
+fn recorded_featureset_lengths_are_the_release_tables() {
+    let Some(dir) = reference_dir() else { return };
+    let mut compared = 0;
+    for (path, text) in featureset_recordings(&dir) {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(version) = name.strip_prefix("xen-").and_then(|n| n.split('-').next()) else { continue };
+        let release = cpupolicy_featureset::XenRelease::parse(version).unwrap_or_else(|| panic!("{name}"));
+        let facts = release.facts().unwrap_or_else(|| panic!("{name}: no release table row"));
+        let recorded: usize = text
+            .lines()
+            .find_map(|l| l.strip_prefix("nr_features:"))
+            .unwrap_or_else(|| panic!("{name}: no nr_features line"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(recorded, facts.featureset_words_newest, "{name} ({})", facts.newest_point);
+        compared += 1;
+    }
+    assert!(compared >= 7, "{compared} recordings compared");
+}
