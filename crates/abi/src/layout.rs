@@ -53,6 +53,9 @@ pub struct WireLimits {
     max_leaf7_subleaf: u32,
     max_extended_leaf: u32,
     max_msrs: u32,
+    /// Per basic leaf, its first slot and how many sub-leaves this format holds (0: a leaf
+    /// without sub-leaves), leaf 7's count cut to this release's.
+    blocks: [(u8, u8); BASIC_SLOTS],
 }
 
 impl WireLimits {
@@ -68,7 +71,16 @@ impl WireLimits {
     pub const LATEST: WireLimits = WireLimits::XEN_4_17;
 
     const fn new(max_leaf7_subleaf: u32, max_extended_leaf: u32, max_msrs: u32) -> WireLimits {
-        WireLimits { max_leaf7_subleaf, max_extended_leaf, max_msrs }
+        assert!(max_leaf7_subleaf <= XEN_MAX_LEAF7_SUBLEAF && max_extended_leaf <= XEN_MAX_EXTENDED_LEAF);
+        let mut blocks = [(0u8, 0u8); BASIC_SLOTS];
+        let mut leaf = 0;
+        while leaf < BASIC_SLOTS {
+            let (base, count) = subleaf_block(leaf as u32);
+            let count = if leaf == 7 { max_leaf7_subleaf as usize + 1 } else { count };
+            blocks[leaf] = (base as u8, count as u8);
+            leaf += 1;
+        }
+        WireLimits { max_leaf7_subleaf, max_extended_leaf, max_msrs, blocks }
     }
 
     /// The limits of a Xen release (table above); `None` before 4.14. An unreadable point
@@ -131,7 +143,7 @@ impl WireLimits {
     /// accepts (a leaf without sub-leaves only as such).
     #[inline]
     pub fn carries(&self, key: CpuidKey) -> bool {
-        key_slot(key, self.max_leaf7_subleaf, self.max_extended_leaf).is_some()
+        key_slot(key, self).is_some()
     }
 
     /// The MSRs the format holds, in order.
@@ -188,29 +200,29 @@ pub const SLOTS: usize = EXTENDED_BASE + EXTENDED_SLOTS;
 /// The slot of a key, or `None` when the newest release's format cannot carry it.
 #[inline]
 pub const fn slot_of(key: CpuidKey) -> Option<usize> {
-    key_slot(key, XEN_MAX_LEAF7_SUBLEAF, XEN_MAX_EXTENDED_LEAF)
+    key_slot(key, &WireLimits::LATEST)
 }
 
 /// [`wire_slot`] for a key. Sub-leaf 0xffffffff is a sub-leaf like any other here, which
 /// Xen's format cannot tell from "no sub-leaf": it has no slot.
 #[inline]
-const fn key_slot(key: CpuidKey, max_leaf7_subleaf: u32, max_extended_leaf: u32) -> Option<usize> {
+const fn key_slot(key: CpuidKey, limits: &WireLimits) -> Option<usize> {
     match key.subleaf {
-        None => wire_slot(key.leaf, XEN_CPUID_NO_SUBLEAF, max_leaf7_subleaf, max_extended_leaf),
+        None => wire_slot(key.leaf, XEN_CPUID_NO_SUBLEAF, limits),
         Some(XEN_CPUID_NO_SUBLEAF) => None,
-        Some(subleaf) => wire_slot(key.leaf, subleaf, max_leaf7_subleaf, max_extended_leaf),
+        Some(subleaf) => wire_slot(key.leaf, subleaf, limits),
     }
 }
 
 /// The slot of an entry of Xen's format (`leaf`, `subleaf` as Xen writes them, sub-leaf
 /// `0xffffffff` for none), or `None` when Xen's policy has no room for it
-/// (`x86_cpuid_copy_from_buffer`'s checks): leaf 7 up to `max_leaf7_subleaf`, extended leaves
-/// up to `max_extended_leaf`.
+/// (`x86_cpuid_copy_from_buffer`'s checks) in the format of `limits`: leaf 7 up to its max
+/// sub-leaf, extended leaves up to its max extended leaf.
 #[inline]
-pub const fn wire_slot(leaf: u32, subleaf: u32, max_leaf7_subleaf: u32, max_extended_leaf: u32) -> Option<usize> {
+pub const fn wire_slot(leaf: u32, subleaf: u32, limits: &WireLimits) -> Option<usize> {
     const NONE: u32 = XEN_CPUID_NO_SUBLEAF;
     if leaf <= XEN_MAX_BASIC_LEAF {
-        let (base, count) = BASIC_BLOCKS[leaf as usize];
+        let (base, count) = limits.blocks[leaf as usize];
         let (base, count) = (base as usize, count as u32);
         if count == 0 {
             if subleaf == NONE {
@@ -218,13 +230,14 @@ pub const fn wire_slot(leaf: u32, subleaf: u32, max_leaf7_subleaf: u32, max_exte
             } else {
                 None
             }
-        } else if subleaf < count && (leaf != 7 || subleaf <= max_leaf7_subleaf) {
+        } else if subleaf < count {
             Some(base + subleaf as usize)
         } else {
             None
         }
     } else if leaf >= 0x8000_0000 {
-        if leaf <= max_extended_leaf && leaf <= XEN_MAX_EXTENDED_LEAF && subleaf == NONE {
+        // `new` keeps the max within the slots.
+        if leaf <= limits.max_extended_leaf && subleaf == NONE {
             Some(EXTENDED_BASE + (leaf - 0x8000_0000) as usize)
         } else {
             None
@@ -237,18 +250,6 @@ pub const fn wire_slot(leaf: u32, subleaf: u32, max_leaf7_subleaf: u32, max_exte
         None
     }
 }
-
-/// Per basic leaf, the first slot and count of its sub-leaves (count 0: a leaf without).
-const BASIC_BLOCKS: [(u8, u8); BASIC_SLOTS] = {
-    let mut blocks = [(0u8, 0u8); BASIC_SLOTS];
-    let mut leaf = 0;
-    while leaf < BASIC_SLOTS {
-        let (base, count) = subleaf_block(leaf as u32);
-        blocks[leaf] = (base as u8, count as u8);
-        leaf += 1;
-    }
-    blocks
-};
 
 // Slot numbers fit the table's bytes.
 const _: () = assert!(SLOTS <= 256);

@@ -389,7 +389,7 @@ impl CpuPolicy {
         const _: () = assert!(WireLimits::LATEST.max_leaves() <= 128);
         let mut slots = [0u8; 128];
         for (position, (entry, slot)) in leaves.iter().zip(slots.iter_mut()).enumerate() {
-            match wire_slot(entry.leaf, entry.subleaf, limits.max_leaf7_subleaf(), limits.max_extended_leaf()) {
+            match wire_slot(entry.leaf, entry.subleaf, limits) {
                 Some(found) => *slot = found as u8,
                 None => return Err(WireError::LeafOutOfRange { position, leaf: entry.leaf, subleaf: entry.subleaf }),
             }
