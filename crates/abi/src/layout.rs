@@ -30,7 +30,8 @@ pub const XEN_HYPERVISOR_LEAVES: [u32; 2] = [0x4000_0000, 0x4000_0100];
 pub const XEN_MAX_LEAF7_SUBLEAF: u32 = 2;
 /// Highest extended leaf the newest release's policy holds (0x80000000 + `CPUID_GUEST_NR_EXTD` − 1).
 pub const XEN_MAX_EXTENDED_LEAF: u32 = 0x8000_0021;
-/// The MSRs of Xen's policy, in serialisation order; a release carrying one MSR carries the first.
+/// The MSRs of Xen's policy, in serialisation order (index order); a release carrying one MSR
+/// carries the first. Also the MSRs a model of a policy keeps in fixed places ([`msr_slot`]).
 pub const XEN_POLICY_MSRS: [u32; 2] = [MSR_PLATFORM_INFO, MSR_ARCH_CAPABILITIES];
 
 /// What one Xen release's policy format holds: the array sizes that decide which leaves are
@@ -85,7 +86,6 @@ impl WireLimits {
 
     /// The limits of a Xen release (table above); `None` before 4.14. An unreadable point
     /// release is taken as `.0`, the smallest layout of its branch.
-    #[inline]
     pub fn for_xen(version: &XenVersion) -> Option<WireLimits> {
         let micro = version.micro().unwrap_or(0);
         Some(match (version.major, version.minor) {
@@ -100,7 +100,6 @@ impl WireLimits {
 
     /// The limits matching the maxima a hypervisor reports (`get_cpu_policy` with a NULL
     /// buffer: 114, 119 or 120 leaves; 1 or 2 MSRs). `None` for any other pair.
-    #[inline]
     pub fn from_maxima(max_leaves: u32, max_msrs: u32) -> Option<WireLimits> {
         [WireLimits::XEN_4_14_0, WireLimits::XEN_4_14_1, WireLimits::XEN_4_16_0, WireLimits::XEN_4_17]
             .into_iter()
@@ -153,10 +152,7 @@ impl WireLimits {
     }
 }
 
-/// The MSRs with a fixed place, in index order.
-pub const MSR_SLOTS: [u32; 2] = [MSR_PLATFORM_INFO, MSR_ARCH_CAPABILITIES];
-
-/// The place of an MSR in [`MSR_SLOTS`], or `None`.
+/// The place of an MSR in [`XEN_POLICY_MSRS`] (which is index order too), or `None`.
 #[inline]
 pub const fn msr_slot(index: u32) -> Option<usize> {
     match index {

@@ -169,20 +169,17 @@ pub struct XenVersion {
 
 impl XenVersion {
     /// A version from its parts.
-    #[inline]
     pub fn new(major: u32, minor: u32, extra: impl Into<String>) -> XenVersion {
         XenVersion { major, minor, extra: extra.into() }
     }
 
     /// The point release, when the extra version starts with `.N` (`.3` → 3, `.6-pre` → 6).
-    #[inline]
     pub fn micro(&self) -> Option<u32> {
         let digits: String = self.extra.strip_prefix('.')?.chars().take_while(char::is_ascii_digit).collect();
         digits.parse().ok()
     }
 
     /// Parses `4.20.3`, `4.21-unstable`, `4.17.6-pre`.
-    #[inline]
     pub fn parse(text: &str) -> Option<XenVersion> {
         let (major, rest) = text.trim().split_once('.')?;
         let split = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());

@@ -12,8 +12,9 @@ pub use cpupolicy_abi::{CpuidKey, Registers};
 pub(crate) use cpupolicy_abi::layout::wire_slot;
 use cpupolicy_abi::layout::{
     key_of_slot, msr_slot, slot_of, subleaf_block, BASIC_SLOTS, EXTENDED_BASE, EXTENDED_SLOTS, LEAF4_BASE, LEAF4_SLOTS,
-    LEAF7_BASE, LEAF7_SLOTS, LEAFB_BASE, LEAFB_SLOTS, LEAFD_BASE, LEAFD_SLOTS, MSR_SLOTS, SLOTS, SLOT_ORDER,
+    LEAF7_BASE, LEAF7_SLOTS, LEAFB_BASE, LEAFB_SLOTS, LEAFD_BASE, LEAFD_SLOTS, SLOTS, SLOT_ORDER,
 };
+use cpupolicy_abi::XEN_POLICY_MSRS;
 pub use cpupolicy_abi::{MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO};
 
 /// Bit 31 of [`MSR_PLATFORM_INFO`]: CPUID faulting is available.
@@ -223,10 +224,11 @@ impl Iterator for MsrEntries<'_> {
     type Item = (u32, u64);
 
     fn next(&mut self) -> Option<(u32, u64)> {
-        while self.fixed < MSR_SLOTS.len() && self.policy.msr_slots[self.fixed] == 0 {
+        while self.fixed < XEN_POLICY_MSRS.len() && self.policy.msr_slots[self.fixed] == 0 {
             self.fixed += 1;
         }
-        let fixed = (self.fixed < MSR_SLOTS.len()).then(|| (MSR_SLOTS[self.fixed], self.policy.msr_slots[self.fixed]));
+        let fixed = (self.fixed < XEN_POLICY_MSRS.len())
+            .then(|| (XEN_POLICY_MSRS[self.fixed], self.policy.msr_slots[self.fixed]));
         let side = self.policy.msr_side.get(self.side).copied();
         let item = match (fixed, side) {
             (Some(f), Some(s)) if f.0 < s.0 => {
