@@ -27,6 +27,7 @@ use std::fmt::Write as _;
 
 use cpupolicy_featureset::{FeatureId, Featureset, NR_WORDS};
 
+use crate::level::words_of;
 use crate::level_rules::{each_bit, masks};
 
 /// Levels the featuresets of a pool's hosts (all defaults, or all maxes): see the module
@@ -65,17 +66,20 @@ pub fn combine_featuresets(a: &Featureset, b: &Featureset) -> Featureset {
 
 /// The RSBA/RRSBA rule on a levelled featureset, given the union of its inputs (see the module
 /// documentation). Also used by [`level_pool`](crate::level_pool) for the pool default.
+/// (The rule itself is [`apply_rsba_rule_to_words`]; every bit it reads or writes lies in the
+/// first [`NR_WORDS`] words.)
 pub(crate) fn apply_rsba_rule(levelled: &mut Featureset, any: &Featureset) {
-    let (rsba, rrsba) = (ids::RSBA, ids::RRSBA);
-    if levelled.contains(ids::ARCH_CAPS) && (any.contains(rsba) || any.contains(rrsba)) {
-        let eibrs = levelled.contains(ids::EIBRS);
-        levelled.remove(rsba);
-        levelled.remove(rrsba);
-        levelled.insert(if eibrs { rrsba } else { rsba });
+    let mut words = words_of(levelled);
+    apply_rsba_rule_to_words(&mut words, &words_of(any));
+    for id in [ids::RSBA, ids::RRSBA] {
+        let now = words[id.word()] & id.mask() != 0;
+        if now != levelled.contains(id) {
+            levelled.set(id, now);
+        }
     }
 }
 
-/// [`apply_rsba_rule`] on featureset words, without allocating.
+/// The RSBA/RRSBA rule on featureset words, without allocating (see [`apply_rsba_rule`]).
 pub(crate) fn apply_rsba_rule_to_words(levelled: &mut [u32; NR_WORDS], any: &[u32; NR_WORDS]) {
     let has = |words: &[u32; NR_WORDS], id: FeatureId| words[id.word()] & id.mask() != 0;
     let (rsba, rrsba) = (ids::RSBA, ids::RRSBA);

@@ -340,38 +340,6 @@ impl CpuPolicy {
         self.side.retain(|&(key, registers)| keep(key, registers));
     }
 
-    /// [`CpuPolicy::retain_cpuid`] for the entries of one leaf only, the rest untouched without
-    /// being visited.
-    pub fn retain_leaf(&mut self, leaf: u32, mut keep: impl FnMut(CpuidKey, Registers) -> bool) {
-        let (base, count) = subleaf_block(leaf);
-        if let Some(slot) = slot_of(CpuidKey::plain(leaf)) {
-            let registers = self.slots[slot];
-            if !is_zero4(registers) && !keep(CpuidKey::plain(leaf), Registers::from_array(registers)) {
-                self.slots[slot] = [0; 4];
-            }
-        }
-        for (subleaf, slot) in self.slots[base..base + count].iter_mut().enumerate() {
-            if !is_zero4(*slot) && !keep(CpuidKey::indexed(leaf, subleaf as u32), Registers::from_array(*slot)) {
-                *slot = [0; 4];
-            }
-        }
-        let start = self.side.partition_point(|(k, _)| k.leaf < leaf);
-        let end = start + self.side[start..].partition_point(|(k, _)| k.leaf == leaf);
-        if start < end {
-            let mut index = start;
-            let mut kept = start;
-            while index < end {
-                let (key, registers) = self.side[index];
-                if keep(key, registers) {
-                    self.side[kept] = self.side[index];
-                    kept += 1;
-                }
-                index += 1;
-            }
-            self.side.drain(kept..end);
-        }
-    }
-
     /// Removes every entry of `leaf`: the leaf and all its sub-leaves.
     pub fn remove_leaf(&mut self, leaf: u32) {
         let (base, count) = subleaf_block(leaf);
@@ -385,7 +353,7 @@ impl CpuPolicy {
     }
 
     /// Keeps, of the sub-leaves of `leaf`, only those below 64 whose bit is set in `keep`
-    /// (the plain leaf stays): [`CpuPolicy::retain_leaf`] with that rule, one store per
+    /// (the plain leaf stays): [`CpuPolicy::retain_cpuid`] with that rule on that leaf, one store per
     /// sub-leaf cleared.
     pub(crate) fn retain_subleaves_in(&mut self, leaf: u32, keep: u64) {
         let (base, count) = subleaf_block(leaf);
@@ -959,14 +927,9 @@ mod tests {
                 }
             }
         }
-        // One leaf's retain and search agree with the whole-policy walk and `leaf_entries`.
+        // One leaf's removal, trim and search agree with the whole-policy walk and `leaf_entries`.
         for leaf in [0, 4, 7, 0xb, 0xd, 0x1f, 0x4000_0000, 0x8000_001d, 0x8000_0008] {
             for modulus in [1, 2, 3] {
-                let keep = |key: CpuidKey, r: Registers| (r.eax + key.subleaf.unwrap_or(0)).is_multiple_of(modulus);
-                let (mut one, mut all) = (full.clone(), full.clone());
-                one.retain_leaf(leaf, keep);
-                all.retain_cpuid(|key, r| key.leaf != leaf || keep(key, r));
-                assert_eq!(one, all, "{leaf:#x} {modulus}");
                 let (mut removed, mut by_rule) = (full.clone(), full.clone());
                 removed.remove_leaf(leaf);
                 by_rule.retain_cpuid(|key, _| key.leaf != leaf);
@@ -974,7 +937,9 @@ mod tests {
                 let keep_bits = 0x5555_5555_5555_5557u64.rotate_left(modulus);
                 let (mut by_mask, mut by_rule) = (full.clone(), full.clone());
                 by_mask.retain_subleaves_in(leaf, keep_bits);
-                by_rule.retain_leaf(leaf, |key, _| key.subleaf.is_none_or(|s| s < 64 && keep_bits & (1 << s) != 0));
+                by_rule.retain_cpuid(|key, _| {
+                    key.leaf != leaf || key.subleaf.is_none_or(|s| s < 64 && keep_bits & (1 << s) != 0)
+                });
                 assert_eq!(by_mask, by_rule, "{leaf:#x} {keep_bits:#x}");
                 let found = full.first_entry_where(leaf, |r| r.eax.is_multiple_of(modulus));
                 assert_eq!(found, full.leaf_entries(leaf).find(|(_, r)| r.eax.is_multiple_of(modulus)).map(|(k, _)| k));
