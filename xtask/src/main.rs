@@ -507,37 +507,18 @@ fn real_xen_pools(cpupolicy: &Path, dir: &Path) -> Result<(), String> {
         status == 1 && stranding["kind"] == "shut-out" && !named.is_empty() && named == planned,
         &format!("{stdout}{stderr}"),
     );
-    let (status, stdout, stderr) = run(&strings(&[
-        "plan",
-        "--kind",
-        "pv",
-        "--host",
-        &sky,
-        "--host",
-        &neh,
-        "--vm",
-        &vm,
-        "--remove",
-        "xen-4.20-nehalem",
-    ]))?;
+    // Both hosts in the pool, the VM on the Skylake, and one change.
+    let plan_both = |change: &[&str]| {
+        let pool = ["plan", "--kind", "pv", "--host", &sky, "--host", &neh, "--vm", &vm];
+        run(&strings(&[&pool[..], change].concat()))
+    };
+    let (status, stdout, stderr) = plan_both(&["--remove", "xen-4.20-nehalem"])?;
     expect(
         "plan: removing the Nehalem strands nothing",
         status == 0 && stdout.contains("stranded: none"),
         &format!("{stdout}{stderr}"),
     );
-    let (status, stdout, stderr) = run(&strings(&[
-        "plan",
-        "--kind",
-        "pv",
-        "--host",
-        &sky,
-        "--host",
-        &neh,
-        "--vm",
-        &vm,
-        "--replace",
-        &format!("xen-4.20-skylake={sky}"),
-    ]))?;
+    let (status, stdout, stderr) = plan_both(&["--replace", &format!("xen-4.20-skylake={sky}")])?;
     expect(
         "plan: replacing a host by its own bundle changes nothing",
         status == 0 && stdout.contains("stranded: none") && stdout.contains("VMs: no VM's reach changes"),

@@ -40,6 +40,19 @@ fn featureset_recordings(dir: &std::path::Path) -> Vec<(PathBuf, String)> {
     out
 }
 
+/// Every recording named `xen-VERSION-…`: its file name, the release it is of, and its text.
+fn release_recordings(dir: &std::path::Path) -> Vec<(String, cpupolicy_featureset::XenRelease, String)> {
+    featureset_recordings(dir)
+        .into_iter()
+        .filter_map(|(path, text)| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let version = name.strip_prefix("xen-")?.split('-').next()?;
+            let release = cpupolicy_featureset::XenRelease::parse(version).unwrap_or_else(|| panic!("{name}"));
+            Some((name, release, text))
+        })
+        .collect()
+}
+
 fn read(name: &str) -> Option<String> {
     let dir = reference_dir()?;
     Some(std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}")))
@@ -158,10 +171,7 @@ fn featureset_text_as_xapi_and_xen_cpuid_store_it_reads_and_writes_back_unchange
 fn static_sets_of_every_recorded_release_are_the_tables() {
     let Some(dir) = reference_dir() else { return };
     let mut compared = 0;
-    for (path, text) in featureset_recordings(&dir) {
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let Some(version) = name.strip_prefix("xen-").and_then(|n| n.split('-').next()) else { continue };
-        let release = cpupolicy_featureset::XenRelease::parse(version).unwrap_or_else(|| panic!("{name}"));
+    for (name, release, text) in release_recordings(&dir) {
         let lines = featureset_lines(&text);
         for (mask, label) in StaticMask::XEN_CPUID_ORDER {
             let recorded = &lines.iter().find(|(l, _)| l == label).unwrap_or_else(|| panic!("{name}: {label}")).1;
@@ -186,10 +196,7 @@ fn static_sets_of_every_recorded_release_are_the_tables() {
 fn recorded_featureset_lengths_are_the_release_tables() {
     let Some(dir) = reference_dir() else { return };
     let mut compared = 0;
-    for (path, text) in featureset_recordings(&dir) {
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let Some(version) = name.strip_prefix("xen-").and_then(|n| n.split('-').next()) else { continue };
-        let release = cpupolicy_featureset::XenRelease::parse(version).unwrap_or_else(|| panic!("{name}"));
+    for (name, release, text) in release_recordings(&dir) {
         let facts = release.facts().unwrap_or_else(|| panic!("{name}: no release table row"));
         let recorded: usize = text
             .lines()
