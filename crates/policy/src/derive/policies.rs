@@ -221,8 +221,9 @@ pub(super) fn reflect_rsba(fs: &mut Words, boot: &Boot) {
     }
 }
 
-/// `calculate_pv_max_policy`.
-pub(super) fn pv_max_policy(raw: &XenPolicy, host: &XenPolicy, boot: &Boot) -> XenPolicy {
+/// What both max policies start from: the host policy (with 4.22's `recalculate_misc`), the
+/// guest max leaves, and its featureset words within the kind's static max mask.
+fn max_start(host: &XenPolicy, boot: &Boot, kind: GuestKind) -> (XenPolicy, Words) {
     let mut p = host.clone();
     if boot.release >= XenRelease::V4_22 {
         recalculate_misc(&mut p, boot.cpu.vendor);
@@ -233,7 +234,13 @@ pub(super) fn pv_max_policy(raw: &XenPolicy, host: &XenPolicy, boot: &Boot) -> X
         p.set_max_leaves();
     }
     let mut fs = p.words();
-    and(&mut fs, &mask(StaticMask::Max(GuestKind::Pv), boot.release));
+    and(&mut fs, &mask(StaticMask::Max(kind), boot.release));
+    (p, fs)
+}
+
+/// `calculate_pv_max_policy`.
+pub(super) fn pv_max_policy(raw: &XenPolicy, host: &XenPolicy, boot: &Boot) -> XenPolicy {
+    let (mut p, mut fs) = max_start(host, boot, GuestKind::Pv);
     // Xen used to leak the host's x2APIC bit: tolerate VMs which saw it (4.19's "Hide x2APIC
     // from PV guests", in Debian's 4.17.7 as a backport; not in 4.14.6).
     if boot.release >= XenRelease::V4_17 {
@@ -280,17 +287,7 @@ pub(super) fn hvm_kind(mode: HvmMode) -> GuestKind {
 
 /// `calculate_hvm_max_policy`.
 pub(super) fn hvm_max_policy(raw: &XenPolicy, host: &XenPolicy, boot: &Boot, mode: HvmMode) -> XenPolicy {
-    let mut p = host.clone();
-    if boot.release >= XenRelease::V4_22 {
-        recalculate_misc(&mut p, boot.cpu.vendor);
-    }
-    // guest_common_max_leaves (4.20's "Extend the guest max policy max leaf/subleaves", in
-    // Debian's 4.17.7 as a backport; 4.14.6 keeps the host's).
-    if boot.release >= XenRelease::V4_17 {
-        p.set_max_leaves();
-    }
-    let mut fs = p.words();
-    and(&mut fs, &mask(StaticMask::Max(hvm_kind(mode)), boot.release));
+    let (mut p, mut fs) = max_start(host, boot, hvm_kind(mode));
     // Xen emulates the (x2)APIC whatever the host's state.
     set(&mut fs, ids::APIC);
     set(&mut fs, ids::X2APIC);
