@@ -2,12 +2,13 @@
 
 use super::*;
 
-pub(super) const NR_BASIC: usize = 0xd + 1;
-pub(super) const NR_CACHE: usize = 5 + 1;
-pub(super) const NR_FEAT: usize = 2 + 1;
-pub(super) const NR_TOPO: usize = 1 + 1;
-pub(super) const NR_XSTATE: usize = 62 + 1;
-pub(super) const NR_EXTD: usize = 0x21 + 1;
+// The array sizes of the newest release, as the ABI crate's layout of Xen's arrays has them.
+pub(super) const NR_BASIC: usize = cpupolicy_abi::layout::BASIC_SLOTS;
+pub(super) const NR_CACHE: usize = cpupolicy_abi::layout::LEAF4_SLOTS;
+pub(super) const NR_FEAT: usize = cpupolicy_abi::layout::LEAF7_SLOTS;
+pub(super) const NR_TOPO: usize = cpupolicy_abi::layout::LEAFB_SLOTS;
+pub(super) const NR_XSTATE: usize = cpupolicy_abi::layout::LEAFD_SLOTS;
+pub(super) const NR_EXTD: usize = cpupolicy_abi::layout::EXTENDED_SLOTS;
 pub(super) const EXTD: u32 = 0x8000_0000;
 
 /// `CPUID_COMMON_1D_FEATURES`: the leaf 1 EDX bits AMD mirrors in 0x80000001 EDX (FPU, VME,
