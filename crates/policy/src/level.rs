@@ -16,15 +16,15 @@
 //! that applies that part's errata workarounds is safe on the newer parts too.
 
 use cpupolicy_featureset::ids;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use cpupolicy_featureset::{
     apply_dependencies_to_words, prerequisites_of, static_mask, FeatureId, Featureset, GuestKind, StaticMask, NR_WORDS,
 };
 
 use crate::featuresets::apply_rsba_rule_to_words;
+use crate::host_set::HostSet;
 use crate::level_rules::{each_bit, masks, LevelRule};
 use crate::policy::InRange;
 use crate::{
@@ -229,13 +229,13 @@ pub struct FeatureLoss {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LossCause {
     /// These hosts lack it (indices into the hosts levelled; [`LossCause::describe`] names them).
-    LackedBy(Vec<usize>),
+    LackedBy(HostSet),
     /// (Default policy only.) These hosts cannot accept it from a migration: their max lacks it.
-    NotAcceptedBy(Vec<usize>),
+    NotAcceptedBy(HostSet),
     /// A feature it needs was lost.
     Dependency(Vec<FeatureId>),
     /// The leaf holding it is beyond the pool's max leaf (these hosts have the lower limit).
-    OutOfRange(Vec<usize>),
+    OutOfRange(HostSet),
     /// Its rule clears it (run-time-only bits).
     Rule(LevelRule),
 }
@@ -250,7 +250,7 @@ pub struct LimitLoss {
     /// The pool's value.
     pub pooled: u64,
     /// The hosts whose value is lower than the highest (indices into the hosts levelled).
-    pub hosts: Vec<usize>,
+    pub hosts: HostSet,
 }
 
 /// The numeric fields levelling takes the minimum (or, for PLATFORM_INFO, the AND) of.
@@ -447,6 +447,7 @@ pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledP
         hosts,
         Role::Acceptance,
         options.explain,
+        &acc.max_or,
         None,
     )?;
     let mut default_limits = acc.def_limits;
@@ -464,6 +465,7 @@ pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledP
         hosts,
         Role::Default,
         options.explain,
+        &acc.def_or,
         Some(&pool.acceptance.policy),
     )?;
 
@@ -558,7 +560,7 @@ impl Accumulated {
 }
 
 /// Builds one levelled policy from its base host's policy (of the role), and explains it when
-/// asked.
+/// asked (`any`: the OR of the hosts' feature words of the role).
 #[allow(clippy::too_many_arguments)]
 fn finish(
     out: &mut Levelled,
@@ -568,6 +570,7 @@ fn finish(
     hosts: &[PoolHost],
     role: Role,
     explain: bool,
+    any: &[u32; NR_WORDS],
     acceptance: Option<&CpuPolicy>,
 ) -> Result<(), LevelError> {
     let policy = &mut out.policy;
@@ -593,7 +596,7 @@ fn finish(
     level_xstate(policy, hosts, role, &base.name)?;
 
     if explain {
-        out.lost = explain_features(&out.policy, hosts, role, acceptance);
+        out.lost = explain_features(&out.policy, hosts, role, any, acceptance);
         out.limits = explain_limits(&out.policy, hosts, role);
     }
     Ok(())
@@ -696,76 +699,78 @@ fn explain_features(
     policy: &CpuPolicy,
     hosts: &[PoolHost],
     role: Role,
+    any: &[u32; NR_WORDS],
     acceptance: Option<&CpuPolicy>,
 ) -> Vec<FeatureLoss> {
     let result = policy.featureset();
     let result_words = policy.feature_words();
-    // Hosts with the same feature words lack the same features: group them (one pass), then
-    // work per group, and only the final lists are per host.
-    let mut groups: HashMap<[u32; NR_WORDS], u32, BuildHasherDefault<WordsHasher>> = HashMap::default();
-    let mut group_words: Vec<[u32; NR_WORDS]> = Vec::new();
-    let mut group_of: Vec<u32> = Vec::with_capacity(hosts.len());
-    for host in hosts {
-        let words = role.policy(host).feature_words();
-        let next = group_words.len() as u32;
-        let group = *groups.entry(words).or_insert(next);
-        if group == next {
-            group_words.push(words);
-        }
-        group_of.push(group);
-    }
-    let mut any = [0u32; NR_WORDS];
-    for words in &group_words {
-        for (a, w) in any.iter_mut().zip(words) {
-            *a |= w;
-        }
-    }
-    // The lost features in order; per group the positions (in that order) of those it lacks;
-    // per lost feature how many hosts lack it, so each list is allocated to size.
+    // The lost features (some host has them, the pool has not) in order, and one bitmap row per
+    // lost feature with one bit per host: each host lacking one is a single OR.
+    let stride = hosts.len().div_ceil(64);
     let mut order = Vec::new();
-    let mut position = [[0u16; 32]; NR_WORDS];
-    for (w, (&a, &r)) in any.iter().zip(&result_words).enumerate() {
-        each_bit(a & !r, w, |feature| {
-            position[w][feature.bit() as usize] = order.len() as u16;
-            order.push(feature);
-        });
+    let mut lost_words = [0u32; NR_WORDS];
+    for (w, ((&a, &r), lost)) in any.iter().zip(&result_words).zip(&mut lost_words).enumerate() {
+        *lost = a & !r;
+        each_bit(*lost, w, |feature| order.push(feature));
     }
-    let mut group_size = vec![0usize; group_words.len()];
-    group_of.iter().for_each(|&g| group_size[g as usize] += 1);
-    let mut counts = vec![0usize; order.len()];
-    let group_lacks: Vec<Vec<u16>> = group_words
+    // Hosts are taken 64 at a time. For each pair of words holding lost features, a 64×64 bit
+    // matrix (a row per host: the lost features it lacks) is transposed into a row per feature:
+    // the block's word of that feature's bitmap. The cost is per host and word, not per
+    // feature lacked.
+    let pairs: Vec<[usize; 2]> = {
+        let words: Vec<usize> = (0..NR_WORDS).filter(|&w| lost_words[w] != 0).collect();
+        // A lone last word pairs with itself, masked out of the high half below.
+        words.chunks(2).map(|c| [c[0], c[c.len() - 1]]).collect()
+    };
+    let pair_lost: Vec<u64> = pairs
         .iter()
-        .zip(&group_size)
-        .map(|(words, &size)| {
-            let mut lacks = Vec::new();
-            for (w, ((&a, &r), &held)) in any.iter().zip(&result_words).zip(words).enumerate() {
-                let mut bits = a & !r & !held;
-                while bits != 0 {
-                    let at = position[w][bits.trailing_zeros() as usize & 31];
-                    bits &= bits - 1;
-                    counts[usize::from(at)] += size;
-                    lacks.push(at);
-                }
-            }
-            lacks
-        })
+        .map(|&[lo, hi]| u64::from(lost_words[lo]) | if hi != lo { u64::from(lost_words[hi]) << 32 } else { 0 })
         .collect();
-    let mut lacking_by_feature: Vec<Vec<usize>> = counts.iter().map(|&n| Vec::with_capacity(n)).collect();
-    for (host, &group) in group_of.iter().enumerate() {
-        for &at in &group_lacks[group as usize] {
-            lacking_by_feature[usize::from(at)].push(host);
+    // The bitmap row (as an offset into `lacking_bits`) of each lost bit of each pair.
+    let mut row_of = vec![[0u32; 64]; pairs.len()];
+    let mut next = 0u32;
+    for (rows, &lost) in row_of.iter_mut().zip(&pair_lost) {
+        let mut bits = lost;
+        while bits != 0 {
+            rows[bits.trailing_zeros() as usize] = next * stride as u32;
+            bits &= bits - 1;
+            next += 1;
         }
     }
-    let mut lost = Vec::new();
-    for (feature, lacking) in order.into_iter().zip(lacking_by_feature) {
+    debug_assert_eq!(next as usize, order.len());
+    let mut lacking_bits = vec![0u64; order.len() * stride];
+    let mut matrices = vec![[0u64; 64]; pairs.len()];
+    for (block, block_hosts) in hosts.chunks(64).enumerate() {
+        for (i, h) in block_hosts.iter().enumerate() {
+            let held = role.policy(h).feature_words();
+            for ((matrix, &[lo, hi]), &lost) in matrices.iter_mut().zip(&pairs).zip(&pair_lost) {
+                matrix[i] = lost & !(u64::from(held[lo]) | u64::from(held[hi]) << 32);
+            }
+        }
+        for ((matrix, &lost), rows) in matrices.iter_mut().zip(&pair_lost).zip(&row_of) {
+            matrix[block_hosts.len()..].fill(0);
+            if matrix.iter().all(|&r| r == 0) {
+                continue;
+            }
+            transpose64(matrix);
+            let mut bits = lost;
+            while bits != 0 {
+                let p = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                lacking_bits[rows[p] as usize + block] = matrix[p];
+            }
+        }
+    }
+    let mut lost = Vec::with_capacity(order.len());
+    for (feature, row) in order.into_iter().zip(lacking_bits.chunks_exact(stride.max(1))) {
         let rule = level_rule(feature);
         let cause = if rule == LevelRule::RuntimeOnly {
             LossCause::Rule(rule)
-        } else if !lacking.is_empty() && rule != LevelRule::Or {
-            LossCause::LackedBy(lacking)
+        } else if row.iter().any(|&w| w != 0) && rule != LevelRule::Or {
+            LossCause::LackedBy(HostSet::from_words(row.to_vec()))
         } else if let Some(not_accepting) = acceptance
             .filter(|a| !a.has_feature(feature) && rule != LevelRule::Or)
-            .map(|_| (0..hosts.len()).filter(|&i| !hosts[i].max.has_feature(feature)).collect::<Vec<_>>())
+            .map(|_| (0..hosts.len()).filter(|&i| !hosts[i].max.has_feature(feature)).collect::<HostSet>())
             .filter(|names| !names.is_empty())
         {
             LossCause::NotAcceptedBy(not_accepting)
@@ -784,22 +789,22 @@ fn explain_features(
     lost
 }
 
-/// A fast hash of featureset words for grouping hosts (not for untrusted keys: collisions
-/// only cost time, and the words come from the pool's own policies).
-#[derive(Default)]
-struct WordsHasher(u64);
-
-impl Hasher for WordsHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x517c_c1b7_2722_0a95);
+/// Transposes a 64×64 bit matrix in place: bit `j` of row `i` goes to bit `i` of row `j`. Each
+/// step swaps the off-diagonal blocks of every block of the size before (32, 16, … 1).
+fn transpose64(m: &mut [u64; 64]) {
+    let mut width = 32;
+    let mut mask: u64 = 0x0000_0000_ffff_ffff;
+    while width != 0 {
+        let mut k = 0;
+        while k < 64 {
+            // Row k's high block of the width and row k + width's low one change places.
+            let t = ((m[k] >> width) ^ m[k + width]) & mask;
+            m[k] ^= t << width;
+            m[k + width] ^= t;
+            k = (k + width + 1) & !width;
         }
+        width >>= 1;
+        mask ^= mask << width;
     }
 }
 
@@ -835,7 +840,7 @@ fn explain_limits(policy: &CpuPolicy, hosts: &[PoolHost], role: Role) -> Vec<Lim
         if highest == pooled {
             continue;
         }
-        let below: Vec<usize> = values
+        let below: HostSet = values
             .iter()
             .enumerate()
             .filter(|(_, v)| match field {
@@ -853,8 +858,7 @@ impl LossCause {
     /// The cause in words, naming the hosts from `names` (the hosts levelled, in order):
     /// `lacked by host2`, `needs avx, which the pool lost`, …
     pub fn describe(&self, names: &[&str]) -> String {
-        let named =
-            |hosts: &[usize]| hosts.iter().filter_map(|&i| names.get(i).copied()).collect::<Vec<_>>().join(", ");
+        let named = |hosts: &HostSet| hosts.iter().filter_map(|i| names.get(i).copied()).collect::<Vec<_>>().join(", ");
         match self {
             LossCause::LackedBy(hosts) => format!("lacked by {}", named(hosts)),
             LossCause::NotAcceptedBy(hosts) => {
@@ -889,7 +893,7 @@ impl Levelled {
         let mut by_host: BTreeMap<usize, Vec<FeatureId>> = BTreeMap::new();
         for loss in &self.lost {
             if let LossCause::LackedBy(hosts) | LossCause::NotAcceptedBy(hosts) = &loss.cause {
-                for &host in hosts {
+                for host in hosts {
                     by_host.entry(host).or_default().push(loss.feature);
                 }
             }
@@ -927,7 +931,10 @@ mod tests {
         let pool = level_pool(&[a, b], LevelOptions { explain: true, ..Default::default() }).unwrap();
         let fs = pool.default.policy.featureset();
         assert!(fs.contains(ids::SSE2) && !fs.contains(ids::AVX512F));
-        assert_eq!(pool.default.lost, vec![FeatureLoss { feature: ids::AVX512F, cause: LossCause::LackedBy(vec![1]) }]);
+        assert_eq!(
+            pool.default.lost,
+            vec![FeatureLoss { feature: ids::AVX512F, cause: LossCause::LackedBy(HostSet::from([1])) }]
+        );
         assert_eq!(pool.default.lost[0].cause.describe(&["a", "b"]), "lacked by b");
         assert_eq!(pool.default.policy.leaf(1).eax, 0x306f2, "the oldest part is the base");
     }
@@ -999,7 +1006,7 @@ mod tests {
         assert_eq!((p.max_phys_addr_bits(), p.max_basic_leaf(), p.msr(MSR_PLATFORM_INFO)), (39, 0xd, 0));
         let fields: Vec<LimitField> = pool.default.limits.iter().map(|l| l.field).collect();
         assert_eq!(fields, [LimitField::MaxBasicLeaf, LimitField::MaxPhysAddrBits, LimitField::PlatformInfo]);
-        assert!(pool.default.limits.iter().all(|l| l.hosts == [1]), "held down by b");
+        assert!(pool.default.limits.iter().all(|l| l.hosts == vec![1]), "held down by b");
     }
 
     #[test]
@@ -1092,6 +1099,25 @@ mod tests {
         q.set_cpuid(CpuidKey::plain(0x8000_0001), Registers::new(0, 0, 1, 0));
         clear_out_of_range_leaves(&mut q);
         assert!(q.contains(CpuidKey::plain(0x8000_0000)) && !q.contains(CpuidKey::plain(0x8000_0001)));
+    }
+
+    #[test]
+    fn transpose64_is_the_bit_by_bit_transpose() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..50 {
+            let mut m = [0u64; 64];
+            for row in &mut m {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                *row = seed ^ (seed >> 29);
+            }
+            let mut t = m;
+            transpose64(&mut t);
+            for (i, row) in m.iter().enumerate() {
+                for (j, column) in t.iter().enumerate() {
+                    assert_eq!((column >> i) & 1, (row >> j) & 1, "row {i} bit {j}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -43,6 +43,7 @@ mod check;
 mod derive;
 mod diff;
 mod featuresets;
+mod host_set;
 mod import;
 mod input;
 pub mod json;
@@ -69,6 +70,7 @@ pub use diff::{LeafDiff, MsrDiff, PolicyDiff};
 pub use featuresets::{
     combine_featuresets, featureset_missing, level_featuresets, missing_features_line, xen_header_name,
 };
+pub use host_set::HostSet;
 pub use import::{Document, ImportError, InputFormat, PoolPolicy};
 pub use input::{read_input, InputError, MAX_INPUT_BYTES};
 pub use json::{HostBundle, JsonError, HOST_BUNDLE_FORMAT, JSON_VERSION, POLICY_FORMAT, POOL_FORMAT};

@@ -5,6 +5,7 @@
 use cpupolicy_featureset::{FeatureId, GuestKind};
 use serde_json::{json, Value};
 
+use crate::host_set::HostSet;
 use crate::level::{feature_name, Levelled, LevelledPool, LossCause, PoolHost};
 
 /// Something about a pool that levelling cannot fix.
@@ -192,8 +193,8 @@ pub(crate) fn explanation_text_named(pool: &LevelledPool, names: &[&str]) -> Str
 }
 
 /// The names of these hosts (indices into `names`).
-fn pick<'a>(names: &[&'a str], hosts: &[usize]) -> Vec<&'a str> {
-    hosts.iter().filter_map(|&i| names.get(i).copied()).collect()
+fn pick<'a>(names: &[&'a str], hosts: &HostSet) -> Vec<&'a str> {
+    hosts.iter().filter_map(|i| names.get(i).copied()).collect()
 }
 
 /// The name of a kind of guest in documents: `pv`, `hvm` (HAP) or `hvm-shadow`.

@@ -86,7 +86,7 @@ fn check_pair(a: &PoolHost, b: &PoolHost, context: &str) -> usize {
     for loss in &pool.default.lost {
         if let LossCause::LackedBy(blamed) = &loss.cause {
             assert!(!blamed.is_empty(), "{context}");
-            for &index in blamed {
+            for index in blamed {
                 // Indices into the hosts levelled: [a, b].
                 let host = [a, b][index];
                 let name = &host.name;
