@@ -2,56 +2,95 @@
 //!
 //! Explaining a large pool means listing, for every lost feature, the hosts lacking it: at
 //! 10,000 hosts about a million entries. Kept as one bit per host, each entry is one OR into a
-//! word; the indices (and from them the names) are read off only when asked for.
+//! word; the indices (and from them the names) are read off only when asked for. The first 64
+//! hosts live in the set itself, so a set within a pool of up to 64 hosts never allocates.
 
 use std::fmt;
 
 /// A set of host indices (into the hosts levelled), read in ascending order.
 #[derive(Clone, Default)]
 pub struct HostSet {
-    /// Bit `i % 64` of word `i / 64` is set for host `i`. Words past the last set bit may be
-    /// present and zero: equality ignores them.
-    words: Vec<u64>,
+    /// Hosts 0 to 63: bit `i` for host `i`.
+    first: u64,
+    /// Hosts from 64 on: bit `i % 64` of word `i / 64 - 1` for host `i`. Words past the last
+    /// set bit may be present and zero: equality ignores them.
+    rest: Vec<u64>,
 }
 
 impl HostSet {
     /// The empty set.
     pub const fn new() -> HostSet {
-        HostSet { words: Vec::new() }
+        HostSet { first: 0, rest: Vec::new() }
     }
 
     /// A set from its bitmap words (bit `i % 64` of word `i / 64` for host `i`).
-    pub(crate) fn from_words(words: Vec<u64>) -> HostSet {
-        HostSet { words }
+    pub(crate) fn from_words(words: &[u64]) -> HostSet {
+        match words.split_first() {
+            Some((&first, rest)) => HostSet { first, rest: rest.to_vec() },
+            None => HostSet::new(),
+        }
+    }
+
+    /// The hosts among `0..hosts` for which `test` holds, 64 at a time.
+    pub(crate) fn from_test(hosts: usize, mut test: impl FnMut(usize) -> bool) -> HostSet {
+        let mut word_of = |start: usize| {
+            (start..hosts.min(start + 64)).fold(0u64, |word, i| word | (u64::from(test(i)) << (i - start)))
+        };
+        let first = word_of(0);
+        HostSet { first, rest: (64..hosts).step_by(64).map(word_of).collect() }
+    }
+
+    /// The hosts among `0..hosts` not in the set.
+    pub(crate) fn complement(&self, hosts: usize) -> HostSet {
+        let word = |start: usize, word: u64| {
+            let valid = if hosts - start >= 64 { !0 } else { (1u64 << (hosts - start)) - 1 };
+            !word & valid
+        };
+        let first = if hosts == 0 { 0 } else { word(0, self.first) };
+        let rest = (64..hosts)
+            .step_by(64)
+            .enumerate()
+            .map(|(k, start)| word(start, self.rest.get(k).copied().unwrap_or(0)))
+            .collect();
+        HostSet { first, rest }
     }
 
     /// Adds host `index`.
     pub fn insert(&mut self, index: usize) {
-        let word = index / 64;
-        if word >= self.words.len() {
-            self.words.resize(word + 1, 0);
+        let bit = 1 << (index % 64);
+        match (index / 64).checked_sub(1) {
+            None => self.first |= bit,
+            Some(word) => {
+                if word >= self.rest.len() {
+                    self.rest.resize(word + 1, 0);
+                }
+                self.rest[word] |= bit;
+            }
         }
-        self.words[word] |= 1 << (index % 64);
     }
 
     /// Whether host `index` is in the set.
     pub fn contains(&self, index: usize) -> bool {
-        self.words.get(index / 64).is_some_and(|w| w & (1 << (index % 64)) != 0)
+        let word = match (index / 64).checked_sub(1) {
+            None => self.first,
+            Some(word) => self.rest.get(word).copied().unwrap_or(0),
+        };
+        word & (1 << (index % 64)) != 0
     }
 
     /// How many hosts the set holds.
     pub fn len(&self) -> usize {
-        self.words.iter().map(|w| w.count_ones() as usize).sum()
+        self.first.count_ones() as usize + self.rest.iter().map(|w| w.count_ones() as usize).sum::<usize>()
     }
 
     /// Whether the set holds no host.
     pub fn is_empty(&self) -> bool {
-        self.words.iter().all(|&w| w == 0)
+        self.first == 0 && self.rest.iter().all(|&w| w == 0)
     }
 
     /// The host indices in ascending order.
     pub fn iter(&self) -> Iter<'_> {
-        Iter { words: &self.words, base: 0, current: self.words.first().copied().unwrap_or(0) }
+        Iter { words: &self.rest, base: 0, current: self.first }
     }
 
     /// The host indices in ascending order, as a vector.
@@ -63,6 +102,7 @@ impl HostSet {
 /// The indices of a [`HostSet`] in ascending order.
 #[derive(Clone, Debug)]
 pub struct Iter<'a> {
+    /// The words after `current`.
     words: &'a [u64],
     /// The index of bit 0 of `current`.
     base: usize,
@@ -75,9 +115,9 @@ impl Iterator for Iter<'_> {
 
     fn next(&mut self) -> Option<usize> {
         while self.current == 0 {
-            self.words = self.words.get(1..).filter(|rest| !rest.is_empty())?;
+            let (&next, rest) = self.words.split_first()?;
+            (self.words, self.current) = (rest, next);
             self.base += 64;
-            self.current = self.words[0];
         }
         let bit = self.current.trailing_zeros() as usize;
         self.current &= self.current - 1;
@@ -94,10 +134,16 @@ impl<'a> IntoIterator for &'a HostSet {
     }
 }
 
+impl Extend<usize> for HostSet {
+    fn extend<I: IntoIterator<Item = usize>>(&mut self, indices: I) {
+        indices.into_iter().for_each(|i| self.insert(i));
+    }
+}
+
 impl FromIterator<usize> for HostSet {
     fn from_iter<I: IntoIterator<Item = usize>>(indices: I) -> HostSet {
         let mut set = HostSet::new();
-        indices.into_iter().for_each(|i| set.insert(i));
+        set.extend(indices);
         set
     }
 }
@@ -116,8 +162,10 @@ impl<const N: usize> From<[usize; N]> for HostSet {
 
 impl PartialEq for HostSet {
     fn eq(&self, other: &HostSet) -> bool {
-        let (short, long) = if self.words.len() <= other.words.len() { (self, other) } else { (other, self) };
-        short.words == long.words[..short.words.len()] && long.words[short.words.len()..].iter().all(|&w| w == 0)
+        let (short, long) = if self.rest.len() <= other.rest.len() { (self, other) } else { (other, self) };
+        self.first == other.first
+            && short.rest == long.rest[..short.rest.len()]
+            && long.rest[short.rest.len()..].iter().all(|&w| w == 0)
     }
 }
 
@@ -154,7 +202,7 @@ mod tests {
 
     #[test]
     fn empty_sets_of_any_width_are_equal_and_empty() {
-        let wide = HostSet::from_words(vec![0; 5]);
+        let wide = HostSet::from_words(&[0; 5]);
         assert!(wide.is_empty());
         assert_eq!(wide.len(), 0);
         assert_eq!(wide.iter().next(), None);
@@ -165,7 +213,7 @@ mod tests {
 
     #[test]
     fn equality_ignores_trailing_zero_words_only() {
-        let mut wide = HostSet::from_words(vec![0; 4]);
+        let mut wide = HostSet::from_words(&[0; 4]);
         wide.insert(70);
         assert_eq!(wide, HostSet::from([70]));
         assert_ne!(wide, HostSet::from([70, 200]));
@@ -176,8 +224,19 @@ mod tests {
     }
 
     #[test]
+    fn a_test_and_its_complement_split_the_hosts() {
+        for hosts in [0usize, 1, 2, 63, 64, 65, 128, 200] {
+            let test = |i: usize| i % 3 == 1 || i == 64;
+            let with = HostSet::from_test(hosts, test);
+            let without = with.complement(hosts);
+            assert_eq!(with.to_vec(), (0..hosts).filter(|&i| test(i)).collect::<Vec<_>>(), "{hosts}");
+            assert_eq!(without.to_vec(), (0..hosts).filter(|&i| !test(i)).collect::<Vec<_>>(), "{hosts}");
+        }
+    }
+
+    #[test]
     fn iteration_skips_zero_words() {
-        let set = HostSet::from_words(vec![0, 0, 1 << 63, 0, 0b101]);
+        let set = HostSet::from_words(&[0, 0, 1 << 63, 0, 0b101]);
         assert_eq!(set.to_vec(), vec![191, 256, 258]);
     }
 }

@@ -343,15 +343,15 @@ pub struct ReflectedDifference {
     pub feature: FeatureId,
     /// The hosts whose hardware sets it, as indices into the hosts levelled (names are built
     /// only when a report asks: [`ReflectedDifference::names`]).
-    pub with: Vec<usize>,
+    pub with: HostSet,
     /// The hosts whose hardware does not, as indices.
-    pub without: Vec<usize>,
+    pub without: HostSet,
 }
 
 impl ReflectedDifference {
     /// The names of the hosts with the bit and without it, from the hosts levelled.
     pub fn names<'a>(&self, names: &[&'a str]) -> (Vec<&'a str>, Vec<&'a str>) {
-        let pick = |indices: &[usize]| indices.iter().filter_map(|&i| names.get(i).copied()).collect();
+        let pick = |indices: &HostSet| indices.iter().filter_map(|i| names.get(i).copied()).collect();
         (pick(&self.with), pick(&self.without))
     }
 }
@@ -473,8 +473,8 @@ pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledP
     if acc.reflected_and != acc.reflected_or {
         for w in (0..NR_WORDS).filter(|&w| acc.reflected_or[w] != acc.reflected_and[w]) {
             each_bit(acc.reflected_or[w] & !acc.reflected_and[w], w, |feature| {
-                let (with, without): (Vec<usize>, Vec<usize>) =
-                    (0..hosts.len()).partition(|&i| hosts[i].reflected_source().has_feature(feature));
+                let with = HostSet::from_test(hosts.len(), |i| hosts[i].reflected_source().has_feature(feature));
+                let without = with.complement(hosts.len());
                 reflected.push(ReflectedDifference { feature, with, without });
             });
         }
@@ -767,19 +767,19 @@ fn explain_features(
         let cause = if rule == LevelRule::RuntimeOnly {
             LossCause::Rule(rule)
         } else if row.iter().any(|&w| w != 0) && rule != LevelRule::Or {
-            LossCause::LackedBy(HostSet::from_words(row.to_vec()))
+            LossCause::LackedBy(HostSet::from_words(row))
         } else if let Some(not_accepting) = acceptance
             .filter(|a| !a.has_feature(feature) && rule != LevelRule::Or)
-            .map(|_| (0..hosts.len()).filter(|&i| !hosts[i].max.has_feature(feature)).collect::<HostSet>())
+            .map(|_| HostSet::from_test(hosts.len(), |i| !hosts[i].max.has_feature(feature)))
             .filter(|names| !names.is_empty())
         {
             LossCause::NotAcceptedBy(not_accepting)
         } else {
             let missing = missing_prerequisites(feature, &result);
             if missing.is_empty() {
-                LossCause::OutOfRange(
-                    (0..hosts.len()).filter(|&i| !holds_word_leaf(role.policy(&hosts[i]), feature)).collect(),
-                )
+                LossCause::OutOfRange(HostSet::from_test(hosts.len(), |i| {
+                    !holds_word_leaf(role.policy(&hosts[i]), feature)
+                }))
             } else {
                 LossCause::Dependency(missing)
             }
@@ -840,15 +840,10 @@ fn explain_limits(policy: &CpuPolicy, hosts: &[PoolHost], role: Role) -> Vec<Lim
         if highest == pooled {
             continue;
         }
-        let below: HostSet = values
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| match field {
-                LimitField::PlatformInfo => v[i] != highest,
-                _ => v[i] < highest,
-            })
-            .map(|(host, _)| host)
-            .collect();
+        let below = HostSet::from_test(values.len(), |host| match field {
+            LimitField::PlatformInfo => values[host][i] != highest,
+            _ => values[host][i] < highest,
+        });
         losses.push(LimitLoss { field, highest, pooled, hosts: below });
     }
     losses
@@ -969,7 +964,10 @@ mod tests {
         assert!(!pool.default.policy.has_feature(ids::OSXSAVE));
         assert_eq!(pool.reflected.len(), 1);
         assert_eq!(pool.reflected[0].feature, ids::NO_FPU_SEL);
-        assert_eq!((pool.reflected[0].with.clone(), pool.reflected[0].without.clone()), (vec![0], vec![1]));
+        assert_eq!(
+            (pool.reflected[0].with.clone(), pool.reflected[0].without.clone()),
+            (HostSet::from([0]), HostSet::from([1]))
+        );
         assert_eq!(pool.reflected[0].names(&["a", "b"]), (vec!["a"], vec!["b"]));
     }
 
