@@ -83,6 +83,15 @@ const ALLOWED_VARS: &[&str] = &[
     "_XEN_SYSCTL_PHYSCAP_.*",
 ];
 
+/// Xen's leaf and MSR entries: not generated into `xen.rs`, which takes them from
+/// `cpupolicy-abi` instead (one definition of each, used from the hypercall buffers up). Their
+/// layout is still computed by clang from every header set and checked ([`EXPECTED_FACTS`]).
+const ABI_ENTRY_TYPES: &[&str] = &["xen_cpuid_leaf", "xen_cpuid_leaf_t", "xen_msr_entry", "xen_msr_entry_t"];
+
+/// What stands in `xen.rs` for [`ABI_ENTRY_TYPES`].
+const ABI_ENTRY_IMPORT: &str =
+    "pub use cpupolicy_abi::{XenCpuidLeaf as xen_cpuid_leaf_t, XenMsrEntry as xen_msr_entry_t};";
+
 /// The subset generated again from every older header set: the structure whose layout follows
 /// the domctl interface version.
 const CREATEDOMAIN_TYPES: &[&str] = &["xen_domctl_createdomain"];
@@ -131,8 +140,17 @@ const EXPECTED_FACTS: &[(&str, &str, usize)] = &[
     ("xen_domctl_cpu_policy", "err_leaf", 24),
     ("xen_domctl_cpu_policy", "err_subleaf", 28),
     ("xen_domctl_cpu_policy", "err_msr", 32),
+    // Every field of the entries: `cpupolicy-abi`'s own structs are checked against these.
     ("xen_cpuid_leaf", "size", 24),
+    ("xen_cpuid_leaf", "leaf", 0),
+    ("xen_cpuid_leaf", "subleaf", 4),
+    ("xen_cpuid_leaf", "a", 8),
+    ("xen_cpuid_leaf", "b", 12),
+    ("xen_cpuid_leaf", "c", 16),
+    ("xen_cpuid_leaf", "d", 20),
     ("xen_msr_entry", "size", 16),
+    ("xen_msr_entry", "idx", 0),
+    ("xen_msr_entry", "flags", 4),
     ("xen_msr_entry", "val", 8),
     ("privcmd_hypercall", "size", 48),
 ];
@@ -156,12 +174,18 @@ pub fn run_cli(workspace_root: &Path, args: &[String]) -> Result<(), String> {
 /// `headers` is an include directory holding `xen/xen.h`, or an unpacked package root holding
 /// `usr/include/xen/xen.h`.
 pub fn generate(headers: &Path) -> Result<String, String> {
-    run_bindgen(headers, ALLOWED_TYPES, ALLOWED_VARS)
+    run_bindgen(headers, ALLOWED_TYPES, ALLOWED_VARS, ABI_ENTRY_TYPES)
+}
+
+/// [`generate`] with the entry types generated too: what the layout check reads clang's facts
+/// from.
+fn generate_for_layouts(headers: &Path) -> Result<String, String> {
+    run_bindgen(headers, ALLOWED_TYPES, ALLOWED_VARS, &[])
 }
 
 /// Generates only `xen_domctl_createdomain` (and what it contains) from one set of headers.
 pub fn generate_createdomain(headers: &Path) -> Result<String, String> {
-    run_bindgen(headers, CREATEDOMAIN_TYPES, &[])
+    run_bindgen(headers, CREATEDOMAIN_TYPES, &[], &[])
 }
 
 /// Writes all generated files into the hypercall crate, fetching headers as needed.
@@ -213,7 +237,7 @@ pub fn check_with(
     let mut facts = BTreeMap::new();
     for release in XenRelease::ALL {
         let xen = release.version();
-        let text = generate(&headers(release)?)?;
+        let text = generate_for_layouts(&headers(release)?)?;
         let f = layout_facts(&text);
         for name in STABLE_LAYOUTS {
             if !f.keys().any(|(s, _)| s == name) {
@@ -321,7 +345,9 @@ fn include_dir(headers: &Path) -> Result<PathBuf, String> {
     Err(format!("{}: no xen/xen.h here or under usr/include (unpacked libxen-dev expected)", headers.display()))
 }
 
-fn run_bindgen(headers: &Path, types: &[&str], vars: &[&str]) -> Result<String, String> {
+/// bindgen on one header set: `types` and `vars` and what they need, except `from_abi`, which
+/// the file imports from `cpupolicy-abi` ([`ABI_ENTRY_IMPORT`]) instead.
+fn run_bindgen(headers: &Path, types: &[&str], vars: &[&str], from_abi: &[&str]) -> Result<String, String> {
     let include = include_dir(headers)?;
     let release = header_release(&include)?;
     let wrapper = "\
@@ -356,6 +382,12 @@ fn run_bindgen(headers: &Path, types: &[&str], vars: &[&str]) -> Result<String, 
     }
     for v in vars {
         builder = builder.allowlist_var(v);
+    }
+    if !from_abi.is_empty() {
+        for t in from_abi {
+            builder = builder.blocklist_type(t);
+        }
+        builder = builder.raw_line(ABI_ENTRY_IMPORT);
     }
     let bindings = builder.generate().map_err(|e| format!("bindgen on {}: {e}", include.display()))?;
     Ok(bindings.to_string())
@@ -402,6 +434,32 @@ const _: () = {
     }
 
     #[test]
+    fn the_abi_entries_are_laid_out_as_the_headers_say() {
+        use cpupolicy_abi::{XenCpuidLeaf, XenMsrEntry};
+        use std::mem::{offset_of, size_of};
+        let ours = [
+            ("xen_cpuid_leaf", "size", size_of::<XenCpuidLeaf>()),
+            ("xen_cpuid_leaf", "leaf", offset_of!(XenCpuidLeaf, leaf)),
+            ("xen_cpuid_leaf", "subleaf", offset_of!(XenCpuidLeaf, subleaf)),
+            ("xen_cpuid_leaf", "a", offset_of!(XenCpuidLeaf, a)),
+            ("xen_cpuid_leaf", "b", offset_of!(XenCpuidLeaf, b)),
+            ("xen_cpuid_leaf", "c", offset_of!(XenCpuidLeaf, c)),
+            ("xen_cpuid_leaf", "d", offset_of!(XenCpuidLeaf, d)),
+            ("xen_msr_entry", "size", size_of::<XenMsrEntry>()),
+            ("xen_msr_entry", "idx", offset_of!(XenMsrEntry, idx)),
+            ("xen_msr_entry", "flags", offset_of!(XenMsrEntry, flags)),
+            ("xen_msr_entry", "val", offset_of!(XenMsrEntry, val)),
+        ];
+        for (s, field, value) in ours {
+            let expected = EXPECTED_FACTS.iter().find(|&&(es, ef, _)| es == s && ef == field).map(|f| f.2);
+            assert_eq!(expected, Some(value), "{s}.{field}");
+        }
+        let entry_facts =
+            EXPECTED_FACTS.iter().filter(|(s, _, _)| s.starts_with("xen_cpuid_leaf") || s.starts_with("xen_msr_entry"));
+        assert_eq!(entry_facts.count(), ours.len(), "every expected entry fact is compared");
+    }
+
+    #[test]
     fn checked_in_bindings_carry_the_expected_facts() {
         // The canonical file is bindgen output from 4.20; its own assertions must agree with
         // what the library was written against (the per-release comparison needs libclang and
@@ -410,7 +468,10 @@ const _: () = {
         let text = fs::read_to_string(root.join(BINDINGS_DIR).join("xen.rs")).expect("xen.rs");
         let facts = layout_facts(&text);
         for &(s, field, value) in EXPECTED_FACTS {
-            assert_eq!(facts.get(&(s.to_string(), field.to_string())), Some(&value), "{s}.{field}");
+            // The entries come from cpupolicy-abi, not from bindgen: checked above instead.
+            let expected = (!ABI_ENTRY_TYPES.contains(&s)).then_some(&value);
+            assert_eq!(facts.get(&(s.to_string(), field.to_string())), expected, "{s}.{field}");
         }
+        assert!(text.contains(ABI_ENTRY_IMPORT), "xen.rs imports the entries from cpupolicy-abi");
     }
 }

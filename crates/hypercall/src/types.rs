@@ -153,24 +153,6 @@ impl fmt::Display for DomainKind {
     }
 }
 
-// Our leaf/MSR types are written straight into hypercall buffers Xen reads as its own types.
-const _: () = {
-    use std::mem::{offset_of, size_of};
-    assert!(size_of::<XenCpuidLeaf>() == size_of::<xen::xen_cpuid_leaf_t>());
-    assert!(size_of::<XenCpuidLeaf>() == 24);
-    assert!(offset_of!(XenCpuidLeaf, leaf) == offset_of!(xen::xen_cpuid_leaf_t, leaf));
-    assert!(offset_of!(XenCpuidLeaf, subleaf) == offset_of!(xen::xen_cpuid_leaf_t, subleaf));
-    assert!(offset_of!(XenCpuidLeaf, a) == offset_of!(xen::xen_cpuid_leaf_t, a));
-    assert!(offset_of!(XenCpuidLeaf, b) == offset_of!(xen::xen_cpuid_leaf_t, b));
-    assert!(offset_of!(XenCpuidLeaf, c) == offset_of!(xen::xen_cpuid_leaf_t, c));
-    assert!(offset_of!(XenCpuidLeaf, d) == offset_of!(xen::xen_cpuid_leaf_t, d));
-    assert!(size_of::<XenMsrEntry>() == size_of::<xen::xen_msr_entry_t>());
-    assert!(size_of::<XenMsrEntry>() == 16);
-    assert!(offset_of!(XenMsrEntry, idx) == offset_of!(xen::xen_msr_entry_t, idx));
-    assert!(offset_of!(XenMsrEntry, flags) == offset_of!(xen::xen_msr_entry_t, flags));
-    assert!(offset_of!(XenMsrEntry, val) == offset_of!(xen::xen_msr_entry_t, val));
-};
-
 #[cfg(test)]
 mod tests {
     use super::*;
