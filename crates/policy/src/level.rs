@@ -620,11 +620,8 @@ pub(crate) fn words_of(featureset: &Featureset) -> [u32; NR_WORDS] {
 pub fn clear_out_of_range_leaves(policy: &mut CpuPolicy) {
     let (basic, extended, leaf7) = (policy.max_basic_leaf(), policy.max_extended_leaf(), policy.leaf7_max_subleaf());
     // The first sub-leaf of type 0 of leaves 4 and 0xB: what follows it goes.
-    let first_null = |leaf: u32, kind: fn(Registers) -> u32| {
-        policy.first_entry_where(leaf, |r| kind(r) == 0).and_then(|k| k.subleaf)
-    };
-    let cache_end = first_null(4, |r| r.eax & 0x1f);
-    let topology_end = first_null(0xb, |r| (r.ecx >> 8) & 0xff);
+    let cache_end = policy.first_entry_where(4, |r| r.eax & 0x1f == 0).and_then(|k| k.subleaf);
+    let topology_end = policy.first_entry_where(0xb, |r| (r.ecx >> 8) & 0xff == 0).and_then(|k| k.subleaf);
     let xstates = policy.xstates();
     // Highest valid 0xD sub-leaf: 1 at least, else that of the highest component.
     let xstate_end = (xstates != 0).then(|| (64 - xstates.leading_zeros()).max(2) - 1);

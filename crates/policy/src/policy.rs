@@ -347,6 +347,9 @@ impl CpuPolicy {
         if let Some(slot) = slot_of(CpuidKey::plain(leaf)) {
             self.slots[slot] = [0; 4];
         }
+        if self.side.is_empty() {
+            return;
+        }
         let start = self.side.partition_point(|(k, _)| k.leaf < leaf);
         let end = start + self.side[start..].partition_point(|(k, _)| k.leaf == leaf);
         self.side.drain(start..end);
@@ -374,6 +377,12 @@ impl CpuPolicy {
     /// satisfy `matches`.
     pub(crate) fn first_entry_where(&self, leaf: u32, mut matches: impl FnMut(Registers) -> bool) -> Option<CpuidKey> {
         let (base, count) = subleaf_block(leaf);
+        if self.side.is_empty() && slot_of(CpuidKey::plain(leaf)).is_none() {
+            // The usual case for a leaf with sub-leaves: its slots are all there is.
+            let found =
+                self.slots[base..base + count].iter().position(|r| !is_zero4(*r) && matches(Registers::from_array(*r)));
+            return found.map(|subleaf| CpuidKey::indexed(leaf, subleaf as u32));
+        }
         let start = self.side.partition_point(|(k, _)| k.leaf < leaf);
         let side = self.side[start..].iter().take_while(|(k, _)| k.leaf == leaf);
         let mut side = side.peekable();
