@@ -511,8 +511,9 @@ pub(crate) unsafe fn write_c_string(
 
 /// Copies `items` (plus a zero terminator when `nul`) into a caller buffer of `capacity`
 /// elements, with the size-query convention. Returns OK, BUFFER_TOO_SMALL when `buffer` is too
-/// short, INVALID_ARGUMENT when it is NULL with a non-zero capacity; a NULL buffer with
-/// capacity 0 is a size query and returns OK.
+/// short (with `*needed` set, as the convention asks), INVALID_ARGUMENT when it is NULL with a
+/// non-zero capacity (and `*needed` untouched, like every out-pointer on failure); a NULL buffer
+/// with capacity 0 is a size query and returns OK.
 ///
 /// # Safety
 /// `buffer` NULL or valid for `capacity` elements; `needed` NULL or valid for a write.
@@ -523,13 +524,16 @@ pub(crate) unsafe fn write_slice<T: Copy + Default>(
     capacity: usize,
     needed: *mut usize,
 ) -> cpupolicy_status {
+    if buffer.is_null() && capacity != 0 {
+        return CPUPOLICY_INVALID_ARGUMENT;
+    }
     let size = items.len() + usize::from(nul);
     if !needed.is_null() {
         // SAFETY: non-NULL and valid per the caller's contract.
         unsafe { needed.write(size) };
     }
     if buffer.is_null() {
-        return if capacity == 0 { CPUPOLICY_OK } else { CPUPOLICY_INVALID_ARGUMENT };
+        return CPUPOLICY_OK;
     }
     if capacity < size {
         return CPUPOLICY_BUFFER_TOO_SMALL;
@@ -606,6 +610,29 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_slice_sets_needed_on_success_and_short_buffers_only() {
+        let items = [1u32, 2, 3];
+        let mut buffer = [0u32; 4];
+        let mut needed = 77usize;
+        // A NULL buffer with a capacity is refused and leaves `*needed` alone.
+        // SAFETY: `needed` is valid; the buffer is NULL.
+        let status = unsafe { write_slice(&items, true, std::ptr::null_mut(), 4, &mut needed) };
+        assert_eq!((status, needed), (CPUPOLICY_INVALID_ARGUMENT, 77));
+        // A size query, a short buffer and a fitting one all say what is needed.
+        // SAFETY: as above, capacity 0.
+        let status = unsafe { write_slice(&items, true, std::ptr::null_mut(), 0, &mut needed) };
+        assert_eq!((status, needed), (CPUPOLICY_OK, 4));
+        needed = 0;
+        // SAFETY: `buffer` holds 4 elements; 3 are claimed.
+        let status = unsafe { write_slice(&items, true, buffer.as_mut_ptr(), 3, &mut needed) };
+        assert_eq!((status, needed, buffer), (CPUPOLICY_BUFFER_TOO_SMALL, 4, [0; 4]));
+        needed = 0;
+        // SAFETY: `buffer` holds 4 elements.
+        let status = unsafe { write_slice(&items, true, buffer.as_mut_ptr(), 4, &mut needed) };
+        assert_eq!((status, needed, buffer), (CPUPOLICY_OK, 4, [1, 2, 3, 0]));
+    }
 
     /// A panic inside an exported function's body becomes a status and a message, never an
     /// unwind into C; the next success clears the message.
