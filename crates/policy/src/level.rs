@@ -724,17 +724,17 @@ fn explain_features(
         .map(|&[lo, hi]| u64::from(lost_words[lo]) | if hi != lo { u64::from(lost_words[hi]) << 32 } else { 0 })
         .collect();
     // The bitmap row (as an offset into `lacking_bits`) of each lost bit of each pair.
-    let mut row_of = vec![[0u32; 64]; pairs.len()];
-    let mut next = 0u32;
+    let mut row_of = vec![[0usize; 64]; pairs.len()];
+    let mut next = 0;
     for (rows, &lost) in row_of.iter_mut().zip(&pair_lost) {
         let mut bits = lost;
         while bits != 0 {
-            rows[bits.trailing_zeros() as usize] = next * stride as u32;
+            rows[bits.trailing_zeros() as usize] = next * stride;
             bits &= bits - 1;
             next += 1;
         }
     }
-    debug_assert_eq!(next as usize, order.len());
+    debug_assert_eq!(next, order.len());
     let mut lacking_bits = vec![0u64; order.len() * stride];
     let mut matrices = vec![[0u64; 64]; pairs.len()];
     for (block, block_hosts) in hosts.chunks(64).enumerate() {
@@ -754,7 +754,7 @@ fn explain_features(
             while bits != 0 {
                 let p = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                lacking_bits[rows[p] as usize + block] = matrix[p];
+                lacking_bits[rows[p] + block] = matrix[p];
             }
         }
     }
