@@ -763,6 +763,12 @@ impl CpuPolicy {
         self.slots[slot] = registers;
     }
 
+    /// Stores the MSR of a fixed MSR slot ([`msr_slot`]).
+    #[inline]
+    pub(crate) fn set_msr_slot(&mut self, slot: usize, value: u64) {
+        self.msr_slots[slot] = value;
+    }
+
     /// Leaf 0 (EAX, EBX, ECX, EDX), 7:0 EAX, 0x80000000 EAX and 0x80000008 EAX, read in place:
     /// what the migration check compares.
     #[inline]

@@ -11,6 +11,7 @@ use std::fmt;
 
 use crate::policy::wire_slot;
 use crate::{CpuPolicy, CpuidKey, Registers, MSR_PLATFORM_INFO};
+use cpupolicy_abi::layout::msr_slot;
 
 pub use cpupolicy_abi::{
     WireLimits, XenCpuidLeaf, XenMsrEntry, REC_TYPE_X86_CPUID_POLICY, REC_TYPE_X86_MSR_POLICY, XEN_CACHE_SUBLEAVES,
@@ -401,7 +402,8 @@ impl CpuPolicy {
             if entry.flags != 0 {
                 return Err(WireError::MsrFlags { position, msr: entry.idx, flags: entry.flags });
             }
-            if !limits.msrs().contains(&entry.idx) {
+            // The MSRs of the format are the first `max_msrs` of the policy's fixed MSRs.
+            if msr_slot(entry.idx).is_none_or(|slot| slot >= limits.msrs().len()) {
                 return Err(WireError::MsrOutOfRange { position, msr: entry.idx });
             }
             if !msr_fits(entry.idx, entry.val) {
@@ -412,7 +414,9 @@ impl CpuPolicy {
             self.set_slot(usize::from(slot), [entry.a, entry.b, entry.c, entry.d]);
         }
         for entry in msrs {
-            self.set_msr(entry.idx, entry.val);
+            if let Some(slot) = msr_slot(entry.idx) {
+                self.set_msr_slot(slot, entry.val);
+            }
         }
         Ok(())
     }
