@@ -127,6 +127,33 @@ const WORD_REGISTERS: [(u16, u8); NR_WORDS] = {
 };
 
 /// The featureset words holding MSR_ARCH_CAPABILITIES' low and high halves.
+/// Runs `$each!(w)` for every featureset word `w`, as literals, so that each word's place
+/// ([`WORD_REGISTERS`]) is a constant where it is used.
+macro_rules! each_word {
+    ($each:ident) => {
+        const _: () = assert!(NR_WORDS == 19, "each_word! lists every featureset word");
+        $each!(0);
+        $each!(1);
+        $each!(2);
+        $each!(3);
+        $each!(4);
+        $each!(5);
+        $each!(6);
+        $each!(7);
+        $each!(8);
+        $each!(9);
+        $each!(10);
+        $each!(11);
+        $each!(12);
+        $each!(13);
+        $each!(14);
+        $each!(15);
+        $each!(16);
+        $each!(17);
+        $each!(18);
+    };
+}
+
 const ARCH_CAPS_WORDS: [usize; 2] = {
     let mut found = [usize::MAX; 2];
     let mut i = 0;
@@ -670,16 +697,15 @@ impl CpuPolicy {
     #[inline(always)]
     pub(crate) fn any_beyond(&self, other: &CpuPolicy, mask: &[u32; NR_WORDS]) -> bool {
         let mut any = 0;
-        macro_rules! words {
-            ($($w:literal)*) => {$(
+        macro_rules! beyond {
+            ($w:literal) => {
                 if WORD_REGISTERS[$w].0 != MSR_WORD {
                     let (slot, register) = (WORD_REGISTERS[$w].0 as usize, WORD_REGISTERS[$w].1 as usize);
                     any |= self.slots[slot][register] & !other.slots[slot][register] & mask[$w];
                 }
-            )*};
+            };
         }
-        words!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18);
-        const _: () = assert!(NR_WORDS == 19, "any_beyond reads words 0 to 18");
+        each_word!(beyond);
         let (a, b) = (self.msr(MSR_ARCH_CAPABILITIES), other.msr(MSR_ARCH_CAPABILITIES));
         any |= (a as u32) & !(b as u32) & mask[ARCH_CAPS_WORDS[0]];
         any |= ((a >> 32) as u32) & !((b >> 32) as u32) & mask[ARCH_CAPS_WORDS[1]];
@@ -740,13 +766,14 @@ impl CpuPolicy {
 
     /// Writes all [`NR_WORDS`] featureset words back in place (see [`CpuPolicy::set_featureset`]).
     pub fn set_feature_words(&mut self, words: &[u32; NR_WORDS]) {
-        for (&word, &(slot, register)) in words.iter().zip(&WORD_REGISTERS) {
-            if slot != MSR_WORD {
-                let mut registers = self.slots[usize::from(slot)];
-                registers[usize::from(register)] = word;
-                self.set_slot(usize::from(slot), registers);
-            }
+        macro_rules! write {
+            ($w:literal) => {
+                if WORD_REGISTERS[$w].0 != MSR_WORD {
+                    self.slots[WORD_REGISTERS[$w].0 as usize][WORD_REGISTERS[$w].1 as usize] = words[$w];
+                }
+            };
         }
+        each_word!(write);
         let arch_caps = u64::from(words[ARCH_CAPS_WORDS[0]]) | (u64::from(words[ARCH_CAPS_WORDS[1]]) << 32);
         self.set_msr(MSR_ARCH_CAPABILITIES, arch_caps);
     }
