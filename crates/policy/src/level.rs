@@ -1097,6 +1097,78 @@ mod tests {
     }
 
     #[test]
+    fn each_lost_feature_blames_exactly_the_hosts_lacking_it_in_pools_of_every_block_shape() {
+        // Features in several words (1 ECX, 0x80000001 ECX, 7:0 EBX) that are levelled by AND and
+        // neither need nor are needed by another, so each loss is one host list.
+        let optional: Vec<&str> = [
+            "sse3",
+            "pclmulqdq",
+            "ssse3",
+            "cx16",
+            "sse4_1",
+            "movbe",
+            "popcnt",
+            "aes",
+            "rdrand",
+            "lahf_lm",
+            "abm",
+            "fsgsbase",
+            "bmi1",
+            "erms",
+            "adx",
+            "clflushopt",
+        ]
+        .into_iter()
+        .filter(|name| {
+            let id = cpupolicy_featureset::feature_by_name(name).unwrap().id;
+            level_rule(id) == LevelRule::And
+                && prerequisites_of(id).is_empty()
+                && cpupolicy_featureset::dependents_of(id).is_empty()
+        })
+        .collect();
+        assert!(optional.len() >= 8, "{optional:?}");
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for n in [1usize, 2, 63, 64, 65, 130, 200] {
+            let hosts: Vec<PoolHost> = (0..n)
+                .map(|i| {
+                    let mut names = vec!["fpu", "fxsr", "sse", "sse2"];
+                    for &name in &optional {
+                        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                        // Most hosts have most features: a lost feature is lacked by a few.
+                        if (seed >> 33) % 8 != 0 {
+                            names.push(name);
+                        }
+                    }
+                    PoolHost::from_single(format!("h{i}"), intel(0x50654, &names))
+                })
+                .collect();
+            let pool = level_pool(&hosts, LevelOptions { explain: true, ..Default::default() }).unwrap();
+            let mut blamed = 0;
+            for loss in &pool.default.lost {
+                let lacking: Vec<usize> = (0..n).filter(|&i| !hosts[i].default.has_feature(loss.feature)).collect();
+                match &loss.cause {
+                    LossCause::LackedBy(set) => {
+                        assert_eq!(set, &lacking, "{n} hosts: {:?}", loss.feature);
+                        assert_eq!(set.len(), lacking.len());
+                        blamed += 1;
+                    }
+                    other => panic!("{n} hosts: {:?} lost for {other:?}", loss.feature),
+                }
+            }
+            // Every optional feature some host lacks and some host has is lost and explained.
+            let expected = optional
+                .iter()
+                .filter(|name| {
+                    let id = cpupolicy_featureset::feature_by_name(name).unwrap().id;
+                    let with = hosts.iter().filter(|h| h.default.has_feature(id)).count();
+                    with != 0 && with != n
+                })
+                .count();
+            assert_eq!(blamed, expected, "{n} hosts");
+        }
+    }
+
+    #[test]
     fn transpose64_is_the_bit_by_bit_transpose() {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..50 {
