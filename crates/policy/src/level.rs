@@ -1135,7 +1135,7 @@ mod tests {
                     for &name in &optional {
                         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
                         // Most hosts have most features: a lost feature is lacked by a few.
-                        if (seed >> 33) % 8 != 0 {
+                        if !(seed >> 33).is_multiple_of(8) {
                             names.push(name);
                         }
                     }
