@@ -349,13 +349,8 @@ pub unsafe extern "C" fn cpupolicy_policy_to_xen_leaves(
     capacity: usize,
     needed: *mut usize,
 ) -> cpupolicy_status {
-    guard(|| {
-        // SAFETY: per this function's contract.
-        let (policy, version) = unsafe { (borrow(policy, "policy")?, opt_c_str(xen_version, "xen_version")?) };
-        let wire = Serialised::of(policy, &wire_limits(version)?)?;
-        // SAFETY: per this function's contract.
-        unsafe { output(wire.leaves(), false, leaves, capacity, needed) }
-    })
+    // SAFETY: per this function's contract.
+    unsafe { to_xen_entries(policy, xen_version, Serialised::leaves, leaves, capacity, needed) }
 }
 
 /// The policy's MSRs as the Xen release `xen_version` (NULL: the newest format) serialises
@@ -371,12 +366,29 @@ pub unsafe extern "C" fn cpupolicy_policy_to_xen_msrs(
     capacity: usize,
     needed: *mut usize,
 ) -> cpupolicy_status {
+    // SAFETY: per this function's contract.
+    unsafe { to_xen_entries(policy, xen_version, Serialised::msrs, msrs, capacity, needed) }
+}
+
+/// [`cpupolicy_policy_to_xen_leaves`] and [`cpupolicy_policy_to_xen_msrs`]: the entries `pick`
+/// takes from the serialised policy, with the size-query convention.
+///
+/// # Safety
+/// As for those functions, with `out` the buffer.
+unsafe fn to_xen_entries<T: Copy + Default>(
+    policy: *const cpupolicy_policy,
+    xen_version: *const c_char,
+    pick: fn(&Serialised) -> &[T],
+    out: *mut T,
+    capacity: usize,
+    needed: *mut usize,
+) -> cpupolicy_status {
     guard(|| {
-        // SAFETY: per this function's contract.
+        // SAFETY: per the caller's contract.
         let (policy, version) = unsafe { (borrow(policy, "policy")?, opt_c_str(xen_version, "xen_version")?) };
         let wire = Serialised::of(policy, &wire_limits(version)?)?;
-        // SAFETY: per this function's contract.
-        unsafe { output(wire.msrs(), false, msrs, capacity, needed) }
+        // SAFETY: per the caller's contract.
+        unsafe { output(pick(&wire), false, out, capacity, needed) }
     })
 }
 
