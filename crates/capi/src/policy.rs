@@ -787,13 +787,9 @@ pub unsafe extern "C" fn cpupolicy_policy_cpuid_entries(
     capacity: usize,
     needed: *mut usize,
 ) -> cpupolicy_status {
-    guard(|| {
-        // SAFETY: per this function's contract.
-        let p = unsafe { borrow(policy, "policy")? };
-        let entries: Vec<XenCpuidLeaf> = p.cpuid_entries().map(|(k, r)| XenCpuidLeaf::from_key(k, r)).collect();
-        // SAFETY: per this function's contract.
-        unsafe { output(&entries, false, leaves, capacity, needed) }
-    })
+    let entries = |p: &CpuPolicy| p.cpuid_entries().map(|(k, r)| XenCpuidLeaf::from_key(k, r)).collect();
+    // SAFETY: per this function's contract.
+    unsafe { held_entries(policy, entries, leaves, capacity, needed) }
 }
 
 /// Every (non-zero) MSR the policy holds, by index, with the size-query convention.
@@ -808,12 +804,28 @@ pub unsafe extern "C" fn cpupolicy_policy_msr_entries(
     capacity: usize,
     needed: *mut usize,
 ) -> cpupolicy_status {
+    let entries = |p: &CpuPolicy| p.msrs().map(|(i, v)| XenMsrEntry::new(i, v)).collect();
+    // SAFETY: per this function's contract.
+    unsafe { held_entries(policy, entries, msrs, capacity, needed) }
+}
+
+/// [`cpupolicy_policy_cpuid_entries`] and [`cpupolicy_policy_msr_entries`]: the entries
+/// `entries` lists from the policy, with the size-query convention.
+///
+/// # Safety
+/// As for those functions, with `out` the buffer.
+unsafe fn held_entries<T: Copy + Default>(
+    policy: *const cpupolicy_policy,
+    entries: impl FnOnce(&CpuPolicy) -> Vec<T>,
+    out: *mut T,
+    capacity: usize,
+    needed: *mut usize,
+) -> cpupolicy_status {
     guard(|| {
-        // SAFETY: per this function's contract.
-        let p = unsafe { borrow(policy, "policy")? };
-        let entries: Vec<XenMsrEntry> = p.msrs().map(|(i, v)| XenMsrEntry::new(i, v)).collect();
-        // SAFETY: per this function's contract.
-        unsafe { output(&entries, false, msrs, capacity, needed) }
+        // SAFETY: per the caller's contract.
+        let entries = entries(unsafe { borrow(policy, "policy")? });
+        // SAFETY: per the caller's contract.
+        unsafe { output(&entries, false, out, capacity, needed) }
     })
 }
 
