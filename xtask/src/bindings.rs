@@ -193,7 +193,7 @@ pub fn write(workspace_root: &Path) -> Result<(), String> {
     write_with(workspace_root, |release| sandbox::xen_headers(workspace_root, release))
 }
 
-/// [`write`] with a caller-provided header source.
+/// [`write()`] with a caller-provided header source.
 pub fn write_with(
     workspace_root: &Path,
     headers: impl Fn(XenRelease) -> Result<PathBuf, String>,
