@@ -1133,101 +1133,96 @@ mod tests {
         }
     }
 
-    #[test]
-    fn serialise_writes_what_to_wire_and_the_array_functions_give() {
+    /// Runs `check` on every policy of [`policies`] in every format of [`FORMATS`], with what
+    /// `to_wire` gives for it and a label naming both.
+    fn each_serialisation(
+        mut check: impl FnMut(*mut cpupolicy_policy, Option<&std::ffi::CStr>, &policy::WirePolicy, &str),
+    ) {
         let all = policies();
         for (name, p) in &all {
             for (version, limits) in FORMATS {
                 // SAFETY: a live policy handle, only read here.
                 let expected = unsafe { &(**p).value }.to_wire(&limits);
-                let (nl, nm) = (expected.leaves.len(), expected.msrs.len());
-                let what = format!("{name}, Xen {version:?}");
-                // Exact sizes: everything written, the counts are the entries.
-                let exact = serialise(*p, version, Some(nl), Some(nm));
-                let written = Outcome {
-                    status: CPUPOLICY_OK,
-                    nr_leaves: nl,
-                    nr_msrs: nm,
-                    leaves: Some(expected.leaves.clone()),
-                    msrs: Some(expected.msrs.clone()),
-                };
-                assert_eq!(exact, written, "{what}: {}", last_error());
-                assert_eq!(last_error(), "");
-                // The array functions, now over the same serialisation, give the same entries.
-                assert_eq!(to_xen(*p, version), (expected.leaves.clone(), expected.msrs.clone()), "{what}");
-                // Larger buffers: the entries, then the rest untouched.
-                let large = serialise(*p, version, Some(nl + 3), Some(nm + 1));
-                assert_eq!((large.status, large.nr_leaves, large.nr_msrs), (CPUPOLICY_OK, nl, nm), "{what}");
-                let (leaves, msrs) = (large.leaves.unwrap(), large.msrs.unwrap());
-                assert_eq!((&leaves[..nl], &msrs[..nm]), (&expected.leaves[..], &expected.msrs[..]), "{what}");
-                assert!(leaves[nl..].iter().all(|l| *l == LEAF_CANARY), "{what}");
-                assert!(msrs[nm..].iter().all(|m| *m == MSR_CANARY), "{what}");
+                check(*p, version, &expected, &format!("{name}, Xen {version:?}"));
             }
         }
         free_all(all);
+    }
+
+    #[test]
+    fn serialise_writes_what_to_wire_and_the_array_functions_give() {
+        each_serialisation(|p, version, expected, what| {
+            let (nl, nm) = (expected.leaves.len(), expected.msrs.len());
+            // Exact sizes: everything written, the counts are the entries.
+            let exact = serialise(p, version, Some(nl), Some(nm));
+            let written = Outcome {
+                status: CPUPOLICY_OK,
+                nr_leaves: nl,
+                nr_msrs: nm,
+                leaves: Some(expected.leaves.clone()),
+                msrs: Some(expected.msrs.clone()),
+            };
+            assert_eq!(exact, written, "{what}: {}", last_error());
+            assert_eq!(last_error(), "");
+            // The array functions, now over the same serialisation, give the same entries.
+            assert_eq!(to_xen(p, version), (expected.leaves.clone(), expected.msrs.clone()), "{what}");
+            // Larger buffers: the entries, then the rest untouched.
+            let large = serialise(p, version, Some(nl + 3), Some(nm + 1));
+            assert_eq!((large.status, large.nr_leaves, large.nr_msrs), (CPUPOLICY_OK, nl, nm), "{what}");
+            let (leaves, msrs) = (large.leaves.unwrap(), large.msrs.unwrap());
+            assert_eq!((&leaves[..nl], &msrs[..nm]), (&expected.leaves[..], &expected.msrs[..]), "{what}");
+            assert!(leaves[nl..].iter().all(|l| *l == LEAF_CANARY), "{what}");
+            assert!(msrs[nm..].iter().all(|m| *m == MSR_CANARY), "{what}");
+        });
     }
 
     #[test]
     fn serialise_into_a_short_buffer_writes_nothing_and_names_the_need() {
-        let all = policies();
-        for (name, p) in &all {
-            for (version, limits) in FORMATS {
-                // SAFETY: a live policy handle, only read here.
-                let expected = unsafe { &(**p).value }.to_wire(&limits);
-                let (nl, nm) = (expected.leaves.len(), expected.msrs.len());
-                let what = format!("{name}, Xen {version:?}");
-                let untouched = |leaves: Option<usize>, msrs: Option<usize>| Outcome {
-                    status: CPUPOLICY_BUFFER_TOO_SMALL,
-                    nr_leaves: nl,
-                    nr_msrs: nm,
-                    leaves: leaves.map(|n| vec![LEAF_CANARY; n]),
-                    msrs: msrs.map(|n| vec![MSR_CANARY; n]),
-                };
-                // One leaf short: neither buffer written, both counts what is needed.
-                assert_eq!(serialise(*p, version, Some(nl - 1), Some(nm)), untouched(Some(nl - 1), Some(nm)), "{what}");
-                assert_eq!(last_error(), format!("leaves: buffer of {} too small: {nl} needed", nl - 1));
-                // One MSR short.
-                assert_eq!(serialise(*p, version, Some(nl), Some(nm - 1)), untouched(Some(nl), Some(nm - 1)), "{what}");
-                assert_eq!(last_error(), format!("msrs: buffer of {} too small: {nm} needed", nm - 1));
-                // Both short: both named.
-                assert_eq!(serialise(*p, version, Some(2), Some(0)), untouched(Some(2), Some(0)), "{what}");
-                assert_eq!(
-                    last_error(),
-                    format!("leaves: buffer of 2 too small: {nl} needed; msrs: buffer of 0 too small: {nm} needed")
-                );
-                // A size query beside a short buffer: still too small, nothing written.
-                assert_eq!(serialise(*p, version, None, Some(nm - 1)), untouched(None, Some(nm - 1)), "{what}");
-                assert_eq!(serialise(*p, version, Some(nl - 1), None), untouched(Some(nl - 1), None), "{what}");
-            }
-        }
-        free_all(all);
+        each_serialisation(|p, version, expected, what| {
+            let (nl, nm) = (expected.leaves.len(), expected.msrs.len());
+            let untouched = |leaves: Option<usize>, msrs: Option<usize>| Outcome {
+                status: CPUPOLICY_BUFFER_TOO_SMALL,
+                nr_leaves: nl,
+                nr_msrs: nm,
+                leaves: leaves.map(|n| vec![LEAF_CANARY; n]),
+                msrs: msrs.map(|n| vec![MSR_CANARY; n]),
+            };
+            // One leaf short: neither buffer written, both counts what is needed.
+            assert_eq!(serialise(p, version, Some(nl - 1), Some(nm)), untouched(Some(nl - 1), Some(nm)), "{what}");
+            assert_eq!(last_error(), format!("leaves: buffer of {} too small: {nl} needed", nl - 1));
+            // One MSR short.
+            assert_eq!(serialise(p, version, Some(nl), Some(nm - 1)), untouched(Some(nl), Some(nm - 1)), "{what}");
+            assert_eq!(last_error(), format!("msrs: buffer of {} too small: {nm} needed", nm - 1));
+            // Both short: both named.
+            assert_eq!(serialise(p, version, Some(2), Some(0)), untouched(Some(2), Some(0)), "{what}");
+            assert_eq!(
+                last_error(),
+                format!("leaves: buffer of 2 too small: {nl} needed; msrs: buffer of 0 too small: {nm} needed")
+            );
+            // A size query beside a short buffer: still too small, nothing written.
+            assert_eq!(serialise(p, version, None, Some(nm - 1)), untouched(None, Some(nm - 1)), "{what}");
+            assert_eq!(serialise(p, version, Some(nl - 1), None), untouched(Some(nl - 1), None), "{what}");
+        });
     }
 
     #[test]
     fn serialise_size_queries_count_each_array() {
-        let all = policies();
-        for (name, p) in &all {
-            for (version, limits) in FORMATS {
-                // SAFETY: a live policy handle, only read here.
-                let expected = unsafe { &(**p).value }.to_wire(&limits);
-                let (nl, nm) = (expected.leaves.len(), expected.msrs.len());
-                let what = format!("{name}, Xen {version:?}");
-                let result = |leaves: Option<Vec<XenCpuidLeaf>>, msrs: Option<Vec<XenMsrEntry>>| Outcome {
-                    status: CPUPOLICY_OK,
-                    nr_leaves: nl,
-                    nr_msrs: nm,
-                    leaves,
-                    msrs,
-                };
-                assert_eq!(serialise(*p, version, None, None), result(None, None), "{what}");
-                // One array queried, the other written.
-                let msrs_only = serialise(*p, version, None, Some(nm));
-                assert_eq!(msrs_only, result(None, Some(expected.msrs.clone())), "{what}");
-                let leaves_only = serialise(*p, version, Some(nl), None);
-                assert_eq!(leaves_only, result(Some(expected.leaves.clone()), None), "{what}");
-            }
-        }
-        free_all(all);
+        each_serialisation(|p, version, expected, what| {
+            let (nl, nm) = (expected.leaves.len(), expected.msrs.len());
+            let result = |leaves: Option<Vec<XenCpuidLeaf>>, msrs: Option<Vec<XenMsrEntry>>| Outcome {
+                status: CPUPOLICY_OK,
+                nr_leaves: nl,
+                nr_msrs: nm,
+                leaves,
+                msrs,
+            };
+            assert_eq!(serialise(p, version, None, None), result(None, None), "{what}");
+            // One array queried, the other written.
+            let msrs_only = serialise(p, version, None, Some(nm));
+            assert_eq!(msrs_only, result(None, Some(expected.msrs.clone())), "{what}");
+            let leaves_only = serialise(p, version, Some(nl), None);
+            assert_eq!(leaves_only, result(Some(expected.leaves.clone()), None), "{what}");
+        });
     }
 
     #[test]
