@@ -126,7 +126,6 @@ const WORD_REGISTERS: [(u16, u8); NR_WORDS] = {
     places
 };
 
-/// The featureset words holding MSR_ARCH_CAPABILITIES' low and high halves.
 /// Runs `$each!(w)` for every featureset word `w`, as literals, so that each word's place
 /// ([`WORD_REGISTERS`]) is a constant where it is used.
 macro_rules! each_word {
@@ -154,6 +153,7 @@ macro_rules! each_word {
     };
 }
 
+/// The featureset words holding MSR_ARCH_CAPABILITIES' low and high halves.
 const ARCH_CAPS_WORDS: [usize; 2] = {
     let mut found = [usize::MAX; 2];
     let mut i = 0;
@@ -891,9 +891,6 @@ mod tests {
         p
     }
 
-    /// Clearing runs of slots keeps exactly what [`InRange::keeps`] keeps, entry by entry: on a
-    /// policy holding every slot and side-table keys of the same leaves, for limits at and
-    /// around every boundary.
     /// Reading in place agrees with comparing the gathered words, bit by bit, MSR words
     /// included.
     #[test]
@@ -928,6 +925,9 @@ mod tests {
         }
     }
 
+    /// Clearing runs of slots keeps exactly what [`InRange::keeps`] keeps, entry by entry: on a
+    /// policy holding every slot and side-table keys of the same leaves, for limits at and
+    /// around every boundary.
     #[test]
     fn range_clearing_by_slots_matches_the_rule() {
         let mut full = CpuPolicy::new();
