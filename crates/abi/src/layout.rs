@@ -150,6 +150,16 @@ impl WireLimits {
     pub fn msrs(&self) -> &'static [u32] {
         &XEN_POLICY_MSRS[..self.max_msrs as usize]
     }
+
+    /// Whether the format holds this MSR (one of [`WireLimits::msrs`]): its fixed place
+    /// ([`msr_slot`]) is among the first `max_msrs`.
+    #[inline]
+    pub const fn carries_msr(&self, index: u32) -> bool {
+        match msr_slot(index) {
+            Some(slot) => slot < self.max_msrs as usize,
+            None => false,
+        }
+    }
 }
 
 /// The place of an MSR in [`XEN_POLICY_MSRS`] (which is index order too), or `None`.
@@ -351,5 +361,15 @@ mod tests {
         assert_eq!(SLOTS, 14 + 6 + 3 + 2 + 63 + 2 + 0x22);
         assert_eq!(slot_of(CpuidKey::indexed(1, XEN_CPUID_NO_SUBLEAF)), None);
         assert!(!WireLimits::LATEST.carries(CpuidKey::indexed(1, XEN_CPUID_NO_SUBLEAF)));
+    }
+
+    /// `carries_msr` is membership in `msrs()`, in every format.
+    #[test]
+    fn carried_msrs_are_the_listed_ones() {
+        for limits in [WireLimits::XEN_4_14_0, WireLimits::XEN_4_14_1, WireLimits::XEN_4_16_0, WireLimits::XEN_4_17] {
+            for index in [0, 0xce, 0xcf, 0x10a, 0x10b, 0xc000_0080, u32::MAX] {
+                assert_eq!(limits.carries_msr(index), limits.msrs().contains(&index), "{index:#x}");
+            }
+        }
     }
 }

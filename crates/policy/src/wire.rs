@@ -402,8 +402,7 @@ impl CpuPolicy {
             if entry.flags != 0 {
                 return Err(WireError::MsrFlags { position, msr: entry.idx, flags: entry.flags });
             }
-            // The MSRs of the format are the first `max_msrs` of the policy's fixed MSRs.
-            if msr_slot(entry.idx).is_none_or(|slot| slot >= limits.msrs().len()) {
+            if !limits.carries_msr(entry.idx) {
                 return Err(WireError::MsrOutOfRange { position, msr: entry.idx });
             }
             if !msr_fits(entry.idx, entry.val) {
@@ -441,7 +440,7 @@ impl CpuPolicy {
             }
         }
         for (index, value) in self.msrs() {
-            if !limits.msrs().contains(&index) {
+            if !limits.carries_msr(index) {
                 dropped.push(Dropped::Msr { index, value, reason: DropReason::NotInXenPolicy });
             } else if !msr_fits(index, value) {
                 dropped.push(Dropped::Msr { index, value, reason: DropReason::ValueTooWide });
