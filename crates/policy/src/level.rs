@@ -701,14 +701,12 @@ fn explain_features(
 ) -> Vec<FeatureLoss> {
     let result = policy.featureset();
     let result_words = policy.feature_words();
-    // The lost features (some host has them, the pool has not) in order, and one bitmap row per
-    // lost feature with one bit per host: each host lacking one is a single OR.
+    // The lost features (some host has them, the pool has not), and one bitmap row per lost
+    // feature with one bit per host.
     let stride = hosts.len().div_ceil(64);
-    let mut order = Vec::new();
     let mut lost_words = [0u32; NR_WORDS];
-    for (w, ((&a, &r), lost)) in any.iter().zip(&result_words).zip(&mut lost_words).enumerate() {
+    for (lost, (&a, &r)) in lost_words.iter_mut().zip(any.iter().zip(&result_words)) {
         *lost = a & !r;
-        each_bit(*lost, w, |feature| order.push(feature));
     }
     // Hosts are taken 64 at a time. For each pair of words holding lost features, a 64×64 bit
     // matrix (a row per host: the lost features it lacks) is transposed into a row per feature:
@@ -723,18 +721,22 @@ fn explain_features(
         .iter()
         .map(|&[lo, hi]| u64::from(lost_words[lo]) | if hi != lo { u64::from(lost_words[hi]) << 32 } else { 0 })
         .collect();
-    // The bitmap row (as an offset into `lacking_bits`) of each lost bit of each pair.
+    // The lost features in order (words ascending, bits ascending), and the bitmap row (as an
+    // offset into `lacking_bits`) of each lost bit of each pair.
+    let mut order = Vec::new();
     let mut row_of = vec![[0usize; 64]; pairs.len()];
-    let mut next = 0;
-    for (rows, &lost) in row_of.iter_mut().zip(&pair_lost) {
+    for ((rows, &lost), &[lo, hi]) in row_of.iter_mut().zip(&pair_lost).zip(&pairs) {
         let mut bits = lost;
         while bits != 0 {
-            rows[bits.trailing_zeros() as usize] = next * stride;
+            let p = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            next += 1;
+            let word = if p < 32 { lo } else { hi };
+            if let Some(feature) = FeatureId::new(word, p as u32 % 32) {
+                rows[p] = order.len() * stride;
+                order.push(feature);
+            }
         }
     }
-    debug_assert_eq!(next, order.len());
     let mut lacking_bits = vec![0u64; order.len() * stride];
     let mut matrices = vec![[0u64; 64]; pairs.len()];
     for (block, block_hosts) in hosts.chunks(64).enumerate() {
