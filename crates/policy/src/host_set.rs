@@ -42,17 +42,21 @@ impl HostSet {
 
     /// The hosts among `0..hosts` not in the set.
     pub(crate) fn complement(&self, hosts: usize) -> HostSet {
-        let word = |start: usize, word: u64| {
-            let valid = if hosts - start >= 64 { !0 } else { (1u64 << (hosts - start)) - 1 };
-            !word & valid
+        // Word `k` with the bits of hosts from `hosts` on cleared (`k` below the word count).
+        let word = |k: usize| {
+            let in_range = hosts - 64 * k;
+            !self.word(k) & if in_range >= 64 { !0 } else { (1u64 << in_range) - 1 }
         };
-        let first = if hosts == 0 { 0 } else { word(0, self.first) };
-        let rest = (64..hosts)
-            .step_by(64)
-            .enumerate()
-            .map(|(k, start)| word(start, self.rest.get(k).copied().unwrap_or(0)))
-            .collect();
-        HostSet { first, rest }
+        let words = hosts.div_ceil(64);
+        HostSet { first: if words == 0 { 0 } else { word(0) }, rest: (1..words).map(word).collect() }
+    }
+
+    /// Word `k` of the bitmap (hosts `64 * k` to `64 * k + 63`), zero past the stored ones.
+    fn word(&self, k: usize) -> u64 {
+        match k.checked_sub(1) {
+            None => self.first,
+            Some(k) => self.rest.get(k).copied().unwrap_or(0),
+        }
     }
 
     /// Adds host `index`.
@@ -71,11 +75,7 @@ impl HostSet {
 
     /// Whether host `index` is in the set.
     pub fn contains(&self, index: usize) -> bool {
-        let word = match (index / 64).checked_sub(1) {
-            None => self.first,
-            Some(word) => self.rest.get(word).copied().unwrap_or(0),
-        };
-        word & (1 << (index % 64)) != 0
+        self.word(index / 64) & (1 << (index % 64)) != 0
     }
 
     /// How many hosts the set holds.
