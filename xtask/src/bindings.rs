@@ -454,8 +454,7 @@ const _: () = {
             let expected = EXPECTED_FACTS.iter().find(|&&(es, ef, _)| es == s && ef == field).map(|f| f.2);
             assert_eq!(expected, Some(value), "{s}.{field}");
         }
-        let entry_facts =
-            EXPECTED_FACTS.iter().filter(|(s, _, _)| s.starts_with("xen_cpuid_leaf") || s.starts_with("xen_msr_entry"));
+        let entry_facts = EXPECTED_FACTS.iter().filter(|(s, _, _)| ABI_ENTRY_TYPES.contains(s));
         assert_eq!(entry_facts.count(), ours.len(), "every expected entry fact is compared");
     }
 
