@@ -315,10 +315,10 @@ fn explanations_of_a_whole_pool_blame_exactly_the_lacking_hosts() {
         let pool = level_pool(&twice, LevelOptions { explain: true, ..Default::default() }).unwrap();
         let mut blamed_lists = 0;
         for (levelled, policy_of) in [
-            (&pool.default, (|h: &PoolHost| h.default.clone()) as fn(&PoolHost) -> CpuPolicy),
-            (&pool.acceptance, |h: &PoolHost| h.max.clone()),
+            (&pool.default, (|h: &PoolHost| &h.default) as fn(&PoolHost) -> &CpuPolicy),
+            (&pool.acceptance, |h: &PoolHost| &h.max),
         ] {
-            let policies: Vec<CpuPolicy> = twice.iter().map(policy_of).collect();
+            let policies: Vec<&CpuPolicy> = twice.iter().map(policy_of).collect();
             for loss in &levelled.lost {
                 if let LossCause::LackedBy(blamed) = &loss.cause {
                     let lacking: Vec<usize> =
@@ -330,7 +330,7 @@ fn explanations_of_a_whole_pool_blame_exactly_the_lacking_hosts() {
             for limit in &levelled.limits {
                 let below: Vec<usize> = (0..policies.len())
                     .filter(|&i| {
-                        let value = limit.field.read(&policies[i]);
+                        let value = limit.field.read(policies[i]);
                         match limit.field {
                             LimitField::PlatformInfo => value != limit.highest,
                             _ => value < limit.highest,
