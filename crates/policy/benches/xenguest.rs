@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use cpupolicy_featureset::GuestKind;
 use cpupolicy_policy::{
-    check_migration, derive_system_policies, level_pool, CpuPolicy, DeriveOptions, LevelOptions, PoolHost,
-    SystemPolicy, Vendor, WireLimits, XenCpuidLeaf, XenCpuidReport, XenMsrEntry,
+    check_migration, derive_system_policies, level_pool, level_pool_into, CpuPolicy, DeriveOptions, LevelOptions,
+    LevelledPool, PoolHost, SystemPolicy, Vendor, WireLimits, XenCpuidLeaf, XenCpuidReport, XenMsrEntry,
 };
 
 #[path = "../tests/common/mod.rs"]
@@ -212,6 +212,13 @@ fn measured_cpupolicy_level(hosts: &[PoolHost], explain: bool) -> usize {
     pool.default.lost.len()
 }
 
+#[no_mangle]
+#[inline(never)]
+fn measured_cpupolicy_level_into(hosts: &[PoolHost], explain: bool, pool: &mut LevelledPool) -> usize {
+    level_pool_into(black_box(hosts), LevelOptions { cross_vendor: false, explain }, pool).expect("level");
+    pool.default.lost.len()
+}
+
 fn xenguest_policy(input: &Input) -> *mut c_void {
     // SAFETY: plain constructor; NULL only when out of memory.
     let policy = unsafe { xc_cpu_policy_init() };
@@ -276,19 +283,30 @@ fn run(op: &str, index: usize, calls: usize) {
             unsafe { (xc_cpu_policy_destroy(host), xc_cpu_policy_destroy(guest)) };
         }
         level => {
-            let (n, explain) = match level.strip_prefix("level-") {
-                Some(rest) => match rest.strip_suffix("-explain") {
-                    Some(n) => (n.parse().expect("hosts"), true),
-                    None => (rest.parse().expect("hosts"), false),
-                },
-                None => panic!("unknown operation {op}"),
+            let (into, level) = match level.strip_prefix("level-into-") {
+                Some(rest) => (true, rest),
+                None => (false, level.strip_prefix("level-").unwrap_or_else(|| panic!("unknown operation {op}"))),
+            };
+            let (n, explain) = match level.strip_suffix("-explain") {
+                Some(n) => (n.parse().expect("hosts"), true),
+                None => (level.parse().expect("hosts"), false),
             };
             let hosts = pool_of(n);
-            // Warm-up on two hosts: the rule tables are built on first use.
-            let _ = black_box(level_pool(&hosts[..n.min(2)], LevelOptions { cross_vendor: false, explain }));
-            (0..calls).for_each(|_| {
-                let _ = black_box(measured_cpupolicy_level(&hosts, explain));
-            });
+            let options = LevelOptions { cross_vendor: false, explain };
+            if into {
+                // The warm-up levels this pool once into the pool kept: what a re-levelling finds.
+                let mut pool = LevelledPool::default();
+                level_pool_into(&hosts, options, &mut pool).expect("warm-up");
+                (0..calls).for_each(|_| {
+                    let _ = black_box(measured_cpupolicy_level_into(&hosts, explain, &mut pool));
+                });
+            } else {
+                // Warm-up on two hosts: the rule tables are built on first use.
+                let _ = black_box(level_pool(&hosts[..n.min(2)], options));
+                (0..calls).for_each(|_| {
+                    let _ = black_box(measured_cpupolicy_level(&hosts, explain));
+                });
+            }
         }
     }
 }
@@ -394,25 +412,36 @@ fn main() {
         unsafe { xc_cpu_policy_destroy(xg) };
     }
     println!("\nlevelling (Xen 4.20's PV policies of the Intel dumps), per host");
-    for (n, explain, calls) in [(2usize, false, 50usize), (64, false, 5), (10_000, false, 1), (10_000, true, 1)] {
+    let configurations = [(2usize, false, 50usize), (64, false, 5), (10_000, false, 1), (10_000, true, 1)];
+    for ((n, explain, calls), into) in configurations.into_iter().flat_map(|c| [(c, false), (c, true)]) {
         let hosts = pool_of(n);
-        let op = format!("level-{n}{}", if explain { "-explain" } else { "" });
+        let op = format!("level-{}{n}{}", if into { "into-" } else { "" }, if explain { "-explain" } else { "" });
         let per_host = if has_valgrind {
-            instructions(&op, 0, calls).map_or("?".to_string(), |total| format!("{:.0}", total / n as f64))
+            instructions(&op, 0, calls).map_or("?".to_string(), |total| match n {
+                // The 2-host target is for the whole pool.
+                2 => format!("{:.0} (pool {total:.0})", total / n as f64),
+                _ => format!("{:.0}", total / n as f64),
+            })
         } else {
             "-".to_string()
         };
         let before = PEAK.swap(IN_USE.load(Ordering::Relaxed), Ordering::Relaxed);
         let base = IN_USE.load(Ordering::Relaxed);
+        let mut kept = LevelledPool::default();
         let time = best_of(budget, || {
-            let _ = black_box(measured_cpupolicy_level(&hosts, explain));
+            let _ = black_box(if into {
+                measured_cpupolicy_level_into(&hosts, explain, &mut kept)
+            } else {
+                measured_cpupolicy_level(&hosts, explain)
+            });
         });
+        drop(kept);
         let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
         PEAK.fetch_max(before, Ordering::Relaxed);
         println!(
             "{:<40} {:>26} {:>20} {:>20}",
             format!("{n} hosts{}", if explain { ", explained" } else { "" }),
-            "level",
+            if into { "level into a kept pool" } else { "level" },
             format!("{per_host} [{:.0}]", time.as_nanos() as f64 / n as f64),
             format!("heap peak {:.1} MiB", peak as f64 / (1 << 20) as f64)
         );

@@ -193,8 +193,9 @@ fn describe_vendors(vendors: &[(Vendor, Vec<String>)]) -> String {
     vendors.iter().map(|(vendor, hosts)| format!("{vendor}: {}", hosts.join(", "))).collect::<Vec<_>>().join("; ")
 }
 
-/// The levelled policies of a pool.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The levelled policies of a pool. The default value holds no result: both policies empty,
+/// every list empty (what [`level_pool_into`] leaves on error).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LevelledPool {
     /// What new VMs boot with.
     pub default: Levelled,
@@ -205,7 +206,7 @@ pub struct LevelledPool {
 }
 
 /// One levelled policy and, when asked, what it cost.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Levelled {
     /// The policy.
     pub policy: CpuPolicy,
@@ -348,6 +349,18 @@ pub struct ReflectedDifference {
     pub without: HostSet,
 }
 
+impl LevelledPool {
+    /// Makes this the empty pool ([`LevelledPool::default`]), keeping the lists' storage.
+    fn clear(&mut self) {
+        for levelled in [&mut self.default, &mut self.acceptance] {
+            levelled.policy = CpuPolicy::new();
+            levelled.lost.clear();
+            levelled.limits.clear();
+        }
+        self.reflected.clear();
+    }
+}
+
 impl ReflectedDifference {
     /// The names of the hosts with the bit and without it, from the hosts levelled.
     pub fn names<'a>(&self, names: &[&'a str]) -> (Vec<&'a str>, Vec<&'a str>) {
@@ -359,8 +372,30 @@ impl ReflectedDifference {
 /// Levels a pool: the default and acceptance policies every host can run, with, when
 /// `options.explain` is set, which host cost which feature and limit.
 ///
-/// Errors: an empty pool, or hosts of different vendors (unless `options.cross_vendor`).
+/// Errors: an empty pool; hosts of different vendors (unless `options.cross_vendor`); an
+/// xstate size beyond 32 bits. [`level_pool_into`] does the same into a pool the caller keeps.
 pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledPool, LevelError> {
+    let mut pool = LevelledPool::default();
+    level_pool_into(hosts, options, &mut pool)?;
+    Ok(pool)
+}
+
+/// [`level_pool`] into `pool`, reusing its storage: a toolstack that re-levels (a host joins
+/// or leaves, a planner tries pool after pool) keeps one `LevelledPool` and copies no policy
+/// beyond what levelling writes.
+///
+/// On success `pool` holds exactly what [`level_pool`] returns. On error it holds no result
+/// at all: it is left as [`LevelledPool::default`] (both policies empty, every list empty),
+/// never half levelled.
+pub fn level_pool_into(hosts: &[PoolHost], options: LevelOptions, pool: &mut LevelledPool) -> Result<(), LevelError> {
+    let result = level_into(hosts, options, pool);
+    if result.is_err() {
+        pool.clear();
+    }
+    result
+}
+
+fn level_into(hosts: &[PoolHost], options: LevelOptions, pool: &mut LevelledPool) -> Result<(), LevelError> {
     let first = hosts.first().ok_or(LevelError::EmptyPool)?;
     let vendor = first.default.vendor();
     // The vendor compared as leaf 0's three registers: the vendor itself is named only for an
@@ -432,12 +467,7 @@ pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledP
     // Xen's RSBA/RRSBA derivation, as for each host's own default (see `featuresets`).
     apply_rsba_rule_to_words(&mut default_words, &acc.def_or);
 
-    // Built in place: each levelled policy is written once, where it is returned from.
-    let mut pool = LevelledPool {
-        default: Levelled { policy: CpuPolicy::new(), lost: Vec::new(), limits: Vec::new() },
-        acceptance: Levelled { policy: CpuPolicy::new(), lost: Vec::new(), limits: Vec::new() },
-        reflected: Vec::new(),
-    };
+    // Built in place: each levelled policy is written once, where the caller keeps it.
     let base = &hosts[base];
     finish(
         &mut pool.acceptance,
@@ -470,6 +500,7 @@ pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledP
     )?;
 
     let reflected = &mut pool.reflected;
+    reflected.clear();
     if acc.reflected_and != acc.reflected_or {
         for w in (0..NR_WORDS).filter(|&w| acc.reflected_or[w] != acc.reflected_and[w]) {
             each_bit(acc.reflected_or[w] & !acc.reflected_and[w], w, |feature| {
@@ -479,7 +510,7 @@ pub fn level_pool(hosts: &[PoolHost], options: LevelOptions) -> Result<LevelledP
             });
         }
     }
-    Ok(pool)
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -598,6 +629,9 @@ fn finish(
     if explain {
         out.lost = explain_features(&out.policy, hosts, role, any, acceptance);
         out.limits = explain_limits(&out.policy, hosts, role);
+    } else {
+        out.lost.clear();
+        out.limits.clear();
     }
     Ok(())
 }
@@ -1044,9 +1078,17 @@ mod tests {
         assert_eq!(error, LevelError::XstateSize { host: "h".into(), subleaf: 2 });
         assert!(error.to_string().contains("sub-leaf 0x2"), "{error}");
         // A sane size levels.
+        let overflowing = p.clone();
         p.set_cpuid(CpuidKey::indexed(0xd, 2), Registers::new(0x100, 0x240, 0x2, 0));
         let pool = level_pool(&[PoolHost::from_single("h", p)], LevelOptions::default()).unwrap();
         assert_eq!(pool.default.policy.subleaf(0xd, 1).ebx, 576 + 0x100);
+        // Into a kept pool: the refusal comes after the acceptance policy is built, and still
+        // leaves the empty pool, not a half-levelled one or the previous result.
+        let mut kept = pool.clone();
+        let options = LevelOptions { explain: true, ..Default::default() };
+        let error = level_pool_into(&[PoolHost::from_single("h", overflowing)], options, &mut kept).unwrap_err();
+        assert_eq!(error, LevelError::XstateSize { host: "h".into(), subleaf: 2 });
+        assert_eq!(kept, LevelledPool::default());
     }
 
     /// Levelling a policy with very many leaves beyond its max leaf costs time linear in them:

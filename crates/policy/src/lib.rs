@@ -76,8 +76,8 @@ pub use input::{read_input, InputError, MAX_INPUT_BYTES};
 pub use json::{HostBundle, JsonError, HOST_BUNDLE_FORMAT, JSON_VERSION, POLICY_FORMAT, POOL_FORMAT};
 pub use legacy::{synthesise_legacy, LegacyRules};
 pub use level::{
-    clear_out_of_range_leaves, feature_name, level_pool, FeatureLoss, LevelError, LevelOptions, Levelled, LevelledPool,
-    LimitField, LimitLoss, LossCause, PoolHost, ReflectedDifference,
+    clear_out_of_range_leaves, feature_name, level_pool, level_pool_into, FeatureLoss, LevelError, LevelOptions,
+    Levelled, LevelledPool, LimitField, LimitLoss, LossCause, PoolHost, ReflectedDifference,
 };
 pub use level_rules::{feature_rule, level_rule, FeatureRule, LevelRule, COMMON_1D_FEATURES, SPECIAL_RULES};
 pub use libvirt::LibvirtError;

@@ -6,8 +6,8 @@ mod common;
 
 use cpupolicy_featureset::{FeatureId, Featureset, GuestKind};
 use cpupolicy_policy::{
-    check_migration, derive_system_policies, level_pool, level_rule, CpuPolicy, DeriveOptions, LevelError,
-    LevelOptions, LevelRule, LossCause, PoolHost, Vendor,
+    check_migration, derive_system_policies, level_pool, level_pool_into, level_rule, CpuPolicy, DeriveOptions,
+    LevelError, LevelOptions, LevelRule, LevelledPool, LossCause, PoolHost, Vendor,
 };
 
 struct Host {
@@ -123,6 +123,40 @@ fn every_intel_pair_and_every_amd_pair_levels_and_fits_each_host() {
     }
     assert!(pairs > 1500, "{pairs} pairs");
     assert!(losses > 0, "some pair lost something");
+}
+
+/// One pool kept across every Intel pair and every AMD pair, explained and not, PV and HVM, with
+/// a refused mixed-vendor pool between them: each levelling into it leaves exactly what
+/// `level_pool` returns, and the refused one leaves the empty pool, not the previous result.
+#[test]
+fn levelling_into_a_kept_pool_gives_what_level_pool_returns() {
+    let Some(hosts) = hosts() else { return };
+    let mut kept = LevelledPool::default();
+    let mut compared = 0;
+    for vendor in [Vendor::Intel, Vendor::Amd] {
+        let same: Vec<&Host> = hosts.iter().filter(|h| h.vendor == vendor).collect();
+        for (i, a) in same.iter().enumerate() {
+            for (j, b) in same[i + 1..].iter().enumerate() {
+                let explain = (i + j) % 2 == 0;
+                let options = LevelOptions { explain, ..Default::default() };
+                let mut pairs = vec![([a.pv.clone(), b.pv.clone()], "pv")];
+                if let (Some(ha), Some(hb)) = (&a.hvm, &b.hvm) {
+                    pairs.push(([ha.clone(), hb.clone()], "hvm"));
+                }
+                for (pair, kind) in pairs {
+                    let fresh = level_pool(&pair, options).unwrap();
+                    level_pool_into(&pair, options, &mut kept).unwrap();
+                    assert!(kept == fresh, "{kind} {} + {} (explain {explain})", a.name, b.name);
+                    compared += 1;
+                }
+            }
+        }
+        let other = hosts.iter().find(|h| h.vendor != vendor).unwrap();
+        let error = level_pool_into(&[same[0].pv.clone(), other.pv.clone()], LevelOptions::default(), &mut kept);
+        assert!(matches!(error, Err(LevelError::MixedVendors { .. })), "{error:?}");
+        assert!(kept == LevelledPool::default(), "a refused pool leaves no result behind");
+    }
+    assert!(compared > 1500, "{compared} levellings compared");
 }
 
 #[test]
