@@ -1,5 +1,6 @@
 //! Xen's wire format with each release's limits: no panic; a policy read back from what it
-//! writes is itself again; a rejected `apply_wire` changes nothing.
+//! writes is itself again; a rejected `apply_wire` changes nothing; `from_wire` (one pass) gives
+//! what `apply_wire` (check, then store) gives onto an empty policy, error for error.
 #![no_main]
 
 use cpupolicy_policy::{CpuPolicy, WireLimits, XenCpuidLeaf, XenMsrEntry};
@@ -15,6 +16,10 @@ fuzz_target!(|data: &[u8]| {
         msr_bytes.chunks_exact(16).map(|c| XenMsrEntry::from_le_bytes(c.try_into().unwrap())).collect();
     let leaves: Vec<XenCpuidLeaf> =
         leaf_bytes.chunks_exact(24).map(|c| XenCpuidLeaf::from_le_bytes(c.try_into().unwrap())).collect();
+
+    let mut onto_empty = CpuPolicy::new();
+    let applied = onto_empty.apply_wire(&leaves, &msrs, &limits).map(|()| onto_empty);
+    assert_eq!(CpuPolicy::from_wire(&leaves, &msrs, &limits), applied, "from_wire and apply_wire disagree");
 
     // All or nothing: a rejected merge leaves the policy as it was.
     let base = CpuPolicy::from_wire(&leaves[..leaves.len() / 2], &[], &limits).unwrap_or_default();

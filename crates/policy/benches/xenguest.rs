@@ -141,6 +141,27 @@ fn measured_cpupolicy_deserialise(policy: &mut CpuPolicy, input: &Input) {
     policy.apply_wire(black_box(&input.leaves), black_box(&input.msrs), &LIMITS).expect("apply_wire");
 }
 
+/// Deserialising into a new policy, dropped after: what reading a policy from Xen or from a
+/// migration record costs.
+#[no_mangle]
+#[inline(never)]
+fn measured_cpupolicy_new_deserialise(input: &Input) -> u32 {
+    let policy = CpuPolicy::from_wire(black_box(&input.leaves), black_box(&input.msrs), &LIMITS).expect("from_wire");
+    black_box(&policy).max_basic_leaf()
+}
+
+/// libxenguest's equivalent: a new `xc_cpu_policy`, the entries deserialised onto it, destroyed after.
+#[no_mangle]
+#[inline(never)]
+fn measured_xenguest_new_deserialise(input: &Input) {
+    // SAFETY: plain constructor; NULL only when out of memory.
+    let policy = unsafe { xc_cpu_policy_init() };
+    assert!(!policy.is_null());
+    xenguest_update(policy, input);
+    // SAFETY: from xc_cpu_policy_init, not used afterwards.
+    unsafe { xc_cpu_policy_destroy(policy) };
+}
+
 fn cpupolicy_policy(input: &Input) -> CpuPolicy {
     CpuPolicy::from_wire(&input.leaves, &input.msrs, &LIMITS).expect("from_wire")
 }
@@ -245,6 +266,17 @@ fn run(op: &str, index: usize, calls: usize) {
             (0..calls).for_each(|_| measured_xenguest_deserialise(policy, input));
             // SAFETY: from xc_cpu_policy_init, not used afterwards.
             unsafe { xc_cpu_policy_destroy(policy) };
+        }
+        "cpupolicy-new-deserialise" => {
+            let _ = black_box(cpupolicy_policy(input)); // the warm-up, not counted
+            (0..calls).for_each(|_| {
+                let _ = black_box(measured_cpupolicy_new_deserialise(input));
+            });
+        }
+        "xenguest-new-deserialise" => {
+            // SAFETY: the warm-up, not counted: from xc_cpu_policy_init, destroyed once updated.
+            unsafe { xc_cpu_policy_destroy(xenguest_policy(input)) };
+            (0..calls).for_each(|_| measured_xenguest_new_deserialise(input));
         }
         "cpupolicy-serialise" => {
             let policy = cpupolicy_policy(input);
@@ -371,13 +403,23 @@ fn main() {
         let host = PoolHost::from_single("host", policy.clone());
         let (mut scratch_leaves, mut scratch_msrs) = (leaves.clone(), msrs.clone());
         let (mut ours_leaves, mut ours_msrs) = (leaves.clone(), msrs.clone());
-        let rows: [(&str, Duration, Duration); 3] = [
+        let rows: [(&str, &str, Duration, Duration); 4] = [
             (
+                "deserialise",
                 "deserialise",
                 best_of(budget, || measured_cpupolicy_deserialise(&mut reused, input)),
                 best_of(budget, || measured_xenguest_deserialise(xg, input)),
             ),
             (
+                "deserialise into a new policy",
+                "new-deserialise",
+                best_of(budget, || {
+                    let _ = black_box(measured_cpupolicy_new_deserialise(input));
+                }),
+                best_of(budget, || measured_xenguest_new_deserialise(input)),
+            ),
+            (
+                "serialise",
                 "serialise",
                 best_of(budget, || {
                     let _ = black_box(measured_cpupolicy_serialise(&policy, &mut ours_leaves, &mut ours_msrs));
@@ -388,6 +430,7 @@ fn main() {
             ),
             (
                 "check (xenguest: 4 limits)",
+                "check",
                 best_of(budget, || {
                     let _ = black_box(measured_cpupolicy_check(&policy, &host));
                 }),
@@ -396,8 +439,7 @@ fn main() {
                 }),
             ),
         ];
-        for (op, ours_time, theirs_time) in rows {
-            let key = op.split(' ').next().unwrap_or(op);
+        for (op, key, ours_time, theirs_time) in rows {
             let (a, b) = (count(&format!("cpupolicy-{key}"), i, 200), count(&format!("xenguest-{key}"), i, 200));
             println!(
                 "{:<40} {:>26} {:>20} {:>20}",

@@ -365,13 +365,26 @@ impl CpuPolicy {
     /// Xen keeps only `EAX[7:0]` of the hypervisor leaves 0x40000000/0x40000100 and ignores the
     /// rest; the model keeps what was given, and [`CpuPolicy::to_wire`] reports a value Xen
     /// would have cut.
+    ///
+    /// The same checks as [`CpuPolicy::apply_wire`] onto an empty policy, in one pass: each
+    /// leaf is stored as soon as its slot is found, since a refusal drops the new policy.
     pub fn from_wire(
         leaves: &[XenCpuidLeaf],
         msrs: &[XenMsrEntry],
         limits: &WireLimits,
     ) -> Result<CpuPolicy, WireError> {
+        check_leaf_count(leaves, limits)?;
+        if let Err(msr_error) = check_wire_msrs(msrs, limits) {
+            return Err(first_leaf_error(leaves, limits).unwrap_or(msr_error));
+        }
         let mut policy = CpuPolicy::new();
-        policy.apply_wire(leaves, msrs, limits)?;
+        for (position, entry) in leaves.iter().enumerate() {
+            match wire_slot(entry.leaf, entry.subleaf, limits) {
+                Some(slot) => policy.set_slot(slot, [entry.a, entry.b, entry.c, entry.d]),
+                None => return Err(WireError::LeafOutOfRange { position, leaf: entry.leaf, subleaf: entry.subleaf }),
+            }
+        }
+        policy.store_wire_msrs(msrs);
         Ok(policy)
     }
 
@@ -383,9 +396,7 @@ impl CpuPolicy {
         msrs: &[XenMsrEntry],
         limits: &WireLimits,
     ) -> Result<(), WireError> {
-        if leaves.len() > limits.max_leaves() as usize {
-            return Err(WireError::TooManyLeaves { count: leaves.len(), max: limits.max_leaves() });
-        }
+        check_leaf_count(leaves, limits)?;
         // Each entry's slot, found while checking it; a full list has at most 120 entries.
         const _: () = assert!(WireLimits::LATEST.max_leaves() <= 128);
         let mut slots = [0u8; 128];
@@ -395,29 +406,22 @@ impl CpuPolicy {
                 None => return Err(WireError::LeafOutOfRange { position, leaf: entry.leaf, subleaf: entry.subleaf }),
             }
         }
-        if msrs.len() > limits.max_msrs() as usize {
-            return Err(WireError::TooManyMsrs { count: msrs.len(), max: limits.max_msrs() });
-        }
-        for (position, entry) in msrs.iter().enumerate() {
-            if entry.flags != 0 {
-                return Err(WireError::MsrFlags { position, msr: entry.idx, flags: entry.flags });
-            }
-            if !limits.carries_msr(entry.idx) {
-                return Err(WireError::MsrOutOfRange { position, msr: entry.idx });
-            }
-            if !msr_fits(entry.idx, entry.val) {
-                return Err(WireError::MsrValueTooWide { position, msr: entry.idx, value: entry.val });
-            }
-        }
+        check_wire_msrs(msrs, limits)?;
         for (entry, &slot) in leaves.iter().zip(&slots) {
             self.set_slot(usize::from(slot), [entry.a, entry.b, entry.c, entry.d]);
         }
+        self.store_wire_msrs(msrs);
+        Ok(())
+    }
+
+    /// Stores MSR entries already checked ([`check_wire_msrs`]).
+    #[inline]
+    fn store_wire_msrs(&mut self, msrs: &[XenMsrEntry]) {
         for entry in msrs {
             if let Some(slot) = msr_slot(entry.idx) {
                 self.set_msr_slot(slot, entry.val);
             }
         }
-        Ok(())
     }
 
     /// Everything held that `carried` (this policy's serialisation) does not carry exactly.
@@ -469,6 +473,43 @@ impl CpuPolicy {
             _ => DropReason::NotInXenPolicy,
         }
     }
+}
+
+/// The first entry of `leaves` that Xen's format has no room for, as [`CpuPolicy::apply_wire`]
+/// refuses it.
+fn first_leaf_error(leaves: &[XenCpuidLeaf], limits: &WireLimits) -> Option<WireError> {
+    let position = leaves.iter().position(|entry| wire_slot(entry.leaf, entry.subleaf, limits).is_none())?;
+    let entry = &leaves[position];
+    Some(WireError::LeafOutOfRange { position, leaf: entry.leaf, subleaf: entry.subleaf })
+}
+
+/// At most the release's number of leaves (checked before any leaf, as in Xen; the MSRs' count
+/// is checked after the leaves, by [`check_wire_msrs`]).
+fn check_leaf_count(leaves: &[XenCpuidLeaf], limits: &WireLimits) -> Result<(), WireError> {
+    if leaves.len() > limits.max_leaves() as usize {
+        return Err(WireError::TooManyLeaves { count: leaves.len(), max: limits.max_leaves() });
+    }
+    Ok(())
+}
+
+/// Xen's checks of MSR entries (`x86_msr_copy_from_buffer`): at most the release's number,
+/// flags zero, the MSR one the format holds, the value fitting.
+fn check_wire_msrs(msrs: &[XenMsrEntry], limits: &WireLimits) -> Result<(), WireError> {
+    if msrs.len() > limits.max_msrs() as usize {
+        return Err(WireError::TooManyMsrs { count: msrs.len(), max: limits.max_msrs() });
+    }
+    for (position, entry) in msrs.iter().enumerate() {
+        if entry.flags != 0 {
+            return Err(WireError::MsrFlags { position, msr: entry.idx, flags: entry.flags });
+        }
+        if !limits.carries_msr(entry.idx) {
+            return Err(WireError::MsrOutOfRange { position, msr: entry.idx });
+        }
+        if !msr_fits(entry.idx, entry.val) {
+            return Err(WireError::MsrValueTooWide { position, msr: entry.idx, value: entry.val });
+        }
+    }
+    Ok(())
 }
 
 /// The sub-leaf that ends leaf 4 (cache type 0) or leaf 0xb (level type 0).
@@ -575,6 +616,49 @@ mod tests {
         assert_eq!(limits("4.20.3"), Some(WireLimits::XEN_4_17));
         assert_eq!(limits("4.22-unstable"), Some(WireLimits::XEN_4_17));
         assert_eq!(limits("4.13.0"), None);
+    }
+
+    /// `from_wire` stores as it checks and `apply_wire` checks before it stores: both report the
+    /// same first error, in Xen's order (the leaves' count, each leaf, the MSRs' count, each
+    /// MSR), and `apply_wire` leaves the policy untouched.
+    #[test]
+    fn both_readers_report_the_same_first_error() {
+        let limits = WireLimits::XEN_4_17;
+        let leaf = |leaf: u32, subleaf: u32| XenCpuidLeaf { leaf, subleaf, a: 1, b: 2, c: 3, d: 4 };
+        let none = XEN_CPUID_NO_SUBLEAF;
+        let good = vec![leaf(0, none), leaf(7, 0), leaf(0x8000_0000, none)];
+        let bad_leaf = vec![leaf(0, none), leaf(1, 0), leaf(0x8000_0000, none)];
+        let bad_msr = vec![XenMsrEntry::new(MSR_PLATFORM_INFO, 1 << 40)];
+        let flagged = vec![XenMsrEntry { flags: 1, ..XenMsrEntry::new(MSR_PLATFORM_INFO, 1) }];
+        let cases: [(Vec<XenCpuidLeaf>, Vec<XenMsrEntry>, Option<WireError>); 6] = [
+            (good.clone(), vec![], None),
+            (bad_leaf.clone(), bad_msr.clone(), Some(WireError::LeafOutOfRange { position: 1, leaf: 1, subleaf: 0 })),
+            (
+                good.clone(),
+                bad_msr.clone(),
+                Some(WireError::MsrValueTooWide { position: 0, msr: MSR_PLATFORM_INFO, value: 1 << 40 }),
+            ),
+            (good.clone(), flagged, Some(WireError::MsrFlags { position: 0, msr: MSR_PLATFORM_INFO, flags: 1 })),
+            (vec![leaf(0, none); 121], bad_msr.clone(), Some(WireError::TooManyLeaves { count: 121, max: 120 })),
+            (
+                bad_leaf,
+                vec![XenMsrEntry::new(MSR_PLATFORM_INFO, 1); 3],
+                Some(WireError::LeafOutOfRange { position: 1, leaf: 1, subleaf: 0 }),
+            ),
+        ];
+        for (leaves, msrs, expected) in cases {
+            let read = CpuPolicy::from_wire(&leaves, &msrs, &limits);
+            let mut merged = CpuPolicy::from_wire(&good, &[], &limits).unwrap();
+            let before = merged.clone();
+            let applied = merged.apply_wire(&leaves, &msrs, &limits);
+            assert_eq!(read.as_ref().err(), expected.as_ref(), "{leaves:?} {msrs:?}");
+            assert_eq!(applied.err(), expected, "{leaves:?} {msrs:?}");
+            if expected.is_some() {
+                assert_eq!(merged, before, "a refused merge changed the policy");
+            }
+        }
+        let too_many_msrs = CpuPolicy::from_wire(&good, &[XenMsrEntry::new(MSR_PLATFORM_INFO, 1); 3], &limits);
+        assert_eq!(too_many_msrs, Err(WireError::TooManyMsrs { count: 3, max: 2 }));
     }
 
     #[test]
