@@ -179,12 +179,39 @@ impl XenVersion {
         digits.parse().ok()
     }
 
-    /// Parses `4.20.3`, `4.21-unstable`, `4.17.6-pre`.
+    /// Parses `4.20.3`, `4.21-unstable`, `4.17.6-pre`: the version as Xen prints it, the
+    /// extra version empty, `.N` (a point release that fits 32 bits) or `-…`, either followed
+    /// by a suffix of letters, digits and `.`, `-`, `+`, `~` (`.6-pre`, `.0-rc2`, `-unstable`).
+    /// Anything else (`4.14junk`, `4.14.-5`, `4.14.99999999999`, `04.14`, `+4.14`) is no
+    /// version: it is refused rather than read as some other release.
     pub fn parse(text: &str) -> Option<XenVersion> {
+        /// A decimal number as Xen prints one: digits, no sign, no leading zero, fitting 32 bits.
+        fn number(digits: &str) -> Option<u32> {
+            let plain = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+            (plain && (digits == "0" || !digits.starts_with('0'))).then(|| digits.parse().ok()).flatten()
+        }
         let (major, rest) = text.trim().split_once('.')?;
         let split = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         let (minor, extra) = rest.split_at(split);
-        Some(XenVersion::new(major.parse().ok()?, minor.parse().ok()?, extra))
+        let suffix = match extra.as_bytes().first() {
+            None => "",
+            Some(b'.') => {
+                let digits = &extra[1..];
+                let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+                number(&digits[..end])?;
+                match &digits[end..] {
+                    "" => "",
+                    rest if rest.starts_with(['-', '+', '.', '~']) => rest,
+                    _ => return None,
+                }
+            }
+            Some(b'-') => extra,
+            Some(_) => return None,
+        };
+        if !suffix.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+' | b'~')) {
+            return None;
+        }
+        Some(XenVersion::new(number(major)?, number(minor)?, extra))
     }
 }
 
@@ -230,5 +257,29 @@ mod tests {
         assert_eq!(XenVersion::parse("4.21-unstable").unwrap().micro(), None);
         assert_eq!(XenVersion::parse("4.17.6-pre").unwrap().micro(), Some(6));
         assert_eq!(XenVersion::parse("four"), None);
+        assert_eq!(XenVersion::parse("4.14").unwrap().micro(), None);
+        assert_eq!(XenVersion::parse(" 4.17.2 ").unwrap(), XenVersion::new(4, 17, ".2"));
+        assert_eq!(XenVersion::parse("4.20.0-rc2").unwrap().micro(), Some(0));
+        assert_eq!(XenVersion::parse("4.19.1+debian~b1").unwrap().micro(), Some(1));
+        assert_eq!(XenVersion::parse("5.0").unwrap(), XenVersion::new(5, 0, ""));
+        // What is no version is refused, not read as some other release.
+        for text in [
+            "4.14junk",
+            "4.14.-5",
+            "4.14 .5",
+            "4.14.",
+            "4.14.5x",
+            "4.14.99999999999",
+            "4.4294967296",
+            "04.14",
+            "4.014",
+            "+4.14",
+            "4.20;rm -rf",
+            "4.20.1-a b",
+            "4",
+            ".4",
+        ] {
+            assert_eq!(XenVersion::parse(text), None, "{text}");
+        }
     }
 }
