@@ -84,10 +84,11 @@ fn bad_input_exits_2_naming_the_token_without_output() {
         assert!(stderr.contains(expected), "{input}: {stderr}");
         assert!(!stderr.contains("panicked"));
     }
-    let many = vec!["0"; 65].join(":");
+    // One word beyond the 2048 a featureset may have (the words 16-bit feature indices name).
+    let many = vec!["0"; 2049].join(":");
     let out = cpupolicy(&["decode", &many]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8(out.stderr).unwrap().contains("65 words"));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("2049 words"));
     let out = cpupolicy(&["masks", "--within", "nothex"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8(out.stderr).unwrap().contains("'nothex'"));

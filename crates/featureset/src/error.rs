@@ -53,10 +53,7 @@ pub enum Error {
         max: usize,
     },
     /// A longer featureset has bits the shorter receiver cannot represent.
-    #[error(
-        "featureset has {words} words but only {capacity} fit; bits beyond would be lost: {}",
-        lost.join(" ")
-    )]
+    #[error("featureset has {words} words but only {capacity} fit; bits beyond would be lost: {}", first_of(lost))]
     DoesNotFit {
         /// Words in the featureset.
         words: usize,
@@ -65,4 +62,15 @@ pub enum Error {
         /// The set bits that do not fit, by name (`<word*32+bit>` when unnamed).
         lost: Vec<String>,
     },
+}
+
+/// The first 32 names, then how many more: a message stays readable however many bits a
+/// featureset has beyond the receiver.
+fn first_of(lost: &[String]) -> String {
+    const LISTED: usize = 32;
+    let mut text = lost.iter().take(LISTED).map(String::as_str).collect::<Vec<_>>().join(" ");
+    if lost.len() > LISTED {
+        text.push_str(&format!(" and {} more", lost.len() - LISTED));
+    }
+    text
 }

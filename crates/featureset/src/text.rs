@@ -6,9 +6,10 @@ use std::str::FromStr;
 
 use crate::{word_info, Error, Feature, FeatureId, Featureset};
 
-/// The most words a featureset text may carry: far beyond any Xen (19 in 4.21), small enough
-/// that nonsense input is refused rather than allocated.
-pub const MAX_TEXT_WORDS: usize = 64;
+/// The most words a featureset text may carry: the words Xen's 16-bit feature indices can name
+/// (far beyond any Xen: 19 in 4.21), the limit of featuresets given as words too, so that
+/// whatever is formatted parses back. Longer text is refused as soon as the word beyond is seen.
+pub const MAX_TEXT_WORDS: usize = 2048;
 
 impl Featureset {
     /// Parses `xen-cpuid`'s form or xapi's: hex words separated by `:` or `-`, at most
@@ -18,12 +19,12 @@ impl Featureset {
         if text.is_empty() {
             return Err(Error::Empty);
         }
-        let tokens: Vec<&str> = text.split([':', '-']).collect();
-        if tokens.len() > MAX_TEXT_WORDS {
-            return Err(Error::TooManyWords { count: tokens.len(), max: MAX_TEXT_WORDS });
+        let count = text.bytes().filter(|b| matches!(b, b':' | b'-')).count() + 1;
+        if count > MAX_TEXT_WORDS {
+            return Err(Error::TooManyWords { count, max: MAX_TEXT_WORDS });
         }
-        let mut words = Vec::with_capacity(tokens.len());
-        for (word, token) in tokens.into_iter().enumerate() {
+        let mut words = Vec::with_capacity(count);
+        for (word, token) in text.split([':', '-']).enumerate() {
             if token.is_empty() {
                 return Err(Error::EmptyWord { word });
             }
