@@ -760,7 +760,10 @@ cpupolicy_status cpupolicy_last_error(char *buffer, size_t capacity, size_t *nee
 // Copies why the calling thread's last call had its policy refused (it returned
 // `CPUPOLICY_POLICY_REJECTED`) into `*out`: the errno and the leaf, sub-leaf and MSR Xen names,
 // `CPUPOLICY_REJECTION_NONE` where it names none. When the last call refused no policy,
-// `CPUPOLICY_NOT_AVAILABLE` and `*out` is untouched. Thread-safe: each thread has its own.
+// `CPUPOLICY_NOT_AVAILABLE` and `*out` is untouched; `out` NULL gets
+// `CPUPOLICY_INVALID_ARGUMENT`. Like `cpupolicy_last_error`, it changes neither the last error
+// message nor the rejection: both stay readable, in either order, until the next other call.
+// Thread-safe: each thread has its own.
 //
 // # Safety
 // `out` valid for a write.
@@ -987,7 +990,10 @@ cpupolicy_status cpupolicy_policy_to_json(const cpupolicy_policy *policy,
                                           size_t *needed);
 
 // The policy as a libvirt `<cpudata arch='x86'>` dump (what `cpupolicy_policy_parse` reads
-// back), NUL-terminated, size-query convention. Thread-safe for readers.
+// back), NUL-terminated, size-query convention. A leaf the format cannot carry as the policy
+// holds it (a leaf both with and without sub-leaves, sub-leaf 0 of a leaf without
+// sub-leaves, a sub-leaf of leaf 0, 1, 0x80000000 or 0x80000001) gets
+// `CPUPOLICY_DOES_NOT_FIT`, naming it, and nothing is written. Thread-safe for readers.
 //
 // # Safety
 // `policy` a policy handle; `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid.

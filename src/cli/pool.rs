@@ -156,7 +156,7 @@ pub fn level(args: LevelArgs) -> Outcome {
         }
         LevelFormat::Libvirt => {
             err!("{explanation}{}", hazards_text(&hazards));
-            emit(&pool.default.policy.to_libvirt_xml())?
+            emit(&pool.default.policy.to_libvirt_xml().map_err(|e| e.to_string())?)?
         }
         LevelFormat::XenCpuid => {
             err!("{explanation}{}", hazards_text(&hazards));

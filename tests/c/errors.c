@@ -34,6 +34,12 @@ int main(void)
     CHECK(cpupolicy_featureset_parse(NULL, &fs) == CPUPOLICY_INVALID_ARGUMENT);
     CHECK(strstr(last_error(), "text is NULL") != NULL);
     CHECK(cpupolicy_featureset_parse("1:2", NULL) == CPUPOLICY_INVALID_ARGUMENT);
+    /* A NULL out-pointer is refused before the input is read, whatever is wrong with it. */
+    CHECK(cpupolicy_featureset_parse("zz", NULL) == CPUPOLICY_INVALID_ARGUMENT);
+    CHECK(strstr(last_error(), "out is NULL") != NULL);
+    CHECK(cpupolicy_policy_parse("{", NULL) == CPUPOLICY_INVALID_ARGUMENT);
+    CHECK(cpupolicy_host_parse("{}", NULL) == CPUPOLICY_INVALID_ARGUMENT);
+    CHECK(cpupolicy_policy_parse_pool("{}", 0, NULL) == CPUPOLICY_INVALID_ARGUMENT);
     CHECK(cpupolicy_featureset_words(NULL, NULL, 0, NULL) == CPUPOLICY_INVALID_ARGUMENT);
     CHECK(cpupolicy_featureset_free(NULL) == CPUPOLICY_OK);
     CHECK(strcmp(last_error(), "") == 0);
@@ -128,6 +134,8 @@ int main(void)
     CHECK(strstr(last_error(), "at most 2048") != NULL);
     CHECK(cpupolicy_featureset_from_words(three, 3, &huge) == CPUPOLICY_OK);
     const cpupolicy_featureset *sets[1] = { huge };
+    CHECK(cpupolicy_featureset_level(sets, SIZE_MAX, &both) == CPUPOLICY_INVALID_ARGUMENT);
+    CHECK(strstr(last_error(), "sets: 18446744073709551615 entries; at most 1048576") != NULL);
     CHECK(cpupolicy_featureset_level(sets, 1, &both) == CPUPOLICY_OK);
     cpupolicy_featureset_free(both);
     cpupolicy_featureset_free(huge);

@@ -151,6 +151,9 @@ static void policies(void)
     CHECK(cpupolicy_last_rejection(&why) == CPUPOLICY_OK);
     CHECK(why.error_number == 34 && why.leaf == 0x1f && why.subleaf == 0 && why.msr == CPUPOLICY_REJECTION_NONE);
     CHECK(cpupolicy_last_rejection(NULL) == CPUPOLICY_INVALID_ARGUMENT);
+    /* Reading the rejection leaves the message, and reading either leaves the other. */
+    CHECK(strstr(last_error(), "leaf 0x0000001f sub-leaf 0x00000000") != NULL);
+    CHECK(cpupolicy_last_rejection(&why) == CPUPOLICY_OK && why.leaf == 0x1f);
     /* A count beyond Xen's format is refused before the array is read (E2BIG, as Xen does). */
     CHECK(cpupolicy_policy_from_xen(&beyond, SIZE_MAX, NULL, 0, NULL, &q) == CPUPOLICY_POLICY_REJECTED);
     CHECK(strstr(last_error(), "at most") != NULL);
@@ -158,9 +161,10 @@ static void policies(void)
     CHECK(cpupolicy_policy_from_xen(&beyond, 0, msrs, SIZE_MAX, NULL, &q) == CPUPOLICY_POLICY_REJECTED);
     CHECK(cpupolicy_policy_from_xen(leaves, nr_leaves, msrs, 2, "four", &q) == CPUPOLICY_INVALID_ARGUMENT);
     CHECK(strstr(last_error(), "'four'") != NULL);
-    /* A failure that refused no policy leaves nothing to report. */
+    /* A failure that refused no policy leaves nothing to report, and its message stays. */
     CHECK(cpupolicy_policy_from_xen(leaves, nr_leaves, msrs, 2, "four", &q) == CPUPOLICY_INVALID_ARGUMENT);
     CHECK(cpupolicy_last_rejection(&why) == CPUPOLICY_NOT_AVAILABLE);
+    CHECK(strstr(last_error(), "'four'") != NULL);
     CHECK(cpupolicy_policy_from_xen(leaves, nr_leaves, msrs, 2, "4.13", &q) == CPUPOLICY_INVALID_ARGUMENT);
     CHECK(q == (cpupolicy_policy *)0x1);
     free(leaves);
@@ -177,6 +181,22 @@ static void policies(void)
     TEXT_OF(text, DROPPED);
     CHECK(text && strcmp(text, "") == 0);
     free(text);
+
+    /* A leaf libvirt's format cannot carry is refused by name, and nothing is written: leaf
+     * 0x80000001 held both plain and as sub-leaf 0 would be written twice with ecx_in 0. */
+    cpupolicy_cpuid_leaf ext_plain = { 0x80000001, CPUPOLICY_NO_SUBLEAF, 1, 0, 0, 0 };
+    cpupolicy_cpuid_leaf ext_sub0 = { 0x80000001, 0, 2, 0, 0, 0 };
+    cpupolicy_policy *odd = NULL;
+    CHECK(cpupolicy_policy_new(&odd) == CPUPOLICY_OK);
+    CHECK(cpupolicy_policy_set_cpuid(odd, &ext_plain) == CPUPOLICY_OK);
+    size_t xml_needed = 7;
+    CHECK(cpupolicy_policy_to_libvirt(odd, NULL, 0, &xml_needed) == CPUPOLICY_OK && xml_needed > 1);
+    CHECK(cpupolicy_policy_set_cpuid(odd, &ext_sub0) == CPUPOLICY_OK);
+    xml_needed = 7;
+    CHECK(cpupolicy_policy_to_libvirt(odd, NULL, 0, &xml_needed) == CPUPOLICY_DOES_NOT_FIT);
+    CHECK(xml_needed == 7);
+    CHECK(strstr(last_error(), "leaf 0x80000001:0x0 cannot be written as a libvirt dump") != NULL);
+    cpupolicy_policy_free(odd);
 
     /* Typed fields: out of range, read-only, too wide. */
     uint64_t value = 42;

@@ -68,6 +68,7 @@ pub unsafe extern "C" fn cpupolicy_check_migration(
     out: *mut *mut cpupolicy_check,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         // SAFETY: per this function's contract.
         let (vm, host) = unsafe { (borrow(vm, "vm")?, borrow(host, "host")?) };
         let destination = pool_host("host", host, guest_kind(kind)?)?;
@@ -89,6 +90,7 @@ pub unsafe extern "C" fn cpupolicy_check_policy(
     out: *mut *mut cpupolicy_check,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         // SAFETY: per this function's contract.
         let (vm, destination) = unsafe { (borrow(vm, "vm")?, borrow(destination, "destination")?) };
         let destination = PoolHost::from_single("destination", destination.clone());
@@ -117,6 +119,7 @@ pub unsafe extern "C" fn cpupolicy_check_compatible(
     compatible: *mut bool,
 ) -> cpupolicy_status {
     guard(|| {
+        require(compatible, "compatible")?;
         // SAFETY: per this function's contract.
         let check = unsafe { borrow(check, "check")? };
         // SAFETY: per this function's contract.
@@ -136,6 +139,7 @@ pub unsafe extern "C" fn cpupolicy_check_count(
     count: *mut usize,
 ) -> cpupolicy_status {
     guard(|| {
+        require(count, "count")?;
         // SAFETY: per this function's contract.
         let check = unsafe { borrow(check, "check")? };
         let n = match list {
@@ -233,6 +237,7 @@ pub unsafe extern "C" fn cpupolicy_compare(
     result: *mut cpupolicy_compare_result,
 ) -> cpupolicy_status {
     guard(|| {
+        require(result, "result")?;
         // SAFETY: per this function's contract.
         let (host, guest): (&CpuPolicy, &CpuPolicy) = unsafe { (borrow(host, "host")?, borrow(guest, "guest")?) };
         let compared = if host == guest {

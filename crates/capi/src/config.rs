@@ -112,6 +112,7 @@ pub unsafe extern "C" fn cpupolicy_xl_apply(
     out: *mut *mut cpupolicy_policy,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         // SAFETY: per this function's contract.
         let (bundle, config) = unsafe { (borrow(host, "host")?, c_str(config, "config")?) };
         let release = release_of(xen_version)?;

@@ -88,6 +88,7 @@ pub unsafe extern "C" fn cpupolicy_featureset_parse(
     out: *mut *mut cpupolicy_featureset,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         // SAFETY: per this function's contract.
         let text = unsafe { c_str(text, "text")? };
         let (set, _) = Featureset::parse_styled(text).map_err(parse_failure)?;
@@ -118,6 +119,7 @@ pub unsafe extern "C" fn cpupolicy_featureset_from_words(
     out: *mut *mut cpupolicy_featureset,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         // SAFETY: valid for `nr_words` reads per the contract; at most the words a feature
         // index can name (2048) are accepted.
         let slice = unsafe { c_slice(words, nr_words, MAX_FEATURESET_WORDS, "words")? };
@@ -126,8 +128,9 @@ pub unsafe extern "C" fn cpupolicy_featureset_from_words(
     })
 }
 
-/// The most words a featureset may have: the words Xen's feature indices (16 bits) can name.
-const MAX_FEATURESET_WORDS: usize = 2048;
+/// The most words a featureset may have: the words Xen's feature indices (16 bits) can name,
+/// as many as its text may carry.
+const MAX_FEATURESET_WORDS: usize = featureset::MAX_TEXT_WORDS;
 
 /// Releases a featureset. NULL is a no-op. Not to be called concurrently with other use of it.
 ///
@@ -230,6 +233,7 @@ pub unsafe extern "C" fn cpupolicy_featureset_contains(
     present: *mut bool,
 ) -> cpupolicy_status {
     guard(|| {
+        require(present, "present")?;
         // SAFETY: per this function's contract.
         let (set, name) = unsafe { (borrow(set, "set")?, c_str(name, "name")?) };
         let found = set.contains_name(name).map_err(parse_failure)?;
@@ -291,6 +295,7 @@ pub unsafe extern "C" fn cpupolicy_featureset_combine(
     out: *mut *mut cpupolicy_featureset,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         // SAFETY: per this function's contract.
         let (a, b) = unsafe { (borrow(a, "a")?, borrow(b, "b")?) };
         let result = match op {
@@ -321,16 +326,16 @@ pub unsafe extern "C" fn cpupolicy_featureset_level(
     out: *mut *mut cpupolicy_featureset,
 ) -> cpupolicy_status {
     guard(|| {
-        if nr_sets > 0 && sets.is_null() {
-            return Err(Failure::null("sets"));
-        }
-        // SAFETY: `sets` valid for `nr_sets` reads per the contract; checked first, without
-        // allocating for a count the caller may have got wrong.
-        let handle = |i: usize| unsafe { borrow(sets.add(i).read(), &format!("sets[{i}]")) };
-        for i in 0..nr_sets {
+        require(out, "out")?;
+        // SAFETY: `sets` valid for `nr_sets` reads per the contract; a count beyond any pool is
+        // refused before the array is read.
+        let sets = unsafe { c_slice(sets, nr_sets, MAX_POOL_HOSTS, "sets")? };
+        // SAFETY: each element is a featureset handle (or NULL, reported) per the contract.
+        let handle = |i: usize| unsafe { borrow(sets[i], &format!("sets[{i}]")) };
+        for i in 0..sets.len() {
             handle(i)?;
         }
-        let result = policy::level_featuresets((0..nr_sets).filter_map(|i| handle(i).ok()));
+        let result = policy::level_featuresets((0..sets.len()).filter_map(|i| handle(i).ok()));
         // SAFETY: per this function's contract.
         unsafe { put(out, result) }
     })
@@ -351,6 +356,7 @@ pub unsafe extern "C" fn cpupolicy_featureset_missing(
     out: *mut *mut cpupolicy_featureset,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         // SAFETY: per this function's contract.
         let (vm, host) = unsafe { (borrow(vm, "vm")?, borrow(host, "host")?) };
         let missing = Featureset::from_ids(policy::featureset_missing(vm, host));
@@ -396,6 +402,7 @@ pub unsafe extern "C" fn cpupolicy_static_mask(
     out: *mut *mut cpupolicy_featureset,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         let mask = match mask {
             CPUPOLICY_MASK_KNOWN => StaticMask::Known,
             CPUPOLICY_MASK_SPECIAL => StaticMask::Special,

@@ -169,26 +169,26 @@ thread_local! {
 /// Copies why the calling thread's last call had its policy refused (it returned
 /// `CPUPOLICY_POLICY_REJECTED`) into `*out`: the errno and the leaf, sub-leaf and MSR Xen names,
 /// `CPUPOLICY_REJECTION_NONE` where it names none. When the last call refused no policy,
-/// `CPUPOLICY_NOT_AVAILABLE` and `*out` is untouched. Thread-safe: each thread has its own.
+/// `CPUPOLICY_NOT_AVAILABLE` and `*out` is untouched; `out` NULL gets
+/// `CPUPOLICY_INVALID_ARGUMENT`. Like `cpupolicy_last_error`, it changes neither the last error
+/// message nor the rejection: both stay readable, in either order, until the next other call.
+/// Thread-safe: each thread has its own.
 ///
 /// # Safety
 /// `out` valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn cpupolicy_last_rejection(out: *mut cpupolicy_rejection) -> cpupolicy_status {
-    // Read before `guard` replaces it with this call's own outcome.
-    let last = LAST_REJECTION.with(|r| r.get());
-    let (status, message) = match (out.is_null(), last) {
-        (true, _) => (CPUPOLICY_INVALID_ARGUMENT, "out is NULL".to_string()),
-        (false, None) => (CPUPOLICY_NOT_AVAILABLE, "the last call refused no policy".to_string()),
-        (false, Some(rejection)) => {
+    if out.is_null() {
+        return CPUPOLICY_INVALID_ARGUMENT;
+    }
+    match LAST_REJECTION.with(|r| r.get()) {
+        None => CPUPOLICY_NOT_AVAILABLE,
+        Some(rejection) => {
             // SAFETY: non-NULL and valid for a write per this function's contract.
             unsafe { out.write(rejection) };
-            (CPUPOLICY_OK, String::new())
+            CPUPOLICY_OK
         }
-    };
-    LAST_ERROR.with(|m| *m.borrow_mut() = message);
-    // The rejection stays readable until the next call that can fail.
-    status
+    }
 }
 
 /// A failure to report: a status and the detail message for `cpupolicy_last_error`, and for a
@@ -397,6 +397,17 @@ pub(crate) unsafe fn put<T: Tagged>(out: *mut *mut Handle<T>, value: T) -> Resul
     // SAFETY: non-NULL and valid for writes per the caller's contract.
     unsafe { out.write(value.into_handle()) };
     Ok(())
+}
+
+/// Refuses a NULL out-pointer before any other work, so that a NULL out-pointer gets
+/// `CPUPOLICY_INVALID_ARGUMENT` whatever else is wrong with the call (every function that fills
+/// one checks it first; [`put`] and [`put_value`] check again where they write).
+pub(crate) fn require<T>(out: *mut T, what: &str) -> Result<(), Failure> {
+    if out.is_null() {
+        Err(Failure::null(what))
+    } else {
+        Ok(())
+    }
 }
 
 /// Writes a plain value to an out-pointer.

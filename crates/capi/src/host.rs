@@ -70,6 +70,7 @@ pub(crate) fn system_policy(which: cpupolicy_system_policy) -> Result<SystemPoli
 #[no_mangle]
 pub unsafe extern "C" fn cpupolicy_host_parse(text: *const c_char, out: *mut *mut cpupolicy_host) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         // SAFETY: per this function's contract.
         let bundle = parse_host(unsafe { c_str(text, "text")? })?;
         // SAFETY: per this function's contract.
@@ -86,6 +87,7 @@ pub unsafe extern "C" fn cpupolicy_host_parse(text: *const c_char, out: *mut *mu
 #[no_mangle]
 pub unsafe extern "C" fn cpupolicy_host_read(path: *const c_char, out: *mut *mut cpupolicy_host) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         if out.is_null() {
             return Err(Failure::null("out"));
         }
@@ -188,6 +190,7 @@ pub unsafe extern "C" fn cpupolicy_host_policy(
     out: *mut *mut cpupolicy_policy,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         // SAFETY: per this function's contract.
         let host = unsafe { borrow(host, "host")? };
         let which = system_policy(which)?;
@@ -267,6 +270,7 @@ pub unsafe extern "C" fn cpupolicy_derive(
     out: *mut *mut cpupolicy_host,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         // SAFETY: per this function's contract.
         let raw: &CpuPolicy = unsafe { borrow(raw, "raw")? };
         let detected = DeriveOptions::detect(raw);
@@ -372,7 +376,10 @@ mod tests {
             assert_eq!(cpupolicy_derive(raw, CPUPOLICY_HVM_DETECT, &mut out), CPUPOLICY_UNSUPPORTED_CPU);
             assert!(last_error().contains("no leaf 0x0"), "{}", last_error());
             assert_eq!(cpupolicy_derive(raw, 4, &mut out), CPUPOLICY_INVALID_ARGUMENT);
-            assert_eq!(cpupolicy_derive(raw, CPUPOLICY_HVM_NONE, null_mut()), CPUPOLICY_UNSUPPORTED_CPU);
+            // A NULL out-pointer is refused before the policy is looked at (the header: NULL gets
+            // CPUPOLICY_INVALID_ARGUMENT).
+            assert_eq!(cpupolicy_derive(raw, CPUPOLICY_HVM_NONE, null_mut()), CPUPOLICY_INVALID_ARGUMENT);
+            assert_eq!(last_error(), "out is NULL");
             cpupolicy_policy_free(raw);
         }
         assert_eq!(out, std::ptr::dangling_mut::<cpupolicy_host>());

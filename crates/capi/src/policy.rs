@@ -118,6 +118,7 @@ pub unsafe extern "C" fn cpupolicy_policy_clone(
     out: *mut *mut cpupolicy_policy,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         // SAFETY: per this function's contract.
         let policy = unsafe { borrow(policy, "policy")? };
         // SAFETY: per this function's contract.
@@ -151,6 +152,7 @@ pub unsafe extern "C" fn cpupolicy_policy_parse(
     out: *mut *mut cpupolicy_policy,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         // SAFETY: per this function's contract.
         let text = unsafe { c_str(text, "text")? };
         let policy = single_policy(Document::parse(text).map_err(import_failure)?)?;
@@ -173,6 +175,7 @@ pub unsafe extern "C" fn cpupolicy_policy_parse_pool(
     out: *mut *mut cpupolicy_policy,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         // SAFETY: per this function's contract.
         let text = unsafe { c_str(text, "text")? };
         let which = match which {
@@ -205,6 +208,7 @@ pub unsafe extern "C" fn cpupolicy_policy_read(
     out: *mut *mut cpupolicy_policy,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         if out.is_null() {
             return Err(Failure::null("out"));
         }
@@ -254,7 +258,10 @@ pub unsafe extern "C" fn cpupolicy_policy_to_json(
 }
 
 /// The policy as a libvirt `<cpudata arch='x86'>` dump (what `cpupolicy_policy_parse` reads
-/// back), NUL-terminated, size-query convention. Thread-safe for readers.
+/// back), NUL-terminated, size-query convention. A leaf the format cannot carry as the policy
+/// holds it (a leaf both with and without sub-leaves, sub-leaf 0 of a leaf without
+/// sub-leaves, a sub-leaf of leaf 0, 1, 0x80000000 or 0x80000001) gets
+/// `CPUPOLICY_DOES_NOT_FIT`, naming it, and nothing is written. Thread-safe for readers.
 ///
 /// # Safety
 /// `policy` a policy handle; `buffer` NULL or valid for `capacity` bytes; `needed` NULL or valid.
@@ -265,8 +272,9 @@ pub unsafe extern "C" fn cpupolicy_policy_to_libvirt(
     capacity: usize,
     needed: *mut usize,
 ) -> cpupolicy_status {
+    let render = |p: &CpuPolicy| p.to_libvirt_xml().map_err(|e| Failure::new(CPUPOLICY_DOES_NOT_FIT, e.to_string()));
     // SAFETY: per this function's contract.
-    unsafe { text_of(policy, "policy", buffer, capacity, needed, |p| Ok(p.to_libvirt_xml())) }
+    unsafe { text_of(policy, "policy", buffer, capacity, needed, render) }
 }
 
 /// The policy as `xen-cpuid -p DOMID` prints a domain's (`Domain <domid> policy: …`), as the
@@ -314,6 +322,7 @@ pub unsafe extern "C" fn cpupolicy_policy_from_xen(
     out: *mut *mut cpupolicy_policy,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         // SAFETY: per this function's contract.
         let version = unsafe { opt_c_str(xen_version, "xen_version")? };
         let limits = wire_limits(version)?;
@@ -576,6 +585,7 @@ pub unsafe extern "C" fn cpupolicy_policy_featureset(
     out: *mut *mut cpupolicy_featureset,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         // SAFETY: per this function's contract.
         let policy = unsafe { borrow(policy, "policy")? };
         // SAFETY: per this function's contract.
@@ -616,6 +626,7 @@ pub unsafe extern "C" fn cpupolicy_policy_field(
     value: *mut u64,
 ) -> cpupolicy_status {
     guard(|| {
+        require(value, "value")?;
         // SAFETY: per this function's contract.
         let p = unsafe { borrow(policy, "policy")? };
         let read = match field {
@@ -707,6 +718,7 @@ pub unsafe extern "C" fn cpupolicy_policy_cpuid(
     entry: *mut XenCpuidLeaf,
 ) -> cpupolicy_status {
     guard(|| {
+        require(entry, "entry")?;
         // SAFETY: per this function's contract.
         let p = unsafe { borrow(policy, "policy")? };
         let key = key_of(&XenCpuidLeaf { leaf, subleaf, ..Default::default() });
@@ -751,6 +763,7 @@ pub unsafe extern "C" fn cpupolicy_policy_msr(
     value: *mut u64,
 ) -> cpupolicy_status {
     guard(|| {
+        require(value, "value")?;
         // SAFETY: per this function's contract.
         let p = unsafe { borrow(policy, "policy")? };
         // SAFETY: per this function's contract.
@@ -841,6 +854,7 @@ pub unsafe extern "C" fn cpupolicy_policy_equal(
     equal: *mut bool,
 ) -> cpupolicy_status {
     guard(|| {
+        require(equal, "equal")?;
         // SAFETY: per this function's contract.
         let (a, b) = unsafe { (borrow(a, "a")?, borrow(b, "b")?) };
         // SAFETY: per this function's contract.

@@ -121,6 +121,7 @@ pub unsafe extern "C" fn cpupolicy_level(
     out: *mut *mut cpupolicy_pool,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         let kind = guest_kind(kind)?;
         let known = CPUPOLICY_LEVEL_EXPLAIN | CPUPOLICY_LEVEL_CROSS_VENDOR;
         if flags & !known != 0 {
@@ -179,6 +180,7 @@ pub unsafe extern "C" fn cpupolicy_pool_policy(
     out: *mut *mut cpupolicy_policy,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         // SAFETY: per this function's contract.
         let pool = unsafe { borrow(pool, "pool")? };
         let levelled = match role {
@@ -268,6 +270,7 @@ pub unsafe extern "C" fn cpupolicy_baseline(
     out: *mut *mut cpupolicy_policy,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         // SAFETY: per this function's contract.
         let handles = unsafe { c_slice(policies, nr_policies, MAX_POOL_HOSTS, "policies")? };
         let mut hosts = Vec::new();
@@ -301,6 +304,7 @@ pub unsafe extern "C" fn cpupolicy_synthesise_legacy(
     out: *mut *mut cpupolicy_policy,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         // SAFETY: per this function's contract.
         let (bundle, version) = unsafe { (borrow(host, "host")?, opt_c_str(xen_version, "xen_version")?) };
         let kind = guest_kind(kind)?;

@@ -148,6 +148,7 @@ pub unsafe extern "C" fn cpupolicy_topology_new(
     out: *mut *mut cpupolicy_topology,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         if shape.is_null() {
             return Err(Failure::null("shape"));
         }
@@ -223,6 +224,7 @@ pub unsafe extern "C" fn cpupolicy_topology_vcpu_count(
     count: *mut u32,
 ) -> cpupolicy_status {
     guard(|| {
+        require(count, "count")?;
         // SAFETY: per this function's contract.
         let topology = unsafe { borrow(topology, "topology")? };
         // SAFETY: per this function's contract.
@@ -263,6 +265,7 @@ pub unsafe extern "C" fn cpupolicy_topology_vcpu(
     info: *mut cpupolicy_vcpu_info,
 ) -> cpupolicy_status {
     guard(|| {
+        require(info, "info")?;
         // SAFETY: per this function's contract.
         let topology = unsafe { borrow(topology, "topology")? };
         let ids = topology.ids(vcpu).map_err(topology_failure)?;
@@ -293,6 +296,7 @@ pub unsafe extern "C" fn cpupolicy_topology_x2apic_required(
     required: *mut bool,
 ) -> cpupolicy_status {
     guard(|| {
+        require(required, "required")?;
         // SAFETY: per this function's contract.
         let topology = unsafe { borrow(topology, "topology")? };
         // SAFETY: per this function's contract.
@@ -426,6 +430,7 @@ pub unsafe extern "C" fn cpupolicy_topology_from_record(
     out: *mut *mut cpupolicy_topology,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         if out.is_null() {
             return Err(Failure::null("out"));
         }
@@ -486,13 +491,13 @@ pub unsafe extern "C" fn cpupolicy_policy_topology(
         let (package, uneven) = parsed.package_shape();
         let text: String = parsed.findings.iter().chain(&uneven).map(|f| format!("{f}\n")).collect();
         // SAFETY: per this function's contract.
-        match unsafe { write_c_string(&text, findings, capacity, needed) } {
-            CPUPOLICY_OK => {
+        match unsafe { output(text.as_bytes(), true, findings.cast(), capacity, needed) } {
+            Ok(()) => {
                 // SAFETY: non-NULL and valid for a write per the contract.
                 unsafe { shape.write(package.into()) };
                 Ok(())
             }
-            status => Err(Failure::new(status, "findings: the buffer is too small")),
+            Err(failure) => Err(Failure { message: format!("findings: {}", failure.message), ..failure }),
         }
     })
 }
@@ -672,6 +677,12 @@ mod tests {
             assert_eq!(read, cpupolicy_shape { packages: 1, ..shape(1, 1, 4, 2) });
             assert_eq!(needed, 1, "no findings: the empty string");
             assert_eq!(cpupolicy_policy_topology(p, null_mut(), null_mut(), 0, null_mut()), CPUPOLICY_INVALID_ARGUMENT);
+            // The size-query convention's errors, worded as every other function words them.
+            let mut byte = 0 as c_char;
+            assert_eq!(cpupolicy_policy_topology(p, &mut read, &mut byte, 0, &mut needed), CPUPOLICY_BUFFER_TOO_SMALL);
+            assert_eq!(last_error(), "findings: buffer of 0 too small: 1 needed");
+            assert_eq!(cpupolicy_policy_topology(p, &mut read, null_mut(), 5, &mut needed), CPUPOLICY_INVALID_ARGUMENT);
+            assert_eq!(last_error(), "findings: buffer is NULL but capacity is not 0");
             cpupolicy_policy_free(p);
             cpupolicy_topology_free(t);
         }

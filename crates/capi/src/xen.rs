@@ -82,6 +82,7 @@ fn hypercall_status(error: &Error) -> cpupolicy_status {
 #[no_mangle]
 pub unsafe extern "C" fn cpupolicy_xen_open(out: *mut *mut cpupolicy_xen) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         if out.is_null() {
             return Err(Failure::null("out"));
         }
@@ -133,6 +134,7 @@ pub unsafe extern "C" fn cpupolicy_xen_host(
     out: *mut *mut cpupolicy_host,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         // SAFETY: per this function's contract.
         let handle = unsafe { borrow(xen, "xen")? };
         if out.is_null() {
@@ -158,6 +160,7 @@ pub unsafe extern "C" fn cpupolicy_xen_featureset(
     out: *mut *mut cpupolicy_featureset,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         // SAFETY: per this function's contract.
         let handle = unsafe { borrow(xen, "xen")? };
         let which = system_policy(which)?;
@@ -182,6 +185,7 @@ pub unsafe extern "C" fn cpupolicy_xen_domain_policy(
     out: *mut *mut cpupolicy_policy,
 ) -> cpupolicy_status {
     guard(|| {
+        require(out, "out")?;
         // SAFETY: per this function's contract.
         let handle = unsafe { borrow(xen, "xen")? };
         if out.is_null() {

@@ -80,7 +80,7 @@ pub use level::{
     Levelled, LevelledPool, LimitField, LimitLoss, LossCause, PoolHost, ReflectedDifference,
 };
 pub use level_rules::{feature_rule, level_rule, FeatureRule, LevelRule, COMMON_1D_FEATURES, SPECIAL_RULES};
-pub use libvirt::LibvirtError;
+pub use libvirt::{LibvirtError, LibvirtWriteError};
 pub use native::{NativeError, NativePolicy};
 pub use placement::{
     plan, Change, Fleet, FleetVm, Placement, PlacementError, PlacementOptions, Plan, PolicyChange, Refusal, Stranding,

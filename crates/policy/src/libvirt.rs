@@ -134,8 +134,37 @@ impl CpuPolicy {
     /// The policy as a libvirt `<cpudata arch='x86'>` dump, which [`CpuPolicy::from_libvirt_xml`]
     /// reads back: one `<cpuid>` per leaf (`ecx_in='0x00'` for leaves without sub-leaves, as
     /// libvirt writes them), one `<msr>` per MSR.
-    pub fn to_libvirt_xml(&self) -> String {
+    ///
+    /// A leaf the format cannot carry as it is held is refused, naming it, rather than written
+    /// as something that reads back as another leaf or not at all: a leaf without sub-leaf
+    /// where the leaf has sub-leaves (the table's, or a non-zero one the policy holds), which
+    /// libvirt's `ecx_in='0x00'` would make sub-leaf 0; sub-leaf 0 of a leaf without sub-leaves
+    /// (held with the plain leaf or not), which would read back as the plain leaf; a sub-leaf of
+    /// leaf 0, 1, 0x80000000 or 0x80000001, which the reader refuses.
+    pub fn to_libvirt_xml(&self) -> Result<String, LibvirtWriteError> {
         use std::fmt::Write as _;
+        // The leaves the reader will index: known to have sub-leaves, or held with a non-zero one.
+        let indexed: BTreeSet<u32> = self
+            .cpuid_entries()
+            .filter(|(key, _)| key.subleaf.is_some_and(|s| s != 0) || has_subleaves(key.leaf))
+            .map(|(key, _)| key.leaf)
+            .collect();
+        for (key, _) in self.cpuid_entries() {
+            let reason = match key.subleaf {
+                Some(s) if s != 0 && PLAIN_LEAVES.contains(&key.leaf) => {
+                    "the leaf has no sub-leaves, and a dump recording one is refused when read"
+                }
+                None if indexed.contains(&key.leaf) => {
+                    "the leaf has sub-leaves, so libvirt's ecx_in='0x00' would make this sub-leaf 0"
+                }
+                Some(0) if !indexed.contains(&key.leaf) => {
+                    "libvirt writes a leaf without sub-leaves with ecx_in='0x00', so sub-leaf 0 of one \
+                     would read back as the leaf without sub-leaf"
+                }
+                _ => continue,
+            };
+            return Err(LibvirtWriteError { key, reason });
+        }
         let mut out = String::from("<cpudata arch='x86'>\n");
         for (key, r) in self.cpuid_entries() {
             let _ = writeln!(
@@ -154,8 +183,19 @@ impl CpuPolicy {
                 writeln!(out, "  <msr index='{index:#x}' edx='{:#010x}' eax='{:#010x}'/>", value >> 32, value as u32);
         }
         out.push_str("</cpudata>\n");
-        out
+        Ok(out)
     }
+}
+
+/// A leaf libvirt's dump format cannot carry as the policy holds it
+/// ([`CpuPolicy::to_libvirt_xml`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("leaf {key} cannot be written as a libvirt dump: {reason}")]
+pub struct LibvirtWriteError {
+    /// The leaf.
+    pub key: CpuidKey,
+    /// Why.
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -262,6 +302,36 @@ mod tests {
         let e = CpuPolicy::from_libvirt_xml(&format!("{DUMP}<!-- never closed\n")).unwrap_err();
         assert_eq!((e.line, e.problem.as_str()), (11, "comment '<!--' is never closed by '-->'"));
         assert!(CpuPolicy::from_libvirt_xml(&format!("{DUMP}<!-- closed\n-->\n")).is_ok());
+    }
+
+    /// What the format cannot carry is refused, naming the leaf; what it can reads back as it
+    /// was held (a leaf the table does not know, held with sub-leaves 0 and 1, stays indexed).
+    #[test]
+    fn only_what_reads_back_is_written() {
+        let regs = Registers::new(1, 2, 3, 4);
+        let with = |keys: &[CpuidKey]| {
+            let mut p = CpuPolicy::from_libvirt_xml(DUMP).unwrap();
+            for &key in keys {
+                p.set_cpuid(key, regs);
+            }
+            p
+        };
+        let refused = [
+            (vec![CpuidKey::plain(0x8000_0001), CpuidKey::indexed(0x8000_0001, 0)], CpuidKey::indexed(0x8000_0001, 0)),
+            (vec![CpuidKey::indexed(0x8000_0001, 2)], CpuidKey::indexed(0x8000_0001, 2)),
+            (vec![CpuidKey::plain(0x12)], CpuidKey::plain(0x12)),
+            (vec![CpuidKey::plain(0x40), CpuidKey::indexed(0x40, 3)], CpuidKey::plain(0x40)),
+            (vec![CpuidKey::indexed(0x41, 0)], CpuidKey::indexed(0x41, 0)),
+        ];
+        for (keys, named) in refused {
+            let e = with(&keys).to_libvirt_xml().unwrap_err();
+            assert_eq!(e.key, named, "{keys:?}: {e}");
+            assert!(e.to_string().starts_with(&format!("leaf {named} cannot be written")), "{e}");
+        }
+        for keys in [vec![CpuidKey::indexed(0x41, 0), CpuidKey::indexed(0x41, 1)], vec![CpuidKey::plain(0x41)]] {
+            let p = with(&keys);
+            assert_eq!(CpuPolicy::from_libvirt_xml(&p.to_libvirt_xml().unwrap()).unwrap(), p, "{keys:?}");
+        }
     }
 
     #[test]

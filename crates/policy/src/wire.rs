@@ -374,6 +374,8 @@ impl CpuPolicy {
         limits: &WireLimits,
     ) -> Result<CpuPolicy, WireError> {
         check_leaf_count(leaves, limits)?;
+        // The MSRs are checked before the one pass over the leaves, but a bad leaf is still the
+        // error reported, as Xen checks the leaves first.
         if let Err(msr_error) = check_wire_msrs(msrs, limits) {
             return Err(first_leaf_error(leaves, limits).unwrap_or(msr_error));
         }

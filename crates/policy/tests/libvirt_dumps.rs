@@ -79,6 +79,16 @@ fn json_round_trips_losslessly() {
 }
 
 #[test]
+fn libvirt_round_trips_losslessly() {
+    let Some(policies) = policies() else { return };
+    for (name, policy) in &policies {
+        let xml = policy.to_libvirt_xml().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let back = CpuPolicy::from_libvirt_xml(&xml).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(&back, policy, "{name}");
+    }
+}
+
+#[test]
 fn wire_round_trip_is_lossless_for_what_it_carries_and_reports_the_rest() {
     let Some(policies) = policies() else { return };
     let mut dropped_per_dump = Vec::new();
