@@ -322,3 +322,14 @@ fn featuresets_as_xapi_stores_them_level_and_check() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("'zz'"), "{}", text(&out.stderr));
 }
+
+/// A featureset longer than this Xen's 19 words levels and explains a lost bit beyond them (the
+/// explanation looked its prerequisites up in a 19-word table and panicked).
+#[test]
+fn featuresets_beyond_the_known_words_level_and_explain() {
+    let long = format!("{}:1", vec!["0"; 19].join(":"));
+    let out = cpupolicy(&["level", "--featuresets", "--explain", &long, "0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), vec!["00000000"; 20].join(":"));
+    assert!(text(&out.stderr).contains("19:0: lacked by featureset 2"), "{}", text(&out.stderr));
+}

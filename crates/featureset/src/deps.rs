@@ -180,9 +180,13 @@ pub fn dependents_of(id: FeatureId) -> Featureset {
 }
 
 /// Every feature `feature` depends on, directly or not, in table order: those whose absence
-/// clears it.
+/// clears it. None for a feature beyond the known words (a featureset may be longer).
 pub fn prerequisites_of(feature: FeatureId) -> Vec<FeatureId> {
-    deep_table().iter().filter(|(_, deep)| deep[feature.word()] & feature.mask() != 0).map(|(id, _)| *id).collect()
+    deep_table()
+        .iter()
+        .filter(|(_, deep)| deep.get(feature.word()).is_some_and(|word| word & feature.mask() != 0))
+        .map(|(id, _)| *id)
+        .collect()
 }
 
 /// Clears, in featureset words, every feature whose prerequisite is absent, transitively, as

@@ -172,6 +172,9 @@ fn prerequisites_are_the_inverse_of_dependents() {
         assert!(avx2.contains(&known(name)), "avx2 needs {name}: {avx2:?}");
     }
     assert!(prerequisites_of(known("fpu")).is_empty());
+    // A feature of a word beyond the table (featuresets may be longer) has none, and no panic.
+    assert!(prerequisites_of(FeatureId::new(NR_WORDS, 0).unwrap()).is_empty());
+    assert!(prerequisites_of(FeatureId::new(2047, 31).unwrap()).is_empty());
     // p is a prerequisite of f exactly when f is among p's dependents.
     for feature in FEATURES {
         for p in prerequisites_of(feature.id) {
