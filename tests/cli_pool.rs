@@ -111,6 +111,13 @@ fn check_names_every_feature_the_destination_lacks() {
         .collect();
     assert_eq!(named, expected);
     assert!(text(&out.stderr).contains("checking a VM booted there with its default policy"));
+    // A host featureset checks no VM policy: refused (it answered "compatible" against no host).
+    for extra in [&["--host-featureset", "0"][..], &["--host-featureset", "0", "--host", new.as_str()][..]] {
+        let out = cpupolicy(&[&["check", "--vm", old.as_str()][..], extra].concat());
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", text(&out.stdout));
+        assert!(out.stdout.is_empty(), "{extra:?}");
+        assert!(text(&out.stderr).contains("--host-featureset goes with --vm-featureset"), "{}", text(&out.stderr));
+    }
 }
 
 #[test]

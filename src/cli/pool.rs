@@ -223,6 +223,16 @@ pub fn check(args: CheckArgs) -> Outcome {
         return featureset_pool::check(vm, hosts, args.format);
     }
     let vm_path = args.vm.as_deref().ok_or_else(|| CliError("--vm or --vm-featureset is needed".into()))?;
+    // A featureset names no policy to check a VM's policy against: refused, not ignored (with no
+    // --host left, the check would otherwise pass against no host at all).
+    if !args.host_featuresets.is_empty() {
+        return Err(CliError(
+            "--host-featureset goes with --vm-featureset; to check --vm, give the host as --host".into(),
+        ));
+    }
+    if args.hosts.is_empty() {
+        return Err(CliError("--host is needed: the host(s) to check the VM against".into()));
+    }
     let (vm, vm_mxcsr) = match &args.legacy {
         None => load_vm(vm_path, args.kind)?,
         Some(version) => {
