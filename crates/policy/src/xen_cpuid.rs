@@ -173,12 +173,33 @@ impl XenCpuidReport {
             }
         }
         let limits = report.wire_limits();
+        // Each section's first line: `xen-cpuid -p` prints each system policy once, or one
+        // domain's alone. Anything else would lose a policy when read, so it is refused.
+        let mut starts: Vec<(SectionName, usize)> = Vec::new();
+        let mut section = |name: SectionName, number: usize| -> Result<(), TextError> {
+            if let Some((_, first)) = starts.iter().find(|(seen, _)| *seen == name) {
+                return Err(error(number, format!("a second '{name}' policy (the first is at line {first})")));
+            }
+            let domain = |n: &SectionName| matches!(n, SectionName::Domain(_));
+            if let Some((other, first)) = starts.iter().find(|(seen, _)| domain(seen) || domain(&name)) {
+                return Err(error(
+                    number,
+                    format!(
+                        "'{name}' policy after the '{other}' policy at line {first}: xen-cpuid prints \
+                         either the system policies or one domain's"
+                    ),
+                ));
+            }
+            starts.push((name, number));
+            Ok(())
+        };
         while let Some((number, line)) = lines.next() {
             if line.trim().is_empty() && lines.clone().all(|(_, l)| l.trim().is_empty()) {
                 break;
             }
             if let Some(name) = line.strip_suffix(" policy not supported by Xen") {
                 let name = parse_name(name).ok_or_else(|| error(number, format!("unknown policy name in '{line}'")))?;
+                section(name, number)?;
                 report.sections.push(ReportSection { name, content: None });
                 continue;
             }
@@ -186,6 +207,7 @@ impl XenCpuidReport {
                 .split_once(" policy: ")
                 .ok_or_else(|| error(number, format!("expected a policy header, found '{line}'")))?;
             let name = parse_name(name).ok_or_else(|| error(number, format!("unknown policy name in '{line}'")))?;
+            section(name, number)?;
             let (nr_leaves, nr_msrs) =
                 parse_counts(counts).ok_or_else(|| error(number, format!("cannot read the counts in '{line}'")))?;
             let content = parse_body(&mut lines, number, nr_leaves, nr_msrs, &limits)?;
@@ -422,5 +444,33 @@ Domain 7 policy: 5 leaves, 2 MSRs
         assert_eq!(e.line, 8, "{e}");
         let bad = DOMAIN.replace("Domain 7", "Dom0");
         assert_eq!(XenCpuidReport::parse(&bad).unwrap_err().line, 1);
+    }
+
+    /// `xen-cpuid -p` prints each system policy once, or one domain's alone: a repeated section,
+    /// a second domain or a domain beside system policies is refused at its first line (reading
+    /// kept only one of the repeats, or none of the domains).
+    #[test]
+    fn sections_xen_cpuid_never_prints_together_are_refused() {
+        let raw = DOMAIN.replace("Domain 7", "Raw");
+        let host = DOMAIN.replace("Domain 7", "Host");
+        let cases = [
+            (format!("{raw}{host}{raw}"), 19, "a second 'Raw' policy (the first is at line 1)"),
+            (
+                format!("{DOMAIN}{}", DOMAIN.replace("Domain 7", "Domain 8")),
+                10,
+                "'Domain 8' policy after the 'Domain 7'",
+            ),
+            (format!("{DOMAIN}{DOMAIN}"), 10, "a second 'Domain 7' policy"),
+            (format!("{DOMAIN}{raw}"), 10, "'Raw' policy after the 'Domain 7' policy at line 1"),
+            (format!("{raw}PV Max policy not supported by Xen\n{DOMAIN}"), 11, "'Domain 7' policy after the 'Raw'"),
+            (format!("{raw}Raw policy not supported by Xen\n"), 10, "a second 'Raw' policy"),
+        ];
+        for (text, line, problem) in cases {
+            let e = XenCpuidReport::parse(&text).unwrap_err();
+            assert_eq!(e.line, line, "{e}");
+            assert!(e.problem.starts_with(problem), "{e}");
+        }
+        let report = XenCpuidReport::parse(&format!("{raw}{host}")).unwrap();
+        assert_eq!(report.to_bundle().policies.iter().count(), 2);
     }
 }
