@@ -5,8 +5,12 @@
  *
  *   xl_oracle names 'host,NAME=VALUE,...'     libxl_cpuid_parse_config for each NAME=VALUE
  *   xl_oracle list 'LEAF:eXx=...' ...         libxl_cpuid_parse_config_xend for each item
+ *   xl_oracle setting FILE                    the cpuid setting libxlutil reads from an xl
+ *                                             config file, as xl_parse.c asks for it (a list,
+ *                                             else a string), printed as a cpuid= value
  *
- * Exit 2, naming the token, when libxl refuses one (as xl does).
+ * Exit 2, naming the token, when libxl refuses one (as xl does); 2 too when libxlutil cannot
+ * read the file, 3 when it holds no cpuid setting.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,14 +18,47 @@
 
 #include <libxl.h>
 #include <libxl_json.h>
+#include <libxlutil.h>
+
+/* The cpuid setting of an xl config file as libxlutil gives it to xl (xl_parse.c asks for a
+ * list first, then a string): `['item', ...]` or `"string"` on standard output. */
+static int setting(const char *path)
+{
+    XLU_Config *cfg = xlu_cfg_init(stderr, path);
+    XLU_ConfigList *items;
+    const char *value, *item;
+    int i, status = 0;
+
+    if (!cfg) {
+        fprintf(stderr, "xl_oracle: xlu_cfg_init failed\n");
+        return 1;
+    }
+    if (xlu_cfg_readfile(cfg, path)) {
+        fprintf(stderr, "xl_oracle: libxlutil cannot read %s\n", path);
+        status = 2;
+    } else if (!xlu_cfg_get_list(cfg, "cpuid", &items, 0, 1)) {
+        printf("[");
+        for (i = 0; (item = xlu_cfg_get_listitem(items, i)) != NULL; i++)
+            printf("%s'%s'", i ? ", " : "", item);
+        printf("]\n");
+    } else if (!xlu_cfg_get_string(cfg, "cpuid", &value, 1)) {
+        printf("\"%s\"\n", value);
+    } else {
+        status = 3;
+    }
+    xlu_cfg_destroy(cfg);
+    return status;
+}
 
 int main(int argc, char **argv)
 {
     libxl_cpuid_policy_list list = NULL;
     int i;
 
+    if (argc == 3 && !strcmp(argv[1], "setting"))
+        return setting(argv[2]);
     if (argc < 3 || (strcmp(argv[1], "names") && strcmp(argv[1], "list"))) {
-        fprintf(stderr, "usage: xl_oracle names VALUE | xl_oracle list ITEM...\n");
+        fprintf(stderr, "usage: xl_oracle names VALUE | xl_oracle list ITEM... | xl_oracle setting FILE\n");
         return 2;
     }
     if (!strcmp(argv[1], "names")) {

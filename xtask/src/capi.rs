@@ -773,10 +773,10 @@ fn xl_oracle(root: &Path, ctx: &Context) -> Result<(), String> {
 
     let build = crate::target_dir(root).join("c-tests");
     let exe = build.join("xl_oracle");
-    let flags = Command::new("pkg-config").args(["--cflags", "--libs", "xenlight", "yajl"]).output();
+    let flags = Command::new("pkg-config").args(["--cflags", "--libs", "xenlight", "xlutil", "yajl"]).output();
     let flags = flags.map_err(|e| format!("pkg-config: {e}"))?;
     if !flags.status.success() {
-        return Err(format!("pkg-config xenlight yajl: {}", String::from_utf8_lossy(&flags.stderr)));
+        return Err(format!("pkg-config xenlight xlutil yajl: {}", String::from_utf8_lossy(&flags.stderr)));
     }
     let flags: Vec<String> = String::from_utf8_lossy(&flags.stdout).split_whitespace().map(String::from).collect();
     crate::run_command(
@@ -938,5 +938,81 @@ fn xl_oracle(root: &Path, ctx: &Context) -> Result<(), String> {
         }
     }
     println!("C: unknown names and malformed values are refused by libxl and by xl apply alike, naming the token");
+    // A host with SSE4.2 and AVX (Haswell), so that which setting wins shows in the policy.
+    let haswell = rows
+        .iter()
+        .find(|(file, _)| file.ends_with("x86-cpuid-Core-i5-4670T.xml"))
+        .ok_or("the Core-i5-4670T dump is missing")?;
+    xl_config_oracle(&build, &exe, ctx, &haswell.0)
+}
+
+/// libxlutil (Debian's, as xl links it) as the oracle for reading an xl config file: for
+/// configs with several `cpuid` lines, `+=` appends and comments, the setting libxlutil gives xl
+/// (`xl_oracle setting`) applied alone, and the whole file given to `xl apply`, must give the
+/// same policy; a file libxlutil refuses (a list added to a string), `xl apply` refuses too.
+fn xl_config_oracle(build: &Path, exe: &Path, ctx: &Context, host: &str) -> Result<(), String> {
+    const ECX0: &str = "1:ecx=0xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+    const EDX0: &str = "1:edx=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx0";
+    let configs = [
+        "name = \"vm\"\ncpuid = \"host,sse4_2=0\"\nmemory = 512\ncpuid = \"host,sse4_2=1\"\n".to_string(),
+        "cpuid = \"host,sse4_2=0\" # first\ncpuid += \",avx=0\"\n".to_string(),
+        format!("cpuid = ['{ECX0}']\ncpuid += [ '{EDX0}' ]\n"),
+        format!("cpuid = ['{ECX0}',\n  '{EDX0}']\ncpuid = \"host,avx=0\"\n"),
+        "cpuid += \"host,avx=0,sse4_2=0\"\n".to_string(),
+        format!("cpuid = \"host,avx=0\"\ncpuid = ['{EDX0}']\n"),
+        format!("cpuid = ['{ECX0}']\ncpuid += \"host\"\n"),
+    ];
+    let apply = |file: &Path| {
+        Command::new(&ctx.cli)
+            .args(["xl", "apply", "--kind", "pv", "--xen", "4.17", "--host", host])
+            .arg(file)
+            .output()
+            .map_err(|e| e.to_string())
+    };
+    // The settings must tell in the policy: SSE4.2 off and on give different ones.
+    let (off, on) = (build.join("xl-config-off.value"), build.join("xl-config-on.value"));
+    std::fs::write(&off, "\"host,sse4_2=0\"").map_err(|e| e.to_string())?;
+    std::fs::write(&on, "\"host,sse4_2=1\"").map_err(|e| e.to_string())?;
+    let (off, on) = (apply(&off)?, apply(&on)?);
+    if !off.status.success() || off.stdout == on.stdout {
+        return Err(format!("sse4_2=0 and =1 do not give different policies on {host}"));
+    }
+    let (mut agreed, mut refused) = (0, 0);
+    for (i, config) in configs.iter().enumerate() {
+        let (cfg, value) = (build.join(format!("xl-config-{i}.cfg")), build.join(format!("xl-config-{i}.value")));
+        std::fs::write(&cfg, config).map_err(|e| e.to_string())?;
+        let setting = Command::new(exe).arg("setting").arg(&cfg).output().map_err(|e| format!("xl_oracle: {e}"))?;
+        let ours = apply(&cfg)?;
+        match setting.status.code() {
+            Some(0) => {
+                std::fs::write(&value, &setting.stdout).map_err(|e| e.to_string())?;
+                let alone = apply(&value)?;
+                if !ours.status.success() || !alone.status.success() || ours.stdout != alone.stdout {
+                    return Err(format!(
+                        "xl config {config:?}: libxlutil reads {}, and xl apply of the file (exit {}) differs \
+                         from xl apply of that value (exit {}): {}",
+                        String::from_utf8_lossy(&setting.stdout).trim(),
+                        ours.status,
+                        alone.status,
+                        String::from_utf8_lossy(&ours.stderr)
+                    ));
+                }
+                agreed += 1;
+            }
+            Some(2) if ours.status.code() == Some(2) => refused += 1,
+            _ => {
+                return Err(format!(
+                    "xl config {config:?}: libxlutil exit {} ({}), xl apply exit {}",
+                    setting.status,
+                    String::from_utf8_lossy(&setting.stderr).trim(),
+                    ours.status
+                ))
+            }
+        }
+    }
+    println!(
+        "C: libxlutil 4.17 and xl apply read the same cpuid setting from {agreed} xl configs (repeats: the last wins; \
+         += appends) and both refuse {refused}"
+    );
     Ok(())
 }

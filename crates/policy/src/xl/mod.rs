@@ -435,12 +435,20 @@ fn setting_value(text: &str) -> Result<String, XlError> {
     if bare.starts_with('"') || bare.starts_with('\'') || bare.starts_with('[') || bare.starts_with("host") {
         return Ok(bare.trim_end().to_string());
     }
-    // key = value, the value running to the end of the line, or of the list.
+    // key = value, the value running to the end of the line, or of the list. As in libxlu
+    // (`xlu__cfg_set_store` keeps the newest setting first and `find` takes the first), the last
+    // `cpuid =` wins; `cpuid +=` appends to what came before (a string to a string, a list to
+    // a list), or sets it when nothing did.
+    let mut setting: Option<String> = None;
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
         let code = strip_comment(line);
         let Some((key, value)) = code.split_once('=') else { continue };
-        if key.trim() != "cpuid" {
+        let (key, append) = match key.trim_end().strip_suffix('+') {
+            Some(key) => (key.trim(), true),
+            None => (key.trim(), false),
+        };
+        if key != "cpuid" {
             continue;
         }
         let mut value = value.trim().to_string();
@@ -453,9 +461,29 @@ fn setting_value(text: &str) -> Result<String, XlError> {
                 value.push_str(strip_comment(next));
             }
         }
-        return Ok(value.trim_end_matches(';').trim().to_string());
+        let value = value.trim_end_matches(';').trim().to_string();
+        setting = Some(match setting {
+            Some(before) if append => appended(&before, &value)?,
+            _ => value,
+        });
     }
-    Err(xl_error("cpuid", "no cpuid setting in the configuration"))
+    setting.ok_or_else(|| xl_error("cpuid", "no cpuid setting in the configuration"))
+}
+
+/// `cpuid += value` after `before`, as `xlu__cfg_concat_vals` joins them.
+fn appended(before: &str, value: &str) -> Result<String, XlError> {
+    let quote = |item: &str| if item.contains('"') { format!("'{item}'") } else { format!("\"{item}\"") };
+    match (before.starts_with('['), value.starts_with('[')) {
+        (true, true) => {
+            let items: Vec<String> = list_items(before)?.into_iter().chain(list_items(value)?).collect();
+            Ok(format!("[{}]", items.iter().map(|i| quote(i)).collect::<Vec<_>>().join(", ")))
+        }
+        (false, false) => {
+            let (a, b) = (unquote(before).unwrap_or(before), unquote(value).unwrap_or(value));
+            Ok(quote(&format!("{a}{b}")))
+        }
+        _ => Err(xl_error(value, "can't add [list] to \"string\" or vice versa (cpuid +=)")),
+    }
 }
 
 /// A line without its `#` comment (outside quotes).
@@ -887,6 +915,20 @@ mod tests {
             assert_eq!(e.token, token, "{text}: {e}");
         }
         assert!(XlCpuid::parse("name = 'vm'\n", XenRelease::V4_20).is_err());
+    }
+
+    /// As libxlutil reads a config (the c-api step compares with Debian's): the last `cpuid =`
+    /// wins, `cpuid +=` appends a string to a string and a list to a list, and refuses a mix.
+    #[test]
+    fn repeated_and_appended_settings_read_as_xl_reads_them() {
+        let setting = |text: &str| setting_value(text);
+        assert_eq!(setting("cpuid = \"host,avx=0\"\ncpuid = \"host,avx=1\"\n").unwrap(), "\"host,avx=1\"");
+        assert_eq!(setting("cpuid = \"host,avx=0\"\ncpuid += \",sse3=0\"\n").unwrap(), "\"host,avx=0,sse3=0\"");
+        assert_eq!(setting("cpuid += \"host\"\n").unwrap(), "\"host\"");
+        assert_eq!(setting("cpuid = ['1:eax=x']\ncpuid += [ \"2:ebx=y\" ]\n").unwrap(), "[\"1:eax=x\", \"2:ebx=y\"]");
+        assert_eq!(setting("cpuid = ['1:eax=x']\ncpuid = \"host\"\n").unwrap(), "\"host\"");
+        let e = setting("cpuid = ['1:eax=x']\ncpuid += \"host\"\n").unwrap_err();
+        assert!(e.problem.contains("can't add [list] to \"string\""), "{e}");
     }
 
     #[test]
