@@ -43,6 +43,23 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Standard input is read up to the same limit as files: an endless one is refused, not read
+/// until memory runs out.
+#[test]
+fn standard_input_has_the_files_limit() {
+    let child = Command::new(bin())
+        .args(["import", "-"])
+        .stdin(std::fs::File::open("/dev/zero").unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    assert!(stderr(&out).contains("standard input: is larger than 256 MiB"), "{}", stderr(&out));
+}
+
 #[test]
 fn inputs_that_are_not_files_are_refused_by_name() {
     let fifo = scratch("no-writer.fifo");

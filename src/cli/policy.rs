@@ -222,7 +222,7 @@ pub(super) fn read_document(path: &Path) -> Result<Document, CliError> {
         }
     }
     let text = if path == Path::new("-") {
-        std::io::read_to_string(std::io::stdin()).map_err(|e| CliError(format!("standard input: {e}")))?
+        cpupolicy_policy::read_stdin().map_err(|e| CliError(format!("standard input: {e}")))?
     } else {
         cpupolicy::policy::read_input(path).map_err(|e| CliError(format!("{}: {e}", path.display())))?
     };

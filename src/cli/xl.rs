@@ -46,7 +46,7 @@ pub fn xl(args: XlArgs) -> Outcome {
             let release = xl_release_arg(&xen)?;
             let host = load_host(&host, kind)?;
             let text = if config == std::path::Path::new("-") {
-                std::io::read_to_string(std::io::stdin()).map_err(|e| CliError(format!("standard input: {e}")))?
+                cpupolicy_policy::read_stdin().map_err(|e| CliError(format!("standard input: {e}")))?
             } else {
                 cpupolicy::policy::read_input(&config).map_err(|e| CliError(format!("{}: {e}", config.display())))?
             };

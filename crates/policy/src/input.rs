@@ -61,6 +61,17 @@ pub fn read_input(path: &Path) -> Result<String, InputError> {
     String::from_utf8(bytes).map_err(|e| InputError::NotUtf8(e.utf8_error().valid_up_to()))
 }
 
+/// Reads standard input as UTF-8 text, stopping at [`MAX_INPUT_BYTES`] as [`read_input`] does
+/// (`cpupolicy import - < /dev/zero` is refused, not read until memory runs out).
+pub fn read_stdin() -> Result<String, InputError> {
+    let mut bytes = Vec::new();
+    std::io::stdin().lock().take(MAX_INPUT_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(InputError::TooLarge);
+    }
+    String::from_utf8(bytes).map_err(|e| InputError::NotUtf8(e.utf8_error().valid_up_to()))
+}
+
 /// Reads a non-blocking pipe to its end (or one byte past the limit), waiting briefly while a
 /// connected writer has nothing yet.
 fn read_nonblocking(mut file: File) -> Result<Vec<u8>, InputError> {

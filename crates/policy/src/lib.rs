@@ -72,7 +72,7 @@ pub use featuresets::{
 };
 pub use host_set::HostSet;
 pub use import::{Document, ImportError, InputFormat, PoolPolicy};
-pub use input::{read_input, InputError, MAX_INPUT_BYTES};
+pub use input::{read_input, read_stdin, InputError, MAX_INPUT_BYTES};
 pub use json::{HostBundle, JsonError, HOST_BUNDLE_FORMAT, JSON_VERSION, POLICY_FORMAT, POOL_FORMAT};
 pub use legacy::{synthesise_legacy, LegacyRules};
 pub use level::{
