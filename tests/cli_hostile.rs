@@ -43,6 +43,33 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A megabyte-long bad token, key or line is quoted as an excerpt: the message stays short.
+#[test]
+fn long_bad_input_makes_a_short_message() {
+    let key = scratch("long-key.json");
+    std::fs::write(&key, format!("{{\"format\": \"cpupolicy-policy\", \"{}\": 1}}", "k".repeat(1 << 20))).unwrap();
+    let line = scratch("one-line.xml");
+    std::fs::write(&line, format!("<cpudata arch='x86'> {} </cpudata>\n", "<cpuid/>".repeat(1 << 17))).unwrap();
+    // One argument may be at most 128 KiB.
+    let token = format!("1:{}", "z".repeat(100_000));
+    for args in [
+        vec!["import".to_string(), key.display().to_string()],
+        vec!["import".to_string(), line.display().to_string()],
+        vec!["decode".to_string(), token],
+    ] {
+        let out = cpupolicy(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let head = |out: &Output| stderr(out).chars().take(300).collect::<String>();
+        assert_eq!(out.status.code(), Some(2), "{}", head(&out));
+        assert!(
+            out.stderr.len() < 1024,
+            "{} bytes: {}",
+            out.stderr.len(),
+            stderr(&out).chars().take(300).collect::<String>()
+        );
+        assert!(stderr(&out).contains("bytes)"), "{}", stderr(&out));
+    }
+}
+
 /// Standard input is read up to the same limit as files: an endless one is refused, not read
 /// until memory runs out.
 #[test]

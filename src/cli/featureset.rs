@@ -2,7 +2,7 @@
 
 use clap::Args;
 use cpupolicy::featureset::{
-    static_mask, static_mask_in, xen_cpuid_line, Featureset, StaticMask, XenRelease, NR_WORDS, WORDS,
+    excerpt, static_mask, static_mask_in, xen_cpuid_line, Featureset, StaticMask, XenRelease, NR_WORDS, WORDS,
 };
 use serde::Serialize;
 
@@ -39,7 +39,7 @@ pub fn decode(args: DecodeArgs) -> Outcome {
     let sets = args
         .featuresets
         .iter()
-        .map(|text| Featureset::parse(text).map_err(|e| CliError(format!("'{text}': {e}"))))
+        .map(|text| Featureset::parse(text).map_err(|e| CliError(format!("'{}': {e}", excerpt(text)))))
         .collect::<Result<Vec<_>, _>>()?;
     match args.format {
         TextOrJson::Text => {
@@ -98,12 +98,12 @@ struct MaskJson {
 
 pub fn masks(args: MasksArgs) -> Outcome {
     let within = match &args.within {
-        Some(text) => Featureset::parse(text).map_err(|e| CliError(format!("--within '{text}': {e}")))?,
+        Some(text) => Featureset::parse(text).map_err(|e| CliError(format!("--within '{}': {e}", excerpt(text))))?,
         None => static_mask(StaticMask::Known).clone(),
     };
     let release = match &args.xen {
         Some(text) => Some(XenRelease::parse(text).ok_or_else(|| {
-            CliError(format!("--xen: '{text}' is not a Xen release this table knows (4.14 to 4.22, master)"))
+            CliError(format!("--xen: '{}' is not a Xen release this table knows (4.14 to 4.22, master)", excerpt(text)))
         })?),
         None => None,
     };

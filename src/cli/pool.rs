@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
-use cpupolicy::featureset::GuestKind;
+use cpupolicy::featureset::{excerpt, GuestKind};
 use cpupolicy::policy::xl::{libvirt_for_pool, xl_for_pool, xl_release};
 use cpupolicy::policy::{
     check_migration, derive_system_policies, explanation_text, feature_name, guest_kind_name, hazards_text, level_pool,
@@ -321,7 +321,7 @@ pub fn check(args: CheckArgs) -> Outcome {
 pub(super) fn xl_release_arg(text: &str) -> Result<cpupolicy::featureset::XenRelease, CliError> {
     XenVersion::parse(text)
         .and_then(|v| xl_release(&v))
-        .ok_or_else(|| CliError(format!("--xen: '{text}' is not a Xen release from 4.14 on (such as 4.17)")))
+        .ok_or_else(|| CliError(format!("--xen: '{}' is not a Xen release from 4.14 on (such as 4.17)", excerpt(text))))
 }
 
 /// A file name without directories and extension, to name a host.
@@ -487,7 +487,7 @@ pub fn derive(args: DeriveArgs) -> Outcome {
     options.release = match args.xen.as_deref().or(named.as_deref()) {
         Some(text) => cpupolicy::featureset::XenRelease::parse(text)
             .filter(|r| *r != cpupolicy::featureset::XenRelease::Master)
-            .ok_or_else(|| CliError(format!("--xen: '{text}' is not a Xen release from 4.14 to 4.22")))?,
+            .ok_or_else(|| CliError(format!("--xen: '{}' is not a Xen release from 4.14 to 4.22", excerpt(text))))?,
         None => cpupolicy::featureset::XenRelease::V4_22,
     };
     options.hvm = match args.hvm {

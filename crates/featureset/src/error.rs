@@ -4,7 +4,7 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// No feature has this name or alias.
-    #[error("unknown feature name '{name}'")]
+    #[error("unknown feature name '{}'", crate::excerpt(name))]
     UnknownFeature {
         /// The name as given.
         name: String,
@@ -13,7 +13,7 @@ pub enum Error {
     #[error("empty featureset")]
     Empty,
     /// A word is not hexadecimal.
-    #[error("featureset word {word}: '{token}' is not hexadecimal")]
+    #[error("featureset word {word}: '{}' is not hexadecimal", crate::excerpt(token))]
     InvalidHex {
         /// Zero-based word index.
         word: usize,
@@ -21,7 +21,7 @@ pub enum Error {
         token: String,
     },
     /// A word has more than 8 hex digits.
-    #[error("featureset word {word}: '{token}' is wider than 32 bits (at most 8 hex digits)")]
+    #[error("featureset word {word}: '{}' is wider than 32 bits (at most 8 hex digits)", crate::excerpt(token))]
     WordTooWide {
         /// Zero-based word index.
         word: usize,

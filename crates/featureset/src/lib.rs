@@ -43,7 +43,7 @@ pub use lookup::feature_by_name;
 pub use masks::{static_mask, static_mask_in, StaticMask};
 pub use set::Featureset;
 pub use table::FEATURES;
-pub use text::{xen_cpuid_line, DecodedWord, TextStyle, MAX_TEXT_WORDS};
+pub use text::{excerpt, xen_cpuid_line, DecodedWord, TextStyle, MAX_TEXT_WORDS};
 pub use word::{word_info, Register, WordInfo, WordSource, WORDS};
 
 /// Number of featureset words this crate knows (Xen 4.21: words 0–18).

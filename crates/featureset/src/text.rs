@@ -11,6 +11,17 @@ use crate::{word_info, Error, Feature, FeatureId, Featureset};
 /// whatever is formatted parses back. Longer text is refused as soon as the word beyond is seen.
 pub const MAX_TEXT_WORDS: usize = 2048;
 
+/// A piece of input as an error message quotes it: whole up to 64 characters; longer, its
+/// first 64 and how long it was, so that one bad megabyte-long token or line makes a readable
+/// message, not a megabyte of one.
+pub fn excerpt(text: &str) -> std::borrow::Cow<'_, str> {
+    const SHOWN: usize = 64;
+    match text.char_indices().nth(SHOWN) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((end, _)) => std::borrow::Cow::Owned(format!("{}… ({} bytes)", &text[..end], text.len())),
+    }
+}
+
 impl Featureset {
     /// Parses `xen-cpuid`'s form or xapi's: hex words separated by `:` or `-`, at most
     /// 8 hex digits each (leading zeros optional), surrounding whitespace ignored.

@@ -108,6 +108,17 @@ fn text_forms() {
     assert!(err.to_string().contains("'zz'"), "{err}");
 }
 
+/// A long bad token is quoted as its first 64 characters and its length, whole when short.
+#[test]
+fn long_tokens_are_quoted_as_an_excerpt() {
+    assert_eq!(excerpt("zz"), "zz");
+    let long = "é".repeat(100);
+    assert_eq!(excerpt(&long), format!("{}… (200 bytes)", "é".repeat(64)));
+    let e = Featureset::parse(&format!("1:{}", "z".repeat(1 << 20))).unwrap_err();
+    assert!(e.to_string().len() < 200, "{e}");
+    assert!(e.to_string().contains(&format!("'{}… (1048576 bytes)'", "z".repeat(64))), "{e}");
+}
+
 #[test]
 fn text_errors_name_the_token() {
     assert_eq!(Featureset::parse("").unwrap_err(), Error::Empty);

@@ -119,7 +119,7 @@ impl Document {
             }
             let header: Header = serde_json::from_str(text).map_err(|e| ImportError::Json {
                 format: sniff_json_format(text, which),
-                source: JsonError::Syntax(e.to_string()),
+                source: crate::json::syntax(e),
             })?;
             return match header.format.as_ref().and_then(|f| f.as_str()) {
                 Some(POLICY_FORMAT) => CpuPolicy::from_json(text)
@@ -131,7 +131,7 @@ impl Document {
                 Some(POOL_FORMAT) => {
                     let format = InputFormat::PoolJson(which);
                     let value: serde_json::Value = serde_json::from_str(text)
-                        .map_err(|e| ImportError::Json { format, source: JsonError::Syntax(e.to_string()) })?;
+                        .map_err(|e| ImportError::Json { format, source: crate::json::syntax(e) })?;
                     pool_policy(&value, which)
                         .map(|policy| Document::Policy { policy, format })
                         .map_err(|source| ImportError::Json { format, source })

@@ -9,6 +9,7 @@
 
 use std::fmt::Write as _;
 
+use cpupolicy_featureset::excerpt;
 use serde::{Deserialize, Serialize};
 
 use crate::pv_leak::{Levelling, LevellingCaps};
@@ -158,7 +159,7 @@ impl HostBundle {
     /// Reads a bundle document, strictly.
     pub fn from_json(text: &str) -> Result<HostBundle, JsonError> {
         check_document_header(HOST_BUNDLE_FORMAT, text)?;
-        let raw: HostBundleJson = serde_json::from_str(text).map_err(|e| JsonError::Syntax(e.to_string()))?;
+        let raw: HostBundleJson = serde_json::from_str(text).map_err(syntax)?;
         HostBundle::try_from(raw)
     }
 }
@@ -175,7 +176,7 @@ impl CpuPolicy {
     /// Reads a policy document, strictly.
     pub fn from_json(text: &str) -> Result<CpuPolicy, JsonError> {
         check_document_header(POLICY_FORMAT, text)?;
-        let raw: PolicyDocumentJson = serde_json::from_str(text).map_err(|e| JsonError::Syntax(e.to_string()))?;
+        let raw: PolicyDocumentJson = serde_json::from_str(text).map_err(syntax)?;
         CpuPolicy::try_from(raw)
     }
 }
@@ -497,12 +498,39 @@ fn policy_from_body(body: PolicyBodyJson, prefix: &str) -> Result<CpuPolicy, Jso
 }
 
 /// `0x` followed by 1 to `max_digits` hex digits.
+/// serde_json's message as a [`JsonError::Syntax`], with each name or string it quotes (in
+/// backticks or double quotes) cut to an [`excerpt`]: an unknown key a megabyte long makes a
+/// readable message.
+pub(crate) fn syntax(error: serde_json::Error) -> JsonError {
+    let message = error.to_string();
+    let mut out = String::with_capacity(message.len().min(1024));
+    let mut rest = message.as_str();
+    while let Some(open) = rest.find(['`', '"']) {
+        let quote = rest[open..].chars().next().unwrap_or('`');
+        out.push_str(&rest[..=open]);
+        let inside = &rest[open + 1..];
+        match inside.find(quote) {
+            Some(close) => {
+                out.push_str(&excerpt(&inside[..close]));
+                out.push(quote);
+                rest = &inside[close + 1..];
+            }
+            None => {
+                out.push_str(&excerpt(inside));
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    JsonError::Syntax(out)
+}
+
 pub(crate) fn parse_hex(text: &str, max_digits: usize) -> Result<u64, String> {
     let digits = text
         .strip_prefix("0x")
         .filter(|d| !d.is_empty() && d.len() <= max_digits && d.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or_else(|| format!("'{text}' is not \"0x\" and 1 to {max_digits} hex digits"))?;
-    u64::from_str_radix(digits, 16).map_err(|_| format!("'{text}' is not hexadecimal"))
+        .ok_or_else(|| format!("'{}' is not \"0x\" and 1 to {max_digits} hex digits", excerpt(text)))?;
+    u64::from_str_radix(digits, 16).map_err(|_| format!("'{}' is not hexadecimal", excerpt(text)))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 
 use crate::{has_subleaves, CpuPolicy, CpuidKey, Registers};
+use cpupolicy_featureset::excerpt;
 
 /// A line of a libvirt dump that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,7 +56,7 @@ impl CpuPolicy {
                     let attributes = element(line, "cpudata", false).map_err(fail)?;
                     match attributes.as_slice() {
                         [("arch", "x86")] => state = State::Inside,
-                        _ => return Err(fail(format!("expected <cpudata arch='x86'>, found '{line}'"))),
+                        _ => return Err(fail(format!("expected <cpudata arch='x86'>, found '{}'", excerpt(line)))),
                     }
                 }
                 State::Inside if line == "</cpudata>" => state = State::After,
@@ -81,8 +82,10 @@ impl CpuPolicy {
                     let value = (u64::from(hex32(edx).map_err(fail)?) << 32) | u64::from(hex32(eax).map_err(fail)?);
                     msrs.push((number, hex32(index).map_err(fail)?, value));
                 }
-                State::Inside => return Err(fail(format!("expected <cpuid/>, <msr/> or </cpudata>, found '{line}'"))),
-                State::After => return Err(fail(format!("unexpected '{line}' after </cpudata>"))),
+                State::Inside => {
+                    return Err(fail(format!("expected <cpuid/>, <msr/> or </cpudata>, found '{}'", excerpt(line))))
+                }
+                State::After => return Err(fail(format!("unexpected '{}' after </cpudata>", excerpt(line)))),
             }
         }
         if in_comment {
@@ -213,18 +216,20 @@ fn element<'a>(line: &'a str, name: &str, empty: bool) -> Result<Vec<(&'a str, &
         .and_then(|l| l.strip_prefix(name))
         .and_then(|l| l.strip_suffix(close))
         .filter(|l| l.is_empty() || l.starts_with(char::is_whitespace))
-        .ok_or_else(|| format!("expected <{name} …{close}, found '{line}'"))?;
+        .ok_or_else(|| format!("expected <{name} …{close}, found '{}'", excerpt(line)))?;
     let mut attributes = Vec::new();
     let mut rest = inner.trim_start();
     while !rest.is_empty() {
-        let (attribute, after) = rest.split_once('=').ok_or_else(|| format!("cannot read attributes of '{line}'"))?;
+        let (attribute, after) =
+            rest.split_once('=').ok_or_else(|| format!("cannot read attributes of '{}'", excerpt(line)))?;
         let quote = after.chars().next().filter(|q| *q == '\'' || *q == '"');
-        let quote = quote.ok_or_else(|| format!("attribute '{}' is not quoted in '{line}'", attribute.trim()))?;
+        let quote = quote
+            .ok_or_else(|| format!("attribute '{}' is not quoted in '{}'", excerpt(attribute.trim()), excerpt(line)))?;
         let (value, after) =
-            after[1..].split_once(quote).ok_or_else(|| format!("unterminated attribute in '{line}'"))?;
+            after[1..].split_once(quote).ok_or_else(|| format!("unterminated attribute in '{}'", excerpt(line)))?;
         attributes.push((attribute.trim(), value));
         if !after.is_empty() && !after.starts_with(char::is_whitespace) {
-            return Err(format!("cannot read attributes of '{line}'"));
+            return Err(format!("cannot read attributes of '{}'", excerpt(line)));
         }
         rest = after.trim_start();
     }

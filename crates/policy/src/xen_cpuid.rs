@@ -10,6 +10,7 @@ use std::fmt::{self, Write as _};
 
 use crate::wire::WireLeaf;
 use crate::{CpuPolicy, Dropped, HostBundle, SystemPolicy, WireLimits, XenCpuidLeaf, XenMsrEntry};
+use cpupolicy_featureset::excerpt;
 
 /// A whole `xen-cpuid -p` output: the system policies, or one domain's (`-d N`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -168,7 +169,8 @@ impl XenCpuidReport {
         let mut report = XenCpuidReport::default();
         if let Some(&(number, line)) = lines.peek() {
             if let Some(rest) = line.strip_prefix("Xen reports there are maximum ") {
-                report.maxima = Some(parse_maxima(rest).ok_or_else(|| error(number, format!("cannot read '{line}'")))?);
+                report.maxima =
+                    Some(parse_maxima(rest).ok_or_else(|| error(number, format!("cannot read '{}'", excerpt(line))))?);
                 lines.next();
             }
         }
@@ -198,18 +200,20 @@ impl XenCpuidReport {
                 break;
             }
             if let Some(name) = line.strip_suffix(" policy not supported by Xen") {
-                let name = parse_name(name).ok_or_else(|| error(number, format!("unknown policy name in '{line}'")))?;
+                let name = parse_name(name)
+                    .ok_or_else(|| error(number, format!("unknown policy name in '{}'", excerpt(line))))?;
                 section(name, number)?;
                 report.sections.push(ReportSection { name, content: None });
                 continue;
             }
             let (name, counts) = line
                 .split_once(" policy: ")
-                .ok_or_else(|| error(number, format!("expected a policy header, found '{line}'")))?;
-            let name = parse_name(name).ok_or_else(|| error(number, format!("unknown policy name in '{line}'")))?;
+                .ok_or_else(|| error(number, format!("expected a policy header, found '{}'", excerpt(line))))?;
+            let name =
+                parse_name(name).ok_or_else(|| error(number, format!("unknown policy name in '{}'", excerpt(line))))?;
             section(name, number)?;
-            let (nr_leaves, nr_msrs) =
-                parse_counts(counts).ok_or_else(|| error(number, format!("cannot read the counts in '{line}'")))?;
+            let (nr_leaves, nr_msrs) = parse_counts(counts)
+                .ok_or_else(|| error(number, format!("cannot read the counts in '{}'", excerpt(line))))?;
             let content = parse_body(&mut lines, number, nr_leaves, nr_msrs, &limits)?;
             report.sections.push(ReportSection { name, content: Some(content) });
         }
@@ -323,7 +327,7 @@ fn expect_line<'a>(
 ) -> Result<(), TextError> {
     match lines.next() {
         Some((_, line)) if line.trim_end() == wanted => Ok(()),
-        Some((number, line)) => Err(error(number, format!("expected '{wanted}', found '{line}'"))),
+        Some((number, line)) => Err(error(number, format!("expected '{wanted}', found '{}'", excerpt(line)))),
         None => Err(error(header_line, format!("policy ends before '{wanted}'"))),
     }
 }
@@ -345,7 +349,7 @@ fn parse_body<'a>(
             break;
         }
         let entry = parse_leaf_line(line)
-            .ok_or_else(|| error(number, format!("expected a CPUID leaf line, found '{line}'")))?;
+            .ok_or_else(|| error(number, format!("expected a CPUID leaf line, found '{}'", excerpt(line))))?;
         if entry.registers().is_zero() {
             return Err(error(number, "all-zero leaf: xen-cpuid never prints these"));
         }
@@ -371,8 +375,8 @@ fn parse_body<'a>(
         if !line.starts_with("  ") {
             break;
         }
-        let entry =
-            parse_msr_line(line).ok_or_else(|| error(number, format!("expected an MSR line, found '{line}'")))?;
+        let entry = parse_msr_line(line)
+            .ok_or_else(|| error(number, format!("expected an MSR line, found '{}'", excerpt(line))))?;
         msrs.push((number, entry));
         lines.next();
     }

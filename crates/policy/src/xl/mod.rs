@@ -166,7 +166,7 @@ pub fn name_for(id: FeatureId, release: XenRelease) -> Option<&'static str> {
 
 /// A `cpuid=` value that could not be read, naming the token.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("cpuid: '{token}': {problem}")]
+#[error("cpuid: '{}': {problem}", cpupolicy_featureset::excerpt(token))]
 pub struct XlError {
     /// The offending token (or line).
     pub token: String,
@@ -295,9 +295,9 @@ impl XlCpuid {
             None => (head, None),
         };
         let number = |text: &str, what: &str| {
-            leading_number(text.trim())
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| xl_error(item, format!("{what} '{text}' is not a number")))
+            leading_number(text.trim()).and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
+                xl_error(item, format!("{what} '{}' is not a number", cpupolicy_featureset::excerpt(text)))
+            })
         };
         let leaf = number(leaf, "leaf")?;
         let subleaf = subleaf.map(|s| number(s, "sub-leaf")).transpose()?;
