@@ -128,6 +128,16 @@ fn legacy_vm_is_synthesised_then_checked() {
     let out = cpupolicy(&["check", "--legacy", "4.x", "--vm", &hosts[2], "--host", &hosts[2]]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--legacy: '4.x'"), "{}", text(&out.stderr));
+    // A release older than the ones modelled is refused, not given 4.14's rules.
+    for old in ["4.13", "3.0"] {
+        let out = cpupolicy(&["check", "--legacy", old, "--vm", &hosts[2], "--host", &hosts[2]]);
+        assert_eq!(out.status.code(), Some(2), "{old}");
+        assert!(
+            text(&out.stderr).contains(&format!("--legacy: Xen {old} is older than 4.14")),
+            "{}",
+            text(&out.stderr)
+        );
+    }
 }
 
 #[test]

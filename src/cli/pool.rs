@@ -236,8 +236,15 @@ pub fn check(args: CheckArgs) -> Outcome {
     let (vm, vm_mxcsr) = match &args.legacy {
         None => load_vm(vm_path, args.kind)?,
         Some(version) => {
-            let version = XenVersion::parse(version)
-                .ok_or_else(|| CliError(format!("--legacy: '{version}' is not a Xen version such as 4.20")))?;
+            let version = XenVersion::parse(version).ok_or_else(|| {
+                CliError(format!("--legacy: '{}' is not a Xen version such as 4.20", excerpt(version)))
+            })?;
+            if (version.major, version.minor) < (4, 14) {
+                return Err(CliError(format!(
+                    "--legacy: Xen {version} is older than 4.14: name the Xen that restores the VM, 4.14 or \
+                     later (the releases whose restore rules this models)"
+                )));
+            }
             let source = load_host(vm_path, args.kind)?;
             let host = source.host.as_ref().map(CpuPolicy::featureset).unwrap_or_else(|| source.max.featureset());
             let policy =
@@ -484,10 +491,18 @@ pub fn derive(args: DeriveArgs) -> Outcome {
         Document::Bundle(bundle) => bundle.xen_version.as_ref().map(|v| format!("{}.{}", v.major, v.minor)),
         _ => None,
     };
-    options.release = match args.xen.as_deref().or(named.as_deref()) {
+    let (text, whose) = match (args.xen.as_deref(), named.as_deref()) {
+        (Some(text), _) => (Some(text), "--xen"),
+        (None, Some(text)) => (Some(text), "the bundle's Xen version"),
+        (None, None) => (None, ""),
+    };
+    options.release = match text {
         Some(text) => cpupolicy::featureset::XenRelease::parse(text)
             .filter(|r| *r != cpupolicy::featureset::XenRelease::Master)
-            .ok_or_else(|| CliError(format!("--xen: '{}' is not a Xen release from 4.14 to 4.22", excerpt(text))))?,
+            .ok_or_else(|| {
+                let hint = if whose == "--xen" { "" } else { " (--xen names the release to predict)" };
+                CliError(format!("{whose}: '{}' is not a Xen release from 4.14 to 4.22{hint}", excerpt(text)))
+            })?,
         None => cpupolicy::featureset::XenRelease::V4_22,
     };
     options.hvm = match args.hvm {
