@@ -179,22 +179,63 @@ fn sniff_json_format(text: &str, which: PoolPolicy) -> InputFormat {
 }
 
 /// One policy of a pool document: `DEFAULT_OR_ACCEPTANCE.policy`, itself a policy document.
+/// The document is read as strictly as the other JSON documents: only the fields
+/// [`crate::pool_json`] writes, each of its type, `kind` one of the guest kinds, and the chosen
+/// section's `featureset` (when given) that of its policy.
 fn pool_policy(value: &serde_json::Value, which: PoolPolicy) -> Result<CpuPolicy, JsonError> {
-    match value.get("version").and_then(|v| v.as_u64()) {
-        Some(v) if (1..=u64::from(JSON_VERSION)).contains(&v) => {}
+    use serde_json::Value;
+    let entry = |path: &str, problem: String| JsonError::Entry { path: path.into(), problem };
+    let fields = value.as_object().ok_or_else(|| entry("(document)", "is not a JSON object".into()))?;
+    const FIELDS: [&str; 8] =
+        ["format", "version", "kind", "hosts", "default", "acceptance", "host_reflected", "hazards"];
+    if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(entry(unknown, format!("unknown field; a {POOL_FORMAT} document has {}", FIELDS.join(", "))));
+    }
+    match value.get("version") {
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|v| (1..=u64::from(JSON_VERSION)).contains(&v)) => {}
         found => {
-            return Err(JsonError::Entry {
-                path: "version".into(),
-                problem: format!("{found:?} is not a {POOL_FORMAT} version this reader knows (1 to {JSON_VERSION})"),
-            })
+            let found = found
+                .map_or_else(|| "missing".to_string(), |v| cpupolicy_featureset::excerpt(&v.to_string()).into_owned());
+            return Err(entry(
+                "version",
+                format!("{found} is not a {POOL_FORMAT} version this reader knows (1 to {JSON_VERSION})"),
+            ));
         }
     }
-    let policy = value
-        .get(which.key())
-        .and_then(|v| v.get("policy"))
-        .ok_or_else(|| JsonError::Entry { path: format!("{}.policy", which.key()), problem: "missing".into() })?;
-    CpuPolicy::from_json(&policy.to_string())
-        .map_err(|e| JsonError::Entry { path: format!("{}.policy", which.key()), problem: e.to_string() })
+    if let Some(kind) = value.get("kind") {
+        if !matches!(kind.as_str(), Some("pv" | "hvm" | "hvm-shadow")) {
+            let kind = cpupolicy_featureset::excerpt(&kind.to_string()).into_owned();
+            return Err(entry("kind", format!("{kind} is not a guest kind (\"pv\", \"hvm\", \"hvm-shadow\")")));
+        }
+    }
+    for list in ["hosts", "host_reflected", "hazards"] {
+        if value.get(list).is_some_and(|v| !v.is_array()) {
+            return Err(entry(list, "is not a list".into()));
+        }
+    }
+    let key = which.key();
+    let section = value.get(key).ok_or_else(|| entry(key, "missing".into()))?;
+    let section = section.as_object().ok_or_else(|| entry(key, "is not a JSON object".into()))?;
+    if let Some(unknown) = section.keys().find(|k| !["featureset", "policy", "lost", "limits"].contains(&k.as_str())) {
+        return Err(entry(
+            &format!("{key}.{unknown}"),
+            "unknown field; a pool policy has featureset, policy, lost, limits".into(),
+        ));
+    }
+    let path = format!("{key}.policy");
+    let policy = section.get("policy").ok_or_else(|| entry(&path, "missing".into()))?;
+    let policy = CpuPolicy::from_json(&policy.to_string()).map_err(|e| entry(&path, e.to_string()))?;
+    if let Some(featureset) = section.get("featureset") {
+        let written = policy.featureset().to_xen_string();
+        if featureset.as_str() != Some(written.as_str()) {
+            let given = cpupolicy_featureset::excerpt(&featureset.to_string()).into_owned();
+            return Err(entry(
+                &format!("{key}.featureset"),
+                format!("{given} is not the featureset of {key}.policy (\"{written}\")"),
+            ));
+        }
+    }
+    Ok(policy)
 }
 
 #[cfg(test)]
@@ -216,5 +257,37 @@ mod tests {
         assert!(error.to_string().starts_with("JSON host bundle: "), "{error}");
         let text = "Raw policy not supported by Xen\n";
         assert_eq!(Document::parse(text).unwrap().format(), InputFormat::XenCpuid);
+    }
+
+    /// A pool document is read as strictly as the others: what `pool_json` writes reads back;
+    /// an unknown field, a wrong type, an unknown kind or version, or a featureset that is not
+    /// its policy's is refused, naming where.
+    #[test]
+    fn pool_documents_are_read_strictly() {
+        let host = crate::PoolHost::from_single("a", CpuPolicy::new());
+        let pool = crate::level_pool(std::slice::from_ref(&host), crate::LevelOptions::default());
+        let pool = pool.unwrap_or_else(|e| panic!("{e}"));
+        let written = crate::pool_json(&pool, &[host], cpupolicy_featureset::GuestKind::HvmHap, false, &[]).unwrap();
+        assert!(Document::parse(&written.to_string()).is_ok());
+        let with = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut value = written.clone();
+            edit(&mut value);
+            Document::parse(&value.to_string()).unwrap_err().to_string()
+        };
+        type Edit<'a> = &'a dyn Fn(&mut serde_json::Value);
+        let refusals: [(Edit, &str); 8] = [
+            (&|v| v["extra"] = 1.into(), "extra: unknown field"),
+            (&|v| v["kind"] = "bogus".into(), "kind: \"bogus\" is not a guest kind"),
+            (&|v| v["version"] = 2.into(), "version: 2 is not a cpupolicy-pool version"),
+            (&|v| v["version"] = "1".into(), "version: \"1\" is not"),
+            (&|v| v["hazards"] = 5.into(), "hazards: is not a list"),
+            (&|v| v["default"]["featureset"] = "zz".into(), "default.featureset: \"zz\" is not the featureset"),
+            (&|v| v["default"]["extra"] = 1.into(), "default.extra: unknown field"),
+            (&|v| drop(v.as_object_mut().unwrap().remove("default")), "default: missing"),
+        ];
+        for (edit, expected) in refusals {
+            let error = with(edit);
+            assert!(error.contains(expected), "{error}");
+        }
     }
 }
