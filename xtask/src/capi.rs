@@ -977,6 +977,35 @@ fn xl_config_oracle(build: &Path, exe: &Path, ctx: &Context, host: &str) -> Resu
     if !off.status.success() || off.stdout == on.stdout {
         return Err(format!("sse4_2=0 and =1 do not give different policies on {host}"));
     }
+    // What libxl reads alike (strtoull's sign, "0x" alone, a negative family), xl apply reads
+    // alike, and accepts.
+    for (i, (odd, plain)) in [
+        ("host,sse4_2=+0", "host,sse4_2=0"),
+        ("host,avx=-1", "host,avx=1"),
+        ("host,sse4_2=0x", "host,sse4_2=0"),
+        ("host,family=-1", "host,family=255"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let libxl = |value: &str| Command::new(exe).args(["names", value]).output().map_err(|e| e.to_string());
+        let (a, b) = (libxl(odd)?, libxl(plain)?);
+        if !a.status.success() || a.stdout != b.stdout {
+            return Err(format!("libxl does not read '{odd}' as '{plain}': exit {}", a.status));
+        }
+        let (f, g) = (build.join(format!("xl-spelling-{i}.a")), build.join(format!("xl-spelling-{i}.b")));
+        std::fs::write(&f, format!("cpuid = \"{odd}\"\n")).map_err(|e| e.to_string())?;
+        std::fs::write(&g, format!("cpuid = \"{plain}\"\n")).map_err(|e| e.to_string())?;
+        let (ours_odd, ours_plain) = (apply(&f)?, apply(&g)?);
+        if !ours_odd.status.success() || ours_odd.stdout != ours_plain.stdout {
+            return Err(format!(
+                "libxl reads '{odd}' as '{plain}'; xl apply does not (exit {}): {}",
+                ours_odd.status,
+                String::from_utf8_lossy(&ours_odd.stderr)
+            ));
+        }
+    }
+    println!("C: libxl 4.17 and xl apply read numbers alike: a sign, \"0x\" alone, a negative family");
     let (mut agreed, mut refused) = (0, 0);
     for (i, config) in configs.iter().enumerate() {
         let (cfg, value) = (build.join(format!("xl-config-{i}.cfg")), build.join(format!("xl-config-{i}.value")));

@@ -222,6 +222,8 @@ fn element<'a>(line: &'a str, name: &str, empty: bool) -> Result<Vec<(&'a str, &
     while !rest.is_empty() {
         let (attribute, after) =
             rest.split_once('=').ok_or_else(|| format!("cannot read attributes of '{}'", excerpt(line)))?;
+        // XML allows white space on either side of the `=`.
+        let after = after.trim_start();
         let quote = after.chars().next().filter(|q| *q == '\'' || *q == '"');
         let quote = quote
             .ok_or_else(|| format!("attribute '{}' is not quoted in '{}'", excerpt(attribute.trim()), excerpt(line)))?;
@@ -337,6 +339,18 @@ mod tests {
             let p = with(&keys);
             assert_eq!(CpuPolicy::from_libvirt_xml(&p.to_libvirt_xml().unwrap()).unwrap(), p, "{keys:?}");
         }
+    }
+
+    /// XML's other spellings of the same attributes read the same: double quotes, white space
+    /// around `=` and before `/>`.
+    #[test]
+    fn attributes_read_in_either_quote_and_with_spaces() {
+        let respelled = DUMP
+            .replace("eax_in='0x00000001'", "eax_in = \"0x00000001\"")
+            .replace("eax='0x0000000b'/>", "eax= '0x0000000b' />")
+            .replace("<cpudata arch='x86'>", "<cpudata arch=\"x86\">");
+        assert_ne!(respelled, DUMP);
+        assert_eq!(CpuPolicy::from_libvirt_xml(&respelled).unwrap(), CpuPolicy::from_libvirt_xml(DUMP).unwrap());
     }
 
     #[test]

@@ -398,8 +398,20 @@ fn place(filter: &mut [u8; 32], name: &str, bit: u8, bits: &[u8], value: &str) -
                 at(filter, 20, b"00000000");
             } else {
                 at(filter, 8, b"1111");
-                let extended: Vec<u8> =
-                    (0..8).rev().map(|i| if ((n - 15) >> i) & 1 == 1 { b'1' } else { b'0' }).collect();
+                // As libxl writes it (libxl_cpuid_parse_config, RELEASE-4.17.0): the low seven
+                // extended-family bits from the value less 15, the top one still the value's own
+                // bit 7 (its first rendering of the number is only partly overwritten).
+                let extended: Vec<u8> = (0..8)
+                    .rev()
+                    .map(|i| {
+                        let source = if i == 7 { n } else { n - 15 };
+                        if (source >> i) & 1 == 1 {
+                            b'1'
+                        } else {
+                            b'0'
+                        }
+                    })
+                    .collect();
                 at(filter, 20, &extended);
             }
         }
@@ -412,21 +424,33 @@ fn place(filter: &mut [u8; 32], name: &str, bit: u8, bits: &[u8], value: &str) -
     Ok(())
 }
 
-/// The number C's `strtoul(text, &end, 0)` reads at the start of `text`, if any.
+/// The number C's `strtoull(text, &end, 0)` reads at the start of `text`, if any (libxl reads
+/// values so): leading white space, an optional sign (a `-` negates, wrapping), then `0x` hex
+/// (`0x` without a hex digit is the `0` alone), `0` octal or decimal; too large is `u64::MAX`.
 fn leading_number(text: &str) -> Option<u64> {
-    let text = text.trim_start();
-    let (digits, radix) = if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        (hex, 16)
-    } else if text.len() > 1 && text.starts_with('0') {
-        (&text[1..], 8)
-    } else {
-        (text, 10)
+    let text = text.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
+    let (negative, text) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let hex = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X"));
+    let (digits, radix) = match hex {
+        Some(hex) if hex.starts_with(|c: char| c.is_ascii_hexdigit()) => (hex, 16),
+        _ if text.starts_with('0') => (&text[1..], 8),
+        _ => (text, 10),
     };
     let end = digits.find(|c: char| !c.is_digit(radix)).unwrap_or(digits.len());
-    if end == 0 {
-        return (radix == 8).then_some(0);
-    }
-    Some(u64::from_str_radix(&digits[..end], radix).unwrap_or(u64::MAX))
+    let value = match (end, radix) {
+        (0, 8) => 0,
+        (0, _) => return None,
+        _ => match u64::from_str_radix(&digits[..end], radix) {
+            Ok(value) if negative => value.wrapping_neg(),
+            Ok(value) => value,
+            Err(_) => u64::MAX,
+        },
+    };
+    Some(value)
 }
 
 /// The value of the `cpuid` setting in an xl config, or the text itself when it is a bare value.
@@ -942,6 +966,25 @@ mod tests {
         assert_eq!(libvirt_to_libxl("avx2"), "avx2");
     }
 
+    /// `family=N` as libxl writes it into leaf 1 EAX (RELEASE-4.17.0's libxl_cpuid.c): below 16
+    /// the family bits and a zero extended family; from 16 the family bits all ones and the
+    /// extended family N - 15, but for its top bit, which stays N's own bit 7.
+    #[test]
+    fn family_is_written_as_libxl_writes_it() {
+        let eax = |n: &str| {
+            let c = XlCpuid::parse(&format!("host,family={n}"), XenRelease::V4_17).unwrap();
+            let filter = c.leaves.iter().find(|l| l.leaf == 1).unwrap().filters[0].unwrap();
+            // Bits 27..20 (extended family), then bits 11..8 (family).
+            (String::from_utf8(filter[4..12].to_vec()).unwrap(), String::from_utf8(filter[20..24].to_vec()).unwrap())
+        };
+        assert_eq!(eax("6"), ("00000000".into(), "0110".into()));
+        assert_eq!(eax("23"), ("00001000".into(), "1111".into()));
+        // 142 - 15 = 127 = 0b0111_1111; 142 has bit 7 set, which libxl keeps.
+        assert_eq!(eax("142"), ("11111111".into(), "1111".into()));
+        // 270 - 15 = 255, but 270 (0x10e) has bit 7 clear.
+        assert_eq!(eax("270"), ("01111111".into(), "1111".into()));
+    }
+
     #[test]
     fn numbers_as_strtoul_reads_them() {
         assert_eq!(leading_number("13"), Some(13));
@@ -950,5 +993,15 @@ mod tests {
         assert_eq!(leading_number("0"), Some(0));
         assert_eq!(leading_number("1junk"), Some(1));
         assert_eq!(leading_number("x"), None);
+        // As strtoull: a sign, "0x" without hex digits, white space first, overflow.
+        assert_eq!(leading_number("+0"), Some(0));
+        assert_eq!(leading_number("-1"), Some(u64::MAX));
+        assert_eq!(leading_number("-0x10"), Some(0u64.wrapping_sub(16)));
+        assert_eq!(leading_number("0x"), Some(0));
+        assert_eq!(leading_number("0xg"), Some(0));
+        assert_eq!(leading_number(" \t7"), Some(7));
+        assert_eq!(leading_number("99999999999999999999999"), Some(u64::MAX));
+        assert_eq!(leading_number("+"), None);
+        assert_eq!(leading_number("-x"), None);
     }
 }
