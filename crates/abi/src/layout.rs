@@ -10,6 +10,8 @@
 
 use crate::{CpuidKey, XenVersion, XEN_CPUID_NO_SUBLEAF};
 
+pub use crate::slot_index::SlotIndex;
+
 /// MSR_INTEL_PLATFORM_INFO. Xen's policy only gives bit 31 a meaning: CPUID faulting.
 pub const MSR_PLATFORM_INFO: u32 = 0xce;
 /// MSR_ARCH_CAPABILITIES: enumerates hardware fixes for speculative side channels; featureset
@@ -54,6 +56,10 @@ pub struct WireLimits {
     max_leaf7_subleaf: u32,
     max_extended_leaf: u32,
     max_msrs: u32,
+    /// [`WireLimits::max_leaves`], counted once.
+    max_leaves: u32,
+    /// How far above 0x80000000 the extended leaves go (`max_extended_leaf - 0x80000000`).
+    extended_span: u32,
     /// Per basic leaf, its first slot and how many sub-leaves this format holds (0: a leaf
     /// without sub-leaves), leaf 7's count cut to this release's.
     blocks: [(u8, u8); BASIC_SLOTS],
@@ -72,7 +78,8 @@ impl WireLimits {
     pub const LATEST: WireLimits = WireLimits::XEN_4_17;
 
     const fn new(max_leaf7_subleaf: u32, max_extended_leaf: u32, max_msrs: u32) -> WireLimits {
-        assert!(max_leaf7_subleaf <= XEN_MAX_LEAF7_SUBLEAF && max_extended_leaf <= XEN_MAX_EXTENDED_LEAF);
+        assert!(max_leaf7_subleaf <= XEN_MAX_LEAF7_SUBLEAF);
+        assert!(max_extended_leaf >= 0x8000_0008 && max_extended_leaf <= XEN_MAX_EXTENDED_LEAF);
         let mut blocks = [(0u8, 0u8); BASIC_SLOTS];
         let mut leaf = 0;
         while leaf < BASIC_SLOTS {
@@ -81,7 +88,9 @@ impl WireLimits {
             blocks[leaf] = (base as u8, count as u8);
             leaf += 1;
         }
-        WireLimits { max_leaf7_subleaf, max_extended_leaf, max_msrs, blocks }
+        let max_leaves = count_leaves(max_leaf7_subleaf, max_extended_leaf);
+        let extended_span = max_extended_leaf - 0x8000_0000;
+        WireLimits { max_leaf7_subleaf, max_extended_leaf, max_msrs, max_leaves, extended_span, blocks }
     }
 
     /// The limits of a Xen release (table above); `None` before 4.14. An unreadable point
@@ -109,15 +118,7 @@ impl WireLimits {
     /// Xen's `CPUID_MAX_SERIALISED_LEAVES`.
     #[inline]
     pub const fn max_leaves(&self) -> u32 {
-        let nr_extd = (self.max_extended_leaf & 0xffff) + 1;
-        let nr_extd = if nr_extd < 9 { 9 } else { nr_extd };
-        (XEN_MAX_BASIC_LEAF + 1)
-            + (self.max_leaf7_subleaf + 1 - 1)
-            + (XEN_CACHE_SUBLEAVES - 1)
-            + (XEN_TOPOLOGY_SUBLEAVES - 1)
-            + (XEN_XSTATE_SUBLEAVES - 1)
-            + nr_extd
-            + XEN_HYPERVISOR_LEAVES.len() as u32
+        self.max_leaves
     }
 
     /// Xen's `MSR_MAX_SERIALISED_ENTRIES`.
@@ -160,6 +161,19 @@ impl WireLimits {
             None => false,
         }
     }
+}
+
+/// Xen's `CPUID_MAX_SERIALISED_LEAVES` for a format with these maxima.
+const fn count_leaves(max_leaf7_subleaf: u32, max_extended_leaf: u32) -> u32 {
+    let nr_extd = (max_extended_leaf & 0xffff) + 1;
+    let nr_extd = if nr_extd < 9 { 9 } else { nr_extd };
+    (XEN_MAX_BASIC_LEAF + 1)
+        + (max_leaf7_subleaf + 1 - 1)
+        + (XEN_CACHE_SUBLEAVES - 1)
+        + (XEN_TOPOLOGY_SUBLEAVES - 1)
+        + (XEN_XSTATE_SUBLEAVES - 1)
+        + nr_extd
+        + XEN_HYPERVISOR_LEAVES.len() as u32
 }
 
 /// The place of an MSR in [`XEN_POLICY_MSRS`] (which is index order too), or `None`.
@@ -241,9 +255,10 @@ pub const fn wire_slot(leaf: u32, subleaf: u32, limits: &WireLimits) -> Option<u
         } else {
             None
         }
-    } else if leaf >= 0x8000_0000 {
-        // `new` keeps the max within the slots.
-        if leaf <= limits.max_extended_leaf && subleaf == NONE {
+    } else if leaf.wrapping_sub(0x8000_0000) <= limits.extended_span {
+        // One compare for "extended and within the max" (below 0x80000000 wraps high); `new`
+        // keeps the max within the slots.
+        if subleaf == NONE {
             Some(EXTENDED_BASE + (leaf - 0x8000_0000) as usize)
         } else {
             None

@@ -24,6 +24,7 @@ mod entries;
 pub mod layout;
 mod leaves;
 mod release;
+mod slot_index;
 mod system;
 mod vendor;
 

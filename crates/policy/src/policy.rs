@@ -11,10 +11,10 @@ pub use cpupolicy_abi::{CpuidKey, Registers};
 
 pub(crate) use cpupolicy_abi::layout::wire_slot;
 use cpupolicy_abi::layout::{
-    key_of_slot, msr_slot, slot_of, subleaf_block, BASIC_SLOTS, EXTENDED_BASE, EXTENDED_SLOTS, LEAF4_BASE, LEAF4_SLOTS,
-    LEAF7_BASE, LEAF7_SLOTS, LEAFB_BASE, LEAFB_SLOTS, LEAFD_BASE, LEAFD_SLOTS, SLOTS, SLOT_ORDER,
+    key_of_slot, msr_slot, slot_of, subleaf_block, SlotIndex, BASIC_SLOTS, EXTENDED_BASE, EXTENDED_SLOTS, LEAF4_BASE,
+    LEAF4_SLOTS, LEAF7_BASE, LEAF7_SLOTS, LEAFB_BASE, LEAFB_SLOTS, LEAFD_BASE, LEAFD_SLOTS, SLOTS, SLOT_ORDER,
 };
-use cpupolicy_abi::XEN_POLICY_MSRS;
+use cpupolicy_abi::{XenCpuidLeaf, XEN_POLICY_MSRS};
 pub use cpupolicy_abi::{MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO};
 
 /// Bit 31 of [`MSR_PLATFORM_INFO`]: CPUID faulting is available.
@@ -788,6 +788,27 @@ impl CpuPolicy {
     #[inline]
     pub(crate) fn set_slot(&mut self, slot: usize, registers: [u32; 4]) {
         self.slots[slot] = registers;
+    }
+
+    /// Stores each leaf's registers in its slot, `slots[i]` that of `leaves[i]`: the store pass
+    /// of [`CpuPolicy::apply_wire`], four entries a round. Each slot number is one
+    /// [`wire_slot`] found, below [`SLOTS`]; read as a [`SlotIndex`] it needs no bounds check.
+    #[inline]
+    pub(crate) fn store_in_slots(&mut self, leaves: &[XenCpuidLeaf], slots: &[u8]) {
+        let mut store = |entry: &XenCpuidLeaf, slot: u8| {
+            self.slots[SlotIndex::from_byte(slot).get()] = [entry.a, entry.b, entry.c, entry.d];
+        };
+        let (leaf_rounds, slot_rounds) = (leaves.chunks_exact(4), slots.chunks_exact(4));
+        let (leaf_rest, slot_rest) = (leaf_rounds.remainder(), slot_rounds.remainder());
+        for (entries, found) in leaf_rounds.zip(slot_rounds) {
+            store(&entries[0], found[0]);
+            store(&entries[1], found[1]);
+            store(&entries[2], found[2]);
+            store(&entries[3], found[3]);
+        }
+        for (entry, &slot) in leaf_rest.iter().zip(slot_rest) {
+            store(entry, slot);
+        }
     }
 
     /// Stores the MSR of a fixed MSR slot ([`msr_slot`]).

@@ -402,16 +402,26 @@ impl CpuPolicy {
         // Each entry's slot, found while checking it; a full list has at most 120 entries.
         const _: () = assert!(WireLimits::LATEST.max_leaves() <= 128);
         let mut slots = [0u8; 128];
-        for (position, (entry, slot)) in leaves.iter().zip(slots.iter_mut()).enumerate() {
+        let slots = &mut slots[..leaves.len()];
+        // Four entries a round (fewer loop steps per entry), then the rest.
+        let (mut leaf_rounds, mut slot_rounds) = (leaves.chunks_exact(4), slots.chunks_exact_mut(4));
+        for (round, (entries, found)) in leaf_rounds.by_ref().zip(slot_rounds.by_ref()).enumerate() {
+            for k in 0..4 {
+                match wire_slot(entries[k].leaf, entries[k].subleaf, limits) {
+                    Some(slot) => found[k] = slot as u8,
+                    None => return Err(out_of_range(leaves, round * 4 + k)),
+                }
+            }
+        }
+        let done = leaves.len() - leaf_rounds.remainder().len();
+        for (k, (entry, found)) in leaf_rounds.remainder().iter().zip(slot_rounds.into_remainder()).enumerate() {
             match wire_slot(entry.leaf, entry.subleaf, limits) {
-                Some(found) => *slot = found as u8,
-                None => return Err(WireError::LeafOutOfRange { position, leaf: entry.leaf, subleaf: entry.subleaf }),
+                Some(slot) => *found = slot as u8,
+                None => return Err(out_of_range(leaves, done + k)),
             }
         }
         check_wire_msrs(msrs, limits)?;
-        for (entry, &slot) in leaves.iter().zip(&slots) {
-            self.set_slot(usize::from(slot), [entry.a, entry.b, entry.c, entry.d]);
-        }
+        self.store_in_slots(leaves, slots);
         self.store_wire_msrs(msrs);
         Ok(())
     }
@@ -483,6 +493,13 @@ fn first_leaf_error(leaves: &[XenCpuidLeaf], limits: &WireLimits) -> Option<Wire
     let position = leaves.iter().position(|entry| wire_slot(entry.leaf, entry.subleaf, limits).is_none())?;
     let entry = &leaves[position];
     Some(WireError::LeafOutOfRange { position, leaf: entry.leaf, subleaf: entry.subleaf })
+}
+
+/// The refusal of `leaves[position]`, which Xen's format has no room for.
+#[cold]
+fn out_of_range(leaves: &[XenCpuidLeaf], position: usize) -> WireError {
+    let entry = &leaves[position];
+    WireError::LeafOutOfRange { position, leaf: entry.leaf, subleaf: entry.subleaf }
 }
 
 /// At most the release's number of leaves (checked before any leaf, as in Xen; the MSRs' count
