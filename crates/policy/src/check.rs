@@ -22,7 +22,7 @@ use std::fmt;
 use cpupolicy_featureset::{FeatureId, NR_WORDS};
 
 use crate::level::{feature_name, LimitField};
-use crate::level_rules::{each_bit, masks, WARNING_WORDS};
+use crate::level_rules::{each_bit, masks, RuleMasks, WARNING_WORDS};
 use crate::{CpuPolicy, PoolHost, Vendor};
 
 /// The outcome of a migration check.
@@ -196,17 +196,8 @@ pub fn check_migration(vm: &CpuPolicy, destination: &PoolHost) -> MigrationCheck
             | (v & !m & rules.or[w])
             | (!v & default.feature_word(w) & rules.or[w]);
     }
-    let (vm_words, max_words) = if missing_any || warning_any != 0 {
-        (vm.feature_words(), max.feature_words())
-    } else {
-        ([0; NR_WORDS], [0; NR_WORDS])
-    };
     if missing_any {
-        for w in 0..NR_WORDS {
-            each_bit(vm_words[w] & !max_words[w] & rules.needed[w], w, |id| {
-                result.mismatches.push(Mismatch::Feature(id))
-            });
-        }
+        missing_features(vm, max, &rules.needed, &mut result.mismatches);
     }
     for (i, field) in LimitField::ALL.into_iter().enumerate() {
         let (v, h) = (vm_limits.values[i], host_limits.values[i]);
@@ -215,23 +206,36 @@ pub fn check_migration(vm: &CpuPolicy, destination: &PoolHost) -> MigrationCheck
         }
     }
     if warning_any != 0 {
-        let (default_words, reflected_words) = (default.feature_words(), reflected.feature_words());
-        for w in 0..NR_WORDS {
-            each_bit((vm_words[w] ^ reflected_words[w]) & rules.reflected[w], w, |id| {
-                result.warnings.push(Warning::HostReflected { feature: id, vm: vm_words[w] & id.mask() != 0 })
-            });
-            each_bit(vm_words[w] & !max_words[w] & rules.or[w], w, |id| {
-                result.warnings.push(Warning::ClearedByDestination(id))
-            });
-            each_bit(!vm_words[w] & default_words[w] & rules.or[w], w, |id| {
-                result.warnings.push(Warning::GuestNotTold(id))
-            });
-        }
+        feature_warnings([vm, max, default, reflected], rules, &mut result.warnings);
     }
     if let Some(leaks) = destination.pv_leak_through(vm) {
         result.warnings.extend(leaks.into_iter().map(Warning::LeakThrough));
     }
     result
+}
+
+/// The features `vm` has, `rules` needs and `max` lacks, as mismatches (only once a check found
+/// some: the words are gathered here, not on the way of a check with nothing to report).
+#[cold]
+fn missing_features(vm: &CpuPolicy, max: &CpuPolicy, needed: &[u32; NR_WORDS], mismatches: &mut Vec<Mismatch>) {
+    let (vm_words, max_words) = (vm.feature_words(), max.feature_words());
+    for w in 0..NR_WORDS {
+        each_bit(vm_words[w] & !max_words[w] & needed[w], w, |id| mismatches.push(Mismatch::Feature(id)));
+    }
+}
+
+/// The warnings on host-reflected and accumulate bits, `policies` being the VM's, then the
+/// destination's max, default and reflected source (only once a check found some).
+#[cold]
+fn feature_warnings(policies: [&CpuPolicy; 4], rules: &RuleMasks, warnings: &mut Vec<Warning>) {
+    let [vm_words, max_words, default_words, reflected_words] = policies.map(CpuPolicy::feature_words);
+    for w in 0..NR_WORDS {
+        each_bit((vm_words[w] ^ reflected_words[w]) & rules.reflected[w], w, |id| {
+            warnings.push(Warning::HostReflected { feature: id, vm: vm_words[w] & id.mask() != 0 })
+        });
+        each_bit(vm_words[w] & !max_words[w] & rules.or[w], w, |id| warnings.push(Warning::ClearedByDestination(id)));
+        each_bit(!vm_words[w] & default_words[w] & rules.or[w], w, |id| warnings.push(Warning::GuestNotTold(id)));
+    }
 }
 
 /// MXCSR bits a guest may have set where it runs (FXSAVE's mask `from`) that fault on a host
