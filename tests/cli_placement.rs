@@ -388,3 +388,37 @@ fn bad_input_is_exit_2_naming_it() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("no change"), "{}", text(&out.stderr));
 }
+
+/// Hosts and VMs read from list files: an error about one names the list and its line; a
+/// host list with no host in it is refused, not taken for an empty fleet.
+#[test]
+fn list_files_name_the_line_of_a_bad_entry() {
+    let Some(dumps) = dumps() else { return };
+    let dir = tempdir("placement-lists");
+    let a = host(&dumps, "Xeon-Gold-6130", &dir, "a");
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let empty = write("empty.txt", "# no hosts yet\n\n".into());
+    let missing = write("missing.txt", format!("# hosts\n{a}\n\n{}\n", dir.join("gone.xml").display()));
+    let twice = write("twice.txt", format!("{a}\n{a}\n"));
+    let one = write("one.txt", format!("{a}\n"));
+    let vms = write("vms.txt", format!("v1={a}@a\nv2={a}@nowhere\n"));
+    let cases: [(&[&str], String); 5] = [
+        (&["placement", "--hosts-from", &empty], format!("no hosts: {empty} lists none")),
+        (&["plan", "--hosts-from", &empty, "--remove", "a"], format!("no hosts: {empty} lists none")),
+        (&["placement", "--hosts-from", &missing], format!("{missing} line 4: {}", dir.join("gone.xml").display())),
+        (&["placement", "--hosts-from", &twice], format!("{twice} line 2: two hosts are named 'a'")),
+        (&["placement", "--hosts-from", &one, "--vms-from", &vms], format!("{vms} line 2: VM 'v2' runs on 'nowhere'")),
+    ];
+    for (args, message) in cases {
+        let out = cpupolicy(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(text(&out.stderr).contains(&message), "{args:?}: {}", text(&out.stderr));
+    }
+    // The same lists without the bad entries are read.
+    let out = cpupolicy(&["placement", "--hosts-from", &one, "--vms-from", &write("good.txt", format!("v1={a}@a\n"))]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

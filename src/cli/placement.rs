@@ -154,11 +154,11 @@ impl Reader {
     }
 
     /// Reads the VMs.
-    fn vms(&mut self, specs: &[String], kind: Kind) -> Result<Vec<FleetVm>, CliError> {
+    fn vms(&mut self, specs: &[Listed], kind: Kind) -> Result<Vec<FleetVm>, CliError> {
         let mut vms = Vec::with_capacity(specs.len());
         for spec in specs {
-            let (name, path, host) = parse_vm_spec(spec)?;
-            vms.push(FleetVm { name, policy: self.vm_policy(&path, kind)?, host });
+            let (name, path, host) = spec.context(parse_vm_spec(&spec.text))?;
+            vms.push(FleetVm { name, policy: spec.context(self.vm_policy(&path, kind))?, host });
         }
         if self.vms_from_hosts > 0 {
             errln!(
@@ -170,19 +170,49 @@ impl Reader {
     }
 }
 
-/// The given items, then the lines of the list file (blank lines and `#` comments skipped).
-fn with_list(given: &[String], list: Option<&Path>) -> Result<Vec<String>, CliError> {
-    let mut items = given.to_vec();
+/// A host or VM as given: its text, and where it came from when a list file gave it
+/// (`LIST line N`), which is put before any error about it.
+struct Listed {
+    text: String,
+    origin: Option<String>,
+}
+
+impl Listed {
+    /// `result`, its error prefixed with where this item came from.
+    fn context<T>(&self, result: Result<T, CliError>) -> Result<T, CliError> {
+        match (&self.origin, result) {
+            (Some(origin), Err(error)) => Err(CliError(format!("{origin}: {}", error.0))),
+            (_, result) => result,
+        }
+    }
+}
+
+/// The given items, then the lines of the list file (blank lines and `#` comments skipped),
+/// each with its line.
+fn with_list(given: &[String], list: Option<&Path>) -> Result<Vec<Listed>, CliError> {
+    let mut items: Vec<Listed> = given.iter().map(|text| Listed { text: text.clone(), origin: None }).collect();
     if let Some(list) = list {
         let text = cpupolicy::policy::read_input(list).map_err(|e| CliError(format!("{}: {e}", list.display())))?;
-        items.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if !line.is_empty() && !line.starts_with('#') {
+                let origin = Some(format!("{} line {}", list.display(), number + 1));
+                items.push(Listed { text: line.to_string(), origin });
+            }
+        }
     }
     Ok(items)
 }
 
-fn host_paths(given: &[PathBuf], list: Option<&Path>) -> Result<Vec<PathBuf>, CliError> {
+/// The hosts given and listed; none at all is an error (a list file with no host in it).
+fn host_paths(given: &[PathBuf], list: Option<&Path>) -> Result<Vec<Listed>, CliError> {
     let given: Vec<String> = given.iter().map(|p| p.display().to_string()).collect();
-    Ok(with_list(&given, list)?.into_iter().map(PathBuf::from).collect())
+    let hosts = with_list(&given, list)?;
+    if hosts.is_empty() {
+        let list = list.map_or_else(String::new, |l| format!(": {} lists none", l.display()));
+        return Err(CliError(format!("no hosts{list}")));
+    }
+    Ok(hosts)
 }
 
 /// A `--vm` argument: `[NAME=]FILE[@HOST]`.
@@ -217,12 +247,14 @@ fn read_fleet(
 ) -> Result<Fleet, CliError> {
     let mut reader = Reader::default();
     let mut fleet = Fleet::new();
-    for path in host_paths(&args.hosts, args.hosts_from.as_deref())? {
-        fleet.add_host(reader.host(&path, args.kind)?)?;
+    for listed in host_paths(&args.hosts, args.hosts_from.as_deref())? {
+        let host = listed.context(reader.host(Path::new(&listed.text), args.kind))?;
+        listed.context(fleet.add_host(host).map_err(CliError::from))?;
     }
     before_vms(&mut reader)?;
-    for vm in reader.vms(&with_list(&args.vms, args.vms_from.as_deref())?, args.kind)? {
-        fleet.add_vm(vm)?;
+    let listed = with_list(&args.vms, args.vms_from.as_deref())?;
+    for (vm, listed) in reader.vms(&listed, args.kind)?.into_iter().zip(&listed) {
+        listed.context(fleet.add_vm(vm).map_err(CliError::from))?;
     }
     Ok(fleet)
 }
