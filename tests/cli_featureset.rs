@@ -95,3 +95,25 @@ fn bad_input_exits_2_naming_the_token_without_output() {
     let out = cpupolicy(&["no-such-command"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `level --featuresets` refuses the options that only mean something for whole policies (a
+/// featureset is one kind's already, has no vendor, and tells no leak or host-reflected
+/// difference), rather than ignoring them.
+#[test]
+fn level_featuresets_refuses_policy_options() {
+    let (a, b) = ("178bfbff-80002001", "178bfbfd-80002001");
+    for option in [&["--strict"][..], &["--cross-vendor"], &["--kind", "pv"]] {
+        let mut args = vec!["level", "--featuresets"];
+        args.extend(option);
+        args.extend([a, b]);
+        let out = cpupolicy(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("cannot be used with") && stderr.contains(option[0]), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    // Without them the same featuresets level (vme lacked by the second).
+    let out = cpupolicy(&["level", "--featuresets", a, b]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("178bfbfd-"));
+}

@@ -71,21 +71,24 @@ pub enum LevelFormat {
 
 #[derive(Args)]
 pub struct LevelArgs {
-    /// The kind of guest to level for.
-    #[arg(long, value_enum, default_value = "hvm")]
+    /// The kind of guest to level for (not with --featuresets: a featureset is already one
+    /// kind's).
+    #[arg(long, value_enum, default_value = "hvm", conflicts_with = "featuresets")]
     kind: Kind,
     /// Explain every loss: which hosts lacked each feature and held down each limit.
     #[arg(long)]
     explain: bool,
     /// Level hosts of different CPU vendors anyway (guests that rely on the vendor will break).
-    #[arg(long)]
+    /// Not with --featuresets, which carry no vendor.
+    #[arg(long, conflicts_with = "featuresets")]
     cross_vendor: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: LevelFormat,
     /// Fail (exit 1) when a guest would see something levelling cannot hide: features leaking
-    /// through to PV guests, host-reflected bits on which hosts differ.
-    #[arg(long)]
+    /// through to PV guests, host-reflected bits on which hosts differ. Not with
+    /// --featuresets, from which neither can be told.
+    #[arg(long, conflicts_with = "featuresets")]
     strict: bool,
     /// The Xen release whose libxl reads the `--format xl` line (names it knows), e.g. 4.17.
     #[arg(long, value_name = "XEN_VERSION", default_value = "4.22")]
