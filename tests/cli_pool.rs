@@ -350,3 +350,52 @@ fn featuresets_beyond_the_known_words_level_and_explain() {
     assert_eq!(text(&out.stdout).trim(), vec!["00000000"; 20].join(":"));
     assert!(text(&out.stderr).contains("19:0: lacked by featureset 2"), "{}", text(&out.stderr));
 }
+
+/// Options that cannot apply to what was given are refused, not ignored: `import --label` with
+/// JSON output or on input whose policies are labelled already, `diff --policy` between two
+/// single policies.
+#[test]
+fn options_that_cannot_apply_are_refused() {
+    let Some(dir) = shared("xen-reference") else { return };
+    let report = dir.join("xen-4.20-qemu64.policy.txt").display().to_string();
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-pool-options");
+    std::fs::create_dir_all(&tmp).unwrap();
+    // The recorded boot's system policies, as a JSON host bundle.
+    let out = cpupolicy(&["import", &report]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let bundle = tmp.join("bundle.json");
+    std::fs::write(&bundle, &out.stdout).unwrap();
+    let out = cpupolicy(&["diff", "--policy", "host", &bundle.display().to_string(), &report]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // A single policy: a real CPU's, from its dump.
+    let Some(dumps) = shared("cpu-dumps/libvirt") else { return };
+    let single = tmp.join("host.json");
+    let dump = dumps.join("x86_64-cpuid-Xeon-Gold-6130.xml").display().to_string();
+    std::fs::write(&single, succeeded(&["import", &dump]).stdout).unwrap();
+    let single = single.display().to_string();
+    let cases: [(&[&str], &str); 4] = [
+        (&["import", "--label", "host", &single], "--label: only xen-cpuid output is labelled"),
+        (&["import", "--label", "host", "--format", "xen-cpuid", &report], "holds labelled policies already"),
+        (&["diff", "--policy", "host", &single, &single], "neither input holds system policies"),
+        (&["import", "--label", "bogus", "--format", "xen-cpuid", &single], "--label"),
+    ];
+    for (args, message) in cases {
+        let out = cpupolicy(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(text(&out.stderr).contains(message), "{args:?}: {}", text(&out.stderr));
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    // What they may apply to still works: a single policy labelled in xen-cpuid form, and one
+    // policy of the bundle against a single one.
+    let out = cpupolicy(&["import", "--label", "host", "--format", "xen-cpuid", &single]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("Host policy:"), "{}", text(&out.stdout));
+    let out = cpupolicy(&["diff", "--policy", "host", &bundle.display().to_string(), &single]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+}
+
+fn succeeded(args: &[&str]) -> Output {
+    let out = cpupolicy(args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    out
+}

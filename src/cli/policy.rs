@@ -34,8 +34,17 @@ pub struct ImportArgs {
 }
 
 pub fn import(args: ImportArgs) -> Outcome {
-    let document = read_document(&args.file)?;
     let label = parse_label(args.label.as_deref())?;
+    if args.label.is_some() && args.format != PolicyFormat::XenCpuid {
+        return Err(CliError("--label: only xen-cpuid output is labelled (--format xen-cpuid)".into()));
+    }
+    let document = read_document(&args.file)?;
+    if args.label.is_some() && !matches!(document, Document::Policy { .. }) {
+        return Err(CliError(format!(
+            "--label: {} holds labelled policies already (a host bundle or xen-cpuid -p output); --label names a single policy",
+            args.file.display()
+        )));
+    }
     match document {
         Document::Policy { policy, .. } => print_policy(&policy, args.format, label)?,
         Document::Bundle(bundle) => print_bundle(&bundle, args.format)?,
@@ -81,6 +90,11 @@ pub fn diff(args: DiffArgs) -> Outcome {
             (loaded, _) => Ok(loaded),
         }
     };
+    if let (Some(which), Loaded::Single(_), Loaded::Single(_)) = (which, &a, &b) {
+        return Err(CliError(format!(
+            "--policy {which}: neither input holds system policies (both are single policies)"
+        )));
+    }
     let (a, b) = (pick(a, &args.a)?, pick(b, &args.b)?);
 
     let mut different = false;
