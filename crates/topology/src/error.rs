@@ -14,9 +14,13 @@ pub enum TopologyError {
     },
 
     /// The shape has more vCPUs than this crate models.
-    #[error("the shape has {vcpus} vCPUs; at most {limit} are supported")]
+    #[error(
+        "the shape has {}{vcpus} vCPUs; at most {limit} are supported",
+        if *vcpus == u64::MAX { "at least " } else { "" }
+    )]
     TooManyVcpus {
-        /// vCPUs in the shape (product of all levels).
+        /// vCPUs in the shape (product of all levels), `u64::MAX` when the product is that
+        /// or more.
         vcpus: u64,
         /// The limit.
         limit: u32,
