@@ -397,8 +397,20 @@ fn parse_body<'a>(
         error(line, e.to_string())
     })?;
     // The printed policy must be exactly what Xen's serialisation of it prints.
-    if let Some(dropped) = policy.to_wire(limits).dropped.first() {
+    let serialised = policy.to_wire(limits);
+    if let Some(dropped) = serialised.dropped.first() {
         return Err(error(header_line, format!("Xen would not print this policy so: {dropped}")));
+    }
+    // The header counts what Xen serialised, all-zero leaves too: the leaves printed must
+    // serialise to that many (a section cut short or edited does not).
+    if serialised.leaves.len() != nr_leaves as usize {
+        return Err(error(
+            header_line,
+            format!(
+                "the header counts {nr_leaves} leaves, but Xen serialises the leaves printed as {}",
+                serialised.leaves.len()
+            ),
+        ));
     }
     Ok(PrintedPolicy { nr_leaves, msrs: wire_msrs, policy })
 }
@@ -448,6 +460,19 @@ Domain 7 policy: 5 leaves, 2 MSRs
         assert_eq!(e.line, 8, "{e}");
         let bad = DOMAIN.replace("Domain 7", "Dom0");
         assert_eq!(XenCpuidReport::parse(&bad).unwrap_err().line, 1);
+    }
+
+    /// The header's leaf count is what Xen serialised (leaves 0 and 1, the two hypervisor
+    /// leaves and 0x80000000 here): a count the printed leaves do not serialise to is refused
+    /// at the header.
+    #[test]
+    fn a_header_count_the_leaves_do_not_make_is_refused() {
+        for count in ["4 leaves", "6 leaves", "120 leaves"] {
+            let bad = DOMAIN.replace("5 leaves", count);
+            let e = XenCpuidReport::parse(&bad).unwrap_err();
+            assert_eq!(e.line, 1, "{count}: {e}");
+            assert!(e.to_string().contains("Xen serialises the leaves printed as 5"), "{count}: {e}");
+        }
     }
 
     /// `xen-cpuid -p` prints each system policy once, or one domain's alone: a repeated section,
