@@ -680,6 +680,61 @@ mod tests {
         assert_eq!(too_many_msrs, Err(WireError::TooManyMsrs { count: 3, max: 2 }));
     }
 
+    /// `apply_wire` checks four entries a round, then the rest: a refused entry is named at its
+    /// own position wherever it falls, and nothing is stored. The edges of each range: the
+    /// release's last extended leaf and the one after, the hypervisor leaves, the leaves
+    /// between, a sub-leaf where none is carried.
+    #[test]
+    fn a_refused_entry_is_named_at_its_position_in_any_round() {
+        let none = XEN_CPUID_NO_SUBLEAF;
+        let entry = |leaf: u32, subleaf: u32| XenCpuidLeaf { leaf, subleaf, a: 9, b: 8, c: 7, d: 6 };
+        let limits = WireLimits::XEN_4_14_1; // extended leaves up to 0x8000001c
+        let good: Vec<XenCpuidLeaf> = [
+            (0, none),
+            (4, 5),
+            (7, 1),
+            (0xd, 62),
+            (0x4000_0000, none),
+            (0x4000_0100, none),
+            (0x8000_0000, none),
+            (0x8000_001c, none),
+            (1, none),
+        ]
+        .iter()
+        .map(|&(l, s)| entry(l, s))
+        .collect();
+        // The policy merged onto holds other values at the same leaves, so that a store made
+        // before the refusal would show.
+        let other: Vec<XenCpuidLeaf> = good.iter().map(|e| XenCpuidLeaf { a: 1, b: 2, c: 3, d: 4, ..*e }).collect();
+        let base = CpuPolicy::from_wire(&other, &[], &limits).unwrap();
+        let refused = [(0x8000_001d, none), (0x8000_0000, 0), (7, 2), (4, 6), (0x3fff_ffff, none), (0x4000_0001, none)];
+        for position in 0..good.len() {
+            for &(leaf, subleaf) in &refused {
+                let mut leaves = good.clone();
+                leaves[position] = entry(leaf, subleaf);
+                let mut merged = base.clone();
+                assert_eq!(
+                    merged.apply_wire(&leaves, &[], &limits),
+                    Err(WireError::LeafOutOfRange { position, leaf, subleaf }),
+                    "{leaf:#x}/{subleaf:#x} at {position}"
+                );
+                assert_eq!(merged, base, "{leaf:#x}/{subleaf:#x} at {position}: a refused merge changed the policy");
+                assert_eq!(
+                    CpuPolicy::from_wire(&leaves, &[], &limits),
+                    Err(WireError::LeafOutOfRange { position, leaf, subleaf })
+                );
+            }
+        }
+        // Every good entry is stored, whichever round it falls in.
+        let mut merged = base.clone();
+        merged.apply_wire(&good, &[], &limits).unwrap();
+        assert_eq!(merged, CpuPolicy::from_wire(&good, &[], &limits).unwrap());
+        for e in &good {
+            let key = e.key();
+            assert_eq!(merged.cpuid(key), Registers::new(9, 8, 7, 6), "{key}");
+        }
+    }
+
     #[test]
     fn entries_round_trip_through_bytes() {
         let leaf = XenCpuidLeaf { leaf: 7, subleaf: 0, a: 2, b: 0xdead_beef, c: 3, d: 4 };
