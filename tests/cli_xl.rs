@@ -60,8 +60,10 @@ fn the_xl_line_for_a_pool_gives_the_pool_default_on_every_host() {
                 assert!(line.starts_with("cpuid = "), "{line}");
                 let cfg = dir.join(format!("pool-{pools}.cfg"));
                 std::fs::write(&cfg, format!("name = \"vm\"\n{line}")).unwrap();
-                args[4] = "featureset";
-                let pool = Featureset::parse(text(&cpupolicy(&args).stdout).trim()).unwrap();
+                // The same pool as a featureset (a form `--xen` does not apply to).
+                let mut featureset_args = vec!["level", "--kind", kind, "--format", "featureset"];
+                featureset_args.extend(members.iter().map(|s| s.as_str()));
+                let pool = Featureset::parse(text(&cpupolicy(&featureset_args).stdout).trim()).unwrap();
                 // What no form could express is named on stderr; it is only checked that the
                 // rest arrived.
                 let unexpressed: Vec<String> = text(&out.stderr)
@@ -193,4 +195,30 @@ fn libvirt_forms_use_libvirt_names_validate_and_round_trip() {
         }
     }
     assert!(named > 10, "{named} feature names written");
+}
+
+/// `level --xen` names the release whose libxl reads the output: refused with a format that
+/// names no features (it was ignored), and a bad release is said before any host is read.
+#[test]
+fn level_xen_only_with_the_formats_it_shapes() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/cpu-dumps/libvirt");
+    let host = dir.join("x86_64-cpuid-Xeon-Gold-6130.xml");
+    if !host.exists() {
+        eprintln!("SKIP: {} is absent", host.display());
+        return;
+    }
+    let host = host.display().to_string();
+    for format in ["text", "json", "featureset", "xen-cpuid", "libvirt"] {
+        let out = cpupolicy(&["level", "--xen", "4.17", "--format", format, &host]);
+        assert_eq!(out.status.code(), Some(2), "{format}");
+        assert!(text(&out.stderr).contains("--xen: only the xl and libvirt-domain formats"), "{format}");
+        assert!(out.stdout.is_empty(), "{format}");
+    }
+    let out = cpupolicy(&["level", "--xen", "4.1", "--format", "xl", &host, "/nonexistent"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--xen: '4.1' is not a Xen release"), "{}", text(&out.stderr));
+    for format in ["xl", "libvirt-domain"] {
+        let out = cpupolicy(&["level", "--xen", "4.17", "--format", format, &host]);
+        assert!(out.status.success(), "{format}: {}", text(&out.stderr));
+    }
 }

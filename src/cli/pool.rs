@@ -90,9 +90,10 @@ pub struct LevelArgs {
     /// --featuresets, from which neither can be told.
     #[arg(long, conflicts_with = "featuresets")]
     strict: bool,
-    /// The Xen release whose libxl reads the `--format xl` line (names it knows), e.g. 4.17.
-    #[arg(long, value_name = "XEN_VERSION", default_value = "4.22")]
-    xen: String,
+    /// The Xen release whose libxl reads the `--format xl` or `libvirt-domain` output (names
+    /// it knows), e.g. 4.17; 4.22 when not given. Only with those formats.
+    #[arg(long, value_name = "XEN_VERSION", conflicts_with = "featuresets")]
+    xen: Option<String>,
     /// The hosts are featuresets, as xapi keeps them (`-`- or `:`-separated hex words, any
     /// length, or the empty string), or files holding one: print their combination with Xen's
     /// rules (text, featureset or json format), written as the first was.
@@ -114,6 +115,13 @@ pub fn level(args: LevelArgs) -> Outcome {
             format => featureset_pool::level(&args.hosts, args.explain, format == LevelFormat::Json),
         };
     }
+    if args.xen.is_some() && !matches!(args.format, LevelFormat::Xl | LevelFormat::LibvirtDomain) {
+        return Err(CliError(
+            "--xen: only the xl and libvirt-domain formats name features as a Xen release does".into(),
+        ));
+    }
+    // Read before any host, so that a bad release is the first thing said.
+    let release = xl_release_arg(args.xen.as_deref().unwrap_or("4.22"))?;
     let hosts = args.hosts.iter().map(|path| load_host(Path::new(path), args.kind)).collect::<Result<Vec<_>, _>>()?;
     let pool = level_pool(&hosts, LevelOptions { cross_vendor: args.cross_vendor, explain: args.explain })?;
     let kind = args.kind.guest_kind();
@@ -139,7 +147,6 @@ pub fn level(args: LevelArgs) -> Outcome {
         }
         LevelFormat::Xl => {
             err!("{explanation}{}", hazards_text(&hazards));
-            let release = xl_release_arg(&args.xen)?;
             let defaults: Vec<(&str, &CpuPolicy)> = hosts.iter().map(|h| (h.name.as_str(), &h.default)).collect();
             let plan = xl_for_pool(&pool.default.policy, &defaults, release);
             emit(&format!("{}\n", plan.line))?;
@@ -149,7 +156,6 @@ pub fn level(args: LevelArgs) -> Outcome {
         }
         LevelFormat::LibvirtDomain => {
             err!("{explanation}{}", hazards_text(&hazards));
-            let release = xl_release_arg(&args.xen)?;
             let defaults: Vec<(&str, &CpuPolicy)> = hosts.iter().map(|h| (h.name.as_str(), &h.default)).collect();
             let plan = libvirt_for_pool(&pool.default.policy, &defaults, release);
             emit(&plan.xml)?;
