@@ -838,8 +838,10 @@ fn xl_oracle(root: &Path, ctx: &Context) -> Result<(), String> {
                 .lines()
                 .filter_map(|l| l.split(" cannot express ").nth(1)?.split(',').next().map(String::from))
                 .collect();
-            args[4] = "featureset".into();
-            let pool = featureset(&args)?.ok_or("the pool levels as xl but not as a featureset")?;
+            // The same pool as a featureset (without --xen, which that format refuses).
+            let mut featureset_args = strings(&["level", "--kind", "hvm", "--format", "featureset"]);
+            featureset_args.extend(members.iter().map(|m| m.to_string()));
+            let pool = featureset(&featureset_args)?.ok_or("the pool levels as xl but not as a featureset")?;
             let parsed = oracle(&line)?;
             if !parsed.status.success() {
                 return Err(format!("libxl refuses {line}: {}", String::from_utf8_lossy(&parsed.stderr)));
@@ -961,6 +963,21 @@ fn xl_config_oracle(build: &Path, exe: &Path, ctx: &Context, host: &str) -> Resu
         "cpuid += \"host,avx=0,sse4_2=0\"\n".to_string(),
         format!("cpuid = \"host,avx=0\"\ncpuid = ['{EDX0}']\n"),
         format!("cpuid = ['{ECX0}']\ncpuid += \"host\"\n"),
+        // libxlutil's grammar: statements end at ';' too, lists span lines and may end in a
+        // comma, a setting's text inside another setting's list is not a setting.
+        "cpuid = \"host,avx=0\"; cpuid = \"host,sse4_2=0\"\n".to_string(),
+        format!("cpuid = [\n\n  '{ECX0}' ,\n  '{EDX0}',\n]\n"),
+        "extra = [ 'a',\n  'cpuid = \"host,avx=0\"' ]\ncpuid=\"host,sse4_2=0\"\n".to_string(),
+        "# comment only\n\n;;\ncpuid = 'host,sse4_2=0'".to_string(),
+        // What it refuses: a stray word, upper case, a comment on a last line without a newline,
+        // DOS line ends, a bare word as value, a string over two lines, a stray ']'.
+        "garbage\ncpuid = \"host,sse4_2=0\"\n".to_string(),
+        "CPUID = \"host,sse4_2=0\"\n".to_string(),
+        "cpuid = \"host,sse4_2=0\" # no newline".to_string(),
+        "cpuid = \"host,sse4_2=0\"\r\n".to_string(),
+        "cpuid = host\n".to_string(),
+        "cpuid = \"host,\nsse4_2=0\"\n".to_string(),
+        "cpuid = \"host,sse4_2=0\"\nname = \"x\" ]\n".to_string(),
     ];
     let apply = |file: &Path| {
         Command::new(&ctx.cli)

@@ -19,6 +19,7 @@
 //! [`xl_for_pool`] writes one `cpuid=` value that gives a pool default's features on every host
 //! of the pool, in the form that loses least, and says what neither form can express.
 
+mod cfg;
 mod libvirt_names;
 mod names;
 
@@ -28,6 +29,7 @@ use cpupolicy_featureset::{FeatureId, Register, WordSource, XenRelease, FEATURES
 
 use crate::level_rules::masks;
 use crate::{CpuPolicy, CpuidKey, LimitField};
+use cfg::CfgValue;
 
 pub(crate) use names::XL_FLAGS;
 
@@ -211,29 +213,31 @@ impl XlCpuid {
     /// Reads the `cpuid` setting from an xl configuration file, or a bare value (`"host,…"`,
     /// `host,…` or `[ '…', … ]`), as libxl of `release` reads it. Errors name the token.
     pub fn parse(text: &str, release: XenRelease) -> Result<XlCpuid, XlError> {
-        let value = setting_value(text)?;
-        let trimmed = value.trim();
-        if trimmed.starts_with('[') {
-            let items = list_items(trimmed)?;
-            let mut cpuid = XlCpuid::default();
-            for item in items {
-                cpuid.add_xend(&item)?;
+        match setting(text)? {
+            Setting::Items(items) => {
+                let mut cpuid = XlCpuid::default();
+                for item in items {
+                    cpuid.add_xend(&item)?;
+                }
+                Ok(cpuid)
             }
-            Ok(cpuid)
-        } else {
-            let string = unquote(trimmed).unwrap_or(trimmed);
-            let mut tokens = string.split(',').filter(|t| !t.is_empty());
-            match tokens.next() {
-                Some("host") => {}
-                Some(first) => return Err(xl_error(first, "the first word must be \"host\"")),
-                None => return Err(xl_error(string, "empty setting: the first word must be \"host\"")),
-            }
-            let mut cpuid = XlCpuid::default();
-            for token in tokens {
-                cpuid.add_named(token, release)?;
-            }
-            Ok(cpuid)
+            Setting::String(string) => XlCpuid::from_names(&string, release),
         }
+    }
+
+    /// The name form, `host,NAME=VALUE,…` (`libxl_cpuid_parse_config`).
+    fn from_names(string: &str, release: XenRelease) -> Result<XlCpuid, XlError> {
+        let mut tokens = string.split(',').filter(|t| !t.is_empty());
+        match tokens.next() {
+            Some("host") => {}
+            Some(first) => return Err(xl_error(first, "the first word must be \"host\"")),
+            None => return Err(xl_error(string, "empty setting: the first word must be \"host\"")),
+        }
+        let mut cpuid = XlCpuid::default();
+        for token in tokens {
+            cpuid.add_named(token, release)?;
+        }
+        Ok(cpuid)
     }
 
     fn leaf_mut(&mut self, leaf: u32, subleaf: Option<u32>) -> &mut XlLeaf {
@@ -453,75 +457,37 @@ fn leading_number(text: &str) -> Option<u64> {
     Some(value)
 }
 
-/// The value of the `cpuid` setting in an xl config, or the text itself when it is a bare value.
-fn setting_value(text: &str) -> Result<String, XlError> {
-    let bare = text.trim_start();
+/// The `cpuid` setting: a list of strings (the xend form) or one string (the name form).
+#[derive(Debug, PartialEq, Eq)]
+enum Setting {
+    Items(Vec<String>),
+    String(String),
+}
+
+/// The `cpuid` setting of an xl configuration file, read as libxlutil reads the file
+/// ([`cfg::read_settings`]), or the text itself when it is a bare value (`"host,…"`, `host,…`,
+/// `[ '…', … ]`).
+fn setting(text: &str) -> Result<Setting, XlError> {
+    let bare = text.trim();
     if bare.starts_with('"') || bare.starts_with('\'') || bare.starts_with('[') || bare.starts_with("host") {
-        return Ok(bare.trim_end().to_string());
-    }
-    // key = value, the value running to the end of the line, or of the list. As in libxlu
-    // (`xlu__cfg_set_store` keeps the newest setting first and `find` takes the first), the last
-    // `cpuid =` wins; `cpuid +=` appends to what came before (a string to a string, a list to
-    // a list), or sets it when nothing did.
-    let mut setting: Option<String> = None;
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        let code = strip_comment(line);
-        let Some((key, value)) = code.split_once('=') else { continue };
-        let (key, append) = match key.trim_end().strip_suffix('+') {
-            Some(key) => (key.trim(), true),
-            None => (key.trim(), false),
-        };
-        if key != "cpuid" {
-            continue;
-        }
-        let mut value = value.trim().to_string();
-        if value.starts_with('[') {
-            while !value.contains(']') {
-                let Some(next) = lines.next() else {
-                    return Err(xl_error("cpuid", "the list is not closed with ']'"));
-                };
-                value.push('\n');
-                value.push_str(strip_comment(next));
-            }
-        }
-        let value = value.trim_end_matches(';').trim().to_string();
-        setting = Some(match setting {
-            Some(before) if append => appended(&before, &value)?,
-            _ => value,
+        return Ok(if bare.starts_with('[') {
+            Setting::Items(list_items(bare)?)
+        } else {
+            Setting::String(unquote(bare).unwrap_or(bare).to_string())
         });
     }
-    setting.ok_or_else(|| xl_error("cpuid", "no cpuid setting in the configuration"))
-}
-
-/// `cpuid += value` after `before`, as `xlu__cfg_concat_vals` joins them.
-fn appended(before: &str, value: &str) -> Result<String, XlError> {
-    let quote = |item: &str| if item.contains('"') { format!("'{item}'") } else { format!("\"{item}\"") };
-    match (before.starts_with('['), value.starts_with('[')) {
-        (true, true) => {
-            let items: Vec<String> = list_items(before)?.into_iter().chain(list_items(value)?).collect();
-            Ok(format!("[{}]", items.iter().map(|i| quote(i)).collect::<Vec<_>>().join(", ")))
-        }
-        (false, false) => {
-            let (a, b) = (unquote(before).unwrap_or(before), unquote(value).unwrap_or(value));
-            Ok(quote(&format!("{a}{b}")))
-        }
-        _ => Err(xl_error(value, "can't add [list] to \"string\" or vice versa (cpuid +=)")),
+    match cfg::read_settings(text)?.remove("cpuid") {
+        None => Err(xl_error("cpuid", "no cpuid setting in the configuration")),
+        Some(CfgValue::Atom(string)) => Ok(Setting::String(string)),
+        Some(CfgValue::List(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                CfgValue::Atom(item) => Ok(item),
+                CfgValue::List(_) => Err(xl_error("[", "a list inside the cpuid list: its items must be strings")),
+            })
+            .collect::<Result<_, _>>()
+            .map(Setting::Items),
     }
-}
-
-/// A line without its `#` comment (outside quotes).
-fn strip_comment(line: &str) -> &str {
-    let mut quote = None;
-    for (i, c) in line.char_indices() {
-        match (quote, c) {
-            (None, '"' | '\'') => quote = Some(c),
-            (Some(q), c) if c == q => quote = None,
-            (None, '#') => return &line[..i],
-            _ => {}
-        }
-    }
-    line
 }
 
 fn unquote(text: &str) -> Option<&str> {
@@ -923,10 +889,14 @@ mod tests {
         let ecx = c.leaves.iter().find(|l| l.leaf == 1).unwrap().filters[2].unwrap();
         assert_eq!(ecx[31 - 19], b'0');
         assert_eq!(c.msrs[0].filter[63 - 2], b'1');
-        let list = "name = 'vm'\ncpuid = [ '0x1:ecx=xxxxxxxxxxxx0xxxxxxxxxxxxxxxxxxx,\n edx=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx1',\n '7,0:ebx=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx0' ]\n";
+        let list = "name = 'vm'\ncpuid = [ '0x1:ecx=xxxxxxxxxxxx0xxxxxxxxxxxxxxxxxxx,edx=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx1',\n '7,0:ebx=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx0' ]\n";
         let c = XlCpuid::parse(list, XenRelease::V4_17).unwrap();
         assert_eq!(c.leaves.len(), 2);
         assert_eq!(c.leaves[1].subleaf, Some(0));
+        // A string does not run over a line end: libxlutil 4.17 refuses the file (lexical error).
+        let split = list.replace(",edx=", ",\n edx=");
+        let e = XlCpuid::parse(&split, XenRelease::V4_17).unwrap_err();
+        assert!(e.problem.contains("line 2 of the xl configuration: a string not closed on its line"), "{e}");
         for (text, token) in [
             ("host,nosuch=1", "nosuch=1"),
             ("host,sse3", "sse3"),
@@ -945,14 +915,21 @@ mod tests {
     /// wins, `cpuid +=` appends a string to a string and a list to a list, and refuses a mix.
     #[test]
     fn repeated_and_appended_settings_read_as_xl_reads_them() {
-        let setting = |text: &str| setting_value(text);
-        assert_eq!(setting("cpuid = \"host,avx=0\"\ncpuid = \"host,avx=1\"\n").unwrap(), "\"host,avx=1\"");
-        assert_eq!(setting("cpuid = \"host,avx=0\"\ncpuid += \",sse3=0\"\n").unwrap(), "\"host,avx=0,sse3=0\"");
-        assert_eq!(setting("cpuid += \"host\"\n").unwrap(), "\"host\"");
-        assert_eq!(setting("cpuid = ['1:eax=x']\ncpuid += [ \"2:ebx=y\" ]\n").unwrap(), "[\"1:eax=x\", \"2:ebx=y\"]");
-        assert_eq!(setting("cpuid = ['1:eax=x']\ncpuid = \"host\"\n").unwrap(), "\"host\"");
+        let string = |s: &str| Setting::String(s.to_string());
+        let items = |i: &[&str]| Setting::Items(i.iter().map(|s| s.to_string()).collect());
+        assert_eq!(setting("cpuid = \"host,avx=0\"\ncpuid = \"host,avx=1\"\n").unwrap(), string("host,avx=1"));
+        assert_eq!(setting("cpuid = \"host,avx=0\"\ncpuid += \",sse3=0\"\n").unwrap(), string("host,avx=0,sse3=0"));
+        assert_eq!(setting("cpuid += \"host\"\n").unwrap(), string("host"));
+        assert_eq!(setting("cpuid = ['1:eax=x']\ncpuid += [ \"2:ebx=y\" ]\n").unwrap(), items(&["1:eax=x", "2:ebx=y"]));
+        assert_eq!(setting("cpuid = ['1:eax=x']\ncpuid = \"host\"\n").unwrap(), string("host"));
         let e = setting("cpuid = ['1:eax=x']\ncpuid += \"host\"\n").unwrap_err();
         assert!(e.problem.contains("can't add [list] to \"string\""), "{e}");
+        // A list inside the list: xl would take the strings before it and drop the rest.
+        let e = setting("cpuid = [ '1:eax=x', [ '2:ebx=y' ] ]\n").unwrap_err();
+        assert!(e.problem.contains("a list inside the cpuid list"), "{e}");
+        // Bare values, as before.
+        assert_eq!(setting("  host,avx=0 \n").unwrap(), string("host,avx=0"));
+        assert_eq!(setting("['1:eax=x']").unwrap(), items(&["1:eax=x"]));
     }
 
     #[test]
