@@ -117,7 +117,7 @@ fn tokens(text: &str) -> Result<Vec<Lexed<'_>>, XlError> {
 
 /// The string quoted from `start` (the quote), and where it ends: on one line, with libxlutil's
 /// escapes of a quote, a backslash and the control characters; its numeric escapes are refused
-/// (libxlutil drops the character they name).
+/// (libxlutil 4.17 reads `"a\101b"` as `ab`, dropping the character, and refuses `"a\x414b"`).
 fn quoted(text: &str, start: usize, quote: u8, line: usize) -> Result<(String, usize), XlError> {
     let bytes = text.as_bytes();
     let mut value = String::new();
