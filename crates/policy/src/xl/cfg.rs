@@ -99,11 +99,12 @@ fn tokens(text: &str) -> Result<Vec<Lexed<'_>>, XlError> {
             _ => {
                 let end = text[i..].find([' ', '\t', '\n']).map_or(text.len(), |offset| i + offset);
                 let what = match bytes[i] {
-                    b'\r' => "a carriage return (a file with DOS line ends)",
-                    b'A'..=b'Z' => "a name must be lower case",
-                    _ => "a character that starts no token",
+                    b'\r' => "a carriage return (a file with DOS line ends)".to_string(),
+                    b'A'..=b'Z' => "a name must be lower case".to_string(),
+                    b @ (0..=0x1f | 0x7f) => format!("the control character {b:#04x}"),
+                    _ => "a character that starts no token".to_string(),
                 };
-                return Err(lexical_error(&text[start..end.max(start + 1)], line, what));
+                return Err(lexical_error(&text[start..end.max(start + 1)], line, &what));
             }
         };
         out.push(Lexed { token, line, text: &text[start..end] });
@@ -315,7 +316,7 @@ mod tests {
     /// What libxlutil refuses, refused, naming the line and the token.
     #[test]
     fn files_libxlutil_refuses_are_refused_at_the_line() {
-        let cases: [(&str, &str, &str); 11] = [
+        let cases: [(&str, &str, &str); 12] = [
             ("garbage\ncpuid = \"host\"\n", "<newline>", "line 1 of the xl configuration: expected '=' or '+='"),
             ("name = 1\nCPUID = \"host\"\n", "CPUID", "line 2 of the xl configuration: a name must be lower case"),
             ("cpuid = \"host\" # c", "# c", "a comment on the last line without a newline"),
@@ -327,6 +328,7 @@ mod tests {
             ("cpuid = \"host\"\nname = \"x\" ]\n", "]", "line 2"),
             ("cpuid = \"a\"\ncpuid += [ \"b\" ]\n", "cpuid", "can't add [list] to \"string\""),
             ("cpuid = \"a\\x41\"\n", "\\x", "an escape libxlutil does not keep"),
+            ("cpuid = \"host\"\0\n", "\0", "the control character 0x00"),
         ];
         for (text, token, problem) in cases {
             let e = cpuid(text).unwrap_err();
