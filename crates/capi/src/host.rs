@@ -88,9 +88,6 @@ pub unsafe extern "C" fn cpupolicy_host_parse(text: *const c_char, out: *mut *mu
 pub unsafe extern "C" fn cpupolicy_host_read(path: *const c_char, out: *mut *mut cpupolicy_host) -> cpupolicy_status {
     guard(|| {
         require(out, "out")?;
-        if out.is_null() {
-            return Err(Failure::null("out"));
-        }
         // SAFETY: per this function's contract.
         let (path, text) = unsafe { read_c_path(path)? };
         let bundle = parse_host(&text).map_err(|f| f.in_file(&path))?;

@@ -209,9 +209,6 @@ pub unsafe extern "C" fn cpupolicy_policy_read(
 ) -> cpupolicy_status {
     guard(|| {
         require(out, "out")?;
-        if out.is_null() {
-            return Err(Failure::null("out"));
-        }
         // SAFETY: per this function's contract.
         let (path, text) = unsafe { read_c_path(path)? };
         let policy = Document::parse(&text).map_err(import_failure).and_then(single_policy);

@@ -431,9 +431,6 @@ pub unsafe extern "C" fn cpupolicy_topology_from_record(
 ) -> cpupolicy_status {
     guard(|| {
         require(out, "out")?;
-        if out.is_null() {
-            return Err(Failure::null("out"));
-        }
         let bytes = if record.is_null() {
             if length != 0 {
                 return Err(Failure::new(CPUPOLICY_INVALID_ARGUMENT, "record is NULL but length is not 0"));

@@ -83,9 +83,6 @@ fn hypercall_status(error: &Error) -> cpupolicy_status {
 pub unsafe extern "C" fn cpupolicy_xen_open(out: *mut *mut cpupolicy_xen) -> cpupolicy_status {
     guard(|| {
         require(out, "out")?;
-        if out.is_null() {
-            return Err(Failure::null("out"));
-        }
         let handle = XenHandle::open().map_err(xen_failure)?;
         // SAFETY: per this function's contract.
         unsafe { put(out, handle) }
@@ -137,9 +134,6 @@ pub unsafe extern "C" fn cpupolicy_xen_host(
         require(out, "out")?;
         // SAFETY: per this function's contract.
         let handle = unsafe { borrow(xen, "xen")? };
-        if out.is_null() {
-            return Err(Failure::null("out"));
-        }
         let bundle = xen::host_bundle(handle).map_err(xen_failure)?;
         // SAFETY: per this function's contract.
         unsafe { put(out, bundle) }
@@ -164,9 +158,6 @@ pub unsafe extern "C" fn cpupolicy_xen_featureset(
         // SAFETY: per this function's contract.
         let handle = unsafe { borrow(xen, "xen")? };
         let which = system_policy(which)?;
-        if out.is_null() {
-            return Err(Failure::null("out"));
-        }
         let set = handle.system_featureset(which).map_err(xen_failure)?;
         // SAFETY: per this function's contract.
         unsafe { put(out, set) }
@@ -188,9 +179,6 @@ pub unsafe extern "C" fn cpupolicy_xen_domain_policy(
         require(out, "out")?;
         // SAFETY: per this function's contract.
         let handle = unsafe { borrow(xen, "xen")? };
-        if out.is_null() {
-            return Err(Failure::null("out"));
-        }
         let policy = xen::domain_policy(handle, domid).map_err(xen_failure)?;
         // SAFETY: per this function's contract.
         unsafe { put(out, policy) }
