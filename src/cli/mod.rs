@@ -62,6 +62,21 @@ impl<E: std::fmt::Display> From<E> for CliError {
 /// What a command produced: an exit status (0 or 1).
 pub type Outcome = Result<i32, CliError>;
 
+/// The text of the file at `path` ([`cpupolicy::policy::read_input`]'s limits), an error naming
+/// the file.
+fn read_text(path: &std::path::Path) -> Result<String, CliError> {
+    cpupolicy::policy::read_input(path).map_err(|e| CliError(format!("{}: {e}", path.display())))
+}
+
+/// [`read_text`], or standard input for `-` (the same limits), an error naming it.
+fn read_text_or_stdin(path: &std::path::Path) -> Result<String, CliError> {
+    if path == std::path::Path::new("-") {
+        cpupolicy::policy::read_stdin().map_err(|e| CliError(format!("standard input: {e}")))
+    } else {
+        read_text(path)
+    }
+}
+
 #[derive(Parser)]
 #[command(name = "cpupolicy", version, about = "x86 CPU policy for Xen toolstacks")]
 struct Cli {

@@ -17,7 +17,7 @@ use cpupolicy::topology::qemu;
 use cpupolicy::topology::{CpuidLeaves, Scheme, Topology, Vendor};
 
 use super::topology::VendorArg;
-use super::{CliError, Outcome, EXIT_NEGATIVE};
+use super::{read_text, CliError, Outcome, EXIT_NEGATIVE};
 
 #[derive(Args)]
 pub struct ObserveArgs {
@@ -107,10 +107,6 @@ fn read_all_cpus(dev: &Path) -> Result<BTreeMap<u32, CpuidLeaves>, CliError> {
         return Err(CliError(format!("no CPUs under {}", dev.display())));
     }
     Ok(cpus)
-}
-
-fn read_text(path: &Path) -> Result<String, CliError> {
-    cpupolicy::policy::read_input(path).map_err(|e| CliError(format!("{}: {e}", path.display())))
 }
 
 fn compare(vendor: Vendor, smp: &str, dump: &Path, cpuinfo: &Path, accel: qemu::Accelerator, verbose: bool) -> Outcome {

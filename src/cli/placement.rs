@@ -105,7 +105,7 @@ struct Reader {
 fn text_of(path: &Path) -> Result<Option<(String, u64)>, CliError> {
     match path.to_str() {
         Some(p) if p != "-" && (path.exists() || !p.contains('#')) => {
-            let text = cpupolicy::policy::read_input(path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+            let text = super::read_text(path)?;
             let mut hasher = DefaultHasher::new();
             text.hash(&mut hasher);
             let hash = hasher.finish();
@@ -192,7 +192,7 @@ impl Listed {
 fn with_list(given: &[String], list: Option<&Path>) -> Result<Vec<Listed>, CliError> {
     let mut items: Vec<Listed> = given.iter().map(|text| Listed { text: text.clone(), origin: None }).collect();
     if let Some(list) = list {
-        let text = cpupolicy::policy::read_input(list).map_err(|e| CliError(format!("{}: {e}", list.display())))?;
+        let text = super::read_text(list)?;
         for (number, line) in text.lines().enumerate() {
             let line = line.trim();
             if !line.is_empty() && !line.starts_with('#') {

@@ -235,11 +235,7 @@ pub(super) fn read_document(path: &Path) -> Result<Document, CliError> {
             }
         }
     }
-    let text = if path == Path::new("-") {
-        cpupolicy_policy::read_stdin().map_err(|e| CliError(format!("standard input: {e}")))?
-    } else {
-        cpupolicy::policy::read_input(path).map_err(|e| CliError(format!("{}: {e}", path.display())))?
-    };
+    let text = super::read_text_or_stdin(path)?;
     let name = if path == Path::new("-") { "standard input".into() } else { path.display().to_string() };
     let document = Document::parse_choosing(&text, which).map_err(|e| CliError(format!("{name}: {e}")))?;
     if which == PoolPolicy::Acceptance && !matches!(document.format(), InputFormat::PoolJson(_)) {

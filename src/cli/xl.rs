@@ -45,11 +45,7 @@ pub fn xl(args: XlArgs) -> Outcome {
         XlCommand::Apply { host, kind, xen, format, config } => {
             let release = xl_release_arg(&xen)?;
             let host = load_host(&host, kind)?;
-            let text = if config == std::path::Path::new("-") {
-                cpupolicy_policy::read_stdin().map_err(|e| CliError(format!("standard input: {e}")))?
-            } else {
-                cpupolicy::policy::read_input(&config).map_err(|e| CliError(format!("{}: {e}", config.display())))?
-            };
+            let text = super::read_text_or_stdin(&config)?;
             let cpuid = XlCpuid::parse(&text, release).map_err(|e| CliError(format!("{}: {e}", config.display())))?;
             let policy = cpuid.apply(&host.default, host.reflected_source(), &host.max);
             let label = match kind {

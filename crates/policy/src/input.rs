@@ -51,21 +51,26 @@ pub fn read_input(path: &Path) -> Result<String, InputError> {
         let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
         read_nonblocking(file)?
     } else {
-        let mut bytes = Vec::new();
-        File::open(path)?.take(MAX_INPUT_BYTES + 1).read_to_end(&mut bytes)?;
-        bytes
+        read_capped(File::open(path)?)?
     };
-    if bytes.len() as u64 > MAX_INPUT_BYTES {
-        return Err(InputError::TooLarge);
-    }
-    String::from_utf8(bytes).map_err(|e| InputError::NotUtf8(e.utf8_error().valid_up_to()))
+    as_text(bytes)
 }
 
 /// Reads standard input as UTF-8 text, stopping at [`MAX_INPUT_BYTES`] as [`read_input`] does
 /// (`cpupolicy import - < /dev/zero` is refused, not read until memory runs out).
 pub fn read_stdin() -> Result<String, InputError> {
+    as_text(read_capped(std::io::stdin().lock())?)
+}
+
+/// Reads to the end, or one byte past [`MAX_INPUT_BYTES`] (which [`as_text`] refuses).
+fn read_capped(reader: impl Read) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    std::io::stdin().lock().take(MAX_INPUT_BYTES + 1).read_to_end(&mut bytes)?;
+    reader.take(MAX_INPUT_BYTES + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The bytes read as text: at most [`MAX_INPUT_BYTES`], UTF-8.
+fn as_text(bytes: Vec<u8>) -> Result<String, InputError> {
     if bytes.len() as u64 > MAX_INPUT_BYTES {
         return Err(InputError::TooLarge);
     }
