@@ -497,7 +497,6 @@ fn policy_from_body(body: PolicyBodyJson, prefix: &str) -> Result<CpuPolicy, Jso
     ))
 }
 
-/// `0x` followed by 1 to `max_digits` hex digits.
 /// serde_json's message as a [`JsonError::Syntax`], with each name or string it quotes (in
 /// backticks or double quotes) cut to an [`excerpt`]: an unknown key a megabyte long makes a
 /// readable message.
@@ -525,6 +524,7 @@ pub(crate) fn syntax(error: serde_json::Error) -> JsonError {
     JsonError::Syntax(out)
 }
 
+/// `0x` followed by 1 to `max_digits` hex digits.
 pub(crate) fn parse_hex(text: &str, max_digits: usize) -> Result<u64, String> {
     let digits = text
         .strip_prefix("0x")

@@ -99,7 +99,7 @@ impl CpuPolicy {
         // Leaves the dump itself shows with sub-leaves count as indexed even if the table does
         // not know them yet.
         let indexed: BTreeSet<u32> =
-            cpuid.iter().filter(|(_, leaf, subleaf, _)| *subleaf != 0 || has_subleaves(*leaf)).map(|e| e.1).collect();
+            cpuid.iter().filter(|(_, leaf, subleaf, _)| read_as_indexed(*leaf, *subleaf)).map(|e| e.1).collect();
         let mut keyed: Vec<(CpuidKey, Registers, usize)> = cpuid
             .into_iter()
             .map(|(line, leaf, subleaf, registers)| {
@@ -128,6 +128,12 @@ impl CpuPolicy {
     }
 }
 
+/// Whether an entry recorded with this `ecx_in` makes the reader index its leaf: the leaf is
+/// known to have sub-leaves, or the dump shows a non-zero one.
+fn read_as_indexed(leaf: u32, ecx_in: u32) -> bool {
+    ecx_in != 0 || has_subleaves(leaf)
+}
+
 /// Leaves that architecturally have no sub-leaves and that everything else is read through
 /// (vendor, signature, features): a dump recording one with a sub-leaf is wrong, not a leaf to
 /// index.
@@ -146,10 +152,10 @@ impl CpuPolicy {
     /// leaf 0, 1, 0x80000000 or 0x80000001, which the reader refuses.
     pub fn to_libvirt_xml(&self) -> Result<String, LibvirtWriteError> {
         use std::fmt::Write as _;
-        // The leaves the reader will index: known to have sub-leaves, or held with a non-zero one.
+        // The leaves the reader will index, from the ecx_in each entry is written with.
         let indexed: BTreeSet<u32> = self
             .cpuid_entries()
-            .filter(|(key, _)| key.subleaf.is_some_and(|s| s != 0) || has_subleaves(key.leaf))
+            .filter(|(key, _)| read_as_indexed(key.leaf, key.subleaf.unwrap_or(0)))
             .map(|(key, _)| key.leaf)
             .collect();
         for (key, _) in self.cpuid_entries() {

@@ -383,7 +383,7 @@ impl CpuPolicy {
         for (position, entry) in leaves.iter().enumerate() {
             match wire_slot(entry.leaf, entry.subleaf, limits) {
                 Some(slot) => policy.set_slot(slot, [entry.a, entry.b, entry.c, entry.d]),
-                None => return Err(WireError::LeafOutOfRange { position, leaf: entry.leaf, subleaf: entry.subleaf }),
+                None => return Err(out_of_range(leaves, position)),
             }
         }
         policy.store_wire_msrs(msrs);
@@ -491,8 +491,7 @@ impl CpuPolicy {
 /// refuses it.
 fn first_leaf_error(leaves: &[XenCpuidLeaf], limits: &WireLimits) -> Option<WireError> {
     let position = leaves.iter().position(|entry| wire_slot(entry.leaf, entry.subleaf, limits).is_none())?;
-    let entry = &leaves[position];
-    Some(WireError::LeafOutOfRange { position, leaf: entry.leaf, subleaf: entry.subleaf })
+    Some(out_of_range(leaves, position))
 }
 
 /// The refusal of `leaves[position]`, which Xen's format has no room for.

@@ -199,9 +199,12 @@ impl XenCpuidReport {
             if line.trim().is_empty() && lines.clone().all(|(_, l)| l.trim().is_empty()) {
                 break;
             }
+            // The section's name, from the header `line` it starts.
+            let named = |name: &str| {
+                parse_name(name).ok_or_else(|| error(number, format!("unknown policy name in '{}'", excerpt(line))))
+            };
             if let Some(name) = line.strip_suffix(" policy not supported by Xen") {
-                let name = parse_name(name)
-                    .ok_or_else(|| error(number, format!("unknown policy name in '{}'", excerpt(line))))?;
+                let name = named(name)?;
                 section(name, number)?;
                 report.sections.push(ReportSection { name, content: None });
                 continue;
@@ -209,8 +212,7 @@ impl XenCpuidReport {
             let (name, counts) = line
                 .split_once(" policy: ")
                 .ok_or_else(|| error(number, format!("expected a policy header, found '{}'", excerpt(line))))?;
-            let name =
-                parse_name(name).ok_or_else(|| error(number, format!("unknown policy name in '{}'", excerpt(line))))?;
+            let name = named(name)?;
             section(name, number)?;
             let (nr_leaves, nr_msrs) = parse_counts(counts)
                 .ok_or_else(|| error(number, format!("cannot read the counts in '{}'", excerpt(line))))?;
