@@ -951,7 +951,8 @@ fn xl_oracle(root: &Path, ctx: &Context) -> Result<(), String> {
 /// libxlutil (Debian's, as xl links it) as the oracle for reading an xl config file: for
 /// configs with several `cpuid` lines, `+=` appends and comments, the setting libxlutil gives xl
 /// (`xl_oracle setting`) applied alone, and the whole file given to `xl apply`, must give the
-/// same policy; a file libxlutil refuses (a list added to a string), `xl apply` refuses too.
+/// same policy; a file libxlutil refuses (a list added to a string, a syntax or lexical error),
+/// `xl apply` refuses too.
 fn xl_config_oracle(build: &Path, exe: &Path, ctx: &Context, host: &str) -> Result<(), String> {
     const ECX0: &str = "1:ecx=0xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
     const EDX0: &str = "1:edx=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx0";
@@ -986,11 +987,15 @@ fn xl_config_oracle(build: &Path, exe: &Path, ctx: &Context, host: &str) -> Resu
             .output()
             .map_err(|e| e.to_string())
     };
+    // `text` written to `name` in the build directory, then given to `xl apply`.
+    let apply_text = |name: String, text: &str| {
+        let file = build.join(name);
+        std::fs::write(&file, text).map_err(|e| e.to_string())?;
+        apply(&file)
+    };
     // The settings must tell in the policy: SSE4.2 off and on give different ones.
-    let (off, on) = (build.join("xl-config-off.value"), build.join("xl-config-on.value"));
-    std::fs::write(&off, "\"host,sse4_2=0\"").map_err(|e| e.to_string())?;
-    std::fs::write(&on, "\"host,sse4_2=1\"").map_err(|e| e.to_string())?;
-    let (off, on) = (apply(&off)?, apply(&on)?);
+    let off = apply_text("xl-config-off.value".into(), "\"host,sse4_2=0\"")?;
+    let on = apply_text("xl-config-on.value".into(), "\"host,sse4_2=1\"")?;
     if !off.status.success() || off.stdout == on.stdout {
         return Err(format!("sse4_2=0 and =1 do not give different policies on {host}"));
     }
@@ -1010,10 +1015,8 @@ fn xl_config_oracle(build: &Path, exe: &Path, ctx: &Context, host: &str) -> Resu
         if !a.status.success() || a.stdout != b.stdout {
             return Err(format!("libxl does not read '{odd}' as '{plain}': exit {}", a.status));
         }
-        let (f, g) = (build.join(format!("xl-spelling-{i}.a")), build.join(format!("xl-spelling-{i}.b")));
-        std::fs::write(&f, format!("cpuid = \"{odd}\"\n")).map_err(|e| e.to_string())?;
-        std::fs::write(&g, format!("cpuid = \"{plain}\"\n")).map_err(|e| e.to_string())?;
-        let (ours_odd, ours_plain) = (apply(&f)?, apply(&g)?);
+        let ours_odd = apply_text(format!("xl-spelling-{i}.a"), &format!("cpuid = \"{odd}\"\n"))?;
+        let ours_plain = apply_text(format!("xl-spelling-{i}.b"), &format!("cpuid = \"{plain}\"\n"))?;
         if !ours_odd.status.success() || ours_odd.stdout != ours_plain.stdout {
             return Err(format!(
                 "libxl reads '{odd}' as '{plain}'; xl apply does not (exit {}): {}",

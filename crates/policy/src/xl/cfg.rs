@@ -50,8 +50,9 @@ struct Lexed<'a> {
     text: &'a str,
 }
 
-fn lexical_error(text: &str, line: usize, what: &str) -> XlError {
-    xl_error(text, format!("line {line} of the xl configuration: {what} (xl refuses the file)"))
+/// What makes xl refuse the file: `what` about `token` on `line`.
+fn refused(token: &str, line: usize, what: &str) -> XlError {
+    xl_error(token, format!("line {line} of the xl configuration: {what} (xl refuses the file)"))
 }
 
 /// The tokens of the file, as libxlutil's scanner makes them.
@@ -90,7 +91,7 @@ fn tokens(text: &str) -> Result<Vec<Lexed<'_>>, XlError> {
             b'\n' => (Token::Newline, i + 1),
             b'#' => match text[i..].find('\n') {
                 Some(offset) => (Token::Newline, i + offset + 1),
-                None => return Err(lexical_error(&text[i..], line, "a comment on the last line without a newline")),
+                None => return Err(refused(&text[i..], line, "a comment on the last line without a newline")),
             },
             quote @ (b'"' | b'\'') => {
                 let (value, end) = quoted(text, i, quote, line)?;
@@ -104,7 +105,7 @@ fn tokens(text: &str) -> Result<Vec<Lexed<'_>>, XlError> {
                     b @ (0..=0x1f | 0x7f) => format!("the control character {b:#04x}"),
                     _ => "a character that starts no token".to_string(),
                 };
-                return Err(lexical_error(&text[start..end.max(start + 1)], line, &what));
+                return Err(refused(&text[start..end.max(start + 1)], line, &what));
             }
         };
         out.push(Lexed { token, line, text: &text[start..end] });
@@ -123,7 +124,7 @@ fn quoted(text: &str, start: usize, quote: u8, line: usize) -> Result<(String, u
     let bytes = text.as_bytes();
     let mut value = String::new();
     let mut i = start + 1;
-    let unterminated = |end: usize| lexical_error(&text[start..end], line, "a string not closed on its line");
+    let unterminated = |end: usize| refused(&text[start..end], line, "a string not closed on its line");
     loop {
         let Some(&b) = bytes.get(i) else { return Err(unterminated(i)) };
         match b {
@@ -142,7 +143,7 @@ fn quoted(text: &str, start: usize, quote: u8, line: usize) -> Result<(String, u
                     Some(_) => {
                         let end = (i + 2).min(text.len());
                         let shown = text.get(i..end).unwrap_or("\\");
-                        return Err(lexical_error(shown, line, "an escape libxlutil does not keep"));
+                        return Err(refused(shown, line, "an escape libxlutil does not keep"));
                     }
                 };
                 value.push(escaped);
@@ -175,10 +176,7 @@ impl<'a> Parser<'a> {
         match self.tokens.get(self.at) {
             Some(lexed) => {
                 let shown = if lexed.token == Token::Newline { "<newline>" } else { lexed.text };
-                xl_error(
-                    shown,
-                    format!("line {} of the xl configuration: expected {expected} (xl refuses the file)", lexed.line),
-                )
+                refused(shown, lexed.line, &format!("expected {expected}"))
             }
             None => xl_error("<end of file>", format!("xl configuration: expected {expected} (xl refuses the file)")),
         }
@@ -256,15 +254,7 @@ pub(crate) fn read_settings(text: &str) -> Result<HashMap<&str, CfgValue>, XlErr
                 before.extend(after);
                 CfgValue::List(before)
             }
-            (Some(_), _) if add => {
-                return Err(xl_error(
-                    name,
-                    format!(
-                        "line {line} of the xl configuration: can't add [list] to \"string\" or vice versa \
-                         (xl refuses the file)"
-                    ),
-                ))
-            }
+            (Some(_), _) if add => return Err(refused(name, line, "can't add [list] to \"string\" or vice versa")),
             (_, value) => value,
         };
         settings.insert(name, value);

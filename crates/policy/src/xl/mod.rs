@@ -405,17 +405,11 @@ fn place(filter: &mut [u8; 32], name: &str, bit: u8, bits: &[u8], value: &str) -
                 // As libxl writes it (libxl_cpuid_parse_config, RELEASE-4.17.0): the low seven
                 // extended-family bits from the value less 15, the top one still the value's own
                 // bit 7 (its first rendering of the number is only partly overwritten).
-                let extended: Vec<u8> = (0..8)
-                    .rev()
-                    .map(|i| {
-                        let source = if i == 7 { n } else { n - 15 };
-                        if (source >> i) & 1 == 1 {
-                            b'1'
-                        } else {
-                            b'0'
-                        }
-                    })
-                    .collect();
+                let bit = |i: u64| {
+                    let source = if i == 7 { n } else { n - 15 };
+                    b'0' + ((source >> i) & 1) as u8
+                };
+                let extended: Vec<u8> = (0..8).rev().map(bit).collect();
                 at(filter, 20, &extended);
             }
         }
